@@ -1,0 +1,120 @@
+"""Index and search parameters: frozen dataclasses with defaults that work."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from typing import Any, TypeVar
+
+from curator.errors import InvalidArgument
+
+__all__ = ["IndexConfig", "Metric", "SearchParams", "from_env"]
+
+
+class Metric(enum.StrEnum):
+    """Distance of a collection. Search returns distances where smaller is closer:
+    L2 -> squared L2, IP -> negative inner product, COSINE -> 1 - cosine similarity."""
+
+    L2 = "l2"
+    IP = "ip"
+    COSINE = "cosine"
+
+    @classmethod
+    def parse(cls, value: str | Metric) -> Metric:
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise InvalidArgument(
+                f"expected metric one of {[m.value for m in cls]}, got {value!r}"
+            ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """Shape of the shared clustering tree and of the per-tenant shortlists.
+
+    branching: children per internal node (k of each k-means), 2..64.
+    max_leaf_size: a training node with more points than this is split.
+    max_sl_size: a tenant's shortlist at an internal node splits past this size.
+    max_depth: depth limit of the shared tree.
+    train_min_vectors: the tree is trained automatically once the collection holds this many
+        vectors; before that every search is an exact scan.
+    retrain_growth: retrain automatically once the collection has grown this many times
+        past the size the tree was trained on (0 disables).
+    kmeans_niter / kmeans_max_points_per_centroid: faiss k-means per node.
+    seed: makes training reproducible.
+    """
+
+    branching: int = 32
+    max_leaf_size: int = 256
+    max_sl_size: int = 256
+    max_depth: int = 8
+    train_min_vectors: int = 10_000
+    retrain_growth: float = 8.0
+    kmeans_niter: int = 20
+    kmeans_max_points_per_centroid: int = 256
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        _check_range("branching", self.branching, 2, 64)
+        _check_range("max_leaf_size", self.max_leaf_size, 1, 1 << 20)
+        _check_range("max_sl_size", self.max_sl_size, 1, 1 << 20)
+        _check_range("max_depth", self.max_depth, 1, 16)
+        _check_range("train_min_vectors", self.train_min_vectors, 1, 1 << 40)
+        _check_range("kmeans_niter", self.kmeans_niter, 1, 1000)
+        _check_range(
+            "kmeans_max_points_per_centroid", self.kmeans_max_points_per_centroid, 1, 1 << 20
+        )
+        if not (self.retrain_growth == 0 or self.retrain_growth > 1):
+            raise InvalidArgument(f"expected retrain_growth 0 or > 1, got {self.retrain_growth}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchParams:
+    """Knobs of one search; the same names are used by the server, SDK and benchmarks.
+
+    search_ef: size of the running candidate list; the search stops at the first scanned
+        shortlist that does not improve a full list. The recall knob (>= k is useful).
+    beam_size: width of the beam descent that seeds the best-first frontier (0 = none).
+    variance_boost: node score is ||q - c||^2 - variance_boost * mean squared radius.
+    exact_search_threshold: tenants (or filter results) with at most this many vectors are
+        scanned exactly instead of searched through the tree.
+    """
+
+    search_ef: int = 64
+    beam_size: int = 8
+    variance_boost: float = 0.4
+    exact_search_threshold: int = 1024
+
+    def __post_init__(self) -> None:
+        _check_range("search_ef", self.search_ef, 1, 1 << 20)
+        _check_range("beam_size", self.beam_size, 0, 4096)
+        _check_range("exact_search_threshold", self.exact_search_threshold, 0, 1 << 40)
+        if not (0.0 <= self.variance_boost <= 10.0):
+            raise InvalidArgument(f"expected variance_boost in [0, 10], got {self.variance_boost}")
+
+
+def _check_range(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidArgument(f"expected {name} an integer in [{lo}, {hi}], got {value!r}")
+
+
+T = TypeVar("T")
+
+
+def from_env(cls: type[T], prefix: str = "CURATOR_", **overrides: Any) -> T:
+    """Build a config dataclass from defaults, then `CURATOR_<FIELD>` variables, then overrides."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        raw = os.environ.get(prefix + field.name.upper())
+        if raw is not None:
+            kind: Any = type(field.default)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise InvalidArgument(
+                    f"expected {prefix}{field.name.upper()} of type {kind.__name__}, got {raw!r}"
+                ) from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)

@@ -1,0 +1,456 @@
+"""CuratorIndex: one shared clustering tree, every tenant's index a sub-tree of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from curator import search_kernels as K
+from curator import snapshot as _snapshot
+from curator.config import IndexConfig, Metric, SearchParams
+from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
+from curator.sorted_map import SortedMap
+from curator.tenant_tree import TenantTree, TenantView
+from curator.tree import SharedTree
+from curator.validation import as_ids, as_matrix, check_k, check_tenant, check_tenants
+from curator.vectors import VectorStore
+
+__all__ = ["CuratorIndex"]
+
+log = logging.getLogger(__name__)
+
+_LOW32 = np.int64(0xFFFFFFFF)
+
+
+class CuratorIndex:
+    """A multi-tenant vector index (in memory, not thread-safe: callers serialise writes).
+
+    >>> idx = CuratorIndex(dim=4, metric="l2")
+    >>> idx.insert([1, 2], np.eye(4, dtype=np.float32)[:2], owner="acme")
+    >>> idx.grant([2], "globex")
+    >>> ids, dist = idx.search("globex", np.eye(4, dtype=np.float32)[:1], k=2)
+    >>> ids.tolist()
+    [[2, -1]]
+
+    Every vector is stored once and has an owner tenant; `grant`/`revoke` share it with more
+    tenants. A search for a tenant walks only that tenant's sub-tree (its shortlists), so it
+    only ever returns vectors the tenant may read. Until the collection holds
+    `config.train_min_vectors` vectors, the tree is a single node and every search is exact.
+    Search results: ids (nq, k) int64 (-1 padded; ids >= 2**63 read back as negative int64,
+    view them as uint64) and distances (nq, k) float32 (inf padded, smaller is closer).
+    """
+
+    def __init__(
+        self, dim: int, metric: str | Metric = Metric.L2, config: IndexConfig | None = None
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65536:
+            raise InvalidArgument(f"expected dim an integer in [1, 65536], got {dim!r}")
+        self.dim = dim
+        self.metric = Metric.parse(metric)
+        self.config = config or IndexConfig()
+        self._store = VectorStore(dim)
+        self._ids = SortedMap()  # client id (as int64 bits) -> slot
+        self._access = SortedMap(values=False)  # slot << 32 | tenant
+        self._tenant_of: dict[str, int] = {}
+        self._names: list[str | None] = []
+        self._trees: list[TenantTree | None] = []
+        self._tree = SharedTree.untrained(dim)
+        self._trained_n = 0
+        self._crad: np.ndarray | None = None
+
+    # -- introspection ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def is_trained(self) -> bool:
+        return self._tree.is_trained
+
+    def tenants(self) -> list[str]:
+        return sorted(self._tenant_of)
+
+    def tenant_size(self, tenant: str) -> int:
+        return self._tenant_tree(tenant).size
+
+    def readable_ids(self, tenant: str) -> np.ndarray:
+        """Ids the tenant may read (owned or granted), sorted (n,) uint64."""
+        slots = self._tenant_tree(tenant).slots()
+        return np.sort(self._store.ext_id[slots])
+
+    def owner_of(self, ids: Any) -> list[str]:
+        slots = self._slots_of(as_ids(ids, unique=False))
+        return [self._names[t] or "" for t in self._store.owner[slots].tolist()]
+
+    def get_vectors(self, ids: Any) -> np.ndarray:
+        """Stored vectors of `ids` (n, d) float32 (normalised for cosine); NotFound if absent."""
+        return self._store.vectors[self._slots_of(as_ids(ids, unique=False))].copy()
+
+    def contains(self, ids: Any) -> np.ndarray:
+        ids = as_ids(ids, unique=False)
+        return self._ids.get(ids.view(np.int64)) >= 0
+
+    # -- writes -----------------------------------------------------------------------------
+    def add_tenant(self, tenant: str) -> None:
+        self._ensure_tenant(check_tenant(tenant))
+
+    def insert(self, ids: Any, vectors: Any, owner: str) -> None:
+        """Insert (n,) ids with (n, d) vectors owned by `owner`. An id that exists is replaced
+        entirely (its old grants are dropped). All or nothing: bad input changes nothing."""
+        ids = as_ids(ids)
+        x = self._prepare(vectors, "vectors")
+        if len(ids) != len(x):
+            raise InvalidArgument(
+                f"expected one vector per id, got {len(ids)} ids and {len(x)} vectors"
+            )
+        owner = check_tenant(owner)
+        if not len(ids):
+            return
+        old = self._ids.get(ids.view(np.int64))
+        if (old >= 0).any():
+            self._delete_slots(old[old >= 0])
+        t = self._ensure_tenant(owner)
+        slots = self._store.allocate(len(ids))
+        leaves = self._tree.route(x)
+        self._store.put(slots, ids, x, t, leaves)
+        self._tree.update_radius(x, leaves)
+        self._crad = None
+        self._ids.put(ids.view(np.int64), slots)
+        self._access.put(_pair(slots, t))
+        self._live_tree(t).add(
+            self._tree,
+            self._store.leaf,
+            slots,
+            self.config.max_sl_size,
+        )
+        self._maybe_train()
+
+    def grant(self, ids: Any, tenant: str) -> int:
+        """Let `tenant` read `ids` (created if new); returns how many grants were new."""
+        slots = self._slots_of(as_ids(ids, unique=False))
+        t = self._ensure_tenant(check_tenant(tenant))
+        slots = np.unique(slots)
+        keys = _pair(slots, t)
+        new = ~self._access.contains(keys)
+        self._access.put(keys[new])
+        self._live_tree(t).add(
+            self._tree,
+            self._store.leaf,
+            slots[new],
+            self.config.max_sl_size,
+        )
+        return int(new.sum())
+
+    def revoke(self, ids: Any, tenant: str) -> int:
+        """Take `tenant`'s access to `ids` away; returns how many grants existed. The owner's
+        own access cannot be revoked (delete the vector instead)."""
+        tree = self._tenant_tree(tenant)
+        t = self._tenant_of[tenant]
+        slots = np.unique(self._slots_of(as_ids(ids, unique=False)))
+        if (self._store.owner[slots] == t).any():
+            raise FailedPrecondition(
+                f"expected ids not owned by {tenant!r}: an owner's access "
+                "cannot be revoked, delete the vector instead"
+            )
+        keys = _pair(slots, t)
+        have = self._access.contains(keys)
+        self._access.remove(keys[have])
+        tree.remove(self._tree, self._store.leaf, slots[have], self.config.max_sl_size)
+        return int(have.sum())
+
+    def delete(self, ids: Any) -> int:
+        """Delete vectors by id for every tenant; unknown ids are ignored. Returns the count."""
+        ids = as_ids(ids, unique=False)
+        slots = self._ids.get(ids.view(np.int64))
+        slots = np.unique(slots[slots >= 0]).astype(np.int32)
+        self._delete_slots(slots)
+        return len(slots)
+
+    def drop_tenant(self, tenant: str) -> None:
+        """Remove a tenant: the vectors it owns are deleted (for every tenant), and its
+        grants on other tenants' vectors are revoked."""
+        tree = self._tenant_tree(tenant)
+        t = self._tenant_of[tenant]
+        owned = np.flatnonzero(self._store.owner[: self._store.high] == t).astype(np.int32)
+        self._delete_slots(owned)
+        rest = tree.slots()
+        self._access.remove(_pair(rest, t))
+        self._trees[t] = None
+        self._names[t] = None
+        del self._tenant_of[tenant]
+
+    def train(self) -> None:
+        """(Re)build the shared tree from the stored vectors and re-encode every tenant."""
+        live = self._store.live_slots()
+        if len(live) < 2:
+            return
+        cfg = self.config
+        x = self._store.vectors[live]
+        sample_n = min(
+            len(live),
+            max(cfg.branching * cfg.kmeans_max_points_per_centroid * 8, cfg.max_leaf_size * 64),
+        )
+        if sample_n < len(live):
+            # Train on a sample; scale the leaf size so leaves hold ~max_leaf_size vectors.
+            rng = np.random.default_rng(cfg.seed)
+            sample = x[np.sort(rng.choice(len(live), sample_n, replace=False))]
+            leaf = max(1, round(cfg.max_leaf_size * sample_n / len(live)))
+            from dataclasses import replace
+
+            tree = SharedTree.train(sample, replace(cfg, max_leaf_size=leaf))
+        else:
+            tree = SharedTree.train(x, cfg)
+        leaves = tree.route(x)
+        tree.update_radius(x, leaves)
+        self._tree = tree
+        self._crad = None
+        self._store.leaf[live] = leaves
+        keys, _ = self._access.items()
+        slot_of, tenant_of = (keys >> 32).astype(np.int32), (keys & _LOW32).astype(np.int32)
+        order = np.argsort(tenant_of, kind="stable")
+        slot_of, tenant_of = slot_of[order], tenant_of[order]
+        bounds = np.flatnonzero(np.diff(tenant_of)) + 1
+        starts = np.r_[0, bounds]
+        groups = zip(tenant_of[starts].tolist(), np.split(slot_of, bounds), strict=True)
+        for t in range(len(self._trees)):
+            if self._trees[t] is not None:
+                self._trees[t] = TenantTree()
+        for t, slots in tqdm(
+            groups,
+            total=len(starts),
+            desc="encoding tenants",
+            unit="tenant",
+            disable=None,
+            leave=False,
+        ):
+            self._live_tree(t).add(
+                tree,
+                self._store.leaf,
+                slots,
+                cfg.max_sl_size,
+            )
+        self._trained_n = len(live)
+
+    # -- search -----------------------------------------------------------------------------
+    def search(
+        self,
+        tenant: str | Sequence[str],
+        queries: Any,
+        k: int = 10,
+        params: SearchParams | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
+        row of `queries` (nq, d). Returns ids (nq, k) int64 and distances (nq, k) float32."""
+        names = check_tenants(tenant)
+        q = self._prepare(queries, "queries")
+        k = check_k(k)
+        p = params or SearchParams()
+        trees = [self._tenant_tree(n) for n in names]
+        parts = [self._search_view(tt.view(self._tree), tt.size, q, k, p) for tt in trees]
+        if len(parts) == 1:
+            slots, dist = parts[0]
+        else:
+            slots, dist = K.merge_rows(
+                np.hstack([s for s, _ in parts]), np.hstack([d for _, d in parts]), k
+            )
+        return self._finish(slots, dist)
+
+    def search_and(
+        self,
+        tenants: tuple[str, str],
+        queries: Any,
+        k: int = 10,
+        params: SearchParams | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest `k` vectors readable by both tenants (labels): the filter track's AND."""
+        a, b = check_tenants(tenants)
+        q = self._prepare(queries, "queries")
+        k = check_k(k)
+        p = params or SearchParams()
+        both = np.intersect1d(
+            self._tenant_tree(a).view(self._tree).slots, self._tenant_tree(b).view(self._tree).slots
+        )
+        temp = TenantTree()
+        if len(both) > p.exact_search_threshold and self._tree.is_trained:
+            temp.add(self._tree, self._store.leaf, both.astype(np.int32), self.config.max_sl_size)
+        else:
+            temp.shortlists[0] = both.astype(np.int32)
+            temp.size = len(both)
+        return self._finish(*self._search_view(temp.view(self._tree), temp.size, q, k, p))
+
+    def _search_view(
+        self, v: TenantView, size: int, q: np.ndarray, k: int, p: SearchParams
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ip = self.metric is not Metric.L2
+        st = self._store
+        if size <= p.exact_search_threshold or not self._tree.is_trained:
+            return K.exact_batch(q, k, ip, v.slots, st.vectors, st.vnorm)
+        if self._crad is None:
+            self._crad = self._tree.mean_sq_radius()
+        t = self._tree
+        return K.tree_batch(
+            q,
+            k,
+            p.search_ef,
+            p.beam_size,
+            np.float32(p.variance_boost),
+            ip,
+            v.node,
+            v.child_ptr,
+            v.child,
+            v.sl_ptr,
+            v.slots,
+            t.centroids,
+            t.cnorm,
+            self._crad,
+            st.vectors,
+            st.vnorm,
+        )
+
+    def _finish(self, slots: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = slots >= 0
+        ids = np.where(found, self._store.ext_id[np.maximum(slots, 0)].view(np.int64), -1)
+        if self.metric is Metric.COSINE:
+            dist = dist + np.float32(1.0)
+        elif self.metric is Metric.L2:
+            dist = np.maximum(dist, np.float32(0.0))
+        return ids, np.where(found, dist, np.float32(np.inf)).astype(np.float32)
+
+    # -- accounting and checks ----------------------------------------------------------------
+    def memory_usage(self) -> dict[str, int]:
+        """Bytes held, by component; "total" is their sum."""
+        trees = [t for t in self._trees if t is not None]
+        parts = {
+            "vectors": self._store.nbytes,
+            "tree": self._tree.nbytes,
+            "shortlists": sum(t.nbytes for t in trees),
+            "access_lists": self._access.nbytes,
+            "id_map": self._ids.nbytes,
+            "tenants": 100 * len(self._tenant_of) + 8 * len(self._trees),
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """The whole index state as named numpy arrays (see curator.snapshot)."""
+        return _snapshot.to_arrays(self)
+
+    @classmethod
+    def from_snapshot(cls, arrays: dict[str, np.ndarray]) -> CuratorIndex:
+        return _snapshot.from_arrays(arrays)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        _snapshot.save(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CuratorIndex:
+        return _snapshot.load(path)
+
+    def check_invariants(self) -> None:
+        """Raise curator.errors.Internal if the index structures disagree with each other."""
+        live = self._store.live_slots()
+        if len(live) != len(self._ids) or len(live) != len(self._store):
+            raise Internal(f"expected {len(live)} ids, id map has {len(self._ids)}")
+        keys, _ = self._access.items()
+        pairs = set(zip((keys >> 32).tolist(), (keys & _LOW32).tolist(), strict=True))
+        seen = set()
+        for t, tree in enumerate(self._trees):
+            if tree is None:
+                continue
+            tree.check(self._tree, self._store.leaf, self.config.max_sl_size)
+            for s in tree.slots().tolist():
+                if (s, t) in seen or (s, t) not in pairs or not self._store.live[s]:
+                    raise Internal(f"slot {s} of tenant {t} is duplicated, unknown or dead")
+                seen.add((s, t))
+        if seen != pairs:
+            raise Internal(f"{len(pairs - seen)} access pairs are in no shortlist")
+        owners = set(zip(live.tolist(), self._store.owner[live].tolist(), strict=True))
+        if not owners <= pairs:
+            raise Internal("an owner lacks access to its own vector")
+
+    # -- internals ----------------------------------------------------------------------------
+    def _prepare(self, x: Any, what: str) -> np.ndarray:
+        arr = as_matrix(x, self.dim, what)
+        if self.metric is Metric.COSINE:
+            norms = np.linalg.norm(arr, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidArgument(
+                    f"expected non-zero {what} for the cosine metric, got a "
+                    f"zero vector in row {int(np.flatnonzero(norms == 0)[0])}"
+                )
+            arr = np.ascontiguousarray(arr / norms, np.float32)
+        return arr
+
+    def _tenant_tree(self, tenant: str) -> TenantTree:
+        t = self._tenant_of.get(check_tenant(tenant))
+        if t is None:
+            raise NotFound(f"expected a known tenant, got {tenant!r}")
+        return self._live_tree(t)
+
+    def _live_tree(self, t: int) -> TenantTree:
+        tree = self._trees[t]
+        if tree is None:
+            raise Internal(f"tenant slot {t} is free")
+        return tree
+
+    def _ensure_tenant(self, tenant: str) -> int:
+        t = self._tenant_of.get(tenant)
+        if t is None:
+            try:
+                t = self._names.index(None)
+            except ValueError:
+                t = len(self._names)
+                self._names.append(None)
+                self._trees.append(None)
+            self._names[t] = tenant
+            self._trees[t] = TenantTree()
+            self._tenant_of[tenant] = t
+        return t
+
+    def _slots_of(self, ids: np.ndarray) -> np.ndarray:
+        slots = self._ids.get(ids.view(np.int64))
+        if (slots < 0).any():
+            raise NotFound(
+                f"expected known vector ids, got unknown id "
+                f"{int(ids[np.flatnonzero(slots < 0)[0]])}"
+            )
+        return slots.astype(np.int32)
+
+    def _delete_slots(self, slots: np.ndarray) -> None:
+        if not len(slots):
+            return
+        slots = np.sort(np.asarray(slots, np.int32))
+        keys, _ = self._access.range(_pair(slots, 0), _pair(slots + 1, 0))
+        s_of, t_of = (keys >> 32).astype(np.int32), (keys & _LOW32).astype(np.int32)
+        for t in np.unique(t_of).tolist():
+            self._live_tree(t).remove(
+                self._tree,
+                self._store.leaf,
+                s_of[t_of == t],
+                self.config.max_sl_size,
+            )
+        self._access.remove(keys)
+        st = self._store
+        self._tree.update_radius(st.vectors[slots], st.leaf[slots], sign=-1)
+        self._crad = None
+        self._ids.remove(st.ext_id[slots].view(np.int64))
+        st.release(slots)
+
+    def _maybe_train(self) -> None:
+        n = len(self._store)
+        cfg = self.config
+        if not self._tree.is_trained:
+            if n >= cfg.train_min_vectors:
+                log.info("collection reached %d vectors: training the shared tree", n)
+                self.train()
+        elif cfg.retrain_growth and n >= cfg.retrain_growth * self._trained_n:
+            log.info("collection grew from %d to %d vectors: retraining", self._trained_n, n)
+            self.train()
+
+
+def _pair(slots: np.ndarray, tenant: int) -> np.ndarray:
+    return (np.asarray(slots, np.int64) << 32) | np.int64(tenant)

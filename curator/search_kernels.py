@@ -1,0 +1,323 @@
+"""Compiled inner loops of search (numba, cached on disk).
+
+A query against one tenant is a walk over its sub-tree (a `TenantView`) with per-node and
+per-candidate work in the tens of nanoseconds; written as numpy calls, the interpreter would
+cost more than the arithmetic (see bench/RESULTS.md). All kernels release the GIL.
+
+Distances: with `ip=False`, squared L2 computed as |q|^2 + |v|^2 - 2 q.v; with `ip=True`,
+the negative inner product. Results are slots (rows of the vector store), -1 padded.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["exact_batch", "merge_rows", "tree_batch"]
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=True)
+
+
+@_jit
+def _dist(q, qn, v, vn, ip):  # pragma: no cover - compiled
+    dot = np.float32(0.0)
+    for j in range(q.shape[0]):
+        dot += q[j] * v[j]
+    if ip:
+        return -dot
+    return qn + vn - np.float32(2.0) * dot
+
+
+# -- a bounded max-heap of (distance, slot): the running top list ----------------------------
+@_jit
+def _top_push(hd, hs, n, d, s):  # pragma: no cover - compiled
+    """Push into a max-heap of capacity len(hd) holding n items; returns the new n."""
+    cap = hd.shape[0]
+    if n < cap:
+        i = n
+        n += 1
+    elif d < hd[0]:
+        # Replace the root and sift down.
+        i = 0
+        while True:
+            left = 2 * i + 1
+            if left >= n:
+                break
+            c = left
+            if left + 1 < n and hd[left + 1] > hd[left]:
+                c = left + 1
+            if hd[c] <= d:
+                break
+            hd[i] = hd[c]
+            hs[i] = hs[c]
+            i = c
+        hd[i] = d
+        hs[i] = s
+        return n
+    else:
+        return n
+    while i > 0:  # sift up a new item
+        p = (i - 1) // 2
+        if hd[p] >= d:
+            break
+        hd[i] = hd[p]
+        hs[i] = hs[p]
+        i = p
+    hd[i] = d
+    hs[i] = s
+    return n
+
+
+@_jit
+def _top_sorted(hd, hs, n, k, out_s, out_d):  # pragma: no cover - compiled
+    order = np.argsort(hd[:n])
+    m = min(k, n)
+    for i in range(m):
+        out_s[i] = hs[order[i]]
+        out_d[i] = hd[order[i]]
+    for i in range(m, k):
+        out_s[i] = -1
+        out_d[i] = np.inf
+
+
+# -- a min-heap of (score, sub-tree node): the best-first frontier ---------------------------
+@_jit
+def _front_push(fs, fi, n, s, i):  # pragma: no cover - compiled
+    j = n
+    while j > 0:
+        p = (j - 1) // 2
+        if fs[p] <= s:
+            break
+        fs[j] = fs[p]
+        fi[j] = fi[p]
+        j = p
+    fs[j] = s
+    fi[j] = i
+    return n + 1
+
+
+@_jit
+def _front_pop(fs, fi, n):  # pragma: no cover - compiled
+    """Remove the root; returns the new n (the caller read fs[0], fi[0] first)."""
+    n -= 1
+    s = fs[n]
+    i = fi[n]
+    j = 0
+    while True:
+        left = 2 * j + 1
+        if left >= n:
+            break
+        c = left
+        if left + 1 < n and fs[left + 1] < fs[left]:
+            c = left + 1
+        if fs[c] >= s:
+            break
+        fs[j] = fs[c]
+        fi[j] = fi[c]
+        j = c
+    if n > 0:
+        fs[j] = s
+        fi[j] = i
+    return n
+
+
+@_jit
+def _node_score(q, qn, c, cn, rad, vb):  # pragma: no cover - compiled
+    dot = np.float32(0.0)
+    for j in range(q.shape[0]):
+        dot += q[j] * c[j]
+    return qn + cn - np.float32(2.0) * dot - vb * rad
+
+
+@_jit
+def _tree_one(
+    q,
+    k,
+    ef,
+    beam_size,
+    vb,
+    ip,
+    node,
+    child_ptr,
+    child,
+    sl_ptr,
+    slots,
+    centroids,
+    cnorm,
+    crad,
+    vectors,
+    vnorm,
+    out_s,
+    out_d,
+):  # pragma: no cover
+    """Curator v2 search of one query over one tenant sub-tree: beam descent seeding a
+    best-first frontier; scan shortlists into a top-`ef` list; stop at the first scanned
+    shortlist that does not improve a full list."""
+    m = node.shape[0]
+    qn = np.float32(0.0)
+    for j in range(q.shape[0]):
+        qn += q[j] * q[j]
+    hd = np.empty(ef, np.float32)
+    hs = np.empty(ef, np.int32)
+    nh = 0
+    fs = np.empty(m, np.float32)
+    fi = np.empty(m, np.int32)
+    nf = 0
+    if m == 0:
+        _top_sorted(hd, hs, 0, k, out_s, out_d)
+        return
+    score = np.empty(m, np.float32)
+    beam = np.empty(m, np.int32)
+    nb = 1
+    beam[0] = 0
+    score[0] = 0.0
+    if beam_size > 0:
+        cand = np.empty(m, np.int32)
+        while True:
+            nc = 0
+            grew = False
+            for b in range(nb):
+                i = beam[b]
+                if sl_ptr[i + 1] > sl_ptr[i]:
+                    cand[nc] = i
+                    nc += 1
+                else:
+                    grew = True
+                    for e in range(child_ptr[i], child_ptr[i + 1]):
+                        c = child[e]
+                        g = node[c]
+                        score[c] = _node_score(q, qn, centroids[g], cnorm[g], crad[g], vb)
+                        cand[nc] = c
+                        nc += 1
+            if not grew:
+                break
+            order = np.argsort(score[cand[:nc]])
+            nb = min(beam_size, nc)
+            for r in range(nc):
+                c = cand[order[r]]
+                if r < nb:
+                    beam[r] = c
+                else:
+                    nf = _front_push(fs, fi, nf, score[c], c)
+    for b in range(nb):
+        nf = _front_push(fs, fi, nf, score[beam[b]], beam[b])
+    while nf > 0:
+        i = fi[0]
+        nf = _front_pop(fs, fi, nf)
+        lo = sl_ptr[i]
+        hi = sl_ptr[i + 1]
+        if hi > lo:
+            improved = False
+            for e in range(lo, hi):
+                s = slots[e]
+                d = _dist(q, qn, vectors[s], vnorm[s], ip)
+                if nh < ef or d < hd[0]:
+                    nh = _top_push(hd, hs, nh, d, s)
+                    improved = True
+            if not improved and nh == ef:
+                break
+        else:
+            for e in range(child_ptr[i], child_ptr[i + 1]):
+                c = child[e]
+                g = node[c]
+                nf = _front_push(
+                    fs, fi, nf, _node_score(q, qn, centroids[g], cnorm[g], crad[g], vb), c
+                )
+    _top_sorted(hd, hs, nh, k, out_s, out_d)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def tree_batch(
+    queries,
+    k,
+    ef,
+    beam_size,
+    vb,
+    ip,
+    node,
+    child_ptr,
+    child,
+    sl_ptr,
+    slots,
+    centroids,
+    cnorm,
+    crad,
+    vectors,
+    vnorm,
+):  # pragma: no cover - compiled
+    """Tree search of each row of `queries` (nq, d) over one tenant's sub-tree.
+    Returns slots (nq, k) int32 (-1 padded) and distances (nq, k) float32 (inf padded)."""
+    nq = queries.shape[0]
+    out_s = np.empty((nq, k), np.int32)
+    out_d = np.empty((nq, k), np.float32)
+    for r in numba.prange(nq):
+        _tree_one(
+            queries[r],
+            k,
+            max(ef, k),
+            beam_size,
+            vb,
+            ip,
+            node,
+            child_ptr,
+            child,
+            sl_ptr,
+            slots,
+            centroids,
+            cnorm,
+            crad,
+            vectors,
+            vnorm,
+            out_s[r],
+            out_d[r],
+        )
+    return out_s, out_d
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def exact_batch(queries, k, ip, slots, vectors, vnorm):  # pragma: no cover - compiled
+    """Exact top-k of each query among `slots` (n,) int32."""
+    nq, d = queries.shape
+    out_s = np.empty((nq, k), np.int32)
+    out_d = np.empty((nq, k), np.float32)
+    for r in numba.prange(nq):
+        q = queries[r]
+        qn = np.float32(0.0)
+        for j in range(d):
+            qn += q[j] * q[j]
+        hd = np.empty(k, np.float32)
+        hs = np.empty(k, np.int32)
+        nh = 0
+        for e in range(slots.shape[0]):
+            s = slots[e]
+            nh = _top_push(hd, hs, nh, _dist(q, qn, vectors[s], vnorm[s], ip), s)
+        _top_sorted(hd, hs, nh, k, out_s[r], out_d[r])
+    return out_s, out_d
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_rows(slots, dists, k):  # pragma: no cover - compiled
+    """Per row of (nq, m) candidates: the k nearest distinct slots (ascending distance)."""
+    nq, m = slots.shape
+    out_s = np.full((nq, k), -1, np.int32)
+    out_d = np.full((nq, k), np.inf, np.float32)
+    for r in range(nq):
+        order = np.argsort(dists[r], kind="mergesort")
+        n = 0
+        for e in range(m):
+            s = slots[r, order[e]]
+            if s < 0:
+                break
+            dup = False
+            for t in range(n):
+                if out_s[r, t] == s:
+                    dup = True
+                    break
+            if dup:
+                continue
+            out_s[r, n] = s
+            out_d[r, n] = dists[r, order[e]]
+            n += 1
+            if n == k:
+                break
+    return out_s, out_d

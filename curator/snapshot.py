@@ -1,0 +1,132 @@
+"""Serialise a CuratorIndex to named numpy arrays and back (no pickle).
+
+A snapshot is a dict of arrays: the vector store, the shared tree, the access pairs and every
+tenant's shortlists in CSR form, plus `meta` (UTF-8 JSON: format version, dimension, metric,
+config, tenant names). Expanded nodes are not stored: they are the ancestors of shortlist nodes.
+Files are written with `np.savez` to a temporary name and renamed, so a crash never leaves a
+half-written snapshot under the final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from curator.config import IndexConfig
+from curator.errors import FailedPrecondition
+from curator.sorted_map import SortedMap
+from curator.tenant_tree import TenantTree
+from curator.tree import SharedTree
+from curator.vectors import VectorStore
+
+if TYPE_CHECKING:
+    from curator.index import CuratorIndex
+
+__all__ = ["FORMAT_VERSION", "from_arrays", "load", "save", "to_arrays"]
+
+FORMAT_VERSION = 1
+
+_REQUIRED = (
+    "meta", "vec_vectors", "vec_ext_id", "vec_owner", "vec_leaf", "vec_live",
+    "tree_centroids", "tree_parent", "tree_child_start", "tree_child_count", "tree_rad_sum",
+    "tree_rad_cnt", "access_keys", "sl_tenant", "sl_node", "sl_ptr", "sl_slots",
+)  # fmt: skip
+
+
+def to_arrays(index: CuratorIndex) -> dict[str, np.ndarray]:
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "dim": index.dim,
+        "metric": index.metric.value,
+        "config": dataclasses.asdict(index.config),
+        "tenants": index._names,
+        "trained_n": index._trained_n,
+    }
+    sl_tenant, sl_node, lens, parts = [], [], [], []
+    for t, tree in enumerate(index._trees):
+        if tree is None:
+            continue
+        for node, slots in tree.shortlists.items():
+            sl_tenant.append(t)
+            sl_node.append(node)
+            lens.append(len(slots))
+            parts.append(slots)
+    sl_ptr = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=sl_ptr[1:])
+    return {
+        "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        **index._store.to_arrays(),
+        **index._tree.to_arrays(),
+        "access_keys": index._access.items()[0],
+        "sl_tenant": np.array(sl_tenant, np.int32),
+        "sl_node": np.array(sl_node, np.int32),
+        "sl_ptr": sl_ptr,
+        "sl_slots": np.concatenate(parts) if parts else np.empty(0, np.int32),
+    }
+
+
+def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
+    from curator.index import CuratorIndex
+
+    missing = [k for k in _REQUIRED if k not in arrays]
+    if missing:
+        raise FailedPrecondition(f"expected a complete index snapshot, missing {missing}")
+    try:
+        meta = json.loads(bytes(np.asarray(arrays["meta"], np.uint8)).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FailedPrecondition(f"expected snapshot metadata as JSON, got {e}") from None
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise FailedPrecondition(
+            f"expected snapshot format version {FORMAT_VERSION}, got {meta.get('format_version')}"
+        )
+    index = CuratorIndex(meta["dim"], meta["metric"], IndexConfig(**meta["config"]))
+    index._store = VectorStore.from_arrays(index.dim, arrays)
+    index._tree = SharedTree.from_arrays(arrays)
+    live = index._store.live_slots()
+    ext = index._store.ext_id[live].view(np.int64)
+    order = np.argsort(ext, kind="stable")
+    index._ids = SortedMap.from_sorted(ext[order], live[order])
+    index._access = SortedMap.from_sorted(arrays["access_keys"])
+    index._names = list(meta["tenants"])
+    index._tenant_of = {n: t for t, n in enumerate(index._names) if n is not None}
+    index._trees = [TenantTree() if n is not None else None for n in index._names]
+    index._trained_n = int(meta["trained_n"])
+    tree = index._tree
+    ptr, slots = arrays["sl_ptr"], arrays["sl_slots"]
+    for i, (t, node) in enumerate(zip(arrays["sl_tenant"].tolist(), arrays["sl_node"].tolist(),
+                                      strict=True)):  # fmt: skip
+        tt = index._trees[t]
+        if tt is None or not 0 <= node < len(tree):
+            raise FailedPrecondition(f"snapshot shortlist {i} names a missing tenant or node")
+        sl = np.array(slots[ptr[i] : ptr[i + 1]], np.int32)
+        tt.shortlists[node] = sl
+        tt.size += len(sl)
+        tt.expanded.update(tree.anc[node, : tree.depth[node]].tolist())
+    return index
+
+
+def save(index: CuratorIndex, path: str | os.PathLike[str]) -> None:
+    """Write the snapshot to `path` atomically (fsynced temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **to_arrays(index))  # type: ignore[arg-type]
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike[str]) -> CuratorIndex:
+    """Read a snapshot file; FailedPrecondition if it is unreadable, truncated or foreign."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise FailedPrecondition(f"expected a readable index snapshot at {path}, got {e}") from None
+    return from_arrays(arrays)

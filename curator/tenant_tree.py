@@ -1,0 +1,241 @@
+"""A tenant's clustering tree, encoded as a sub-tree of the shared tree.
+
+For one tenant T, every node N of the shared tree is in one of three states:
+  - shortlist: N holds T's shortlist, the ids (slots) of *all* T's vectors under N;
+  - expanded:  T has vectors under N, held by shortlists further down;
+  - absent:    T has nothing under N.
+Invariants (checked by `check`): on every root-to-leaf path at most one shortlist, below a
+prefix of expanded nodes; a shortlist at an internal node holds at most `max_sl_size` slots
+(leaf shortlists are unbounded, a leaf cannot split); no expanded node whose children could be
+merged back (all children shortlist/absent and their total <= `max_sl_size`).
+
+The membership is stored per tenant (node -> shortlist, set of expanded nodes) rather than as a
+Bloom filter per node: it is exact (no false positives to walk into), and it holds one entry per
+(tenant, sub-tree node) where a Bloom filter holds ~10 bits per tenant per node of the whole
+tree. For search, `view()` flattens the sub-tree into arrays (cached until the next change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curator.errors import Internal
+from curator.tree import SharedTree
+
+__all__ = ["TenantTree", "TenantView"]
+
+
+@dataclass(frozen=True)
+class TenantView:
+    """The tenant's sub-tree as arrays; index 0 is the shared root.
+
+    node (m,) int32: shared-tree node of each sub-tree node (sub-tree parents first).
+    child_ptr (m+1,) int64, child (m-1,) int32: sub-tree children, as indices into `node`.
+    sl_ptr (m+1,) int64, slots (n,) int32: the shortlist of each node (empty if expanded).
+    """
+
+    node: np.ndarray
+    child_ptr: np.ndarray
+    child: np.ndarray
+    sl_ptr: np.ndarray
+    slots: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            a.nbytes for a in (self.node, self.child_ptr, self.child, self.sl_ptr, self.slots)
+        )
+
+
+class TenantTree:
+    """Shortlists and expanded nodes of one tenant; slots are rows of the vector store."""
+
+    __slots__ = ("_view", "expanded", "shortlists", "size")
+
+    def __init__(self) -> None:
+        self.shortlists: dict[int, np.ndarray] = {}
+        self.expanded: set[int] = set()
+        self.size = 0
+        self._view: TenantView | None = None
+
+    # -- reads ---------------------------------------------------------------------------
+    def slots(self) -> np.ndarray:
+        """All slots of the tenant (n,) int32, unordered."""
+        if not self.shortlists:
+            return np.empty(0, np.int32)
+        return np.concatenate(list(self.shortlists.values()))
+
+    def locate(self, tree: SharedTree, leaves: np.ndarray) -> np.ndarray:
+        """For vectors in the given leaves: the first non-expanded node on each root path,
+        i.e. where the tenant's shortlist for that vector is (or would be created)."""
+        out = np.full(len(leaves), -1, np.int32)
+        todo = np.arange(len(leaves))
+        exp = np.fromiter(self.expanded, np.int32, len(self.expanded))
+        for j in range(tree.max_depth + 1):
+            nodes = tree.anc[leaves[todo], j]
+            here = ~np.isin(nodes, exp) if len(exp) else np.ones(len(todo), bool)
+            out[todo[here]] = nodes[here]
+            todo = todo[~here]
+            if not len(todo):
+                break
+        return out
+
+    def view(self, tree: SharedTree) -> TenantView:
+        if self._view is None:
+            self._view = self._build_view(tree)
+        return self._view
+
+    def _build_view(self, tree: SharedTree) -> TenantView:
+        sl_nodes = np.fromiter(self.shortlists, np.int32, len(self.shortlists))
+        nodes = np.concatenate([np.fromiter(self.expanded, np.int32, len(self.expanded)), sl_nodes])
+        # Shared nodes are numbered breadth-first, so sorting puts parents before children.
+        order = np.argsort(nodes, kind="stable")
+        nodes = nodes[order]
+        m = len(nodes)
+        lens = np.zeros(m, np.int64)
+        pos_sl = np.searchsorted(nodes, sl_nodes)
+        lens[pos_sl] = [len(self.shortlists[int(n)]) for n in sl_nodes]
+        sl_ptr = np.zeros(m + 1, np.int64)
+        np.cumsum(lens, out=sl_ptr[1:])
+        slots = np.empty(int(sl_ptr[-1]), np.int32)
+        for n, p in zip(sl_nodes.tolist(), pos_sl.tolist(), strict=True):
+            slots[sl_ptr[p] : sl_ptr[p + 1]] = self.shortlists[n]
+        # Children: every non-root sub-tree node grouped under its parent's position.
+        if m > 1:
+            par_pos = np.searchsorted(nodes, tree.parent[nodes[1:]])
+            child_order = np.argsort(par_pos, kind="stable")
+            child = (child_order + 1).astype(np.int32)
+            counts = np.bincount(par_pos, minlength=m)
+        else:
+            child = np.empty(0, np.int32)
+            counts = np.zeros(m, np.int64)
+        child_ptr = np.zeros(m + 1, np.int64)
+        np.cumsum(counts, out=child_ptr[1:])
+        return TenantView(nodes, child_ptr, child, sl_ptr, slots)
+
+    # -- writes --------------------------------------------------------------------------
+    def add(
+        self, tree: SharedTree, slot_leaf: np.ndarray, slots: np.ndarray, max_sl_size: int
+    ) -> None:
+        """Give the tenant `slots` (n,) int32, none of which it has yet (grant rule)."""
+        if not len(slots):
+            return
+        slots = np.asarray(slots, np.int32)
+        dest = self.locate(tree, slot_leaf[slots])
+        order = np.argsort(dest, kind="stable")
+        dest, slots = dest[order], slots[order]
+        bounds = np.flatnonzero(np.diff(dest)) + 1
+        for node, group in zip(
+            dest[np.r_[0, bounds]].tolist(), np.split(slots, bounds), strict=True
+        ):
+            old = self.shortlists.get(node)
+            merged = group if old is None else np.concatenate([old, group])
+            self._place(tree, slot_leaf, node, merged, max_sl_size)
+        self.size += len(slots)
+        self._view = None
+
+    def _place(
+        self,
+        tree: SharedTree,
+        slot_leaf: np.ndarray,
+        node: int,
+        slots: np.ndarray,
+        max_sl_size: int,
+    ) -> None:
+        """Make `slots` the shortlist at `node`, splitting it down while it is too large."""
+        if len(slots) <= max_sl_size or tree.child_count[node] == 0:
+            self.shortlists[node] = slots
+            return
+        self.shortlists.pop(node, None)
+        self.expanded.add(node)
+        child = tree.anc[slot_leaf[slots], tree.depth[node] + 1]
+        order = np.argsort(child, kind="stable")
+        child, slots = child[order], slots[order]
+        bounds = np.flatnonzero(np.diff(child)) + 1
+        for c, group in zip(child[np.r_[0, bounds]].tolist(), np.split(slots, bounds), strict=True):
+            self._place(tree, slot_leaf, c, group, max_sl_size)
+
+    def remove(
+        self, tree: SharedTree, slot_leaf: np.ndarray, slots: np.ndarray, max_sl_size: int
+    ) -> None:
+        """Take `slots` away (all of them must belong to the tenant), merging shortlists
+        back up where the sub-tree became small enough (revoke rule)."""
+        if not len(slots):
+            return
+        slots = np.asarray(slots, np.int32)
+        where = self.locate(tree, slot_leaf[slots])
+        touched = []
+        for node in np.unique(where).tolist():
+            sl = self.shortlists.get(node)
+            gone = slots[where == node]
+            keep = sl[~np.isin(sl, gone)] if sl is not None else gone[:0]
+            if sl is None or len(sl) - len(keep) != len(gone):
+                raise Internal(f"expected slots {gone[:5]} in the shortlist at node {node}")
+            if len(keep):
+                self.shortlists[node] = keep
+            else:
+                del self.shortlists[node]
+            touched.append(node)
+        self.size -= len(slots)
+        self._view = None
+        for node in touched:
+            self._collapse_above(tree, node, max_sl_size)
+
+    def _collapse_above(self, tree: SharedTree, node: int, max_sl_size: int) -> None:
+        """Merge the children of `node`'s ancestors into them while the merge rule allows."""
+        p = int(tree.parent[node])
+        while p >= 0 and p in self.expanded:
+            parts = []
+            total = 0
+            for c in tree.children(p):
+                if c in self.expanded:
+                    return
+                sl = self.shortlists.get(c)
+                if sl is not None:
+                    parts.append(c)
+                    total += len(sl)
+            if total > max_sl_size:
+                return
+            self.expanded.discard(p)
+            if parts:
+                self.shortlists[p] = np.concatenate([self.shortlists.pop(c) for c in parts])
+            p = int(tree.parent[p])
+
+    # -- checks and sizes ------------------------------------------------------------------
+    def check(self, tree: SharedTree, slot_leaf: np.ndarray, max_sl_size: int) -> None:
+        """Raise Internal if an invariant of the module docstring does not hold."""
+        total = 0
+        for node, sl in self.shortlists.items():
+            total += len(sl)
+            if node in self.expanded:
+                raise Internal(f"node {node} is both expanded and a shortlist")
+            if tree.child_count[node] > 0 and len(sl) > max_sl_size:
+                raise Internal(f"shortlist at internal node {node} has {len(sl)} > {max_sl_size}")
+            if not len(sl):
+                raise Internal(f"empty shortlist at node {node}")
+            d = tree.depth[node]
+            if (tree.anc[slot_leaf[sl], d] != node).any():
+                raise Internal(f"shortlist at node {node} holds a vector outside its sub-tree")
+            for a in tree.anc[node, :d].tolist():
+                if a not in self.expanded:
+                    raise Internal(f"ancestor {a} of shortlist node {node} is not expanded")
+        if total != self.size:
+            raise Internal(f"expected {self.size} slots in shortlists, found {total}")
+        for node in self.expanded:
+            kids = list(tree.children(node))
+            if not any(c in self.expanded or c in self.shortlists for c in kids):
+                raise Internal(f"expanded node {node} has nothing below it")
+            if not any(c in self.expanded for c in kids):
+                if sum(len(self.shortlists.get(c, ())) for c in kids) <= max_sl_size:
+                    raise Internal(f"children of node {node} should have been merged")
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the shortlists and membership entries (arrays, plus ~100 bytes of
+        dictionary and array header per shortlist / set entry)."""
+        arrays = sum(a.nbytes + 112 for a in self.shortlists.values())
+        entries = 64 * (len(self.shortlists) + len(self.expanded))
+        view = self._view.nbytes if self._view is not None else 0
+        return arrays + entries + view + 200

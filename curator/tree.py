@@ -1,0 +1,210 @@
+"""The shared clustering tree: hierarchical k-means over all vectors of a collection.
+
+Nodes are numbered breadth-first; the children of a node are contiguous
+(`child_start[n] : child_start[n] + child_count[n]`), so scoring the children of a node is one
+slice of `centroids`. Every node keeps the running sum and count of the squared distances of the
+vectors routed through it (its mean squared radius feeds the `variance_boost` search score).
+The tree is static after training: later vectors are routed to the nearest child at each level.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numba
+import numpy as np
+
+from curator.config import IndexConfig
+
+__all__ = ["SharedTree"]
+
+log = logging.getLogger(__name__)
+
+
+class SharedTree:
+    """Arrays of the tree; `SharedTree.untrained(d)` is a single root leaf (flat mode)."""
+
+    def __init__(
+        self,
+        centroids: np.ndarray,
+        parent: np.ndarray,
+        child_start: np.ndarray,
+        child_count: np.ndarray,
+        rad_sum: np.ndarray | None = None,
+        rad_cnt: np.ndarray | None = None,
+    ) -> None:
+        n = len(parent)
+        self.centroids = np.ascontiguousarray(centroids, np.float32)
+        self.parent = np.ascontiguousarray(parent, np.int32)
+        self.child_start = np.ascontiguousarray(child_start, np.int32)
+        self.child_count = np.ascontiguousarray(child_count, np.int32)
+        self.rad_sum = np.zeros(n, np.float64) if rad_sum is None else rad_sum.astype(np.float64)
+        self.rad_cnt = np.zeros(n, np.int64) if rad_cnt is None else rad_cnt.astype(np.int64)
+        self.cnorm = (self.centroids.astype(np.float64) ** 2).sum(1).astype(np.float32)
+        self.depth = np.zeros(n, np.int32)
+        for node in range(1, n):  # BFS order: a parent precedes its children
+            self.depth[node] = self.depth[self.parent[node]] + 1
+        self.max_depth = int(self.depth.max()) if n else 0
+        # anc[node, j] = ancestor of node at depth j (node itself at its own depth), else -1.
+        self.anc = np.full((n, self.max_depth + 1), -1, np.int32)
+        self.anc[np.arange(n), self.depth] = np.arange(n, dtype=np.int32)
+        for j in range(self.max_depth, 0, -1):
+            rows = np.flatnonzero(self.depth >= j)
+            self.anc[rows, j - 1] = self.parent[self.anc[rows, j]]
+
+    @classmethod
+    def untrained(cls, dim: int) -> SharedTree:
+        return cls(np.zeros((1, dim), np.float32), np.array([-1]), np.zeros(1), np.zeros(1))
+
+    # -- shape -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    @property
+    def is_trained(self) -> bool:
+        return len(self.parent) > 1
+
+    def is_leaf(self, node: int) -> bool:
+        return bool(self.child_count[node] == 0)
+
+    def children(self, node: int) -> range:
+        s = int(self.child_start[node])
+        return range(s, s + int(self.child_count[node]))
+
+    def mean_sq_radius(self) -> np.ndarray:
+        """(n_nodes,) float32 mean squared distance of routed vectors to each centroid."""
+        return (self.rad_sum / np.maximum(self.rad_cnt, 1)).astype(np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (
+            self.centroids,
+            self.parent,
+            self.child_start,
+            self.child_count,
+            self.rad_sum,
+            self.rad_cnt,
+            self.cnorm,
+            self.depth,
+            self.anc,
+        )
+        return sum(a.nbytes for a in arrays)
+
+    # -- training and routing -----------------------------------------------------------
+    @classmethod
+    def train(cls, x: np.ndarray, config: IndexConfig) -> SharedTree:
+        """Hierarchical k-means over `x` (n, d) float32 (L2)."""
+        n, d = x.shape
+        centroids = [x.mean(0, dtype=np.float64).astype(np.float32)]
+        parent = [-1]
+        child_start = [0]
+        child_count = [0]
+        frontier = [(0, np.arange(n), 0)]  # (node, member rows, depth), BFS
+        head = 0
+        while head < len(frontier):
+            node, rows, depth = frontier[head]
+            head += 1
+            if len(rows) <= config.max_leaf_size or depth >= config.max_depth:
+                continue
+            k = min(config.branching, len(rows))
+            km = faiss.Kmeans(
+                d,
+                k,
+                niter=config.kmeans_niter,
+                seed=config.seed + node,
+                verbose=False,
+                max_points_per_centroid=config.kmeans_max_points_per_centroid,
+                min_points_per_centroid=1,
+            )
+            sub = np.ascontiguousarray(x[rows])
+            km.train(sub)
+            _, assign = km.index.search(sub, 1)
+            assign = assign.ravel()
+            first = len(parent)
+            child_start[node] = first
+            child_count[node] = k
+            for c in range(k):
+                centroids.append(np.asarray(km.centroids)[c])
+                parent.append(node)
+                child_start.append(0)
+                child_count.append(0)
+                frontier.append((first + c, rows[assign == c], depth + 1))
+        tree = cls(
+            np.stack(centroids), np.array(parent), np.array(child_start), np.array(child_count)
+        )
+        log.info(
+            "trained shared tree: %d nodes, depth %d, from %d vectors", len(tree), tree.max_depth, n
+        )
+        return tree
+
+    def route(self, x: np.ndarray) -> np.ndarray:
+        """Leaf of each vector (n,) int32: nearest child (L2) at every level."""
+        if not self.is_trained:
+            return np.zeros(len(x), np.int32)
+        return _route(
+            np.ascontiguousarray(x, np.float32),
+            self.centroids,
+            self.cnorm,
+            self.child_start,
+            self.child_count,
+        )
+
+    def update_radius(self, x: np.ndarray, leaves: np.ndarray, sign: int = 1) -> None:
+        """Add (sign=1) or remove (sign=-1) vectors from the per-node radius statistics."""
+        if not len(x):
+            return
+        n = len(self)
+        for j in range(self.max_depth + 1):
+            nodes = self.anc[leaves, j]
+            ok = nodes >= 0
+            if not ok.any():
+                break
+            nodes, xs = nodes[ok], x[ok]
+            sq = ((xs - self.centroids[nodes]) ** 2).sum(1, dtype=np.float64)
+            self.rad_sum += sign * np.bincount(nodes, weights=sq, minlength=n)
+            self.rad_cnt += sign * np.bincount(nodes, minlength=n)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "tree_centroids": self.centroids,
+            "tree_parent": self.parent,
+            "tree_child_start": self.child_start,
+            "tree_child_count": self.child_count,
+            "tree_rad_sum": self.rad_sum,
+            "tree_rad_cnt": self.rad_cnt,
+        }
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> SharedTree:
+        return cls(
+            a["tree_centroids"],
+            a["tree_parent"],
+            a["tree_child_start"],
+            a["tree_child_count"],
+            a["tree_rad_sum"],
+            a["tree_rad_cnt"],
+        )
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _route(x, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
+    n, d = x.shape
+    out = np.empty(n, np.int32)
+    for i in numba.prange(n):
+        node = 0
+        while child_count[node] > 0:
+            best = -1
+            best_s = np.inf
+            s0 = child_start[node]
+            for c in range(s0, s0 + child_count[node]):
+                dot = 0.0
+                for j in range(d):
+                    dot += x[i, j] * centroids[c, j]
+                s = cnorm[c] - 2.0 * dot
+                if s < best_s:
+                    best_s = s
+                    best = c
+            node = best
+        out[i] = node
+    return out
