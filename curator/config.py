@@ -77,14 +77,15 @@ class SearchParams:
     search_ef: size of the running candidate list; the search stops at the first scanned
         shortlist that does not improve a full list. The recall knob (>= k is useful).
     beam_size: width of the beam descent that seeds the best-first frontier (0 = none).
-    variance_boost: node score is ||q - c||^2 - variance_boost * mean squared radius.
+    variance_boost: node score is ||q - c||^2 - variance_boost * mean squared radius (the
+        paper uses 0.4; on the Debian data 0 reaches the same recall with fewer scans).
     exact_search_threshold: tenants (or filter results) with at most this many vectors are
         scanned exactly instead of searched through the tree.
     """
 
-    search_ef: int = 64
+    search_ef: int = 128
     beam_size: int = 8
-    variance_boost: float = 0.4
+    variance_boost: float = 0.0
     exact_search_threshold: int = 1024
 
     def __post_init__(self) -> None:

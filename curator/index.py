@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ __all__ = ["CuratorIndex"]
 log = logging.getLogger(__name__)
 
 _LOW32 = np.int64(0xFFFFFFFF)
+_DEFAULT_PARAMS = SearchParams()
 
 
 class CuratorIndex:
@@ -199,18 +201,27 @@ class CuratorIndex:
             rng = np.random.default_rng(cfg.seed)
             sample = x[np.sort(rng.choice(len(live), sample_n, replace=False))]
             leaf = max(1, round(cfg.max_leaf_size * sample_n / len(live)))
-            from dataclasses import replace
-
-            tree = SharedTree.train(sample, replace(cfg, max_leaf_size=leaf))
+            tree = SharedTree.train(sample, dataclasses.replace(cfg, max_leaf_size=leaf))
         else:
             tree = SharedTree.train(x, cfg)
         leaves = tree.route(x)
         tree.update_radius(x, leaves)
         self._tree = tree
         self._crad = None
+        # Lay the vectors out in leaf order (compacting freed rows), then re-encode tenants.
+        order = np.lexsort((live, leaves))
+        new_slot = np.full(self._store.high + 1, -1, np.int64)
+        new_slot[live[order]] = np.arange(len(live))
         self._store.leaf[live] = leaves
+        self._store = self._store.reordered(live[order])
+        ext = self._store.ext_id[: len(live)].view(np.int64)
+        by_ext = np.argsort(ext, kind="stable")
+        self._ids = SortedMap.from_sorted(ext[by_ext], by_ext)
         keys, _ = self._access.items()
-        slot_of, tenant_of = (keys >> 32).astype(np.int32), (keys & _LOW32).astype(np.int32)
+        slot_of = new_slot[keys >> 32].astype(np.int32)
+        tenant_of = (keys & _LOW32).astype(np.int32)
+        new_keys = _pair(slot_of, 0) | tenant_of
+        self._access = SortedMap.from_sorted(np.sort(new_keys))
         order = np.argsort(tenant_of, kind="stable")
         slot_of, tenant_of = slot_of[order], tenant_of[order]
         bounds = np.flatnonzero(np.diff(tenant_of)) + 1
@@ -248,7 +259,7 @@ class CuratorIndex:
         names = check_tenants(tenant)
         q = self._prepare(queries, "queries")
         k = check_k(k)
-        p = params or SearchParams()
+        p = params or _DEFAULT_PARAMS
         trees = [self._tenant_tree(n) for n in names]
         parts = [self._search_view(tt.view(self._tree), tt.size, q, k, p) for tt in trees]
         if len(parts) == 1:
@@ -270,7 +281,7 @@ class CuratorIndex:
         a, b = check_tenants(tenants)
         q = self._prepare(queries, "queries")
         k = check_k(k)
-        p = params or SearchParams()
+        p = params or _DEFAULT_PARAMS
         both = np.intersect1d(
             self._tenant_tree(a).view(self._tree).slots, self._tenant_tree(b).view(self._tree).slots
         )
@@ -288,7 +299,7 @@ class CuratorIndex:
         ip = self.metric is not Metric.L2
         st = self._store
         if size <= p.exact_search_threshold or not self._tree.is_trained:
-            return K.exact_batch(q, k, ip, v.slots, st.vectors, st.vnorm)
+            return K.exact_batch(q, k, ip, v.slots, st.vectors, st.vnorm)[:2]
         if self._crad is None:
             self._crad = self._tree.mean_sq_radius()
         t = self._tree
@@ -309,16 +320,11 @@ class CuratorIndex:
             self._crad,
             st.vectors,
             st.vnorm,
-        )
+        )[:2]
 
     def _finish(self, slots: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        found = slots >= 0
-        ids = np.where(found, self._store.ext_id[np.maximum(slots, 0)].view(np.int64), -1)
-        if self.metric is Metric.COSINE:
-            dist = dist + np.float32(1.0)
-        elif self.metric is Metric.L2:
-            dist = np.maximum(dist, np.float32(0.0))
-        return ids, np.where(found, dist, np.float32(np.inf)).astype(np.float32)
+        shift = np.float32(1.0 if self.metric is Metric.COSINE else 0.0)
+        return K.finish(slots, dist, self._store.ext_id, shift, self.metric is Metric.L2)
 
     # -- accounting and checks ----------------------------------------------------------------
     def memory_usage(self) -> dict[str, int]:
@@ -374,16 +380,13 @@ class CuratorIndex:
 
     # -- internals ----------------------------------------------------------------------------
     def _prepare(self, x: Any, what: str) -> np.ndarray:
-        arr = as_matrix(x, self.dim, what)
-        if self.metric is Metric.COSINE:
-            norms = np.linalg.norm(arr, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise InvalidArgument(
-                    f"expected non-zero {what} for the cosine metric, got a "
-                    f"zero vector in row {int(np.flatnonzero(norms == 0)[0])}"
-                )
-            arr = np.ascontiguousarray(arr / norms, np.float32)
-        return arr
+        """(n, d) float32 copy of the input, checked finite, unit length for cosine."""
+        arr = as_matrix(x, self.dim, what, check_finite=False)
+        out, bad = K.prepare_rows(arr, self.metric is Metric.COSINE)
+        if bad >= 0:
+            problem = "NaN or inf" if not np.isfinite(arr[bad]).all() else "a zero vector"
+            raise InvalidArgument(f"expected finite, non-zero {what}, got {problem} in row {bad}")
+        return out
 
     def _tenant_tree(self, tenant: str) -> TenantTree:
         t = self._tenant_of.get(check_tenant(tenant))

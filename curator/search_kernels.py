@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["exact_batch", "merge_rows", "tree_batch"]
+__all__ = ["exact_batch", "finish", "merge_rows", "prepare_rows", "tree_batch"]
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True)
 
@@ -129,30 +129,13 @@ def _node_score(q, qn, c, cn, rad, vb):  # pragma: no cover - compiled
     return qn + cn - np.float32(2.0) * dot - vb * rad
 
 
+# fmt: off
 @_jit
-def _tree_one(
-    q,
-    k,
-    ef,
-    beam_size,
-    vb,
-    ip,
-    node,
-    child_ptr,
-    child,
-    sl_ptr,
-    slots,
-    centroids,
-    cnorm,
-    crad,
-    vectors,
-    vnorm,
-    out_s,
-    out_d,
-):  # pragma: no cover
-    """Curator v2 search of one query over one tenant sub-tree: beam descent seeding a
-    best-first frontier; scan shortlists into a top-`ef` list; stop at the first scanned
-    shortlist that does not improve a full list."""
+def _tree_one(q, k, ef, beam_size, vb, ip, node, child_ptr, child, sl_ptr, slots,
+              centroids, cnorm, crad, vectors, vnorm, out_s, out_d):  # pragma: no cover
+    """Curator v2 search of one query over one tenant sub-tree: a beam descent seeds a
+    best-first frontier; shortlists are scanned into a top-`ef` list; the search stops at the
+    first scanned shortlist that does not improve a full list. Returns the vectors scanned."""
     m = node.shape[0]
     qn = np.float32(0.0)
     for j in range(q.shape[0]):
@@ -160,12 +143,13 @@ def _tree_one(
     hd = np.empty(ef, np.float32)
     hs = np.empty(ef, np.int32)
     nh = 0
+    scanned = 0
+    if m == 0:
+        _top_sorted(hd, hs, 0, k, out_s, out_d)
+        return 0
     fs = np.empty(m, np.float32)
     fi = np.empty(m, np.int32)
     nf = 0
-    if m == 0:
-        _top_sorted(hd, hs, 0, k, out_s, out_d)
-        return
     score = np.empty(m, np.float32)
     beam = np.empty(m, np.int32)
     nb = 1
@@ -208,6 +192,7 @@ def _tree_one(
         hi = sl_ptr[i + 1]
         if hi > lo:
             improved = False
+            scanned += hi - lo
             for e in range(lo, hi):
                 s = slots[e]
                 d = _dist(q, qn, vectors[s], vnorm[s], ip)
@@ -220,79 +205,141 @@ def _tree_one(
             for e in range(child_ptr[i], child_ptr[i + 1]):
                 c = child[e]
                 g = node[c]
-                nf = _front_push(
-                    fs, fi, nf, _node_score(q, qn, centroids[g], cnorm[g], crad[g], vb), c
-                )
+                nf = _front_push(fs, fi, nf,
+                                 _node_score(q, qn, centroids[g], cnorm[g], crad[g], vb), c)
     _top_sorted(hd, hs, nh, k, out_s, out_d)
+    return scanned
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def tree_batch(
-    queries,
-    k,
-    ef,
-    beam_size,
-    vb,
-    ip,
-    node,
-    child_ptr,
-    child,
-    sl_ptr,
-    slots,
-    centroids,
-    cnorm,
-    crad,
-    vectors,
-    vnorm,
-):  # pragma: no cover - compiled
-    """Tree search of each row of `queries` (nq, d) over one tenant's sub-tree.
-    Returns slots (nq, k) int32 (-1 padded) and distances (nq, k) float32 (inf padded)."""
+@_jit
+def _exact_one(q, k, ip, slots, vectors, vnorm, out_s, out_d):  # pragma: no cover
+    qn = np.float32(0.0)
+    for j in range(q.shape[0]):
+        qn += q[j] * q[j]
+    hd = np.empty(k, np.float32)
+    hs = np.empty(k, np.int32)
+    nh = 0
+    for e in range(slots.shape[0]):
+        s = slots[e]
+        nh = _top_push(hd, hs, nh, _dist(q, qn, vectors[s], vnorm[s], ip), s)
+    _top_sorted(hd, hs, nh, k, out_s, out_d)
+    return slots.shape[0]
+
+
+# The serial and parallel drivers differ only in range/prange; they are written out twice
+# because numba's on-disk cache keys functions by name and place, which a factory would share.
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _tree_serial(queries, k, ef, beam_size, vb, ip, node, child_ptr, child, sl_ptr, slots,
+                 centroids, cnorm, crad, vectors, vnorm):  # pragma: no cover - compiled
     nq = queries.shape[0]
     out_s = np.empty((nq, k), np.int32)
     out_d = np.empty((nq, k), np.float32)
-    for r in numba.prange(nq):
-        _tree_one(
-            queries[r],
-            k,
-            max(ef, k),
-            beam_size,
-            vb,
-            ip,
-            node,
-            child_ptr,
-            child,
-            sl_ptr,
-            slots,
-            centroids,
-            cnorm,
-            crad,
-            vectors,
-            vnorm,
-            out_s[r],
-            out_d[r],
-        )
-    return out_s, out_d
+    out_n = np.empty(nq, np.int64)
+    for r in range(nq):
+        out_n[r] = _tree_one(queries[r], k, max(ef, k), beam_size, vb, ip, node, child_ptr,
+                             child, sl_ptr, slots, centroids, cnorm, crad, vectors, vnorm,
+                             out_s[r], out_d[r])
+    return out_s, out_d, out_n
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def exact_batch(queries, k, ip, slots, vectors, vnorm):  # pragma: no cover - compiled
-    """Exact top-k of each query among `slots` (n,) int32."""
-    nq, d = queries.shape
+def _tree_parallel(queries, k, ef, beam_size, vb, ip, node, child_ptr, child, sl_ptr, slots,
+                   centroids, cnorm, crad, vectors, vnorm):  # pragma: no cover - compiled
+    nq = queries.shape[0]
     out_s = np.empty((nq, k), np.int32)
     out_d = np.empty((nq, k), np.float32)
+    out_n = np.empty(nq, np.int64)
     for r in numba.prange(nq):
-        q = queries[r]
-        qn = np.float32(0.0)
+        out_n[r] = _tree_one(queries[r], k, max(ef, k), beam_size, vb, ip, node, child_ptr,
+                             child, sl_ptr, slots, centroids, cnorm, crad, vectors, vnorm,
+                             out_s[r], out_d[r])
+    return out_s, out_d, out_n
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _exact_serial(queries, k, ip, slots, vectors, vnorm):  # pragma: no cover - compiled
+    nq = queries.shape[0]
+    out_s = np.empty((nq, k), np.int32)
+    out_d = np.empty((nq, k), np.float32)
+    out_n = np.empty(nq, np.int64)
+    for r in range(nq):
+        out_n[r] = _exact_one(queries[r], k, ip, slots, vectors, vnorm, out_s[r], out_d[r])
+    return out_s, out_d, out_n
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def _exact_parallel(queries, k, ip, slots, vectors, vnorm):  # pragma: no cover - compiled
+    nq = queries.shape[0]
+    out_s = np.empty((nq, k), np.int32)
+    out_d = np.empty((nq, k), np.float32)
+    out_n = np.empty(nq, np.int64)
+    for r in numba.prange(nq):
+        out_n[r] = _exact_one(queries[r], k, ip, slots, vectors, vnorm, out_s[r], out_d[r])
+    return out_s, out_d, out_n
+# fmt: on
+
+#: Below this many queries a batch runs on the calling thread (thread-pool start-up costs
+#: more than it saves).
+PARALLEL_MIN_QUERIES = 8
+
+
+def tree_batch(queries: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tree search of each row of `queries` (nq, d) over one tenant's sub-tree; arguments as
+    `_tree_one`. Returns slots (nq, k) int32 (-1 padded), distances (nq, k) float32 (inf
+    padded) and the number of vectors scanned per query (nq,) int64."""
+    fn = _tree_parallel if len(queries) >= PARALLEL_MIN_QUERIES else _tree_serial
+    return fn(queries, *args)
+
+
+def exact_batch(queries: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact top-k of each query among `slots`; same outputs as `tree_batch`."""
+    fn = _exact_parallel if len(queries) >= PARALLEL_MIN_QUERIES else _exact_serial
+    return fn(queries, *args)
+
+
+@numba.njit(cache=True, nogil=True)
+def finish(slots, dists, ext_id, shift, clamp):  # pragma: no cover - compiled
+    """Slots -> client ids (as int64 bits, -1 padded); distances + shift, clamped at 0 if
+    `clamp`, inf padded."""
+    nq, k = slots.shape
+    ids = np.empty((nq, k), np.int64)
+    out = np.empty((nq, k), np.float32)
+    for r in range(nq):
+        for c in range(k):
+            s = slots[r, c]
+            if s < 0:
+                ids[r, c] = -1
+                out[r, c] = np.inf
+            else:
+                ids[r, c] = np.int64(ext_id[s])
+                d = dists[r, c] + shift
+                out[r, c] = max(d, np.float32(0.0)) if clamp else d
+    return ids, out
+
+
+@numba.njit(cache=True, nogil=True)
+def prepare_rows(x, normalize):  # pragma: no cover - compiled
+    """Copy of `x` (n, d) float32, rows scaled to unit length if `normalize`. Returns the
+    copy and the first row holding NaN/inf (or, when normalising, a zero row), else -1."""
+    n, d = x.shape
+    out = np.empty((n, d), np.float32)
+    for i in range(n):
+        sq = 0.0
         for j in range(d):
-            qn += q[j] * q[j]
-        hd = np.empty(k, np.float32)
-        hs = np.empty(k, np.int32)
-        nh = 0
-        for e in range(slots.shape[0]):
-            s = slots[e]
-            nh = _top_push(hd, hs, nh, _dist(q, qn, vectors[s], vnorm[s], ip), s)
-        _top_sorted(hd, hs, nh, k, out_s[r], out_d[r])
-    return out_s, out_d
+            v = x[i, j]
+            if not np.isfinite(v):
+                return out, i
+            sq += v * v
+        if normalize:
+            if sq == 0.0:
+                return out, i
+            inv = 1.0 / np.sqrt(sq)
+            for j in range(d):
+                out[i, j] = x[i, j] * inv
+        else:
+            for j in range(d):
+                out[i, j] = x[i, j]
+    return out, -1
 
 
 @numba.njit(cache=True, nogil=True)

@@ -56,8 +56,8 @@ def as_ids(ids: Any, unique: bool = True) -> np.ndarray:
     return out
 
 
-def as_matrix(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
-    """A (n, dim) C-contiguous float32 array of finite values."""
+def as_matrix(x: Any, dim: int, what: str = "vectors", check_finite: bool = True) -> np.ndarray:
+    """A (n, dim) C-contiguous float32 array (of finite values, if `check_finite`)."""
     try:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError):
@@ -66,7 +66,7 @@ def as_matrix(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
         arr = arr.reshape(1, dim)
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise InvalidArgument(f"expected {what} of shape (n, {dim}), got {arr.shape}")
-    if not np.isfinite(arr).all():
+    if check_finite and not np.isfinite(arr).all():
         bad = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
         raise InvalidArgument(f"expected finite {what}, got NaN or inf in row {bad}")
     return np.ascontiguousarray(arr)

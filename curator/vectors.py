@@ -82,6 +82,16 @@ class VectorStore:
         self.count -= len(slots)
         self._free = np.concatenate([self._free, np.asarray(slots, np.int32)])
 
+    def reordered(self, order: np.ndarray) -> VectorStore:
+        """A new, compact store whose row i is this store's row `order[i]` (live rows only).
+        Ordering rows by tree leaf makes a shortlist's vectors near each other in memory."""
+        out = VectorStore(self.dim, max(len(order), 1024))
+        n = len(order)
+        for name in ("vectors", "vnorm", "ext_id", "owner", "leaf", "live"):
+            getattr(out, name)[:n] = getattr(self, name)[order]
+        out.high = out.count = n
+        return out
+
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.live[: self.high]).astype(np.int32)
 
