@@ -28,8 +28,13 @@ _DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debia
 def _load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if (data / "base.npy").exists():
         base = np.load(data / "base.npy").astype(np.float32)
-        return (base, np.load(data / "base_tenant.npy"), np.load(data / "queries.npy"),
-                np.load(data / "query_tenant.npy"), np.load(data / "gt_ids.npy"))  # fmt: skip
+        return (
+            base,
+            np.load(data / "base_tenant.npy"),
+            np.load(data / "queries.npy"),
+            np.load(data / "query_tenant.npy"),
+            np.load(data / "gt_ids.npy"),
+        )
     log.warning("no dataset at %s: using a synthetic one", data)
     rng = np.random.default_rng(0)
     base = rng.standard_normal((20_000, 64)).astype(np.float32)
@@ -46,8 +51,9 @@ def _load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("CURATOR_DATA_DIR",
-                                                                      _DEFAULT_DATA)))  # fmt: skip
+    ap.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("CURATOR_DATA_DIR", _DEFAULT_DATA))
+    )
     ap.add_argument("--search-ef", type=int, default=SearchParams.search_ef)
     ap.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args(argv)
@@ -60,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     bounds = np.flatnonzero(np.diff(tenant[order])) + 1
     for rows in tqdm(np.split(order, bounds), desc="inserting tenants", unit="tenant"):
         idx.insert(rows.astype(np.uint64), base[rows], owner=f"tenant-{tenant[rows[0]]}")
-    log.info("inserted %d vectors for %d tenants in %.1f s", len(idx), len(idx.tenants()),
-             time.perf_counter() - t0)  # fmt: skip
+    log.info(
+        "inserted %d vectors for %d tenants in %.1f s",
+        len(idx),
+        len(idx.tenants()),
+        time.perf_counter() - t0,
+    )
 
     params = SearchParams(search_ef=args.search_ef)
     nq = min(args.queries, len(queries))

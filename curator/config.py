@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from curator.errors import InvalidArgument
 
-__all__ = ["IndexConfig", "Metric", "SearchParams", "from_env"]
+__all__ = ["DatabaseConfig", "IndexConfig", "Metric", "SearchParams", "from_env"]
 
 
 class Metric(enum.StrEnum):
@@ -51,7 +51,7 @@ class IndexConfig:
     max_sl_size: int = 256
     max_depth: int = 8
     train_min_vectors: int = 10_000
-    retrain_growth: float = 8.0
+    retrain_growth: float = 2.0
     kmeans_niter: int = 20
     kmeans_max_points_per_centroid: int = 256
     seed: int = 1234
@@ -104,6 +104,14 @@ def _check_range(name: str, value: Any, lo: int, hi: int) -> None:
 T = TypeVar("T")
 
 
+def _parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def from_env(cls: type[T], prefix: str = "CURATOR_", **overrides: Any) -> T:
     """Build a config dataclass from defaults, then `CURATOR_<FIELD>` variables, then overrides."""
     values: dict[str, Any] = {}
@@ -111,6 +119,8 @@ def from_env(cls: type[T], prefix: str = "CURATOR_", **overrides: Any) -> T:
         raw = os.environ.get(prefix + field.name.upper())
         if raw is not None:
             kind: Any = type(field.default)
+            if kind is bool:
+                kind = _parse_bool
             try:
                 values[field.name] = kind(raw)
             except ValueError:
@@ -119,3 +129,41 @@ def from_env(cls: type[T], prefix: str = "CURATOR_", **overrides: Any) -> T:
                 ) from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseConfig:
+    """Where and how the database keeps its data.
+
+    data_dir: the LMDB environment and index snapshots live here.
+    sync: fsync every acknowledged write (durable across power loss). False is faster; a killed
+        process still loses nothing, an OS crash may lose the last writes.
+    map_size / max_map_size: initial LMDB map; it doubles as needed up to max_map_size
+        (0 = until the disk is full).
+    snapshot_every_writes / snapshot_every_seconds: a collection's index is snapshotted in the
+        background after this many writes, or this long after its first unsnapshotted write
+        (0 disables that trigger).
+    max_batch / max_queries / max_document_bytes: request limits (ResourceExhausted past them).
+    """
+
+    data_dir: str = "curator-data"
+    sync: bool = True
+    map_size: int = 64 << 20
+    max_map_size: int = 0
+    snapshot_every_writes: int = 10_000
+    snapshot_every_seconds: float = 300.0
+    max_batch: int = 100_000
+    max_queries: int = 10_000
+    max_document_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        _check_range("map_size", self.map_size, 1 << 16, 1 << 50)
+        _check_range("max_map_size", self.max_map_size, 0, 1 << 50)
+        _check_range("snapshot_every_writes", self.snapshot_every_writes, 0, 1 << 40)
+        _check_range("max_batch", self.max_batch, 1, 1 << 30)
+        _check_range("max_queries", self.max_queries, 1, 1 << 30)
+        _check_range("max_document_bytes", self.max_document_bytes, 0, 1 << 30)
+        if self.snapshot_every_seconds < 0:
+            raise InvalidArgument(
+                f"expected snapshot_every_seconds >= 0, got {self.snapshot_every_seconds}"
+            )

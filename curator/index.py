@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,7 @@ class CuratorIndex:
         self._tree = SharedTree.untrained(dim)
         self._trained_n = 0
         self._crad: np.ndarray | None = None
+        self._defer_training = 0
 
     # -- introspection ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -443,7 +445,20 @@ class CuratorIndex:
         self._ids.remove(st.ext_id[slots].view(np.int64))
         st.release(slots)
 
+    @contextlib.contextmanager
+    def deferred_training(self) -> Iterator[None]:
+        """Suspend automatic (re)training during a bulk load; train once at the end if the
+        collection crossed a threshold meanwhile."""
+        self._defer_training += 1
+        try:
+            yield
+        finally:
+            self._defer_training -= 1
+            self._maybe_train()
+
     def _maybe_train(self) -> None:
+        if self._defer_training:
+            return
         n = len(self._store)
         cfg = self.config
         if not self._tree.is_trained:

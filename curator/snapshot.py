@@ -28,15 +28,29 @@ from curator.vectors import VectorStore
 if TYPE_CHECKING:
     from curator.index import CuratorIndex
 
-__all__ = ["FORMAT_VERSION", "from_arrays", "load", "save", "to_arrays"]
+__all__ = ["FORMAT_VERSION", "from_arrays", "load", "save", "save_arrays", "to_arrays"]
 
 FORMAT_VERSION = 1
 
 _REQUIRED = (
-    "meta", "vec_vectors", "vec_ext_id", "vec_owner", "vec_leaf", "vec_live",
-    "tree_centroids", "tree_parent", "tree_child_start", "tree_child_count", "tree_rad_sum",
-    "tree_rad_cnt", "access_keys", "sl_tenant", "sl_node", "sl_ptr", "sl_slots",
-)  # fmt: skip
+    "meta",
+    "vec_vectors",
+    "vec_ext_id",
+    "vec_owner",
+    "vec_leaf",
+    "vec_live",
+    "tree_centroids",
+    "tree_parent",
+    "tree_child_start",
+    "tree_child_count",
+    "tree_rad_sum",
+    "tree_rad_cnt",
+    "access_keys",
+    "sl_tenant",
+    "sl_node",
+    "sl_ptr",
+    "sl_slots",
+)
 
 
 def to_arrays(index: CuratorIndex) -> dict[str, np.ndarray]:
@@ -99,8 +113,9 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
     index._trained_n = int(meta["trained_n"])
     tree = index._tree
     ptr, slots = arrays["sl_ptr"], arrays["sl_slots"]
-    for i, (t, node) in enumerate(zip(arrays["sl_tenant"].tolist(), arrays["sl_node"].tolist(),
-                                      strict=True)):  # fmt: skip
+    for i, (t, node) in enumerate(
+        zip(arrays["sl_tenant"].tolist(), arrays["sl_node"].tolist(), strict=True)
+    ):
         tt = index._trees[t]
         if tt is None or not 0 <= node < len(tree):
             raise FailedPrecondition(f"snapshot shortlist {i} names a missing tenant or node")
@@ -112,11 +127,16 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
 
 
 def save(index: CuratorIndex, path: str | os.PathLike[str]) -> None:
-    """Write the snapshot to `path` atomically (fsynced temporary file, then rename)."""
+    """Write the index's snapshot to `path` atomically."""
+    save_arrays(to_arrays(index), path)
+
+
+def save_arrays(arrays: dict[str, np.ndarray], path: str | os.PathLike[str]) -> None:
+    """Write snapshot arrays to `path` atomically (fsynced temporary file, then rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, **to_arrays(index))  # type: ignore[arg-type]
+        np.savez(f, **arrays)  # type: ignore[arg-type]
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

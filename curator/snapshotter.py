@@ -1,0 +1,114 @@
+"""Index snapshots of a database's collections: on demand, in the background, and in backups.
+
+A snapshot is written to `snapshots/<collection id>-<seq>.npz` without blocking readers (the
+index arrays are copied under the collection's read lock, then written outside any lock); its
+record in LMDB is updated in a write transaction, which also trims the operation log up to the
+oldest sequence every collection's snapshot covers. The previous file is deleted after that.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curator import snapshot as codec
+from curator.collection import Collection
+from curator.config import DatabaseConfig
+from curator.errors import AlreadyExists
+from curator.store import Store
+
+__all__ = ["Snapshotter"]
+
+log = logging.getLogger(__name__)
+
+
+class Snapshotter:
+    def __init__(
+        self,
+        store: Store,
+        snap_dir: Path,
+        collections: dict[str, Collection],
+        write_lock: threading.RLock,
+        config: DatabaseConfig,
+    ) -> None:
+        self.store = store
+        self.snap_dir = snap_dir
+        self.collections = collections  # shared with the database, read only here
+        self.write_lock = write_lock
+        self.config = config
+        self._lock = threading.Lock()  # one snapshot (or backup) at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="curator-snapshots", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def take(self, c: Collection) -> int:
+        """Snapshot one collection now; returns the write sequence it reflects."""
+        with self._lock:
+            with c.lock.read_lock():
+                arrays = {k: np.array(v, copy=True) for k, v in c.index.snapshot().items()}
+                seq = c.applied_seq
+                writes = c.writes_since_snapshot
+            name = f"{c.info.id}-{seq}.npz"
+            codec.save_arrays(arrays, self.snap_dir / name)
+            old = c.snapshot_seq
+
+            def txn_fn(txn: Any) -> None:
+                record = {"seq": seq, "file": name, "time": time.time()}
+                self.store.put_json(txn, "snapshots", str(c.info.id), record)
+                floor = min(
+                    o.snapshot_seq if o is not c else seq for o in self.collections.values()
+                )
+                self.store.trim_ops(txn, floor)
+
+            with self.write_lock:
+                self.store.write(txn_fn)
+                c.snapshot_seq = seq
+                c.writes_since_snapshot = max(0, c.writes_since_snapshot - writes)
+                if not c.writes_since_snapshot:
+                    c.dirty_since = None
+            if old != seq:
+                (self.snap_dir / f"{c.info.id}-{old}.npz").unlink(missing_ok=True)
+            log.info("snapshot of %r at seq %d", c.info.name, seq)
+            return seq
+
+    def _due(self, c: Collection) -> bool:
+        cfg = self.config
+        if cfg.snapshot_every_writes and c.writes_since_snapshot >= cfg.snapshot_every_writes:
+            return True
+        return bool(
+            cfg.snapshot_every_seconds
+            and c.dirty_since is not None
+            and time.monotonic() - c.dirty_since >= cfg.snapshot_every_seconds
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            for c in list(self.collections.values()):
+                if self._due(c) and c.info.name in self.collections:
+                    try:
+                        self.take(c)
+                    except Exception:  # keep the loop alive; the next round retries
+                        log.exception("snapshot of %r failed", c.info.name)
+
+    def backup(self, dest: Path) -> None:
+        if dest.exists() and any(dest.iterdir()):
+            raise AlreadyExists(f"expected an empty or new backup folder, got {dest}")
+        with self._lock:
+            self.store.backup(dest / "lmdb")
+            (dest / "snapshots").mkdir(parents=True, exist_ok=True)
+            for f in self.snap_dir.glob("*.npz"):
+                shutil.copy2(f, dest / "snapshots" / f.name)

@@ -1,0 +1,377 @@
+"""LMDB storage: one environment per data directory, one named sub-database per record kind.
+
+Every transaction is a `with` block in this module. Write transactions are committed durably
+(fsync) unless the store was opened with `sync=False` (faster, but the last writes before a
+power loss or kernel crash may be lost; a killed process loses nothing either way). The map
+grows before it fills; a configured `max_map_size` (or a full disk) turns into
+ResourceExhausted, and the write is not applied.
+
+Keys are big-endian so that LMDB's byte order is numeric order:
+  vectors    coll u32 | id u64           -> owner tenant u32 | float32[d]
+  documents  coll u32 | id u64           -> payload bytes
+  access     coll u32 | id u64 | tenant  -> b""   (grants besides the owner)
+  oplog      seq u64                     -> kind u8 | coll u32 | tenant u32 | ids u64[]
+  collections / tenants / api_keys / snapshots / cache: name -> JSON (or bytes)
+  meta       b"seq", b"format_version", counters
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fasteners
+import lmdb
+import numpy as np
+
+from curator.errors import FailedPrecondition, Internal, ResourceExhausted
+
+__all__ = ["OP_DELETE", "OP_DROP_TENANT", "OP_GRANT", "OP_REVOKE", "OP_UPSERT", "Store"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SUBDBS = (
+    "meta",
+    "collections",
+    "tenants",
+    "api_keys",
+    "vectors",
+    "documents",
+    "access",
+    "cache",
+    "snapshots",
+    "oplog",
+)
+
+OP_UPSERT, OP_DELETE, OP_GRANT, OP_REVOKE, OP_DROP_TENANT = 1, 2, 3, 4, 5
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_VKEY = struct.Struct(">IQ")
+_AKEY = struct.Struct(">IQI")
+_OPHEAD = struct.Struct(">BII")
+
+T = TypeVar("T")
+
+
+class Store:
+    """The LMDB environment of one data directory."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int = 64 << 20,
+        max_map_size: int | None = None,
+        sync: bool = True,
+        readonly: bool = False,
+        max_readers: int = 1024,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.max_map_size = max_map_size
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        if max_map_size is not None:
+            map_size = min(map_size, max_map_size)
+        try:
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=len(SUBDBS) + 2,
+                max_readers=max_readers,
+                sync=sync,
+                metasync=sync,
+                readonly=readonly,
+                lock=True,
+                subdir=True,
+                readahead=False,
+            )
+        except lmdb.Error as e:
+            raise FailedPrecondition(
+                f"expected an openable data directory at {path}, got {e}"
+            ) from e
+        # Resizing the map needs every transaction of this process closed: readers and
+        # writers hold the shared side, a resize takes the exclusive side.
+        self._resize = fasteners.ReaderWriterLock()
+        self._write_mutex = threading.Lock()
+        if readonly:
+            self.db = {name: self.env.open_db(name.encode(), create=False) for name in SUBDBS}
+        else:
+            with self.env.begin(write=True) as txn:
+                self.db = {name: self.env.open_db(name.encode(), txn=txn) for name in SUBDBS}
+                version = txn.get(b"format_version", db=self.db["meta"])
+                if version is None:
+                    txn.put(b"format_version", _U32.pack(FORMAT_VERSION), db=self.db["meta"])
+                elif _U32.unpack(version)[0] != FORMAT_VERSION:
+                    raise FailedPrecondition(
+                        f"expected storage format {FORMAT_VERSION}, got {_U32.unpack(version)[0]}"
+                    )
+
+    def close(self) -> None:
+        with self._resize.write_lock():
+            self.env.close()
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A short read transaction (a consistent snapshot of the store)."""
+        with self._resize.read_lock(), self.env.begin(write=False, buffers=False) as txn:
+            yield txn
+
+    def write(self, fn: Callable[[lmdb.Transaction], T], estimate: int = 0) -> T:
+        """Run `fn(txn)` in one durable write transaction and return its result. `estimate`
+        is the bytes the write adds; the map is grown first if it might not fit, and once
+        more (the transaction re-run) if LMDB still reports it full."""
+        if self.readonly:
+            raise FailedPrecondition("expected a writable database, it was opened read-only")
+        with self._write_mutex:
+            self._ensure_room(estimate)
+            for attempt in range(2):
+                try:
+                    with self._resize.read_lock(), self.env.begin(write=True) as txn:
+                        return fn(txn)
+                except lmdb.MapFullError:
+                    if attempt:
+                        raise
+                    self._grow(self.env.info()["map_size"] * 2)
+                except lmdb.Error as e:
+                    if getattr(e, "errno", None) == errno.ENOSPC or "No space" in str(e):
+                        raise ResourceExhausted(f"expected free disk space, got {e}") from e
+                    raise
+        raise Internal("unreachable")  # pragma: no cover
+
+    def _used(self) -> int:
+        info = self.env.info()
+        return (info["last_pgno"] + 1) * self.env.stat()["psize"]
+
+    def _ensure_room(self, estimate: int) -> None:
+        size = self.env.info()["map_size"]
+        need = self._used() + 2 * estimate + (1 << 20)
+        if need > size * 0.8:
+            self._grow(max(size * 2, int(need * 1.5)))
+
+    def _grow(self, new_size: int) -> None:
+        size = self.env.info()["map_size"]
+        if self.max_map_size is not None:
+            if size >= self.max_map_size:
+                raise ResourceExhausted(
+                    f"expected room in the store, got it full at its cap of {self.max_map_size} "
+                    "bytes (max_map_size)"
+                )
+            new_size = min(new_size, self.max_map_size)
+        with self._resize.write_lock():
+            self.env.set_mapsize(new_size)
+        log.info("grew the LMDB map from %d to %d bytes", size, new_size)
+
+    # -- small records ----------------------------------------------------------------------
+    def next_counter(self, txn: lmdb.Transaction, name: bytes) -> int:
+        raw = txn.get(name, db=self.db["meta"])
+        value = _U64.unpack(raw)[0] + 1 if raw else 1
+        txn.put(name, _U64.pack(value), db=self.db["meta"])
+        return value
+
+    def seq(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(b"seq", db=self.db["meta"])
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def put_json(self, txn: lmdb.Transaction, db: str, key: str, value: Any) -> None:
+        txn.put(key.encode(), json.dumps(value).encode(), db=self.db[db])
+
+    def get_json(self, txn: lmdb.Transaction, db: str, key: str) -> Any:
+        raw = txn.get(key.encode(), db=self.db[db])
+        return None if raw is None else json.loads(bytes(raw))
+
+    def all_json(self, txn: lmdb.Transaction, db: str) -> dict[str, Any]:
+        with txn.cursor(db=self.db[db]) as cur:
+            return {bytes(k).decode(): json.loads(bytes(v)) for k, v in cur}
+
+    def delete_key(self, txn: lmdb.Transaction, db: str, key: str) -> bool:
+        return bool(txn.delete(key.encode(), db=self.db[db]))
+
+    # -- vectors, documents, access ------------------------------------------------------------
+    def put_vectors(
+        self,
+        txn: lmdb.Transaction,
+        coll: int,
+        ids: np.ndarray,
+        owner: int,
+        x: np.ndarray,
+        docs: list[bytes | None] | None,
+    ) -> None:
+        own = _U32.pack(owner)
+        vdb, ddb = self.db["vectors"], self.db["documents"]
+        for i, (vid, row) in enumerate(zip(ids.tolist(), x, strict=True)):
+            key = _VKEY.pack(coll, vid)
+            txn.put(key, own + row.tobytes(), db=vdb)
+            doc = docs[i] if docs is not None else None
+            if doc is not None:
+                txn.put(key, doc, db=ddb)
+            else:
+                txn.delete(key, db=ddb)
+
+    def get_vectors(
+        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found (n,) bool, owners (n,) int64 (-1 absent), vectors (n, dim) float32)."""
+        n = len(ids)
+        found = np.zeros(n, bool)
+        owners = np.full(n, -1, np.int64)
+        x = np.zeros((n, dim), np.float32)
+        vdb = self.db["vectors"]
+        for i, vid in enumerate(ids.tolist()):
+            raw = txn.get(_VKEY.pack(coll, vid), db=vdb)
+            if raw is not None:
+                found[i] = True
+                owners[i] = _U32.unpack_from(raw)[0]
+                x[i] = np.frombuffer(raw, np.float32, offset=4)
+        return found, owners, x
+
+    def get_documents(
+        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray
+    ) -> list[bytes | None]:
+        ddb = self.db["documents"]
+        out: list[bytes | None] = []
+        for v in ids.astype(np.uint64).tolist():
+            raw = txn.get(_VKEY.pack(coll, v), db=ddb)
+            out.append(None if raw is None else bytes(raw))
+        return out
+
+    def delete_vectors(self, txn: lmdb.Transaction, coll: int, ids: np.ndarray) -> None:
+        vdb, ddb, adb = self.db["vectors"], self.db["documents"], self.db["access"]
+        with txn.cursor(db=adb) as cur:
+            for vid in ids.tolist():
+                key = _VKEY.pack(coll, vid)
+                txn.delete(key, db=vdb)
+                txn.delete(key, db=ddb)
+                # Drop every grant of the vector: keys coll|id|* are contiguous.
+                if cur.set_range(key):
+                    while cur.key()[:12] == key and cur.delete():
+                        pass
+
+    def grants_of(self, txn: lmdb.Transaction, coll: int, vid: int) -> list[int]:
+        key = _VKEY.pack(coll, vid)
+        out = []
+        with txn.cursor(db=self.db["access"]) as cur:
+            if cur.set_range(key):
+                for k in cur.iternext(values=False):
+                    if k[:12] != key:
+                        break
+                    out.append(_AKEY.unpack(k)[2])
+        return out
+
+    def set_access(
+        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray, tenant: int, granted: bool
+    ) -> None:
+        adb = self.db["access"]
+        for vid in ids.tolist():
+            key = _AKEY.pack(coll, vid, tenant)
+            if granted:
+                txn.put(key, b"", db=adb)
+            else:
+                txn.delete(key, db=adb)
+
+    def scan_vectors(
+        self, txn: lmdb.Transaction, coll: int, dim: int
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(id, owner, vector) of every vector of a collection, in id order."""
+        prefix = _U32.pack(coll)
+        with txn.cursor(db=self.db["vectors"]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for k, v in cur:
+                if k[:4] != prefix:
+                    break
+                yield (
+                    _VKEY.unpack(k)[1],
+                    _U32.unpack_from(v)[0],
+                    np.frombuffer(v, np.float32, offset=4),
+                )
+
+    def scan_access(self, txn: lmdb.Transaction, coll: int) -> Iterator[tuple[int, int]]:
+        """(id, tenant) of every grant in a collection."""
+        prefix = _U32.pack(coll)
+        with txn.cursor(db=self.db["access"]) as cur:
+            if not cur.set_range(prefix):
+                return
+            for k in cur.iternext(values=False):
+                if k[:4] != prefix:
+                    break
+                _, vid, t = _AKEY.unpack(k)
+                yield vid, t
+
+    def count_prefix(self, txn: lmdb.Transaction, db: str, coll: int) -> int:
+        prefix = _U32.pack(coll)
+        n = 0
+        with txn.cursor(db=self.db[db]) as cur:
+            if cur.set_range(prefix):
+                for k in cur.iternext(values=False):
+                    if k[:4] != prefix:
+                        break
+                    n += 1
+        return n
+
+    def delete_prefix(self, txn: lmdb.Transaction, db: str, coll: int) -> None:
+        prefix = _U32.pack(coll)
+        with txn.cursor(db=self.db[db]) as cur:
+            if cur.set_range(prefix):
+                while cur.key()[:4] == prefix and cur.delete():
+                    pass
+
+    # -- the operation log ------------------------------------------------------------------
+    def log_op(
+        self, txn: lmdb.Transaction, kind: int, coll: int, ids: np.ndarray, tenant: int = 0
+    ) -> int:
+        """Append an operation (its ids) under the next write sequence number; returns it."""
+        seq = self.seq(txn) + 1
+        txn.put(b"seq", _U64.pack(seq), db=self.db["meta"])
+        payload = _OPHEAD.pack(kind, coll, tenant) + np.asarray(ids, ">u8").tobytes()
+        txn.put(_U64.pack(seq), payload, db=self.db["oplog"])
+        return seq
+
+    def ops_after(
+        self, txn: lmdb.Transaction, seq: int
+    ) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+        """(seq, kind, coll, tenant, ids) of every logged operation after `seq`."""
+        with txn.cursor(db=self.db["oplog"]) as cur:
+            if not cur.set_range(_U64.pack(seq + 1)):
+                return
+            for k, v in cur:
+                kind, coll, tenant = _OPHEAD.unpack_from(v)
+                ids = np.frombuffer(v, ">u8", offset=_OPHEAD.size).astype(np.uint64)
+                yield _U64.unpack(k)[0], kind, coll, tenant, ids
+
+    def trim_ops(self, txn: lmdb.Transaction, upto: int) -> int:
+        """Delete logged operations with seq <= upto; returns how many."""
+        n = 0
+        with txn.cursor(db=self.db["oplog"]) as cur:
+            if cur.first():
+                while _U64.unpack(cur.key())[0] <= upto and cur.delete():
+                    n += 1
+                    if not cur.key():
+                        break
+        return n
+
+    # -- maintenance -------------------------------------------------------------------------
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """A consistent, compacted copy of the live environment into the empty folder `dest`."""
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        with self._resize.read_lock():
+            self.env.copy(str(dest), compact=True)
+
+    def stats(self) -> dict[str, int]:
+        info = self.env.info()
+        return {
+            "map_size": info["map_size"],
+            "used_bytes": self._used(),
+            "readers": info["num_readers"],
+        }

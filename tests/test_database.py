@@ -1,0 +1,145 @@
+"""The Database facade: ownership, isolation, documents, tenants and collections."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curator.config import DatabaseConfig, IndexConfig
+from curator.database import Database
+from curator.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    d = Database(DatabaseConfig(data_dir=str(tmp_path), max_batch=5000), background=False)
+    for t in ("a", "b", "c"):
+        d.create_tenant(t)
+    d.create_collection("docs", 8, "cosine", IndexConfig(train_min_vectors=500, max_sl_size=16))
+    yield d
+    d.close()
+
+
+def _vecs(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 8)).astype(np.float32)
+
+
+def test_owner_reads_writes_and_shares(db: Database) -> None:
+    x = _vecs(1000)
+    db.upsert("docs", "a", np.arange(1000), x, documents=[{"n": i} for i in range(1000)])
+    db.grant("docs", np.arange(10), "b", tenant="a")
+    res = db.search("docs", "b", x[:10], k=3, include_documents=True)
+    assert set(res.ids[res.ids >= 0].tolist()) <= set(range(10))
+    assert res.ids[:, 0].tolist() == list(range(10))
+    assert res.documents is not None and res.documents[0][0] == {"n": 0}
+    assert db.count("docs", "b") == 10
+    assert db.count("docs", "c") == 0
+    assert (db.search("docs", "c", x[:2], k=3).ids == -1).all()  # nothing readable
+    # b may read but not delete, grant or revoke a's vectors; deleting is silently nothing
+    assert db.delete("docs", [1, 2], tenant="b")[0] == 0
+    with pytest.raises(PermissionDenied):
+        db.grant("docs", [1], "c", tenant="b")
+    with pytest.raises(NotFound):  # c cannot even see id 1: same answer as a missing id
+        db.grant("docs", [1], "c", tenant="c")
+    with pytest.raises(PermissionDenied):
+        db.upsert("docs", "b", [1], x[:1])
+    with pytest.raises(FailedPrecondition):
+        db.revoke("docs", [1], "a", tenant="a")
+    db.revoke("docs", np.arange(5), "b", tenant="a")
+    assert db.get("docs", np.arange(10), tenant="b").ids.tolist() == list(range(5, 10))
+    assert db.get("docs", np.arange(10), tenant="c").ids.tolist() == []
+
+
+def test_search_over_several_tenants_and_vectors(db: Database) -> None:
+    x = _vecs(60)
+    db.upsert("docs", "a", np.arange(30), x[:30])
+    db.upsert("docs", "b", np.arange(30, 60), x[30:])
+    res = db.search("docs", ["a", "b"], x[[0, 45]], k=1, include_vectors=True)
+    assert res.ids[:, 0].tolist() == [0, 45]
+    assert res.vectors is not None
+    np.testing.assert_allclose(
+        res.vectors[:, 0], x[[0, 45]] / np.linalg.norm(x[[0, 45]], axis=1, keepdims=True), rtol=1e-5
+    )
+
+
+def test_drop_tenant_removes_its_vectors_and_grants(db: Database) -> None:
+    x = _vecs(40)
+    db.create_collection("other", 8)
+    db.upsert("docs", "a", np.arange(20), x[:20])
+    db.upsert("docs", "b", np.arange(20, 40), x[20:])
+    db.upsert("other", "b", [1], x[:1])
+    db.grant("docs", np.arange(5), "b", tenant="a")
+    db.drop_tenant("b")
+    assert db.count("docs") == 20 and db.count("other") == 0
+    assert "b" not in db.list_tenants()
+    with pytest.raises(NotFound):
+        db.search("docs", "b", x[:1], k=1)
+    db.create_tenant("b")  # a new tenant of the same name starts empty
+    assert db.count("docs", "b") == 0
+
+
+def test_collections_lifecycle(db: Database) -> None:
+    with pytest.raises(AlreadyExists):
+        db.create_collection("docs", 8)
+    with pytest.raises(InvalidArgument):
+        db.create_collection("x", 0)
+    with pytest.raises(InvalidArgument):
+        db.create_collection("x", 4, metric="hamming")
+    db.upsert("docs", "a", [1], _vecs(1))
+    assert db.describe_collection("docs")["vectors"] == 1
+    db.drop_collection("docs")
+    with pytest.raises(NotFound):
+        db.count("docs")
+    db.create_collection("docs", 4)
+    assert db.count("docs") == 0
+
+
+def test_limits(db: Database) -> None:
+    with pytest.raises(ResourceExhausted):
+        db.upsert("docs", "a", np.arange(6000), _vecs(6000))
+    with pytest.raises(ResourceExhausted):
+        db.upsert("docs", "a", [1], _vecs(1), documents=[b"x" * (2 << 20)])
+    with pytest.raises(InvalidArgument):
+        db.search("docs", "a", _vecs(1), k=0)
+    assert db.count("docs") == 0
+
+
+@pytest.mark.timeout(60)
+def test_readers_never_see_half_a_batch(db: Database) -> None:
+    """Batches of 50 are written while readers count: a count is always a multiple of 50,
+    and every search answers without error."""
+    x = _vecs(2000, seed=3)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    seen: list[int] = []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                seen.append(db.count("docs", "a"))
+                res = db.search("docs", "a", x[:4], k=5)
+                assert ((res.ids == -1) | (res.ids < 2000)).all()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(0, 2000, 50):
+        db.upsert("docs", "a", np.arange(i, i + 50), x[i : i + 50])
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    assert seen and all(n % 50 == 0 for n in seen)
+    assert db.count("docs", "a") == 2000
