@@ -34,7 +34,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_acknowledged(tmp_path: P
     with Database(cfg, background=False) as db:
         db.create_tenant("a")
         db.create_collection("c", 32)
-        with pytest.raises(ResourceExhausted, match="max_map_size|full"):
+        with pytest.raises(ResourceExhausted, match=r"max_map_size|full"):
             for i in range(0, 20_000, 1000):
                 db.upsert("c", "a", np.arange(i, i + 1000), x[i : i + 1000])
                 acked = i + 1000
