@@ -209,11 +209,11 @@ class Store:
         docs: list[bytes | None] | None,
     ) -> None:
         own = _U32.pack(owner)
-        vdb, ddb = self.db["vectors"], self.db["documents"]
-        for i, (vid, row) in enumerate(zip(ids.tolist(), x, strict=True)):
-            key = _VKEY.pack(coll, vid)
-            txn.put(key, own + row.tobytes(), db=vdb)
-            doc = docs[i] if docs is not None else None
+        keys = [_VKEY.pack(coll, vid) for vid in ids.tolist()]
+        with txn.cursor(db=self.db["vectors"]) as cur:
+            cur.putmulti(zip(keys, (own + row.tobytes() for row in x), strict=True))
+        ddb = self.db["documents"]
+        for key, doc in zip(keys, docs or [None] * len(keys), strict=True):
             if doc is not None:
                 txn.put(key, doc, db=ddb)
             else:
