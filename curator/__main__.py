@@ -1,9 +1,13 @@
-"""`python -m curator`: an end-to-end demo of the index on the Debian dataset.
+"""`python -m curator [demo|backup]`: command-line tools of the core.
 
-Loads the real multi-tenant data (tenants = Debian maintainers) from `--data`, inserts every
-vector with its owner, searches the held-out queries within their tenant and prints recall@10
+`demo` (the default) is an end-to-end demo of the index on the Debian dataset: it loads the
+real multi-tenant data (tenants = Debian maintainers) from `--data`, inserts every vector with
+its owner, searches the held-out queries within their tenant and prints recall@10
 against the shipped ground truth and the per-query latency. Falls back to a small synthetic
-set when the data directory is absent. (The gRPC service will take this entry point's place.)
+set when the data directory is absent.
+
+`backup --data-dir DIR DEST` writes a consistent, compacted copy of a database (which may be
+in use by a server at the same time) to the new folder DEST; DEST opens as a database.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from curator import CuratorIndex, SearchParams
+from curator import CuratorError, CuratorIndex, SearchParams
+from curator.config import DatabaseConfig
+from curator.snapshotter import copy_database
+from curator.store import Store
 
 log = logging.getLogger("curator.demo")
 
@@ -50,15 +57,35 @@ def _load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, n
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("CURATOR_DATA_DIR", _DEFAULT_DATA))
+    ap = argparse.ArgumentParser(
+        prog="python -m curator", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    ap.add_argument("--search-ef", type=int, default=SearchParams.search_ef)
-    ap.add_argument("--queries", type=int, default=1000)
+    sub = ap.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="index demo on the Debian data (default)")
+    backup = sub.add_parser("backup", help="consistent copy of a database")
+    backup.add_argument("--data-dir", default=DatabaseConfig.data_dir)
+    backup.add_argument("dest", type=Path)
+    for p in (ap, demo):
+        p.add_argument(
+            "--data", type=Path, default=Path(os.environ.get("CURATOR_DATA_DIR", _DEFAULT_DATA))
+        )
+        p.add_argument("--search-ef", type=int, default=SearchParams.search_ef)
+        p.add_argument("--queries", type=int, default=1000)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "backup":
+        src = Path(args.data_dir)
+        store = Store(src / "lmdb", readonly=True)
+        try:
+            copy_database(store, src / "snapshots", args.dest)
+        finally:
+            store.close()
+        log.info("backed up %s to %s", args.data_dir, args.dest)
+        return 0
+    return _demo(args)
 
+
+def _demo(args: argparse.Namespace) -> int:
     base, tenant, queries, qt, gt = _load(args.data)
     idx = CuratorIndex(base.shape[1], metric="cosine")
     t0 = time.perf_counter()
@@ -92,4 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CuratorError as e:
+        log.error("%s: %s", type(e).__name__, e)
+        sys.exit(2)

@@ -23,7 +23,7 @@ from curator.config import DatabaseConfig
 from curator.errors import AlreadyExists
 from curator.store import Store
 
-__all__ = ["Snapshotter"]
+__all__ = ["Snapshotter", "copy_database"]
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,16 @@ class Snapshotter:
                         log.exception("snapshot of %r failed", c.info.name)
 
     def backup(self, dest: Path) -> None:
-        if dest.exists() and any(dest.iterdir()):
-            raise AlreadyExists(f"expected an empty or new backup folder, got {dest}")
-        with self._lock:
-            self.store.backup(dest / "lmdb")
-            (dest / "snapshots").mkdir(parents=True, exist_ok=True)
-            for f in self.snap_dir.glob("*.npz"):
-                shutil.copy2(f, dest / "snapshots" / f.name)
+        with self._lock:  # no snapshot file is replaced while it is copied
+            copy_database(self.store, self.snap_dir, dest)
+
+
+def copy_database(store: Store, snap_dir: Path, dest: Path) -> None:
+    """Compacting copy of the LMDB environment, then the snapshot files, into `dest`. A
+    snapshot file newer than the copied LMDB record is harmless: the copy ignores it."""
+    if dest.exists() and any(dest.iterdir()):
+        raise AlreadyExists(f"expected an empty or new backup folder, got {dest}")
+    store.backup(dest / "lmdb")
+    (dest / "snapshots").mkdir(parents=True, exist_ok=True)
+    for f in snap_dir.glob("*.npz"):
+        shutil.copy2(f, dest / "snapshots" / f.name)

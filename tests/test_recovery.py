@@ -171,3 +171,47 @@ def test_background_snapshot_trims_the_log(tmp_path: Path) -> None:
         with db.store.read() as txn:
             remaining = list(db.store.ops_after(txn, 0))
         assert all(seq > 9 for seq, *_ in remaining)
+
+
+@pytest.mark.timeout(120)
+def test_backup_command_copies_a_live_database(tmp_path: Path) -> None:
+    db, x = _fill(tmp_path / "live")
+    db.snapshot("c")
+    try:  # the database stays open (and writable) in this process while the CLI copies it
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "curator",
+                "backup",
+                "--data-dir",
+                str(tmp_path / "live"),
+                str(tmp_path / "copy"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=100,
+        )
+        assert run.returncode == 0, run.stderr
+        db.upsert("c", "a", [7000], x[:1])
+    finally:
+        db.close()
+    with Database(DatabaseConfig(data_dir=str(tmp_path / "copy")), background=False) as bk:
+        assert bk.count("c") == 1200
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curator",
+            "backup",
+            "--data-dir",
+            str(tmp_path / "nothing"),
+            str(tmp_path / "copy2"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=100,
+    )
+    assert missing.returncode != 0 and "expected an openable data directory" in missing.stderr
