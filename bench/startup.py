@@ -29,8 +29,9 @@ def build(path: Path, n: int, dim: int, n_tenants: int, seed: int = 0) -> None:
     centers = rng.standard_normal((256, dim)).astype(np.float32) * 4
     weights = 1.0 / np.arange(1, n_tenants + 1) ** 0.8
     owner = rng.choice(n_tenants, n, p=weights / weights.sum())
-    cfg = DatabaseConfig(data_dir=str(path), sync=False, snapshot_every_writes=0,
-                         snapshot_every_seconds=0)
+    cfg = DatabaseConfig(
+        data_dir=str(path), sync=False, snapshot_every_writes=0, snapshot_every_seconds=0
+    )
     with Database(cfg, background=False) as db:
         for t in range(n_tenants):
             db.create_tenant(f"t{t}")
@@ -39,7 +40,8 @@ def build(path: Path, n: int, dim: int, n_tenants: int, seed: int = 0) -> None:
         bounds = np.flatnonzero(np.diff(owner[order])) + 1
         for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant"):
             x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
-                (len(rows), dim)).astype(np.float32)
+                (len(rows), dim)
+            ).astype(np.float32)
             db.upsert("bench", f"t{owner[rows[0]]}", rows.astype(np.uint64), x)
         shared = np.flatnonzero(rng.random(n) < 1 / 3)
         second = (owner[shared] + 1 + rng.integers(0, n_tenants - 1, len(shared))) % n_tenants
@@ -69,8 +71,10 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         build(root, args.n, args.dim, args.tenants)
-        print(f"built {args.n} x {args.dim} with {args.tenants} tenants in "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"built {args.n} x {args.dim} with {args.tenants} tenants in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         snap_s, n1 = time_open(root)
         aside = root / "snapshots-aside"
         shutil.move(root / "snapshots", aside)
@@ -80,8 +84,10 @@ def main() -> None:
         print(f"open from snapshot: {snap_s:.2f} s")
         print(f"open with rebuild:  {rebuild_s:.2f} s")
         ratio = rebuild_s / snap_s
-        print(f"rebuild / snapshot: {ratio:.1f}x (target >= 10x: "
-              f"{'PASS' if ratio >= 10 else 'NOT MET'})")
+        print(
+            f"rebuild / snapshot: {ratio:.1f}x (target >= 10x: "
+            f"{'PASS' if ratio >= 10 else 'NOT MET'})"
+        )
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
