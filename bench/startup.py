@@ -42,7 +42,7 @@ def build(path: Path, n: int, dim: int, n_tenants: int, seed: int = 0) -> None:
             x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
                 (len(rows), dim)
             ).astype(np.float32)
-            db.upsert("bench", f"t{owner[rows[0]]}", rows.astype(np.uint64), x)
+            db.upsert("bench", rows.astype(np.uint64), x, tenant=f"t{owner[rows[0]]}")
         shared = np.flatnonzero(rng.random(n) < 1 / 3)
         second = (owner[shared] + 1 + rng.integers(0, n_tenants - 1, len(shared))) % n_tenants
         for t in tqdm(np.unique(second), desc="granting", unit="tenant"):

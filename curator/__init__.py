@@ -1,7 +1,42 @@
-"""Curator DB: a multi-tenant vector database (the in-process core)."""
+"""Curator DB: a multi-tenant vector database (the in-process core).
 
-from curator.config import IndexConfig, Metric, SearchParams
-from curator.errors import CuratorError
-from curator.index import CuratorIndex
+The heavy modules (index, database) load on first use, so that `curator.errors` and
+`curator.config` can be imported by the client SDK without faiss, numba or LMDB.
+"""
 
-__all__ = ["CuratorError", "CuratorIndex", "IndexConfig", "Metric", "SearchParams"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "CuratorError",
+    "CuratorIndex",
+    "Database",
+    "DatabaseConfig",
+    "IndexConfig",
+    "Metric",
+    "SearchParams",
+]
+
+_WHERE = {
+    "CuratorError": "curator.errors",
+    "CuratorIndex": "curator.index",
+    "Database": "curator.database",
+    "DatabaseConfig": "curator.config",
+    "IndexConfig": "curator.config",
+    "Metric": "curator.config",
+    "SearchParams": "curator.config",
+}
+
+if TYPE_CHECKING:
+    from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
+    from curator.database import Database
+    from curator.errors import CuratorError
+    from curator.index import CuratorIndex
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'curator' has no attribute {name!r}")

@@ -7,8 +7,8 @@ writes logged after it; snapshots are taken in the background.
 
 >>> db = Database(DatabaseConfig(data_dir="/tmp/curator-doc"))      # doctest: +SKIP
 >>> db.create_tenant("acme"); db.create_collection("docs", dim=384, metric="cosine")
->>> db.upsert("docs", "acme", ids, vectors, documents=["first", "second"])
->>> hits = db.search("docs", "acme", queries, k=10, include_documents=True)
+>>> db.upsert("docs", ids, vectors, documents=["first", "second"], tenant="acme")
+>>> hits = db.search("docs", queries, k=10, tenant="acme", with_documents=True)
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from curator import documents as docs_codec
+from curator.auth import KeyRing
 from curator.collection import Collection, CollectionInfo
 from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
 from curator.documents import Document
@@ -36,39 +36,16 @@ from curator.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from curator.results import Records, SearchResult, WriteResult
 from curator.snapshotter import Snapshotter
 from curator.store import OP_DELETE, OP_DROP_TENANT, OP_GRANT, OP_REVOKE, OP_UPSERT, Store
 from curator.validation import as_ids, as_matrix, check_k, check_tenant, check_tenants
 
-__all__ = ["Database", "Records", "SearchResult"]
+__all__ = ["Database"]
 
 log = logging.getLogger(__name__)
 
 _NAME_MAX = 128
-
-
-@dataclass
-class SearchResult:
-    """ids (nq, k) int64 (-1 padded), distances (nq, k) float32 (inf padded); documents
-    nq lists of k payloads and vectors (nq, k, d) when asked for; seq: the write sequence
-    the answer reflects."""
-
-    ids: np.ndarray
-    distances: np.ndarray
-    documents: list[list[Document]] | None = None
-    vectors: np.ndarray | None = None
-    seq: int = 0
-
-
-@dataclass
-class Records:
-    """Vectors found by `get`, in request order: ids (n,) uint64, vectors (n, d), owners,
-    documents."""
-
-    ids: np.ndarray
-    vectors: np.ndarray
-    owners: list[str]
-    documents: list[Document]
 
 
 class Database:
@@ -105,6 +82,7 @@ class Database:
                 n: d["id"] for n, d in self.store.all_json(txn, "tenants").items()
             }
             colls = self.store.all_json(txn, "collections")
+        self.keys = KeyRing(self.store)
         self._collections: dict[str, Collection] = {}
         for name, d in colls.items():
             info = CollectionInfo.from_json(name, d)
@@ -182,9 +160,12 @@ class Database:
                         txn, OP_DROP_TENANT, c.info.id, np.concatenate([owned, granted]), tid
                     )
                 self.store.delete_key(txn, "tenants", name)
+                dropped_keys.extend(self.keys.revoke_tenant(name, txn))
                 return seq
 
+            dropped_keys: list[str] = []
             seq = self.store.write(txn_fn)
+            self.keys.forget(dropped_keys)
             for c, _, _ in plans:
                 with c.lock.write_lock():
                     c.index.drop_tenant(name)
@@ -259,11 +240,12 @@ class Database:
     def upsert(
         self,
         collection: str,
-        tenant: str,
         ids: Any,
         vectors: Any,
         documents: Sequence[Document] | None = None,
-    ) -> int:
+        *,
+        tenant: str,
+    ) -> WriteResult:
         """Insert or replace vectors owned by `tenant` (one transaction, all or nothing).
         A replaced vector loses its grants. Returns the write sequence number."""
         c = self._collection(collection)
@@ -284,7 +266,7 @@ class Database:
                 )
             raw_docs = [docs_codec.encode(d, self.config.max_document_bytes) for d in documents]
         if not len(ids):
-            return c.applied_seq
+            return WriteResult(c.applied_seq, 0)
         with self._write_lock:
             exists = c.index.contains(ids)
             if exists.any():
@@ -307,9 +289,9 @@ class Database:
             with c.lock.write_lock():
                 c.index.insert(ids, x, owner=tenant)
                 c.note_write(seq)
-            return seq
+            return WriteResult(seq, len(ids))
 
-    def delete(self, collection: str, ids: Any, tenant: str | None = None) -> tuple[int, int]:
+    def delete(self, collection: str, ids: Any, *, tenant: str | None = None) -> WriteResult:
         """Delete vectors; a tenant deletes only what it owns (other ids are treated as
         absent). Returns (number deleted, write sequence number)."""
         c = self._collection(collection)
@@ -325,7 +307,7 @@ class Database:
                     else ids
                 )
             if not len(ids):
-                return 0, c.applied_seq
+                return WriteResult(c.applied_seq, 0)
 
             def txn_fn(txn: Any) -> int:
                 self.store.delete_vectors(txn, c.info.id, ids)
@@ -335,18 +317,22 @@ class Database:
             with c.lock.write_lock():
                 c.index.delete(ids)
                 c.note_write(seq)
-            return len(ids), seq
+            return WriteResult(seq, len(ids))
 
-    def grant(self, collection: str, ids: Any, to_tenant: str, tenant: str | None = None) -> int:
-        """Share vectors (owned by the acting `tenant`) with `to_tenant`. Returns the seq."""
+    def grant(
+        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+    ) -> WriteResult:
+        """Share vectors (owned by the acting `tenant`) with `to_tenant`."""
         return self._set_access(collection, ids, to_tenant, tenant, granted=True)
 
-    def revoke(self, collection: str, ids: Any, to_tenant: str, tenant: str | None = None) -> int:
+    def revoke(
+        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+    ) -> WriteResult:
         return self._set_access(collection, ids, to_tenant, tenant, granted=False)
 
     def _set_access(
         self, collection: str, ids: Any, to_tenant: str, tenant: str | None, granted: bool
-    ) -> int:
+    ) -> WriteResult:
         c = self._collection(collection)
         to_id = self._tenant_id(to_tenant)
         ids = np.unique(as_ids(ids, unique=False))
@@ -374,18 +360,19 @@ class Database:
                 elif to_tenant in c.index.tenants() and len(change):
                     c.index.revoke(change, to_tenant)
                 c.note_write(seq)
-            return seq
+            return WriteResult(seq, len(change))
 
     # -- reads ----------------------------------------------------------------------------------
     def search(
         self,
         collection: str,
-        tenant: str | Sequence[str],
         queries: Any,
         k: int = 10,
+        *,
+        tenant: str | Sequence[str],
         params: SearchParams | None = None,
-        include_documents: bool = False,
-        include_vectors: bool = False,
+        with_documents: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
         """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
         of `queries` (nq, d)."""
@@ -406,13 +393,13 @@ class Database:
                 ids, dist = _empty(len(q), check_k(k))
             seq = c.applied_seq
             vectors = None
-            if include_vectors:
+            if with_vectors:
                 vectors = np.zeros((*ids.shape, c.info.dim), np.float32)
                 found = ids >= 0
                 if found.any():
                     vectors[found] = c.index.get_vectors(ids[found].view(np.uint64))
         docs = None
-        if include_documents:
+        if with_documents:
             with self.store.read() as txn:
                 flat = self.store.get_documents(txn, c.info.id, ids.ravel())
             k2 = ids.shape[1]
@@ -421,7 +408,7 @@ class Database:
             ]
         return SearchResult(ids, dist, docs, vectors, seq)
 
-    def get(self, collection: str, ids: Any, tenant: str | None = None) -> Records:
+    def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records:
         """The vectors among `ids` that exist and `tenant` may read, in request order."""
         c = self._collection(collection)
         ids = as_ids(ids, unique=False)
@@ -444,7 +431,7 @@ class Database:
             raw = self.store.get_documents(txn, c.info.id, ids.view(np.int64))
         return Records(ids, vectors, owners, [docs_codec.decode(d) for d in raw])
 
-    def count(self, collection: str, tenant: str | None = None) -> int:
+    def count(self, collection: str, *, tenant: str | None = None) -> int:
         c = self._collection(collection)
         with c.lock.read_lock():
             if tenant is None:

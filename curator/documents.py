@@ -9,7 +9,7 @@ from curator.errors import InvalidArgument, ResourceExhausted
 
 __all__ = ["Document", "decode", "encode"]
 
-Document = bytes | str | dict[str, Any] | list[Any] | None
+Document = bytes | str | dict[str, Any] | list[Any] | None  # as in curator.results
 
 _BYTES, _TEXT, _JSON = b"b", b"s", b"j"
 

@@ -43,7 +43,7 @@ def main() -> None:
     b = start
     while True:
         ids, x = batch_vectors(b)
-        db.upsert("c", "owner", ids, x, documents=[f"b{b}"] * BATCH)
+        db.upsert("c", ids, x, documents=[f"b{b}"] * BATCH, tenant="owner")
         if b % 2 == 0:
             db.grant("c", ids, "reader", tenant="owner")
         print(f"ack {b}", flush=True)

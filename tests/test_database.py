@@ -36,23 +36,23 @@ def _vecs(n: int, seed: int = 0) -> np.ndarray:
 
 def test_owner_reads_writes_and_shares(db: Database) -> None:
     x = _vecs(1000)
-    db.upsert("docs", "a", np.arange(1000), x, documents=[{"n": i} for i in range(1000)])
+    db.upsert("docs", np.arange(1000), x, documents=[{"n": i} for i in range(1000)], tenant="a")
     db.grant("docs", np.arange(10), "b", tenant="a")
-    res = db.search("docs", "b", x[:10], k=3, include_documents=True)
+    res = db.search("docs", x[:10], k=3, with_documents=True, tenant="b")
     assert set(res.ids[res.ids >= 0].tolist()) <= set(range(10))
     assert res.ids[:, 0].tolist() == list(range(10))
     assert res.documents is not None and res.documents[0][0] == {"n": 0}
-    assert db.count("docs", "b") == 10
-    assert db.count("docs", "c") == 0
-    assert (db.search("docs", "c", x[:2], k=3).ids == -1).all()  # nothing readable
+    assert db.count("docs", tenant="b") == 10
+    assert db.count("docs", tenant="c") == 0
+    assert (db.search("docs", x[:2], k=3, tenant="c").ids == -1).all()  # nothing readable
     # b may read but not delete, grant or revoke a's vectors; deleting is silently nothing
-    assert db.delete("docs", [1, 2], tenant="b")[0] == 0
+    assert db.delete("docs", [1, 2], tenant="b").count == 0
     with pytest.raises(PermissionDenied):
         db.grant("docs", [1], "c", tenant="b")
     with pytest.raises(NotFound):  # c cannot even see id 1: same answer as a missing id
         db.grant("docs", [1], "c", tenant="c")
     with pytest.raises(PermissionDenied):
-        db.upsert("docs", "b", [1], x[:1])
+        db.upsert("docs", [1], x[:1], tenant="b")
     with pytest.raises(FailedPrecondition):
         db.revoke("docs", [1], "a", tenant="a")
     db.revoke("docs", np.arange(5), "b", tenant="a")
@@ -62,9 +62,9 @@ def test_owner_reads_writes_and_shares(db: Database) -> None:
 
 def test_search_over_several_tenants_and_vectors(db: Database) -> None:
     x = _vecs(60)
-    db.upsert("docs", "a", np.arange(30), x[:30])
-    db.upsert("docs", "b", np.arange(30, 60), x[30:])
-    res = db.search("docs", ["a", "b"], x[[0, 45]], k=1, include_vectors=True)
+    db.upsert("docs", np.arange(30), x[:30], tenant="a")
+    db.upsert("docs", np.arange(30, 60), x[30:], tenant="b")
+    res = db.search("docs", x[[0, 45]], k=1, with_vectors=True, tenant=["a", "b"])
     assert res.ids[:, 0].tolist() == [0, 45]
     assert res.vectors is not None
     np.testing.assert_allclose(
@@ -75,17 +75,17 @@ def test_search_over_several_tenants_and_vectors(db: Database) -> None:
 def test_drop_tenant_removes_its_vectors_and_grants(db: Database) -> None:
     x = _vecs(40)
     db.create_collection("other", 8)
-    db.upsert("docs", "a", np.arange(20), x[:20])
-    db.upsert("docs", "b", np.arange(20, 40), x[20:])
-    db.upsert("other", "b", [1], x[:1])
+    db.upsert("docs", np.arange(20), x[:20], tenant="a")
+    db.upsert("docs", np.arange(20, 40), x[20:], tenant="b")
+    db.upsert("other", [1], x[:1], tenant="b")
     db.grant("docs", np.arange(5), "b", tenant="a")
     db.drop_tenant("b")
     assert db.count("docs") == 20 and db.count("other") == 0
     assert "b" not in db.list_tenants()
     with pytest.raises(NotFound):
-        db.search("docs", "b", x[:1], k=1)
+        db.search("docs", x[:1], k=1, tenant="b")
     db.create_tenant("b")  # a new tenant of the same name starts empty
-    assert db.count("docs", "b") == 0
+    assert db.count("docs", tenant="b") == 0
 
 
 def test_collections_lifecycle(db: Database) -> None:
@@ -95,7 +95,7 @@ def test_collections_lifecycle(db: Database) -> None:
         db.create_collection("x", 0)
     with pytest.raises(InvalidArgument):
         db.create_collection("x", 4, metric="hamming")
-    db.upsert("docs", "a", [1], _vecs(1))
+    db.upsert("docs", [1], _vecs(1), tenant="a")
     assert db.describe_collection("docs")["vectors"] == 1
     db.drop_collection("docs")
     with pytest.raises(NotFound):
@@ -106,11 +106,11 @@ def test_collections_lifecycle(db: Database) -> None:
 
 def test_limits(db: Database) -> None:
     with pytest.raises(ResourceExhausted):
-        db.upsert("docs", "a", np.arange(6000), _vecs(6000))
+        db.upsert("docs", np.arange(6000), _vecs(6000), tenant="a")
     with pytest.raises(ResourceExhausted):
-        db.upsert("docs", "a", [1], _vecs(1), documents=[b"x" * (2 << 20)])
+        db.upsert("docs", [1], _vecs(1), documents=[b"x" * (2 << 20)], tenant="a")
     with pytest.raises(InvalidArgument):
-        db.search("docs", "a", _vecs(1), k=0)
+        db.search("docs", _vecs(1), k=0, tenant="a")
     assert db.count("docs") == 0
 
 
@@ -126,8 +126,8 @@ def test_readers_never_see_half_a_batch(db: Database) -> None:
     def reader() -> None:
         try:
             while not stop.is_set():
-                seen.append(db.count("docs", "a"))
-                res = db.search("docs", "a", x[:4], k=5)
+                seen.append(db.count("docs", tenant="a"))
+                res = db.search("docs", x[:4], k=5, tenant="a")
                 assert ((res.ids == -1) | (res.ids < 2000)).all()
         except BaseException as e:
             errors.append(e)
@@ -136,10 +136,10 @@ def test_readers_never_see_half_a_batch(db: Database) -> None:
     for t in threads:
         t.start()
     for i in range(0, 2000, 50):
-        db.upsert("docs", "a", np.arange(i, i + 50), x[i : i + 50])
+        db.upsert("docs", np.arange(i, i + 50), x[i : i + 50], tenant="a")
     stop.set()
     for t in threads:
         t.join(30)
     assert not errors, errors
     assert seen and all(n % 50 == 0 for n in seen)
-    assert db.count("docs", "a") == 2000
+    assert db.count("docs", tenant="a") == 2000

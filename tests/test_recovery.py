@@ -60,7 +60,7 @@ def _check_batches(db: Database, acked: set[int], upto: int) -> None:
             assert len(got.ids) == BATCH, f"acknowledged batch {b} lost vectors"
             np.testing.assert_array_equal(got.vectors, x)
             assert got.documents == [f"b{b}"] * BATCH
-            res = db.search("c", "owner", x[:3], k=1)
+            res = db.search("c", x[:3], k=1, tenant="owner")
             assert res.ids[:, 0].tolist() == ids[:3].astype(np.int64).tolist()
             if b % 2 == 0:
                 assert db.get("c", ids, tenant="reader").ids.tolist() == ids.tolist()
@@ -92,7 +92,7 @@ def _fill(tmp_path: Path) -> tuple[Database, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1200, 16)).astype(np.float32)
     for i in range(0, 1200, 300):
-        db.upsert("c", "a", np.arange(i, i + 300), x[i : i + 300])
+        db.upsert("c", np.arange(i, i + 300), x[i : i + 300], tenant="a")
     db.grant("c", np.arange(0, 1200, 3), "b", tenant="a")
     return db, x
 
@@ -103,11 +103,11 @@ def test_restart_gives_identical_results(tmp_path: Path) -> None:
     db.snapshot("c")
     db.delete("c", np.arange(0, 50))  # logged after the snapshot: replayed at start-up
     db.revoke("c", np.arange(60, 90, 3), "b", tenant="a")
-    before = {t: db.search("c", t, x[:40], k=10) for t in ("a", "b")}
+    before = {t: db.search("c", x[:40], k=10, tenant=t) for t in ("a", "b")}
     db.close(snapshot=False)
     with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db2:
         for t, res in before.items():
-            after = db2.search("c", t, x[:40], k=10)
+            after = db2.search("c", x[:40], k=10, tenant=t)
             np.testing.assert_array_equal(after.ids, res.ids)
             np.testing.assert_allclose(after.distances, res.distances, rtol=1e-5, atol=1e-6)
 
@@ -117,7 +117,7 @@ def test_restart_gives_identical_results(tmp_path: Path) -> None:
 def test_bad_snapshot_falls_back_to_rebuild(tmp_path: Path, damage: str) -> None:
     db, x = _fill(tmp_path)
     db.snapshot("c")
-    before = db.search("c", "b", x[:30], k=5)
+    before = db.search("c", x[:30], k=5, tenant="b")
     db.close(snapshot=False)
     (snap,) = (tmp_path / "snapshots").glob("*.npz")
     if damage == "truncate":
@@ -134,7 +134,7 @@ def test_bad_snapshot_falls_back_to_rebuild(tmp_path: Path, damage: str) -> None
         with open(snap, "wb") as f:
             np.savez(f, **arrays)
     with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db2:
-        after = db2.search("c", "b", x[:30], k=5)
+        after = db2.search("c", x[:30], k=5, tenant="b")
         assert db2.count("c") == 1200
         np.testing.assert_array_equal(np.sort(after.ids, 1), np.sort(before.ids, 1))
 
@@ -143,16 +143,16 @@ def test_bad_snapshot_falls_back_to_rebuild(tmp_path: Path, damage: str) -> None
 def test_backup_opens_as_a_working_database(tmp_path: Path) -> None:
     db, x = _fill(tmp_path / "live")
     db.snapshot("c")
-    db.upsert("c", "a", [5000], x[:1])
+    db.upsert("c", [5000], x[:1], tenant="a")
     db.backup(tmp_path / "copy")
-    db.upsert("c", "a", [5001], x[1:2])  # after the backup: not in it
-    expected = db.search("c", "b", x[:10], k=5).ids
+    db.upsert("c", [5001], x[1:2], tenant="a")  # after the backup: not in it
+    expected = db.search("c", x[:10], k=5, tenant="b").ids
     db.close()
     with Database(DatabaseConfig(data_dir=str(tmp_path / "copy")), background=False) as bk:
         assert bk.count("c") == 1201
         assert bk.get("c", [5000, 5001]).ids.tolist() == [5000]
-        np.testing.assert_array_equal(bk.search("c", "b", x[:10], k=5).ids, expected)
-        bk.upsert("c", "a", [6000], x[:1])  # and it takes writes
+        np.testing.assert_array_equal(bk.search("c", x[:10], k=5, tenant="b").ids, expected)
+        bk.upsert("c", [6000], x[:1], tenant="a")  # and it takes writes
         assert bk.count("c") == 1202
 
 
@@ -163,7 +163,7 @@ def test_background_snapshot_trims_the_log(tmp_path: Path) -> None:
         db.create_tenant("a")
         db.create_collection("c", 4)
         for i in range(10):
-            db.upsert("c", "a", [i], np.ones((1, 4), np.float32) * i)
+            db.upsert("c", [i], np.ones((1, 4), np.float32) * i, tenant="a")
         deadline = time.monotonic() + 10
         while db.describe_collection("c")["snapshot_seq"] < 9 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -194,7 +194,7 @@ def test_backup_command_copies_a_live_database(tmp_path: Path) -> None:
             timeout=100,
         )
         assert run.returncode == 0, run.stderr
-        db.upsert("c", "a", [7000], x[:1])
+        db.upsert("c", [7000], x[:1], tenant="a")
     finally:
         db.close()
     with Database(DatabaseConfig(data_dir=str(tmp_path / "copy")), background=False) as bk:

@@ -21,7 +21,9 @@ def test_map_grows_before_it_fills(tmp_path: Path) -> None:
         db.create_collection("c", 64)
         x = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
         for i in range(0, 2000, 500):
-            db.upsert("c", "a", np.arange(i, i + 500), x[i : i + 500], documents=["d" * 200] * 500)
+            db.upsert(
+                "c", np.arange(i, i + 500), x[i : i + 500], documents=["d" * 200] * 500, tenant="a"
+            )
         assert db.count("c") == 2000
         assert db.stats()["map_size"] > 1 << 16
 
@@ -36,7 +38,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_acknowledged(tmp_path: P
         db.create_collection("c", 32)
         with pytest.raises(ResourceExhausted, match=r"max_map_size|full"):
             for i in range(0, 20_000, 1000):
-                db.upsert("c", "a", np.arange(i, i + 1000), x[i : i + 1000])
+                db.upsert("c", np.arange(i, i + 1000), x[i : i + 1000], tenant="a")
                 acked = i + 1000
         assert db.count("c") == acked > 0
     with Database(
@@ -51,12 +53,12 @@ def test_read_only_database_refuses_writes(tmp_path: Path) -> None:
     with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db:
         db.create_tenant("a")
         db.create_collection("c", 4)
-        db.upsert("c", "a", [1], np.ones((1, 4), np.float32))
+        db.upsert("c", [1], np.ones((1, 4), np.float32), tenant="a")
     ro = Database(DatabaseConfig(data_dir=str(tmp_path)), readonly=True)
     try:
         assert ro.count("c") == 1
         with pytest.raises(FailedPrecondition, match="read-only"):
-            ro.upsert("c", "a", [2], np.ones((1, 4), np.float32))
+            ro.upsert("c", [2], np.ones((1, 4), np.float32), tenant="a")
         assert ro.count("c") == 1
     finally:
         ro.close()
@@ -67,22 +69,28 @@ def test_rejected_batch_leaves_no_trace(tmp_path: Path) -> None:
     with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db:
         db.create_tenant("a")
         db.create_collection("c", 4)
-        db.upsert("c", "a", [1, 2], np.ones((2, 4), np.float32))
+        db.upsert("c", [1, 2], np.ones((2, 4), np.float32), tenant="a")
         seq = db.stats()["seq"]
         bad = np.ones((3, 4), np.float32)
         bad[2, 1] = np.nan
         cases = [
-            (InvalidArgument, lambda: db.upsert("c", "a", [3, 4, 5], bad)),
-            (InvalidArgument, lambda: db.upsert("c", "a", [3, 4], np.ones((2, 5), np.float32))),
-            (InvalidArgument, lambda: db.upsert("c", "a", [3, 3], np.ones((2, 4), np.float32))),
+            (InvalidArgument, lambda: db.upsert("c", [3, 4, 5], bad, tenant="a")),
+            (
+                InvalidArgument,
+                lambda: db.upsert("c", [3, 4], np.ones((2, 5), np.float32), tenant="a"),
+            ),
+            (
+                InvalidArgument,
+                lambda: db.upsert("c", [3, 3], np.ones((2, 4), np.float32), tenant="a"),
+            ),
             (
                 InvalidArgument,
                 lambda: db.upsert(
-                    "c", "a", [3, 4], np.ones((2, 4), np.float32), documents=["only one"]
+                    "c", [3, 4], np.ones((2, 4), np.float32), documents=["only one"], tenant="a"
                 ),
             ),
-            (NotFound, lambda: db.upsert("c", "nobody", [3], np.ones((1, 4), np.float32))),
-            (NotFound, lambda: db.upsert("nope", "a", [3], np.ones((1, 4), np.float32))),
+            (NotFound, lambda: db.upsert("c", [3], np.ones((1, 4), np.float32), tenant="nobody")),
+            (NotFound, lambda: db.upsert("nope", [3], np.ones((1, 4), np.float32), tenant="a")),
         ]
         for exc, call in cases:
             with pytest.raises(exc):

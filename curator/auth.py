@@ -1,0 +1,120 @@
+"""API keys: issued per tenant (or admin), stored only as SHA-256 digests.
+
+A key is `cdb_<random>`; the store keeps sha256(key) -> {key_id, tenant, description, created}
+and an in-memory copy answers every request. Keys are 256-bit random, so a fast digest is
+enough: there is nothing to brute-force. An admin key given by configuration may be any
+string; it is stored the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+import threading
+import time
+from typing import Any
+
+from curator.errors import NotFound, Unauthenticated
+from curator.store import Store
+
+__all__ = ["ADMIN", "KeyInfo", "KeyRing", "Principal"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the admin (tenant None) or one tenant."""
+
+    tenant: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.tenant is None
+
+    def __str__(self) -> str:
+        return "admin" if self.tenant is None else f"tenant:{self.tenant}"
+
+
+ADMIN = Principal(None)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    tenant: str | None
+    description: str
+    created: float
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        with store.read() as txn:
+            self._keys = {h: KeyInfo(**d) for h, d in store.all_json(txn, "api_keys").items()}
+
+    def authenticate(self, key: str | None) -> Principal:
+        if not key:
+            raise Unauthenticated("expected an API key in the request metadata, got none")
+        info = self._keys.get(_digest(key))
+        if info is None:
+            raise Unauthenticated("expected a valid API key, got an unknown or revoked one")
+        return Principal(info.tenant)
+
+    def issue(
+        self, tenant: str | None, description: str = "", key: str | None = None
+    ) -> tuple[KeyInfo, str]:
+        """Create a key for `tenant` (None: admin); returns its info and the secret."""
+        key = key or "cdb_" + secrets.token_urlsafe(32)
+        digest = _digest(key)
+        info = KeyInfo(digest[:12], tenant, description, time.time())
+        with self._lock:
+            self.store.write(
+                lambda txn: self.store.put_json(txn, "api_keys", digest, dataclasses.asdict(info))
+            )
+            self._keys[digest] = info
+        return info, key
+
+    def ensure(self, key: str, tenant: str | None, description: str) -> None:
+        """Register `key` (idempotent), e.g. the admin key from the configuration."""
+        if _digest(key) not in self._keys:
+            self.issue(tenant, description, key)
+
+    def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
+        keys = [k for k in self._keys.values() if tenant is None or k.tenant == tenant]
+        return sorted(keys, key=lambda k: (k.created, k.key_id))
+
+    def has_admin(self) -> bool:
+        return any(k.tenant is None for k in self._keys.values())
+
+    def revoke(self, key_id: str) -> KeyInfo:
+        with self._lock:
+            hits = [h for h, k in self._keys.items() if k.key_id == key_id]
+            if not hits:
+                raise NotFound(f"expected a known key id, got {key_id!r}")
+            self._delete(hits)
+            return self._keys.pop(hits[0])
+
+    def revoke_tenant(self, tenant: str, txn: Any) -> list[str]:
+        """Delete every key of `tenant` inside the caller's write transaction; returns their
+        digests, to be forgotten with `forget` once the transaction committed."""
+        hits = [h for h, k in self._keys.items() if k.tenant == tenant]
+        for h in hits:
+            self.store.delete_key(txn, "api_keys", h)
+        return hits
+
+    def forget(self, digests: list[str]) -> None:
+        with self._lock:
+            for h in digests:
+                self._keys.pop(h, None)
+
+    def _delete(self, digests: list[str]) -> None:
+        def txn_fn(txn: Any) -> None:
+            for h in digests:
+                self.store.delete_key(txn, "api_keys", h)
+
+        self.store.write(txn_fn)

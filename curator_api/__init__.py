@@ -1,0 +1,1 @@
+"""Protobuf/gRPC code generated from proto/ at build time (setup.py); never edited."""

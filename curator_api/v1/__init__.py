@@ -1,0 +1,1 @@
+"""Generated from proto/curator/v1 (curator_pb2, curator_pb2_grpc)."""

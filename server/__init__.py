@@ -1,0 +1,1 @@
+"""Curator DB gRPC server."""
