@@ -1,0 +1,120 @@
+"""`python -m server` (or `curator-server`): run the Curator DB gRPC service.
+
+Settings come from defaults, then CURATOR_* environment variables (e.g. CURATOR_DATA_DIR,
+CURATOR_ADDRESS, CURATOR_ADMIN_KEY, CURATOR_SYNC), then the flags below. The data directory
+defaults to ./curator-data. If no admin key is configured and none exists yet, one is
+generated and written to <data-dir>/admin.key (mode 0600).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from pythonjsonlogger.json import JsonFormatter
+
+from curator.config import DatabaseConfig, from_env
+from curator.database import Database
+from server.app import create_server, install_signal_handlers
+from server.config import ServerConfig
+from server.metrics import serve_metrics
+
+log = logging.getLogger("server")
+
+
+def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
+    ap = argparse.ArgumentParser(
+        prog="python -m server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--data-dir", help="LMDB data directory (default ./curator-data)")
+    ap.add_argument("--address", help="host:port to listen on (default 127.0.0.1:50051)")
+    ap.add_argument("--admin-key", help="admin API key to register")
+    ap.add_argument("--tls-cert", help="PEM certificate (with --tls-key: serve TLS)")
+    ap.add_argument("--tls-key", help="PEM private key")
+    ap.add_argument("--threads", type=int, help="worker threads (default 8)")
+    ap.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
+    ap.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="do not fsync each write (faster; an OS crash may lose the last writes)",
+    )
+    ap.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
+    ap.add_argument("--log-format", choices=("json", "text"), default="json")
+    a = ap.parse_args(argv)
+    server = from_env(
+        ServerConfig,
+        address=a.address,
+        admin_key=a.admin_key,
+        tls_cert=a.tls_cert,
+        tls_key=a.tls_key,
+        threads=a.threads,
+        metrics_port=a.metrics_port,
+        log_level=a.log_level,
+    )
+    db = from_env(DatabaseConfig, data_dir=a.data_dir, sync=False if a.no_sync else None)
+    return server, db, a.log_format
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
+    db = Database(db_config)
+    if admin_key:
+        db.keys.ensure(admin_key, None, "admin key from configuration")
+    elif not db.keys.has_admin():
+        key = "cdb_admin_" + secrets.token_urlsafe(32)
+        path = Path(db_config.data_dir) / "admin.key"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        db.keys.ensure(key, None, "generated admin key")
+        log.warning("generated an admin API key; it is in %s", path)
+    return db
+
+
+def main(argv: list[str] | None = None) -> int:
+    server_config, db_config, log_format = _parse(argv)
+    _setup_logging(server_config.log_level, log_format)
+    Path(db_config.data_dir).mkdir(parents=True, exist_ok=True)
+    server = create_server(lambda: _open(db_config, server_config.admin_key), server_config)
+    install_signal_handlers(server, server_config.grace_seconds)
+    log.info(
+        "listening on %s (port %d), data in %s",
+        server_config.address,
+        server.port,
+        db_config.data_dir,
+    )
+    if server_config.metrics_port:
+
+        def sizes() -> dict[str, tuple[int, int]]:
+            db = server.database
+            if db is None:
+                return {}
+            out = {}
+            for name in db.list_collections():
+                d = db.describe_collection(name)
+                out[name] = (d["vectors"], d["tenants"])
+            return out
+
+        serve_metrics(server_config.metrics_port, sizes)
+        log.info("metrics on http://127.0.0.1:%d/metrics", server_config.metrics_port)
+    server.wait()
+    server.stop(server_config.grace_seconds)  # no-op if a signal already stopped it
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Building, starting and stopping the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from curator.auth import Principal
+from curator.database import Database
+from curator.errors import Unavailable
+from curator_api.v1 import curator_pb2 as pb
+from curator_api.v1 import curator_pb2_grpc as pb_grpc
+from server.auth import AuthInterceptor
+from server.config import ServerConfig
+from server.metrics import MetricsInterceptor
+from server.service import AdminServicer, VectorsServicer
+
+__all__ = ["Server", "create_server"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["Admin"].full_name,
+    pb.DESCRIPTOR.services_by_name["Vectors"].full_name,
+)
+
+
+class Server:
+    """A running server: `port` is the bound port; `stop()` finishes in-flight calls, then
+    closes the database (if the server opened it)."""
+
+    def __init__(
+        self,
+        grpc_server: grpc.Server,
+        port: int,
+        state: Any,
+        health_servicer: health.HealthServicer,
+        owns_db: bool,
+    ) -> None:
+        self.grpc = grpc_server
+        self.port = port
+        self._state = state
+        self._health = health_servicer
+        self._owns_db = owns_db
+        self._stopped = threading.Event()
+
+    @property
+    def database(self) -> Database | None:
+        db: Database | None = self._state.db
+        return db
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return bool(self._state.ready.wait(timeout))
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._health.enter_graceful_shutdown()
+        self.grpc.stop(grace).wait()
+        if self._owns_db and self._state.db is not None:
+            self._state.db.close()
+        log.info("server stopped")
+
+    def wait(self) -> None:
+        self.grpc.wait_for_termination()
+
+
+class _State:
+    def __init__(self, backup_dir: str) -> None:
+        self.db: Database | None = None
+        self.ready = threading.Event()
+        self.started = time.monotonic()
+        self.backup_dir = backup_dir
+
+    def authenticate(self, key: str | None) -> Principal:
+        if self.db is None:
+            raise Unavailable("expected a loaded database, it is still starting")
+        return self.db.keys.authenticate(key)
+
+
+def create_server(
+    database: Database | Callable[[], Database], config: ServerConfig | None = None
+) -> Server:
+    """Bind and start a server for `database` (or for the database a factory opens, in the
+    background: health reports NOT_SERVING until it has loaded). Returns the Server, whose
+    `port` is the port bound (config.address may use port 0)."""
+    config = config or ServerConfig()
+    state = _State(config.backup_dir)
+    opts = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="curator-rpc"),
+        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate)],
+        options=opts,
+        maximum_concurrent_rpcs=config.threads * 16,
+    )
+    pb_grpc.add_AdminServicer_to_server(AdminServicer(state), server)
+    pb_grpc.add_VectorsServicer_to_server(VectorsServicer(state), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if config.tls_cert and config.tls_key:
+        creds = grpc.ssl_server_credentials(
+            [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+        )
+        port = server.add_secure_port(config.address, creds)
+    else:
+        port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"could not bind {config.address}")
+
+    def set_serving(status: Any) -> None:
+        for name in ("", *SERVICE_NAMES):
+            health_servicer.set(name, status)
+
+    def attach(db: Database) -> None:
+        state.db = db
+        if not state.backup_dir:
+            state.backup_dir = str(db.path / "backups")
+        state.ready.set()
+        set_serving(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving on port %d", port)
+
+    set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
+    server.start()
+    wrapper = Server(server, port, state, health_servicer, owns_db=callable(database))
+    if isinstance(database, Database):
+        attach(database)
+    else:
+        factory = database
+
+        def load() -> None:
+            try:
+                attach(factory())
+            except Exception:
+                log.exception("the database failed to open; the server keeps NOT_SERVING")
+
+        threading.Thread(target=load, name="curator-load", daemon=True).start()
+    return wrapper
+
+
+def install_signal_handlers(server: Server, grace: float) -> None:
+    """SIGTERM / SIGINT: stop accepting calls, finish in-flight ones, close LMDB."""
+
+    def handler(signum: int, frame: Any) -> None:
+        log.info("signal %d: shutting down (grace %.0f s)", signum, grace)
+        threading.Thread(target=server.stop, args=(grace,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

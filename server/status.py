@@ -1,0 +1,44 @@
+"""Domain errors -> gRPC status codes, in one place."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from curator.errors import CuratorError
+
+__all__ = ["STATUS_OF", "rpc"]
+
+log = logging.getLogger(__name__)
+
+STATUS_OF = {code.name: code for code in grpc.StatusCode}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc(fn: F) -> F:
+    """Wrap a servicer method: a CuratorError aborts the call with its status code and
+    message; anything else is logged and becomes INTERNAL (no details leak)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call ran")
+        try:
+            return fn(self, request, context)
+        except CuratorError as e:
+            context.abort(STATUS_OF.get(e.code, grpc.StatusCode.UNKNOWN), str(e))
+        except grpc.RpcError:
+            raise
+        except Exception:
+            if context.code() is not None and context.code() != grpc.StatusCode.OK:
+                raise  # already aborted
+            log.exception("unexpected error in %s", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error (see the server log)")
+
+    return wrapper  # type: ignore[return-value]
