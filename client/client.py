@@ -30,19 +30,10 @@ from curator_api.v1 import curator_pb2_grpc as pb_grpc
 
 __all__ = ["Client"]
 
+# The status code of each error class is its `code` (as the server maps them), so the same
+# mistake raises the same class in-process and over the wire.
 _ERRORS: dict[grpc.StatusCode, type[errors.CuratorError]] = {
-    grpc.StatusCode[cls.code]: cls
-    for cls in (
-        errors.InvalidArgument,
-        errors.NotFound,
-        errors.AlreadyExists,
-        errors.PermissionDenied,
-        errors.Unauthenticated,
-        errors.ResourceExhausted,
-        errors.FailedPrecondition,
-        errors.Unavailable,
-        errors.Internal,
-    )
+    grpc.StatusCode[cls.code]: cls for cls in errors.CuratorError.__subclasses__()
 }
 
 

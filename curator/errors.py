@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExists",
     "CuratorError",
+    "DeadlineExceeded",
     "FailedPrecondition",
     "Internal",
     "InvalidArgument",
@@ -68,6 +69,10 @@ class FailedPrecondition(CuratorError):
 
 class Unavailable(CuratorError):
     code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(CuratorError):
+    code = "DEADLINE_EXCEEDED"
 
 
 class Internal(CuratorError):

@@ -52,7 +52,8 @@ class Server:
         self._state = state
         self._health = health_servicer
         self._owns_db = owns_db
-        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
 
     @property
     def database(self) -> Database | None:
@@ -63,14 +64,16 @@ class Server:
         return bool(self._state.ready.wait(timeout))
 
     def stop(self, grace: float = 10.0) -> None:
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
-        self._health.enter_graceful_shutdown()
-        self.grpc.stop(grace).wait()
-        if self._owns_db and self._state.db is not None:
-            self._state.db.close()
-        log.info("server stopped")
+        """Idempotent; a second caller waits until the first one has finished."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._health.enter_graceful_shutdown()
+            self.grpc.stop(grace).wait()
+            if self._owns_db and self._state.db is not None:
+                self._state.db.close()
+            self._stopped = True
+            log.info("server stopped")
 
     def wait(self) -> None:
         self.grpc.wait_for_termination()

@@ -1,0 +1,44 @@
+"""The README stays true: its commands are the ones CI runs, and its SDK example works."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from curator.config import DatabaseConfig
+from curator.database import Database
+from server.app import create_server
+from server.config import ServerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_first_commands_install_start_and_test() -> None:
+    block = re.search(r"```bash\n(.*?)```", README, re.S)
+    assert block is not None
+    lines = [line.split("#")[0].strip() for line in block.group(1).strip().splitlines()]
+    assert lines[0] == "pip install -e . && python -m server"
+    assert lines[1] == 'pip install -e ".[test]" && python -m pytest'
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[test]"' in ci and "python -m pytest" in ci
+
+
+@pytest.mark.timeout(60)
+def test_sdk_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    code = re.search(r"## Quick start \(SDK\)\n\n```python\n(.*?)```", README, re.S)
+    assert code is not None
+    db = Database(DatabaseConfig(data_dir=str(tmp_path / "curator-data")), background=False)
+    (tmp_path / "curator-data" / "admin.key").write_text("readme-admin\n")
+    db.keys.ensure("readme-admin", None, "test")
+    server = create_server(db, ServerConfig(address="127.0.0.1:0"))
+    try:
+        monkeypatch.chdir(tmp_path)
+        source = code.group(1).replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
+        exec(compile(source, "README.md", "exec"), {})
+        assert "doc 0" in capsys.readouterr().out
+    finally:
+        server.stop(1)
+        db.close()

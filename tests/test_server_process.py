@@ -1,0 +1,136 @@
+"""`python -m server` as a real process: starts, serves, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client import Client
+from curator.config import DatabaseConfig
+from curator.database import Database
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "CURATOR_ADMIN_KEY": "proc-admin"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--data-dir",
+            str(data_dir),
+            "--address",
+            "127.0.0.1:0",
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        record = json.loads(line)
+        if "listening on" in record["message"]:
+            return proc, int(record["message"].split("(port ")[1].split(")")[0])
+    proc.kill()
+    raise AssertionError("the server did not report its port")
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_finishes_and_keeps_data(tmp_path: Path) -> None:
+    proc, port = _start(tmp_path)
+    try:
+        with Client(f"127.0.0.1:{port}", "proc-admin", timeout=30) as c:
+            deadline = time.monotonic() + 30
+            while True:  # serving once the database has loaded
+                try:
+                    c.create_tenant("a")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            c.create_collection("docs", 4)
+            c.upsert("docs", np.arange(50), np.ones((50, 4), np.float32), tenant="a")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db:
+        assert db.count("docs") == 50
+        assert db.describe_collection("docs")["snapshot_seq"] == 1  # closed cleanly
+
+
+@pytest.mark.timeout(120)
+def test_generated_admin_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CURATOR_ADMIN_KEY"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--data-dir",
+            str(tmp_path),
+            "--address",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        port = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (port and (tmp_path / "admin.key").exists()):
+            line = proc.stderr.readline()
+            if "(port " in line:
+                port = int(line.split("(port ")[1].split(")")[0])
+        key_file = tmp_path / "admin.key"
+        assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
+        with Client(f"127.0.0.1:{port}", key_file.read_text().strip()) as c:
+            assert c.server_info()["principal"] == "admin"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def test_client_imports_without_the_engine() -> None:
+    code = (
+        "import sys, client; from curator import errors; "
+        "print(sorted(m for m in ('faiss', 'hnswlib', 'lmdb', 'numba') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_core_does_not_import_the_service() -> None:
+    code = (
+        "import sys, curator.database, curator.index; "
+        "print(sorted(m for m in ('grpc', 'server', 'client') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "[]"
