@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import heapq
 import time
+from pathlib import Path
 
 import numpy as np
-from bench.debian_index import build_debian_index, debian
 
-from curator import SearchParams
+from curator import CuratorIndex, SearchParams
 from curator import search_kernels as K
 
 
@@ -48,38 +48,69 @@ def numpy_search(q, k, ef, view, tree, store):
     return top_s[order]
 
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
+
+
 def main() -> None:
-    data = debian()
-    idx = build_debian_index(data)
+    base = np.load(DATA / "base.npy").astype(np.float32)
+    tenant = np.load(DATA / "base_tenant.npy")
+    queries, qt = np.load(DATA / "queries.npy"), np.load(DATA / "query_tenant.npy")
+    gt = np.load(DATA / "gt_ids.npy")
+    idx = CuratorIndex(base.shape[1], "cosine")
+    order = np.argsort(tenant, kind="stable")
+    with idx.deferred_training():
+        for rows in np.split(order, np.flatnonzero(np.diff(tenant[order])) + 1):
+            idx.insert(rows.astype(np.uint64), base[rows], owner=f"t{tenant[rows[0]]}")
+    idx.train()
     p = SearchParams()
     tree, store = idx._tree, idx._store
-    big = [i for i in range(len(data.queries))
-           if idx.tenant_size(data.query_tenant_name(i)) > p.exact_search_threshold]  # fmt: skip
-    qn = data.queries / np.linalg.norm(data.queries, axis=1, keepdims=True)
+    big = [
+        i for i in range(len(queries)) if idx.tenant_size(f"t{qt[i]}") > p.exact_search_threshold
+    ]
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     crad = tree.mean_sq_radius()
     rows = {"numba kernel": [], "numpy per node": []}
     recall = {"numba kernel": 0.0, "numpy per node": 0.0}
     for i in big:
-        tt = idx._tenant_tree(data.query_tenant_name(i))
+        tt = idx._tenant_tree(f"t{qt[i]}")
         v = tt.view(tree)
         q = np.ascontiguousarray(qn[i : i + 1], np.float32)
-        truth = set(data.gt[i, :10].tolist())
+        truth = set(gt[i, :10].tolist())
         t0 = time.perf_counter()
-        s, _, _ = K.tree_batch(q, 10, p.search_ef, 0, np.float32(0), True, v.node, v.child_ptr,
-                               v.child, v.sl_ptr, v.slots, tree.centroids, tree.cnorm, crad,
-                               store.vectors, store.vnorm)  # fmt: skip
+        s, _, _ = K.tree_batch(
+            q,
+            10,
+            p.search_ef,
+            0,
+            np.float32(0),
+            True,
+            v.node,
+            v.child_ptr,
+            v.child,
+            v.sl_ptr,
+            v.slots,
+            tree.centroids,
+            tree.cnorm,
+            crad,
+            store.vectors,
+            store.vnorm,
+        )
         rows["numba kernel"].append(time.perf_counter() - t0)
         recall["numba kernel"] += len(truth & set(store.ext_id[s[0]].astype(int).tolist())) / 10
         t0 = time.perf_counter()
         s2 = numpy_search(q[0], 10, p.search_ef, v, tree, store)
         rows["numpy per node"].append(time.perf_counter() - t0)
         recall["numpy per node"] += len(truth & set(store.ext_id[s2].astype(int).tolist())) / 10
-    print(f"{len(big)} queries on tenants above {p.exact_search_threshold} vectors, "
-          f"search_ef {p.search_ef}, beam 0")  # fmt: skip
+    print(
+        f"{len(big)} queries on tenants above {p.exact_search_threshold} vectors, "
+        f"search_ef {p.search_ef}, beam 0"
+    )
     for name, lat in rows.items():
         us = np.array(lat) * 1e6
-        print(f"{name:16s} p50 {np.percentile(us, 50):7.1f} us  p99 {np.percentile(us, 99):7.1f} us"
-              f"  recall@10 {recall[name] / len(big):.3f}")  # fmt: skip
+        print(
+            f"{name:16s} p50 {np.percentile(us, 50):7.1f} us  p99 {np.percentile(us, 99):7.1f} us"
+            f"  recall@10 {recall[name] / len(big):.3f}"
+        )
     ratio = np.median(rows["numpy per node"]) / np.median(rows["numba kernel"])
     print(f"numpy / numba p50 latency: {ratio:.1f}x")
 
