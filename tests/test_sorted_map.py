@@ -1,0 +1,44 @@
+"""SortedMap against a dict model (hypothesis), and its range queries."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curator.sorted_map import SortedMap
+
+keys = st.lists(st.integers(-(2**62), 2**62), max_size=60, unique=True)
+ops = st.lists(st.tuples(st.sampled_from(["put", "remove"]), keys), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops)
+def test_matches_a_dict(operations: list[tuple[str, list[int]]]) -> None:
+    m = SortedMap()
+    model: dict[int, int] = {}
+    for i, (op, ks) in enumerate(operations):
+        arr = np.array(ks, np.int64)
+        if op == "put":
+            m.put(arr, arr % 1000 + i)
+            model.update({k: k % 1000 + i for k in ks})
+        else:
+            assert m.remove(arr) == sum(k in model for k in ks)
+            for k in ks:
+                model.pop(k, None)
+        assert len(m) == len(model)
+    probe = np.array(sorted(set(model) | {0, 1, -1}), np.int64)
+    assert m.get(probe).tolist() == [model.get(k, -1) for k in probe.tolist()]
+    k, v = m.items()
+    assert dict(zip(k.tolist(), v.tolist(), strict=True)) == model
+    assert k.tolist() == sorted(model)
+
+
+def test_range_spans_main_and_delta_and_skips_tombstones() -> None:
+    m = SortedMap(values=False)
+    m.put(np.arange(0, 20_000, 2))  # large enough to be merged into main
+    m.put(np.array([5, 7, 9]))  # still in the delta
+    m.remove(np.array([4, 6]))  # tombstones in main
+    got, _ = m.range(np.array([3, 100]), np.array([10, 104]))
+    assert got.tolist() == [5, 7, 8, 9, 100, 102]
+    assert m.contains(np.array([4, 5, 6, 8])).tolist() == [False, True, False, True]
