@@ -210,8 +210,9 @@ class CuratorIndex:
         tree.update_radius(x, leaves)
         self._tree = tree
         self._crad = None
-        # Lay the vectors out in leaf order (compacting freed rows), then re-encode tenants.
-        order = np.lexsort((live, leaves))
+        # Lay the vectors out by leaf, then owner (compacting freed rows), so that a shortlist
+        # reads memory in runs; then re-encode the tenants.
+        order = np.lexsort((live, self._store.owner[live], leaves))
         new_slot = np.full(self._store.high + 1, -1, np.int64)
         new_slot[live[order]] = np.arange(len(live))
         self._store.leaf[live] = leaves
