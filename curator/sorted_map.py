@@ -9,6 +9,7 @@ Every operation takes and returns numpy arrays.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 __all__ = ["SortedMap"]
@@ -38,19 +39,10 @@ class SortedMap:
     # -- lookups -------------------------------------------------------------------------
     def _find_main(self, keys: np.ndarray) -> np.ndarray:
         """Positions in main of live `keys`, -1 where absent."""
-        pos = np.searchsorted(self._mk, keys)
-        pos_c = np.minimum(pos, max(len(self._mk) - 1, 0))
-        hit = (pos < len(self._mk)) & (self._mk[pos_c] == keys) if len(self._mk) else pos < 0
-        if len(self._mk):
-            hit &= self._alive[pos_c]
-        return np.where(hit, pos, -1)
+        return _find(self._mk, self._alive, True, keys)
 
     def _find_delta(self, keys: np.ndarray) -> np.ndarray:
-        if not len(self._dk):
-            return np.full(len(keys), -1, np.int64)
-        pos = np.searchsorted(self._dk, keys)
-        pos_c = np.minimum(pos, len(self._dk) - 1)
-        return np.where((pos < len(self._dk)) & (self._dk[pos_c] == keys), pos, -1)
+        return _find(self._dk, self._alive, False, keys)
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Values of `keys` (n,) int64; -1 where absent (or 1 for present keys of a key set)."""
@@ -154,6 +146,20 @@ class SortedMap:
         m._mv = np.ascontiguousarray(values, np.int64) if values is not None else m._mv
         m._alive = np.ones(len(m._mk), bool)
         return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _find(sorted_keys, alive, use_alive, keys):  # pragma: no cover - compiled
+    """Binary search of each key; its position, or -1 if absent (or dead, with use_alive)."""
+    out = np.empty(keys.shape[0], np.int64)
+    n = sorted_keys.shape[0]
+    for i in range(keys.shape[0]):
+        p = np.searchsorted(sorted_keys, keys[i])
+        if p < n and sorted_keys[p] == keys[i] and (not use_alive or alive[p]):
+            out[i] = p
+        else:
+            out[i] = -1
+    return out
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

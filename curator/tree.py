@@ -142,7 +142,8 @@ class SharedTree:
         """Leaf of each vector (n,) int32: nearest child (L2) at every level."""
         if not self.is_trained:
             return np.zeros(len(x), np.int32)
-        return _route(
+        route = _route if len(x) >= 64 else _route_serial  # thread start-up costs ~50 us
+        return route(
             np.ascontiguousarray(x, np.float32),
             self.centroids,
             self.cnorm,
@@ -153,6 +154,17 @@ class SharedTree:
     def update_radius(self, x: np.ndarray, leaves: np.ndarray, sign: int = 1) -> None:
         """Add (sign=1) or remove (sign=-1) vectors from the per-node radius statistics."""
         if not len(x):
+            return
+        if len(x) < 64:  # a few vectors: touch only the nodes on their paths
+            _radius_paths(
+                np.ascontiguousarray(x, np.float32),
+                np.asarray(leaves, np.int64),
+                self.anc,
+                self.centroids,
+                self.rad_sum,
+                self.rad_cnt,
+                sign,
+            )
             return
         n = len(self)
         for j in range(self.max_depth + 1):
@@ -208,3 +220,41 @@ def _route(x, centroids, cnorm, child_start, child_count):  # pragma: no cover -
             node = best
         out[i] = node
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _route_serial(x, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
+    n, d = x.shape
+    out = np.empty(n, np.int32)
+    for i in range(n):
+        node = 0
+        while child_count[node] > 0:
+            best = -1
+            best_s = np.inf
+            s0 = child_start[node]
+            for c in range(s0, s0 + child_count[node]):
+                dot = 0.0
+                for j in range(d):
+                    dot += x[i, j] * centroids[c, j]
+                s = cnorm[c] - 2.0 * dot
+                if s < best_s:
+                    best_s = s
+                    best = c
+            node = best
+        out[i] = node
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _radius_paths(x, leaves, anc, centroids, rad_sum, rad_cnt, sign):  # pragma: no cover
+    for i in range(x.shape[0]):
+        for j in range(anc.shape[1]):
+            node = anc[leaves[i], j]
+            if node < 0:
+                break
+            sq = 0.0
+            for c in range(x.shape[1]):
+                diff = x[i, c] - centroids[node, c]
+                sq += diff * diff
+            rad_sum[node] += sign * sq
+            rad_cnt[node] += sign
