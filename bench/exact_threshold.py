@@ -12,40 +12,26 @@ faster at the recall target.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
-from curator import CuratorIndex, SearchParams
+from bench.baselines import CuratorBaseline
+from bench.datasets import debian
+from curator import SearchParams
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
 BUCKETS = [(1, 64), (65, 256), (257, 512), (513, 1024), (1025, 2048), (2049, 10**9)]
 
 
-def build() -> tuple[CuratorIndex, np.ndarray, np.ndarray, np.ndarray]:
-    base = np.load(DATA / "base.npy").astype(np.float32)
-    tenant = np.load(DATA / "base_tenant.npy")
-    idx = CuratorIndex(base.shape[1], "cosine")
-    order = np.argsort(tenant, kind="stable")
-    with idx.deferred_training():
-        for rows in np.split(order, np.flatnonzero(np.diff(tenant[order])) + 1):
-            idx.insert(rows.astype(np.uint64), base[rows], owner=f"t{tenant[rows[0]]}")
-    idx.train()
-    return (
-        idx,
-        np.load(DATA / "queries.npy"),
-        np.load(DATA / "query_tenant.npy"),
-        np.load(DATA / "gt_ids.npy"),
-    )
-
-
 def main() -> None:
-    idx, queries, qt, gt = build()
+    ds = debian("tenant")
+    method = CuratorBaseline()
+    method.build(ds)
+    idx, queries, qt, gt = method.index, ds.queries, ds.query_tenant, ds.gt
     modes = {
         "exact": SearchParams(exact_search_threshold=1 << 40),
         "tree": SearchParams(exact_search_threshold=0),
     }
-    sizes = np.array([idx.tenant_size(f"t{t}") for t in qt])
+    sizes = np.array([idx.tenant_size(str(t)) for t in qt])
     rows = {}
     for name, p in modes.items():
         lat = np.zeros(len(queries))
@@ -53,7 +39,7 @@ def main() -> None:
         for _ in range(2):  # the first pass warms caches and compiles
             for i in range(len(queries)):
                 t0 = time.perf_counter()
-                ids, _ = idx.search(f"t{qt[i]}", queries[i : i + 1], 10, p)
+                ids, _ = idx.search(str(qt[i]), queries[i : i + 1], 10, p)
                 lat[i] = time.perf_counter() - t0
                 truth = set(gt[i, :10][gt[i, :10] >= 0].tolist())
                 rec[i] = len(truth & set(ids[0].tolist())) / max(1, len(truth))

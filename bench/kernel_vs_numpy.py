@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import heapq
 import time
-from pathlib import Path
 
 import numpy as np
 
-from curator import CuratorIndex, SearchParams
+from bench.baselines import CuratorBaseline
+from bench.datasets import debian
+from curator import SearchParams
 from curator import search_kernels as K
 
 
@@ -48,31 +49,20 @@ def numpy_search(q, k, ef, view, tree, store):
     return top_s[order]
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
-
-
 def main() -> None:
-    base = np.load(DATA / "base.npy").astype(np.float32)
-    tenant = np.load(DATA / "base_tenant.npy")
-    queries, qt = np.load(DATA / "queries.npy"), np.load(DATA / "query_tenant.npy")
-    gt = np.load(DATA / "gt_ids.npy")
-    idx = CuratorIndex(base.shape[1], "cosine")
-    order = np.argsort(tenant, kind="stable")
-    with idx.deferred_training():
-        for rows in np.split(order, np.flatnonzero(np.diff(tenant[order])) + 1):
-            idx.insert(rows.astype(np.uint64), base[rows], owner=f"t{tenant[rows[0]]}")
-    idx.train()
+    ds = debian("tenant")
+    method = CuratorBaseline()
+    method.build(ds)
+    idx, queries, qt, gt = method.index, ds.queries, ds.query_tenant, ds.gt
     p = SearchParams()
     tree, store = idx._tree, idx._store
-    big = [
-        i for i in range(len(queries)) if idx.tenant_size(f"t{qt[i]}") > p.exact_search_threshold
-    ]
+    big = [i for i in range(len(queries)) if idx.tenant_size(str(qt[i])) > p.exact_search_threshold]
     qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     crad = tree.mean_sq_radius()
     rows = {"numba kernel": [], "numpy per node": []}
     recall = {"numba kernel": 0.0, "numpy per node": 0.0}
     for i in big:
-        tt = idx._tenant_tree(f"t{qt[i]}")
+        tt = idx._tenant_tree(str(qt[i]))
         v = tt.view(tree)
         q = np.ascontiguousarray(qn[i : i + 1], np.float32)
         truth = set(gt[i, :10].tolist())

@@ -199,49 +199,40 @@ class SharedTree:
         )
 
 
+@numba.njit(cache=True, nogil=True)
+def _leaf_of(v, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
+    """Descend from the root to the nearest child (L2) at every level; returns the leaf."""
+    node = 0
+    while child_count[node] > 0:
+        best = -1
+        best_s = np.inf
+        s0 = child_start[node]
+        for c in range(s0, s0 + child_count[node]):
+            dot = 0.0
+            for j in range(v.shape[0]):
+                dot += v[j] * centroids[c, j]
+            s = cnorm[c] - 2.0 * dot
+            if s < best_s:
+                best_s = s
+                best = c
+        node = best
+    return node
+
+
+# Two drivers (prange and range): numba's cache keys a function by name and place.
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _route(x, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
-    n, d = x.shape
-    out = np.empty(n, np.int32)
-    for i in numba.prange(n):
-        node = 0
-        while child_count[node] > 0:
-            best = -1
-            best_s = np.inf
-            s0 = child_start[node]
-            for c in range(s0, s0 + child_count[node]):
-                dot = 0.0
-                for j in range(d):
-                    dot += x[i, j] * centroids[c, j]
-                s = cnorm[c] - 2.0 * dot
-                if s < best_s:
-                    best_s = s
-                    best = c
-            node = best
-        out[i] = node
+    out = np.empty(x.shape[0], np.int32)
+    for i in numba.prange(x.shape[0]):
+        out[i] = _leaf_of(x[i], centroids, cnorm, child_start, child_count)
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _route_serial(x, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
-    n, d = x.shape
-    out = np.empty(n, np.int32)
-    for i in range(n):
-        node = 0
-        while child_count[node] > 0:
-            best = -1
-            best_s = np.inf
-            s0 = child_start[node]
-            for c in range(s0, s0 + child_count[node]):
-                dot = 0.0
-                for j in range(d):
-                    dot += x[i, j] * centroids[c, j]
-                s = cnorm[c] - 2.0 * dot
-                if s < best_s:
-                    best_s = s
-                    best = c
-            node = best
-        out[i] = node
+    out = np.empty(x.shape[0], np.int32)
+    for i in range(x.shape[0]):
+        out[i] = _leaf_of(x[i], centroids, cnorm, child_start, child_count)
     return out
 
 
