@@ -69,8 +69,12 @@ class Snapshotter:
             def txn_fn(txn: Any) -> None:
                 record = {"seq": seq, "file": name, "time": time.time()}
                 self.store.put_json(txn, "snapshots", str(c.info.id), record)
+                # The log must keep what any snapshot on disk needs; a collection without
+                # one is rebuilt from the stored vectors at start-up and needs no log.
                 floor = min(
-                    o.snapshot_seq if o is not c else seq for o in self.collections.values()
+                    o.snapshot_seq if o is not c else seq
+                    for o in self.collections.values()
+                    if o is c or o.snapshot_seq
                 )
                 self.store.trim_ops(txn, floor)
 

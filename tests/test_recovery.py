@@ -161,6 +161,7 @@ def test_background_snapshot_trims_the_log(tmp_path: Path) -> None:
     cfg = DatabaseConfig(data_dir=str(tmp_path), snapshot_every_writes=3, snapshot_every_seconds=0)
     with Database(cfg) as db:
         db.create_tenant("a")
+        db.create_collection("idle", 4)  # never written: must not hold the log back
         db.create_collection("c", 4)
         for i in range(10):
             db.upsert("c", [i], np.ones((1, 4), np.float32) * i, tenant="a")
