@@ -3,6 +3,8 @@ input, concurrency, health, reflection. Servers bind 127.0.0.1 on an ephemeral p
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -339,3 +341,47 @@ def test_server_refuses_work_past_the_deadline() -> None:
     with pytest.raises(RuntimeError) as e:
         method(None, None, Expired())
     assert e.value.args[0] == grpc.StatusCode.DEADLINE_EXCEEDED and not ran
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a cert")
+def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    s = Served(tmp_path / "db", tls_cert=str(cert), tls_key=str(key))
+    try:
+        with Client(
+            f"localhost:{s.server.port}",
+            ADMIN,
+            tls=True,
+            root_certificates=cert.read_bytes(),
+            timeout=20,
+        ) as c:
+            assert c.server_info()["principal"] == "admin"
+        with (
+            Client(f"localhost:{s.server.port}", ADMIN, retries=1, timeout=5) as plain,
+            pytest.raises(errors.Unavailable),
+        ):
+            plain.server_info()  # plaintext to a TLS port fails
+    finally:
+        s.close()
