@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -240,7 +242,19 @@ def targets(ds: Dataset, results: list[dict[str, Any]]) -> list[tuple[str, str, 
     return out
 
 
+def _fixed_malloc_policy() -> None:
+    """Re-run this process with glibc's mmap threshold fixed and two arenas. By default the
+    threshold rises after the first large free, so later multi-megabyte temporaries stay in
+    fragmented heap arenas and an index's RSS delta depended on what ran before it (up to 8x
+    off in one run); with the threshold fixed, large arrays are returned to the OS on free."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2"}
+    os.execve(sys.executable, [sys.executable, "-m", "bench.run_index", *sys.argv[1:]], env)
+
+
 def main() -> None:
+    _fixed_malloc_policy()
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
