@@ -302,6 +302,7 @@ class Client:
         params: SearchParams | None = None,
         with_documents: bool = False,
         with_vectors: bool = False,
+        require_all: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
@@ -318,6 +319,7 @@ class Client:
             k=k,
             with_documents=with_documents,
             with_vectors=with_vectors,
+            require_all=require_all,
         )
         if params is not None:
             req.params.search_ef = params.search_ef

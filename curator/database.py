@@ -373,13 +373,17 @@ class Database:
         params: SearchParams | None = None,
         with_documents: bool = False,
         with_vectors: bool = False,
+        require_all: bool = False,
     ) -> SearchResult:
-        """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
+        """Nearest `k` vectors readable by `tenant` (or by any of several tenants; with
+        `require_all`, by both of two tenants: the filter track's AND of two labels) for each
         of `queries` (nq, d)."""
         c = self._collection(collection)
         names = check_tenants(tenant)
         for n in names:
             self._tenant_id(n)
+        if require_all and len(names) != 2:
+            raise InvalidArgument(f"expected 2 tenants with require_all, got {len(names)}")
         q = as_matrix(queries, c.info.dim, "queries")
         if len(q) > self.config.max_queries:
             raise ResourceExhausted(
@@ -387,7 +391,9 @@ class Database:
             )
         with c.lock.read_lock():
             present = [n for n in names if n in c.index._tenant_of]
-            if present:
+            if require_all and len(present) == 2:
+                ids, dist = c.index.search_and((present[0], present[1]), q, k, params)
+            elif present and not require_all:
                 ids, dist = c.index.search(present, q, k, params)
             else:  # a tenant with nothing in this collection
                 ids, dist = _empty(len(q), check_k(k))

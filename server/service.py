@@ -293,6 +293,7 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             params=_search_params(request.params),
             with_documents=request.with_documents,
             with_vectors=request.with_vectors,
+            require_all=request.require_all,
         )
         nq, k = res.ids.shape
         out = pb.SearchResponse(

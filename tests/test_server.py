@@ -71,6 +71,9 @@ def _scenario(api: Any, create_collection: Any) -> list[Any]:
             "docs", x[:20], 7, tenant=tenant, with_documents=True, params=SearchParams(search_ef=32)
         )
         out.append((res.ids, res.distances, res.documents, res.seq))
+    both = api.search("docs", x[:20], 7, tenant=["a", "b"], require_all=True)
+    out.append((both.ids, both.distances))
+    assert set(both.ids[both.ids >= 0].tolist()) <= set(range(10, 50))  # a's ids granted to b
     rec = api.get("docs", [5, 20, 650, 9999], tenant="b")
     out.append((rec.ids, rec.vectors, rec.owners, rec.documents))
     for call in (

@@ -1,0 +1,1 @@
+"""big-ann-benchmarks (NeurIPS'23 filter track) algorithm for Curator DB."""
