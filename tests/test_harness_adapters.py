@@ -149,3 +149,34 @@ def test_big_ann_filter_sequence() -> None:
         assert recall(control.get_results()) < 0.5 * recall(res)
     finally:
         control.done()
+
+
+@pytest.mark.timeout(180)
+def test_adapter_against_a_running_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from curator.config import DatabaseConfig
+    from curator.database import Database
+    from server.app import create_server
+    from server.config import ServerConfig
+
+    db = Database(DatabaseConfig(data_dir=str(tmp_path)), background=False)
+    db.keys.ensure("ext-admin", None, "test")
+    server = create_server(db, ServerConfig(address="127.0.0.1:0"))
+    monkeypatch.setenv("CURATOR_HARNESS_ADDRESS", f"127.0.0.1:{server.port}")
+    monkeypatch.setenv("CURATOR_HARNESS_KEY", "ext-admin")
+    try:
+        train, test = _clusters(3000, 8, 5), _clusters(20, 8, 6)
+        algo = CuratorANN("euclidean", {"train_min_vectors": 1000}, mode="grpc")
+        algo.fit(train)
+        algo.set_query_arguments(512)
+        found = [algo.query(q, 5) for q in test]
+        ids, _ = exact_neighbors(train, test, "euclidean", k=5)
+        assert (
+            np.mean([len(set(f) & set(t.tolist())) / 5 for f, t in zip(found, ids, strict=True)])
+            >= 0.95
+        )
+        assert db.list_collections()  # it really wrote to the running server
+        algo.done()
+        assert db.list_collections() == [] and db.list_tenants() == []  # and cleaned up
+    finally:
+        server.stop(1)
+        db.close()

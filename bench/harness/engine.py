@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,9 +21,11 @@ _KEY = "harness-admin"
 
 
 class Engine:
-    """A collection named "bench" in a private database; `mode` "inprocess" (default) or
-    "grpc" (an embedded server on an ephemeral 127.0.0.1 port, searched through the SDK).
-    Created lazily, in `fit`, so that a harness may fork first (gRPC is not fork-safe)."""
+    """A collection in a private database; `mode` "inprocess" (default) or "grpc". With gRPC
+    the adapter talks to the server at $CURATOR_HARNESS_ADDRESS with the admin key in
+    $CURATOR_HARNESS_KEY (a collection and tenants of its own, dropped by `close`), or, if no
+    address is set, to an embedded server on an ephemeral 127.0.0.1 port. Everything is
+    created in `fit`, after a harness may have forked (gRPC is not fork-safe)."""
 
     def __init__(
         self, metric: str, index_params: dict[str, Any] | None = None, mode: str = "inprocess"
@@ -33,12 +37,25 @@ class Engine:
         self.metric = METRICS[metric]
         self.index_params = dict(index_params or {})
         self.mode = mode
+        self.collection = "bench"
+        self._tenants: list[str] = []
         self._dir = ""
         self.db: Any = None
         self._server: Any = None
         self._client: Any = None
 
     def open(self, dim: int, tenants: Sequence[str]) -> None:
+        address = os.environ.get("CURATOR_HARNESS_ADDRESS", "")
+        if self.mode == "grpc" and address:
+            from client import Client
+
+            self._client = Client(address, os.environ.get("CURATOR_HARNESS_KEY", ""), timeout=600)
+            self.collection = f"bench-{uuid.uuid4().hex[:8]}"
+            self._tenants = [f"{self.collection}-{t}" for t in tenants]
+            for t in self._tenants:
+                self._client.create_tenant(t)
+            self._client.create_collection(self.collection, dim, self.metric, **self.index_params)
+            return
         from curator.database import Database
 
         self._dir = tempfile.mkdtemp(prefix="curator-harness-")
@@ -64,8 +81,21 @@ class Engine:
             self._server = create_server(self.db, ServerConfig(address="127.0.0.1:0"))
             self._client = Client(f"127.0.0.1:{self._server.port}", _KEY, timeout=600)
 
+    def _tenant(self, name: str) -> str:
+        return f"{self.collection}-{name}" if self.db is None else name
+
     def load(self, x: np.ndarray, owners: np.ndarray, grants: dict[str, np.ndarray]) -> None:
         """Insert rows of `x` (ids = row numbers) owned by owners[i], then the grants."""
+        if self.db is None:  # an external server trains its tree as the collection grows
+            order = np.argsort(owners, kind="stable")
+            bounds = np.flatnonzero(owners[order][1:] != owners[order][:-1]) + 1
+            for rows in np.split(order, bounds):
+                self._client.upsert(
+                    self.collection, rows, x[rows], tenant=self._tenant(str(owners[rows[0]]))
+                )
+            for tenant, ids in grants.items():
+                self._client.grant(self.collection, ids, self._tenant(tenant))
+            return
         c = self.db._collection("bench")
         with c.index.deferred_training():
             order = np.argsort(owners, kind="stable")
@@ -89,14 +119,24 @@ class Engine:
         """(nq, k) int64 ids, -1 padded."""
         api = self._client if self.mode == "grpc" else self.db
         res = api.search(
-            "bench", q, k, tenant=list(tenants), params=params, require_all=require_all
+            self.collection,
+            q,
+            k,
+            tenant=[self._tenant(t) for t in tenants],
+            params=params,
+            require_all=require_all,
         )
         return np.asarray(res.ids)
 
     def memory_kb(self) -> int:
+        """RSS of this process (with an external server, of this client only)."""
         return int(psutil.Process().memory_info().rss // 1024)
 
     def close(self) -> None:
+        if self._client is not None and self.db is None:  # external server: clean up
+            self._client.drop_collection(self.collection)
+            for t in self._tenants:
+                self._client.drop_tenant(t)
         if self._client is not None:
             self._client.close()
         if self._server is not None:
