@@ -52,13 +52,14 @@ class TenantView:
 class TenantTree:
     """Shortlists and expanded nodes of one tenant; slots are rows of the vector store."""
 
-    __slots__ = ("_view", "expanded", "shortlists", "size")
+    __slots__ = ("_exp", "_view", "expanded", "shortlists", "size")
 
     def __init__(self) -> None:
         self.shortlists: dict[int, np.ndarray] = {}
         self.expanded: set[int] = set()
         self.size = 0
         self._view: TenantView | None = None
+        self._exp: np.ndarray | None = None  # sorted copy of `expanded`, for locate()
 
     # -- reads ---------------------------------------------------------------------------
     def slots(self) -> np.ndarray:
@@ -72,10 +73,16 @@ class TenantTree:
         i.e. where the tenant's shortlist for that vector is (or would be created)."""
         out = np.full(len(leaves), -1, np.int32)
         todo = np.arange(len(leaves))
-        exp = np.fromiter(self.expanded, np.int32, len(self.expanded))
+        if self._exp is None:
+            self._exp = np.sort(np.fromiter(self.expanded, np.int32, len(self.expanded)))
+        exp = self._exp
         for j in range(tree.max_depth + 1):
             nodes = tree.anc[leaves[todo], j]
-            here = ~np.isin(nodes, exp) if len(exp) else np.ones(len(todo), bool)
+            if len(exp):
+                pos = np.minimum(np.searchsorted(exp, nodes), len(exp) - 1)
+                here = exp[pos] != nodes
+            else:
+                here = np.ones(len(todo), bool)
             out[todo[here]] = nodes[here]
             todo = todo[~here]
             if not len(todo):
@@ -135,7 +142,7 @@ class TenantTree:
             merged = group if old is None else np.concatenate([old, group])
             self._place(tree, slot_leaf, node, merged, max_sl_size)
         self.size += len(slots)
-        self._view = None
+        self._changed()
 
     def _place(
         self,
@@ -180,9 +187,13 @@ class TenantTree:
                 del self.shortlists[node]
             touched.append(node)
         self.size -= len(slots)
-        self._view = None
         for node in touched:
             self._collapse_above(tree, node, max_sl_size)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._view = None
+        self._exp = None
 
     def _collapse_above(self, tree: SharedTree, node: int, max_sl_size: int) -> None:
         """Merge the children of `node`'s ancestors into them while the merge rule allows."""
