@@ -77,10 +77,10 @@ def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
     elif not db.keys.has_admin():
         key = "cdb_admin_" + secrets.token_urlsafe(32)
         path = Path(db_config.data_dir) / "admin.key"
+        db.keys.ensure(key, None, "generated admin key")  # valid before anyone can read it
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(key + "\n")
-        db.keys.ensure(key, None, "generated admin key")
         log.warning("generated an admin API key; it is in %s", path)
     return db
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,8 +20,13 @@ from curator.database import Database
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "CURATOR_ADMIN_KEY": "proc-admin"}
+def _start(
+    data_dir: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], int]:
+    """Run `python -m server` on a free port; returns the process and the port it logged."""
+    env = env if env is not None else {**os.environ, "CURATOR_ADMIN_KEY": "proc-admin"}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -44,9 +49,9 @@ def _start(data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
         line = proc.stderr.readline()
         if not line:
             break
-        record = json.loads(line)
-        if "listening on" in record["message"]:
-            return proc, int(record["message"].split("(port ")[1].split(")")[0])
+        found = re.search(r"\(port (\d+)\)", line)
+        if found:
+            return proc, int(found.group(1))
     proc.kill()
     raise AssertionError("the server did not report its port")
 
@@ -80,34 +85,14 @@ def test_sigterm_finishes_and_keeps_data(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_generated_admin_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CURATOR_ADMIN_KEY"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--data-dir",
-            str(tmp_path),
-            "--address",
-            "127.0.0.1:0",
-            "--log-format",
-            "text",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
+    proc, port = _start(tmp_path, "--log-format", "text", env=env)
     try:
-        assert proc.stderr is not None
-        port = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (port and (tmp_path / "admin.key").exists()):
-            line = proc.stderr.readline()
-            if "(port " in line:
-                port = int(line.split("(port ")[1].split(")")[0])
         key_file = tmp_path / "admin.key"
+        deadline = time.monotonic() + 60
+        while not key_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # written once the database has opened
         assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
-        with Client(f"127.0.0.1:{port}", key_file.read_text().strip()) as c:
+        with Client(f"127.0.0.1:{port}", key_file.read_text().strip(), timeout=30) as c:
             assert c.server_info()["principal"] == "admin"
     finally:
         proc.send_signal(signal.SIGTERM)
