@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curator.config import DatabaseConfig, IndexConfig
+from curator.config import DatabaseConfig, IndexConfig, SearchParams
 from curator.database import Database
 from tests.crash_writer import BATCH, batch_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
+EXACT = SearchParams(exact_search_threshold=10**9)
 
 
 def _run_until_killed(data_dir: Path, start: int, seconds: float) -> list[int]:
@@ -60,7 +61,9 @@ def _check_batches(db: Database, acked: set[int], upto: int) -> None:
             assert len(got.ids) == BATCH, f"acknowledged batch {b} lost vectors"
             np.testing.assert_array_equal(got.vectors, x)
             assert got.documents == [f"b{b}"] * BATCH
-            res = db.search("c", x[:3], k=1, tenant="owner")
+            # present in the owner's sub-tree (an exact scan of it: this checks durability, the
+            # approximate search's recall is tested elsewhere)
+            res = db.search("c", x[:3], k=1, tenant="owner", params=EXACT)
             assert res.ids[:, 0].tolist() == ids[:3].astype(np.int64).tolist()
             if b % 2 == 0:
                 assert db.get("c", ids, tenant="reader").ids.tolist() == ids.tolist()
