@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from curator.errors import InvalidArgument, ResourceExhausted
+from curator.results import Document
 
 __all__ = ["Document", "decode", "encode"]
 
-Document = bytes | str | dict[str, Any] | list[Any] | None  # as in curator.results
 
 _BYTES, _TEXT, _JSON = b"b", b"s", b"j"
 

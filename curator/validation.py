@@ -9,7 +9,7 @@ import numpy as np
 
 from curator.errors import InvalidArgument
 
-__all__ = ["MAX_ID", "MAX_K", "as_ids", "as_matrix", "check_k", "check_tenant"]
+__all__ = ["MAX_ID", "MAX_K", "as_ids", "as_matrix", "check_k", "check_tenant", "check_tenants"]
 
 #: 2**64 - 1 is reserved (it marks "no id" in some encodings); every other uint64 is valid.
 MAX_ID = np.uint64(2**64 - 2)

@@ -16,7 +16,7 @@ from client import convert
 from curator.auth import Principal
 from curator.config import IndexConfig, SearchParams
 from curator.database import Database
-from curator.errors import InvalidArgument, PermissionDenied
+from curator.errors import InvalidArgument, NotFound, PermissionDenied
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal
@@ -166,7 +166,8 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
         _admin()
-        self.db._tenant_id(request.tenant)  # a key is always for an existing tenant
+        if not self.db.has_tenant(request.tenant):  # a key is always for an existing tenant
+            raise NotFound(f"expected a known tenant, got {request.tenant!r}")
         info, secret = self.db.keys.issue(request.tenant, request.description)
         return pb.IssueKeyResponse(key_id=info.key_id, api_key=secret)
 

@@ -196,6 +196,7 @@ def test_bad_input(served: Served) -> None:
                 lambda: c.upsert("docs", np.arange(3000), _vecs(3000), tenant="a", batch_size=3000),
             ),
             (errors.InvalidArgument, lambda: c.create_collection("z", 4, metric="hamming")),
+            (errors.NotFound, lambda: c.issue_key("ghost")),
         ]
         for exc, call in cases:
             with pytest.raises(exc):
