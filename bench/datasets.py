@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import faiss
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["DATA", "Dataset", "debian", "synthetic"]
+__all__ = ["DATA", "Dataset", "debian", "shrink", "synthetic"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,17 @@ class Dataset:
     @property
     def grants(self) -> int:
         return len(self.tenants)
+
+    @cached_property
+    def _grant_keys(self) -> np.ndarray:
+        rows = np.repeat(np.arange(len(self.base), dtype=np.int64), np.diff(self.indptr))
+        return np.sort(rows * self.n_tenants + self.tenants)
+
+    def can_read(self, ids: np.ndarray, tenants: np.ndarray) -> np.ndarray:
+        """Bool (nq, k): may tenants[i] (nq,) read vector ids[i, j] ((nq, k), -1 -> False)."""
+        keys = np.maximum(ids, 0) * self.n_tenants + np.asarray(tenants)[:, None]
+        pos = np.minimum(np.searchsorted(self._grant_keys, keys), len(self._grant_keys) - 1)
+        return (ids >= 0) & (ids < len(self.base)) & (self._grant_keys[pos] == keys)
 
     def tenant_lists(self) -> list[np.ndarray]:
         """Vector ids of every tenant."""
@@ -176,3 +188,43 @@ def ground_truth(ds: Dataset, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
         gt[qrows, : ii.shape[1]] = np.where(ii >= 0, members[np.maximum(ii, 0)], -1)
         dist[qrows, : dd.shape[1]] = dd
     return gt, dist
+
+
+def shrink(ds: Dataset, max_rows: int, max_queries: int, seed: int = 0) -> Dataset:
+    """A smaller dataset that keeps the ground truth exact: whole tenants, drawn at random among
+    the queried ones until about max_rows vectors, with every vector of each chosen tenant (so a
+    query's top-100 within its tenant is unchanged) and access lists cut to the chosen tenants.
+    Ids and tenants are renumbered; at most max_queries queries of the chosen tenants are kept."""
+    rng = np.random.default_rng(seed)
+    lists = ds.tenant_lists()
+    chosen: list[int] = []
+    rows = 0
+    for t in rng.permutation(np.unique(ds.query_tenant)):
+        if rows + len(lists[t]) > max_rows and chosen:
+            continue
+        chosen.append(int(t))
+        rows += len(lists[t])
+    keep_tenant = np.full(ds.n_tenants, -1, np.int64)
+    keep_tenant[chosen] = np.arange(len(chosen))
+    entry_rows = np.repeat(np.arange(len(ds.base)), np.diff(ds.indptr))
+    new_t = keep_tenant[ds.tenants]
+    entries = new_t >= 0  # entries stay grouped by row, the owner (first kept) first
+    kept_rows = np.unique(entry_rows[entries])
+    new_id = np.full(len(ds.base), -1, np.int64)
+    new_id[kept_rows] = np.arange(len(kept_rows))
+    indptr = np.zeros(len(kept_rows) + 1, np.int64)
+    np.cumsum(np.bincount(new_id[entry_rows[entries]], minlength=len(kept_rows)), out=indptr[1:])
+    q = np.flatnonzero(keep_tenant[ds.query_tenant] >= 0)[:max_queries]
+    gt = np.where(ds.gt[q] >= 0, new_id[np.maximum(ds.gt[q], 0)], -1)
+    return Dataset(
+        f"{ds.name}-tiny",
+        ds.metric,
+        ds.base[kept_rows],
+        indptr,
+        new_t[entries],
+        ds.queries[q],
+        keep_tenant[ds.query_tenant[q]],
+        gt,
+        ds.gt_dist[q],
+        len(chosen),
+    )
