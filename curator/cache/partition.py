@@ -124,7 +124,7 @@ class Partition:
             sims = self._vecs[: self._n] @ q
             top = np.argpartition(-sims, k - 1)[:k] if k < self._n else np.arange(self._n)
             top = top[np.argsort(-sims[top], kind="stable")]
-            return self._ids[top], sims[top]
+            return self._ids[top], np.minimum(sims[top], 1.0)
         self._hnsw.set_ef(max(self.params.ef_search, k))
         while True:
             try:
@@ -134,7 +134,7 @@ class Partition:
                 if k == 1:
                     return np.empty(0, np.int64), np.empty(0, np.float32)
                 k = max(1, k // 2)
-        return labels[0].astype(np.int64), (1.0 - dist[0]).astype(np.float32)
+        return labels[0].astype(np.int64), np.minimum(1.0 - dist[0], 1.0).astype(np.float32)
 
     def _to_graph(self, extra: int) -> None:
         p = self.params

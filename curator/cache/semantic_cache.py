@@ -38,7 +38,7 @@ from curator.cache import entry as entry_codec
 from curator.cache.classifier import CentroidClassifier
 from curator.cache.entry import CacheEntry, EntryMeta
 from curator.cache.eviction import eviction_order, pick_victims
-from curator.cache.load import LoadConfig, LoadController
+from curator.cache.load import LoadConfig, LoadController, ModelLoad
 from curator.cache.partition import Partition, PartitionKey, PartitionParams, prompt_digest
 from curator.cache.policy import CATALOGUE, DEFAULT_CATEGORY, CategoryPolicy, check_category
 from curator.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -492,8 +492,7 @@ class SemanticCache:
 
     # -- load -------------------------------------------------------------------------------
     def report_load(self, model: str, load: float) -> dict[str, Any]:
-        m = self.load.report(_check_model(model), load)
-        return dataclasses.asdict(m)
+        return _load_view(self.load.report(_check_model(model), load))
 
     def set_capacity(self, model: str, rps: float) -> None:
         self.load.set_capacity(_check_model(model), rps)
@@ -520,7 +519,7 @@ class SemanticCache:
             "categories": by_cat,
             "partitions": partitions,
             "entries": sum(d.get("entries", 0) for d in by_cat.values()),
-            "models": {m: dataclasses.asdict(s) for m, s in self.load.state().items()},
+            "models": {m: _load_view(s) for m, s in self.load.state().items()},
         }
 
     def sweep(self) -> int:
@@ -755,6 +754,16 @@ class SemanticCache:
                 e = entry_codec.decode(_ID.unpack(k)[0], v)
                 if e.tenant == tenant:
                     yield e
+
+
+def _load_view(m: ModelLoad) -> dict[str, Any]:
+    return {
+        "load": m.load,
+        "overloaded": m.overloaded,
+        "pressure": m.pressure,
+        "source": m.source,
+        "capacity_rps": m.capacity_rps,
+    }
 
 
 def _partition_key(tenant: str, model: str, fingerprint: str) -> PartitionKey:
