@@ -344,3 +344,17 @@ def test_hnsw_partition(tmp_path: Path, clock: Clock) -> None:
     db.cache_invalidate(tenant="a")
     assert lookup(db, "prompt 1", e[1]).reason == "empty"
     db.close()
+
+
+def test_store_entries_batch(db: Database) -> None:
+    e = np.stack([emb(500 + i) for i in range(50)])
+    prompts = [f"p{i}" for i in range(50)]
+    prompts[49] = "p0"  # a later duplicate in the batch replaces the earlier one
+    res = db.cache.store_entries("a", prompts, e, [f"r{i}" for i in range(50)], model="m")
+    assert len(res) == 50 and res[0].entry_id == res[49].entry_id
+    assert db.cache_stats(tenant="a")["entries"] == 49
+    assert lookup(db, "p0", e[49]).response == b"r49"
+    assert lookup(db, "p7 reworded", near(e[7], 0.99)).response == b"r7"
+    with pytest.raises(errors.InvalidArgument):
+        db.cache.store_entries("a", ["x", "y"], e[:1], ["r", "s"], model="m")
+    assert db.cache_stats(tenant="a")["entries"] == 49
