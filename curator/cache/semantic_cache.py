@@ -64,6 +64,8 @@ class CacheConfig:
     sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
     evict_slack: a full quota evicts this fraction more, so eviction runs rarely.
     classifier_min_similarity: below it a prompt gets the default category.
+    embedder: "" (callers send embeddings) or "all-MiniLM-L6-v2" (the embed extra): the server
+        embeds prompts sent without an embedding.
     load_*: the load controller (curator/cache/load.py)."""
 
     candidates: int = 4
@@ -84,6 +86,7 @@ class CacheConfig:
     load_smoothing: float = 0.5
     load_report_ttl_s: float = 30.0
     load_window_s: float = 10.0
+    embedder: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.candidates <= 256:
@@ -135,6 +138,15 @@ class SemanticCache:
         self.load = LoadController(self.config.load_config(), clock)
         self.classifier = CentroidClassifier(self.config.classifier_min_similarity)
         self._params = self.config.partition_params()
+        self.embedder: Any = None
+        if self.config.embedder:
+            from curator.cache.embedder import TextEmbedder
+
+            if self.config.embedder != TextEmbedder.name:
+                raise InvalidArgument(
+                    f"expected embedder '' or {TextEmbedder.name!r}, got {self.config.embedder!r}"
+                )
+            self.embedder = TextEmbedder()
         self._lock = fasteners.ReaderWriterLock()
         self._write = threading.Lock()  # writers (stores, invalidations, sweeps)
         self._partitions: dict[PartitionKey, Partition] = {}
@@ -179,9 +191,12 @@ class SemanticCache:
         """Is there a cached answer to `prompt` (its embedding (dim,)) for this tenant, model
         and fingerprint? With `wait_s` > 0, a lookup that finds the prompt pending (another
         caller generating it) waits up to that long for the answer."""
-        key = _partition_key(tenant, model, fingerprint)
         _check_prompt(prompt, self.config.max_prompt_bytes)
-        q = _unit(embedding)
+        x, fingerprint = self._vectors(
+            [prompt], None if embedding is None else [embedding], fingerprint
+        )
+        q = x[0]
+        key = _partition_key(tenant, model, fingerprint)
         if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 600:
             raise InvalidArgument(f"expected wait_s in [0, 600], got {wait_s!r}")
         cat, source = self._resolve_category(tenant, category, q)
@@ -253,6 +268,25 @@ class SemanticCache:
             return miss("pending", best)
         return miss(reason, best, leader)
 
+    def _vectors(
+        self, prompts: list[str], embeddings: Any, fingerprint: str
+    ) -> tuple[np.ndarray, str]:
+        """Unit embeddings (n, dim) of the prompts: the caller's, or (embeddings None) the
+        server embedder's, whose name then joins the fingerprint so that its vectors never
+        share a partition with another model's."""
+        if embeddings is None:
+            if self.embedder is None:
+                raise InvalidArgument(
+                    "expected an embedding: this server embeds no text (CacheConfig.embedder)"
+                )
+            return self.embedder.embed(prompts), f"{fingerprint}|embedder={self.embedder.name}"
+        rows = [_unit(e) for e in embeddings]
+        if len({len(r) for r in rows}) != 1:
+            raise InvalidArgument(
+                f"expected embeddings of one dimension, got {sorted({len(r) for r in rows})}"
+            )
+        return np.stack(rows), fingerprint
+
     def _alive(self, eid: int, now: float, pressure: float) -> bool:
         m = self._metas[eid]
         if now < m.expires:
@@ -300,7 +334,7 @@ class SemanticCache:
         return self.store_entries(
             tenant,
             [prompt],
-            [embedding],
+            None if embedding is None else [embedding],
             [response],
             model=model,
             fingerprint=fingerprint,
@@ -327,19 +361,18 @@ class SemanticCache:
         """Cache several answers of one partition at once (warm-up, import): one LMDB
         transaction per category, one batched graph insert. Same rules as store_entry;
         without a `category`, each prompt is classified."""
-        key = _partition_key(tenant, model, fingerprint)
-        if len(prompts) != len(responses) or len(prompts) != len(embeddings):
+        n_emb = len(prompts) if embeddings is None else len(embeddings)
+        if len(prompts) != len(responses) or len(prompts) != n_emb:
             raise InvalidArgument(
                 f"expected as many prompts, embeddings and responses, got {len(prompts)}, "
-                f"{len(embeddings)} and {len(responses)}"
+                f"{n_emb} and {len(responses)}"
             )
         if not len(prompts):
             return []
         for p in prompts:
             _check_prompt(p, self.config.max_prompt_bytes)
-        q = np.stack([_unit(e) for e in embeddings])
-        if len({len(e) for e in q}) != 1:
-            raise InvalidArgument("expected embeddings of one dimension")
+        q, fingerprint = self._vectors(list(prompts), embeddings, fingerprint)
+        key = _partition_key(tenant, model, fingerprint)
         bodies = [r.encode() if isinstance(r, str) else r for r in responses]
         for body in bodies:
             if not isinstance(body, bytes):
