@@ -370,7 +370,7 @@ class SemanticCache:
                 )
                 for i in keep
             ]
-            metas = [e.meta() for e in entries]
+            metas = [e.meta(key) for e in entries]
             replaced = [] if part is None else [part.exact[d] for d in last if d in part.exact]
             victims = plan_eviction(
                 self._quota_view(),
@@ -600,6 +600,7 @@ class SemanticCache:
         now = self.clock()
         groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], list[np.ndarray]]] = {}
         stale: list[int] = []
+        keys: dict[PartitionKey, PartitionKey] = {}  # one key object per partition
         with self.store.read() as txn:
             for k, v in self.store.scan_raw(txn, "cache"):
                 eid = _ID.unpack(k)[0]
@@ -609,9 +610,10 @@ class SemanticCache:
                 ):
                     stale.append(eid)
                     continue
-                ids, metas, vecs = groups.setdefault(e.key, ([], [], []))
+                key = keys.setdefault(e.key, e.key)
+                ids, metas, vecs = groups.setdefault(key, ([], [], []))
                 ids.append(eid)
-                metas.append(e.meta())
+                metas.append(e.meta(key))
                 vecs.append(e.embedding)
         for key, (ids, metas, vecs) in groups.items():
             self._add_many(key, ids, metas, np.stack(vecs))
