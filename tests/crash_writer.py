@@ -1,8 +1,8 @@
 """Child process of tests/test_recovery.py: writes batches forever, acknowledging each.
 
-Usage: python tests/crash_writer.py DATA_DIR START_BATCH
-Prints "ack <batch>" after each upsert (and grant, on even batches) returned. The parent
-kills it with SIGKILL at a random moment.
+Usage: python tests/crash_writer.py DATA_DIR START_BATCH [cache]
+Prints "ack <batch>" after each upsert (and grant, on even batches) returned, or, in cache
+mode, after each semantic-cache store. The parent kills it with SIGKILL at a random moment.
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ def batch_vectors(b: int) -> tuple[np.ndarray, np.ndarray]:
     ).astype(np.float32)
 
 
+def cache_embedding(b: int) -> np.ndarray:
+    return np.random.default_rng(10_000 + b).standard_normal(DIM).astype(np.float32)
+
+
 def main() -> None:
     data_dir, start = sys.argv[1], int(sys.argv[2])
+    cache_mode = sys.argv[3:] == ["cache"]
     cfg = DatabaseConfig(data_dir=data_dir, snapshot_every_writes=7, snapshot_every_seconds=0.3)
     db = Database(cfg)
     for t in ("owner", "reader"):
@@ -41,6 +46,12 @@ def main() -> None:
         pass
     print("ready", flush=True)
     b = start
+    while cache_mode:
+        db.cache_store(
+            f"prompt {b}", cache_embedding(b), f"answer {b}" * 50, tenant="owner", model="m"
+        )
+        print(f"ack {b}", flush=True)
+        b += 1
     while True:
         ids, x = batch_vectors(b)
         db.upsert("c", ids, x, documents=[f"b{b}"] * BATCH, tenant="owner")

@@ -378,3 +378,25 @@ def test_server_side_embedder(tmp_path: Path, clock: Clock) -> None:
     v = db.cache.embedder.embed_one("How do I reverse a list in Python?")
     assert lookup(db, "How do I reverse a list in Python?", v).reason == "empty"
     db.close()
+
+
+@pytest.mark.timeout(240)
+def test_acknowledged_entries_survive_kill(tmp_path: Path) -> None:
+    from tests.crash_writer import cache_embedding
+    from tests.test_recovery import run_until_killed
+
+    acked: set[int] = set()
+    start = 0
+    for seconds in (0.3, 0.7):  # two crashes; the second run continues after the first
+        got = run_until_killed(tmp_path, start, seconds, "cache")
+        acked.update(got)
+        start = max(got) + 1
+        db = Database(DatabaseConfig(data_dir=str(tmp_path)), background=False)
+        for b in range(start + 2):
+            r = db.cache_lookup(f"prompt {b}", cache_embedding(b), tenant="owner", model="m")
+            if b in acked:
+                assert r.reason == "exact" and r.response == f"answer {b}".encode() * 50, b
+            elif r.reason == "exact":  # stored, killed before the ack: whole, never partial
+                assert r.response == f"answer {b}".encode() * 50
+        db.close()
+    assert len(acked) > 5

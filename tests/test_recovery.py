@@ -22,12 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 EXACT = SearchParams(exact_search_threshold=10**9)
 
 
-def _run_until_killed(data_dir: Path, start: int, seconds: float) -> list[int]:
+def run_until_killed(data_dir: Path, start: int, seconds: float, *mode: str) -> list[int]:
     """Start the writer, SIGKILL it `seconds` after its first acknowledgement; return the
     acknowledged batches."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "crash_writer.py"), str(data_dir), str(start)],
+        [
+            sys.executable,
+            str(ROOT / "tests" / "crash_writer.py"),
+            str(data_dir),
+            str(start),
+            *mode,
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -78,7 +84,7 @@ def test_sigkill_never_loses_acknowledged_writes(tmp_path: Path) -> None:
     acked: set[int] = set()
     start = 0
     for _ in range(4):
-        got = _run_until_killed(tmp_path, start, rng.uniform(0.0, 1.2))
+        got = run_until_killed(tmp_path, start, rng.uniform(0.0, 1.2))
         acked.update(got)
         upto = max(acked, default=0)
         with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db:
