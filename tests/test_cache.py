@@ -147,6 +147,8 @@ def test_not_cacheable_and_exact_only(db: Database) -> None:
     store(db, "rm -rf /tmp/x", e, category="code")
     assert not lookup(db, "rm -rf /tmp/y", near(e, 0.999), category="code").hit
     assert lookup(db, "RM -rf /tmp/x", e, category="code").reason == "exact"
+    db.cache.clock.t += 8 * DAY  # type: ignore[attr-defined]
+    assert lookup(db, "rm -rf /tmp/x", e, category="code").reason == "expired"
     # the policy is the tenant's own: tenant b still gets semantic hits in "code"
     store(db, "rm -rf /tmp/x", e, tenant="b", category="code")
     assert lookup(db, "rm -rf /tmp/y", near(e, 0.999), tenant="b", category="code").hit

@@ -166,7 +166,9 @@ class SemanticCache:
                 eid = part.exact.get(digest)
                 if eid is not None and self._alive(eid, now, pressure):
                     found = (eid, 1.0, "exact")
-                elif not policy.exact_only:
+                elif eid is not None:
+                    best, reason = 1.0, "expired"
+                if found is None and not policy.exact_only:
                     ids, sims = part.search(q, self.config.candidates)
                     if len(sims):
                         best = float(sims[0])
