@@ -88,8 +88,11 @@ def test_tiers_and_miss_reasons(db: Database) -> None:
     r = lookup(db, "sort descending", near(e, 0.94), category="code")  # code needs 0.95
     assert (r.hit, r.reason, r.threshold) == (False, "below_threshold", 0.95)
     assert r.similarity == pytest.approx(0.94, abs=1e-4)
+    r = lookup(db, "sort descending", near(e, 0.94), category="chat")
+    assert (r.hit, r.reason) == (False, "empty")  # a code entry is never served for chat
+    store(db, "sort a list", e, "sorted() works", category="chat")
     r = lookup(db, "sort descending", near(e, 0.94), category="chat")  # chat accepts 0.90
-    assert r.hit and r.category == "chat" and r.category_source == "caller"
+    assert r.hit and r.response == b"sorted() works" and r.category_source == "caller"
 
 
 def test_ttl_is_absolute_and_clamped(db: Database, clock: Clock) -> None:
@@ -296,15 +299,15 @@ def test_restart_rebuilds_and_drops_expired(tmp_path: Path, clock: Clock) -> Non
     store(db, "b's", e[0], "secret", tenant="b")
     db.cache_set_policy("chat", tenant="a", threshold=0.8, min_threshold=0.75)
     db.cache_add_examples("code", e[20], tenant="a")
-    assert lookup(db, "p3", e[3]).hit
+    assert lookup(db, "p3", e[3], category="news").hit
     db.close()
     clock.t += 2 * 3600  # news entries (1 h) expire while the server is down
     db = open_db(tmp_path, clock)
     assert db.cache_stats(tenant="a")["entries"] == 20
     for i in range(10, 30):
-        r = lookup(db, f"paraphrase {i}", near(e[i], 0.99))
+        r = lookup(db, f"paraphrase {i}", near(e[i], 0.99), category="code")
         assert r.hit and r.response == f"r{i}".encode()
-    assert not lookup(db, "p3", e[3]).hit
+    assert lookup(db, "p3", e[3], category="news").reason == "empty"
     assert db.cache_policies(tenant="a")["chat"]["policy"].threshold == 0.8
     assert lookup(db, "x", near(e[20], 0.9)).category_source == "classifier"
     assert lookup(db, "b's", e[0], tenant="b").response == b"secret"
@@ -327,7 +330,7 @@ def test_sweep_and_invalidate(db: Database, clock: Clock) -> None:
     assert db.cache_invalidate(tenant="a", category="code", model="m") == 1
     assert db.cache_invalidate(tenant="b") == 0
     assert [x.prompt for x in db.cache.entries("a")] == ["c3"]
-    assert lookup(db, "c3", emb(63), model="other").hit
+    assert lookup(db, "c3", emb(63), model="other", category="code").hit
 
 
 def test_hnsw_partition(tmp_path: Path, clock: Clock) -> None:

@@ -45,7 +45,7 @@ class CacheEntry:
 
     @property
     def key(self) -> PartitionKey:
-        return PartitionKey(self.tenant, self.model, self.fingerprint)
+        return PartitionKey(self.tenant, self.model, self.fingerprint, self.category)
 
     def meta(self, key: PartitionKey | None = None) -> EntryMeta:
         """The in-memory part; pass the partition's `key` object to share it (and its

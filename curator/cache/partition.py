@@ -1,4 +1,5 @@
-"""One cache partition: the entries of one (tenant, model, fingerprint), searchable by prompt.
+"""One cache partition: the entries of one (tenant, model, fingerprint, category), searchable
+by prompt.
 
 Isolation is structural: a lookup only ever searches the partition of its own tenant, model
 and fingerprint, so another tenant's entry cannot be a candidate whatever its embedding.
@@ -31,9 +32,14 @@ def prompt_digest(prompt: str) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class PartitionKey:
+    """Entries are searched only among those of the same tenant, downstream model,
+    fingerprint and category: another category's entry (with its own, maybe laxer,
+    threshold and TTL) is never served for a prompt of this one."""
+
     tenant: str
     model: str
     fingerprint: str
+    category: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ Lookup: category (the caller's, else the tenant's classifier, else "general") ->
 (threshold and TTL adjusted to the model's load) -> exact tier (digest of the normalised
 prompt) -> semantic tier (the `candidates` nearest entries of the partition; the most similar
 one that is unexpired and at or above the threshold is served) -> otherwise a miss with its
-reason. Only the partition (tenant, model, fingerprint) of the request is ever searched.
+reason. Only the partition (tenant, model, fingerprint, category) of the request is ever searched.
 
 Store: the LMDB record is committed (with any evictions) before the entry becomes visible in
 memory; quotas evict expired entries first, then the lowest utility (eviction.py). TTLs are
@@ -136,10 +136,10 @@ class SemanticCache:
             [prompt], None if embedding is None else [embedding], fingerprint
         )
         q = x[0]
-        key = partition_key(tenant, model, fingerprint)
         if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 600:
             raise InvalidArgument(f"expected wait_s in [0, 600], got {wait_s!r}")
         cat, source = self.categories.resolve(tenant, category, q)
+        key = partition_key(tenant, model, fingerprint, cat)
         policy = self.policy(tenant, cat)
         pressure = self.load.pressure(model)
         threshold = policy.effective_threshold(pressure)
@@ -297,7 +297,7 @@ class SemanticCache:
         for p in prompts:
             check_prompt(p, self.config.max_prompt_bytes)
         q, fingerprint = self._vectors(list(prompts), embeddings, fingerprint)
-        key = partition_key(tenant, model, fingerprint)
+        key = partition_key(tenant, model, fingerprint, "")
         bodies = [r.encode() if isinstance(r, str) else r for r in responses]
         for body in bodies:
             if not isinstance(body, bytes):
@@ -337,6 +337,7 @@ class SemanticCache:
         tokens: int,
     ) -> list[CacheStored]:
         tenant = key.tenant
+        key = dataclasses.replace(key, category=category)
         policy = self.policy(tenant, category)
         digests = [prompt_digest(p) for p in prompts]
         if not policy.cacheable:

@@ -13,12 +13,12 @@ from curator.errors import InvalidArgument, ResourceExhausted
 __all__ = ["check_model", "check_prompt", "check_ttl", "partition_key", "unit_vector"]
 
 
-def partition_key(tenant: str, model: str, fingerprint: str) -> PartitionKey:
+def partition_key(tenant: str, model: str, fingerprint: str, category: str) -> PartitionKey:
     if not isinstance(fingerprint, str) or len(fingerprint) > 256:
         raise InvalidArgument(
             f"expected fingerprint a string of at most 256 characters, got {fingerprint!r}"
         )
-    return PartitionKey(tenant, check_model(model), fingerprint)
+    return PartitionKey(tenant, check_model(model), fingerprint, category)
 
 
 def check_model(model: Any) -> str:
