@@ -1,0 +1,217 @@
+"""LangChain cache backed by Curator DB's semantic cache, bound to one tenant and category.
+
+>>> from langchain_core.globals import set_llm_cache
+>>> from client.langchain_cache import CuratorLangChainCache
+>>> cache = CuratorLangChainCache(db, tenant="acme", embed=my_embed,   # doctest: +SKIP
+...                               category="support", embedder="minilm-l6-v2")
+>>> set_llm_cache(cache)        # or per model: ChatOpenAI(..., cache=cache)  # doctest: +SKIP
+
+`db` is any backend with `cache_lookup` / `cache_store` / `cache_invalidate`: the in-process
+`curator.database.Database` or the SDK `client.Client`. `embed(text) -> (d,) float32` is the
+caller's embedder; `embedder` names it, and that name is part of the partition (vectors of two
+embedders never meet).
+
+Partitioning: LangChain's `llm_string` (model class, model name and every invocation
+parameter) goes into the fingerprint, so a different model or temperature never shares
+entries; it is never embedded. For a chat model the prompt is the serialized message list: the
+last human message is what is embedded (the semantic match), everything before it (system
+prompt, earlier turns) goes into the fingerprint, and the whole prompt is what is stored and
+matched exactly. A text LLM's prompt is embedded whole.
+
+Requires the `gateways` extra (langchain-core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from langchain_core._api import LangChainBetaWarning
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.load import dumps, loads
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
+
+__all__ = ["CuratorLangChainCache"]
+
+log = logging.getLogger(__name__)
+
+# Classes `loads` may rebuild from a stored response (nothing else is instantiated).
+_RESPONSE_CLASSES: list[type[Any]] = [
+    Generation,
+    GenerationChunk,
+    ChatGeneration,
+    ChatGenerationChunk,
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+    ChatMessage,
+    ToolMessage,
+    FunctionMessage,
+]
+_MODEL_PARAM = re.compile(r"\('(?:model|model_name|model_id)', '([^']+)'\)")
+_TYPE_PARAM = re.compile(r"\('_type', '([^']+)'\)")
+
+
+def _make_fingerprint(
+    params: Mapping[str, Any] | None = None, system_prompt: str = "", embedder: str = ""
+) -> str:
+    # Private stand-in for curator.cache.fingerprint.make_fingerprint (same inputs).
+    blob = json.dumps(
+        {"params": dict(params or {}), "system": system_prompt, "embedder": embedder},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def _loads(text: str, allowed: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LangChainBetaWarning)
+        return loads(text, allowed_objects=allowed)
+
+
+def _message_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = [p if isinstance(p, str) else p.get("text", "") for p in content]
+    return " ".join(p for p in parts if p)
+
+
+def split_prompt(prompt: str) -> tuple[str, str]:
+    """(text to embed, context for the fingerprint) of a LangChain prompt string.
+
+    A chat prompt (a serialized message list) gives its last human message and a JSON digest
+    of the messages before it; any other prompt gives itself and no context.
+    """
+    if not prompt.startswith("["):
+        return prompt, ""
+    try:
+        messages = _loads(prompt, "messages")
+    except Exception:  # a text prompt that merely starts with "["
+        return prompt, ""
+    if not isinstance(messages, list) or not all(isinstance(m, BaseMessage) for m in messages):
+        return prompt, ""
+    last = max((i for i, m in enumerate(messages) if m.type == "human"), default=-1)
+    if last < 0:
+        return prompt, ""
+    before = [(m.type, _message_text(m)) for m in messages[:last]]
+    after = [(m.type, _message_text(m)) for m in messages[last + 1 :]]
+    context = json.dumps([before, after]) if before or after else ""
+    return _message_text(messages[last]), context
+
+
+def model_from_llm_string(llm_string: str) -> str:
+    """The model name in LangChain's llm_string, else the model class's `_type`."""
+    found = _MODEL_PARAM.search(llm_string) or _TYPE_PARAM.search(llm_string)
+    return found.group(1) if found else "langchain"
+
+
+class CuratorLangChainCache(BaseCache):
+    """A `langchain_core.caches.BaseCache` over a Curator DB backend.
+
+    backend: Database or Client; tenant: the tenant every entry belongs to (None with the SDK:
+    the API key's tenant); embed: text -> (d,) float32 vector; category: the cache category,
+    or None to let the server classify; model: the partition's model name, else taken from
+    the llm_string; embedder: id of the embedding model (part of the fingerprint); ttl_s:
+    entry lifetime (None: the category's policy); wait_s: how long a lookup may wait for
+    another caller computing the same prompt (single flight).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        tenant: str | None,
+        embed: Callable[[str], np.ndarray],
+        category: str | None = None,
+        model: str | None = None,
+        embedder: str = "",
+        ttl_s: float | None = None,
+        wait_s: float = 0.0,
+    ) -> None:
+        self.backend = backend
+        self.tenant = tenant
+        self.embed = embed
+        self.category = category
+        self.model = model
+        self.embedder = embedder
+        self.ttl_s = ttl_s
+        self.wait_s = wait_s
+
+    def _query(self, prompt: str, llm_string: str) -> tuple[np.ndarray, str, str]:
+        """(embedding, model, fingerprint) of one call."""
+        text, context = split_prompt(prompt)
+        fingerprint = _make_fingerprint(
+            {"llm_string": llm_string}, system_prompt=context, embedder=self.embedder
+        )
+        vector = np.asarray(self.embed(text), dtype=np.float32)
+        return vector, self.model or model_from_llm_string(llm_string), fingerprint
+
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        vector, model, fingerprint = self._query(prompt, llm_string)
+        found = self.backend.cache_lookup(
+            prompt,
+            vector,
+            tenant=self.tenant,
+            model=model,
+            fingerprint=fingerprint,
+            category=self.category,
+            wait_s=self.wait_s,
+        )
+        if not found.hit:
+            log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
+            return None
+        raw = found.response
+        generations = _loads(raw.decode() if isinstance(raw, bytes) else raw, _RESPONSE_CLASSES)
+        if not isinstance(generations, list):
+            log.warning("entry %d does not hold a list of generations; ignored", found.entry_id)
+            return None
+        return generations
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        vector, model, fingerprint = self._query(prompt, llm_string)
+        self.backend.cache_store(
+            prompt,
+            vector,
+            dumps(list(return_val)),
+            tenant=self.tenant,
+            model=model,
+            fingerprint=fingerprint,
+            category=self.category,
+            ttl_s=self.ttl_s,
+        )
+
+    def clear(self, **kwargs: Any) -> None:
+        """Remove this tenant's entries of this category (all categories if unbound);
+        `model=` narrows it to one model."""
+        self.backend.cache_invalidate(
+            tenant=self.tenant, category=self.category, model=kwargs.get("model")
+        )
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        return await asyncio.to_thread(self.lookup, prompt, llm_string)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        await asyncio.to_thread(self.update, prompt, llm_string, return_val)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.clear, **kwargs)

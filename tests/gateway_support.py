@@ -1,0 +1,35 @@
+"""Helpers of the gateway adapter tests: a deterministic toy embedder and the cache backend."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DIM = 64
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def toy_embed(text: str) -> np.ndarray:
+    """Bag of words hashed into DIM buckets, L2-normalised: (DIM,) float32. Texts sharing
+    most words are close (cosine), texts sharing none are orthogonal-ish."""
+    v = np.zeros(DIM, np.float32)
+    for w in _WORD.findall(text.lower()):
+        v[int.from_bytes(hashlib.blake2b(w.encode(), digest_size=4).digest(), "big") % DIM] += 1
+    n = float(np.linalg.norm(v))
+    return v / n if n else v
+
+
+def cosine(a: str, b: str) -> float:
+    return float(toy_embed(a) @ toy_embed(b))
+
+
+def open_backend(tmp: Path) -> Iterator[Any]:
+    """The real in-process Database, with tenants "a" and "b"."""
+    from tests._fake_cache import FakeCache  # TEMPORARY until main's cache lands
+
+    yield FakeCache()

@@ -1,0 +1,165 @@
+"""The LangChain adapter driven through LangChain's own cache path with fake models: the fake
+model's call count tells a cache hit (not called) from a miss (called)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from langchain_core.globals import set_llm_cache
+from langchain_core.language_models import FakeListChatModel, FakeListLLM
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from client.langchain_cache import CuratorLangChainCache, model_from_llm_string, split_prompt
+from tests.gateway_support import cosine, open_backend, toy_embed
+
+pytestmark = pytest.mark.timeout(60)
+
+Q = "What is the capital of France?"
+PARAPHRASE = "What is the capital city of France?"
+UNRELATED = "How do I bake sourdough bread at home?"
+ANSWERS = [f"answer {i}" for i in range(10)]
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Any]:
+    yield from open_backend(tmp_path)
+
+
+def _cache(backend: Any, tenant: str = "a", category: str | None = "faq") -> CuratorLangChainCache:
+    return CuratorLangChainCache(
+        backend, tenant=tenant, embed=toy_embed, category=category, embedder="toy-64"
+    )
+
+
+def _chat(cache: CuratorLangChainCache | None = None) -> FakeListChatModel:
+    return FakeListChatModel(responses=ANSWERS, cache=cache)
+
+
+def test_toy_embedder_separates_the_test_prompts() -> None:
+    assert cosine(Q, PARAPHRASE) >= 0.85
+    assert cosine(Q, UNRELATED) <= 0.3
+
+
+def test_repeated_prompt_is_answered_from_the_cache(backend: Any) -> None:
+    model = _chat(_cache(backend))
+    first = model.invoke(Q)
+    second = model.invoke(Q)
+    assert model.i == 1  # the fake model ran once
+    assert isinstance(second, AIMessage)
+    assert second.content == first.content == "answer 0"
+
+
+def test_paraphrase_hits_and_unrelated_prompt_misses(backend: Any) -> None:
+    model = _chat(_cache(backend))
+    model.invoke(Q)
+    assert model.invoke(PARAPHRASE).content == "answer 0"
+    assert model.i == 1
+    assert model.invoke(UNRELATED).content == "answer 1"
+    assert model.i == 2
+
+
+def test_tenants_never_see_each_other(backend: Any) -> None:
+    model_a, model_b = _chat(_cache(backend, "a")), _chat(_cache(backend, "b"))
+    model_a.invoke(Q)
+    assert model_b.invoke(Q).content == "answer 0"  # b's own model had to answer
+    assert model_b.i == 1
+    assert model_a.invoke(Q).content == "answer 0"
+    assert model_a.i == 1
+
+
+def test_a_different_llm_string_misses(backend: Any) -> None:
+    cache = _cache(backend)
+    model = _chat(cache)
+    model.invoke(Q)
+    model.invoke(Q, stop=["END"])  # same model, other invocation parameters
+    assert model.i == 2
+    other = FakeListChatModel(responses=["other model"], cache=cache)
+    assert other.invoke(Q).content == "other model"  # a hit would have said "answer 0"
+    assert model.invoke(Q).content == "answer 0"  # the first entry is still there
+    assert model.i == 2
+
+
+def test_the_conversation_before_the_question_partitions(backend: Any) -> None:
+    model = _chat(_cache(backend))
+    model.invoke([SystemMessage("Answer in French."), HumanMessage(Q)])
+    model.invoke([SystemMessage("Answer in German."), HumanMessage(Q)])
+    assert model.i == 2
+    model.invoke([SystemMessage("Answer in French."), HumanMessage(PARAPHRASE)])
+    assert model.i == 2
+
+
+def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
+    faq_a, billing_a, faq_b = (
+        _cache(backend, "a", "faq"),
+        _cache(backend, "a", "billing"),
+        _cache(backend, "b", "faq"),
+    )
+    models = [_chat(c) for c in (faq_a, billing_a, faq_b)]
+    for m in models:
+        m.invoke(Q)
+    faq_a.clear()
+    for m in models:
+        m.invoke(Q)
+    assert [m.i for m in models] == [2, 1, 1]
+
+
+def test_text_llm_through_the_global_cache(backend: Any) -> None:
+    llm = FakeListLLM(responses=ANSWERS)
+    set_llm_cache(_cache(backend))
+    try:
+        assert llm.invoke(Q) == "answer 0"
+        assert llm.invoke(Q) == "answer 0"
+        assert llm.invoke(PARAPHRASE) == "answer 0"
+        assert llm.i == 1
+        assert llm.invoke(UNRELATED) == "answer 1"
+    finally:
+        set_llm_cache(None)
+
+
+def test_chat_generation_round_trips(backend: Any) -> None:
+    cache = _cache(backend)
+    model = _chat(cache)
+    model.invoke(Q)
+    prompt = dumps([HumanMessage(Q)])
+    (gen,) = cache.lookup(prompt, model._get_llm_string()) or []
+    assert type(gen).__name__ == "ChatGeneration"
+    assert isinstance(gen.message, AIMessage)
+    assert gen.message.content == gen.text == "answer 0"
+
+
+def test_async_variants(backend: Any) -> None:
+    cache = _cache(backend)
+    model = _chat(cache)
+
+    async def run() -> list[str]:
+        out = [(await model.ainvoke(Q)).content, (await model.ainvoke(PARAPHRASE)).content]
+        await cache.aclear()
+        out.append((await model.ainvoke(Q)).content)
+        return [str(x) for x in out]
+
+    assert asyncio.run(run()) == ["answer 0", "answer 0", "answer 1"]
+    assert model.i == 2
+
+
+def test_split_prompt() -> None:
+    chat = dumps([SystemMessage("s"), HumanMessage("first"), AIMessage("x"), HumanMessage(Q)])
+    text, context = split_prompt(chat)
+    assert text == Q
+    assert "first" in context and "s" in context
+    assert split_prompt(dumps([HumanMessage(Q)])) == (Q, "")
+    assert split_prompt(Q) == (Q, "")
+    assert split_prompt("[not a message list") == ("[not a message list", "")
+
+
+def test_model_from_llm_string() -> None:
+    assert model_from_llm_string("[('model_name', 'gpt-4o'), ('temperature', 0.0)]") == "gpt-4o"
+    assert model_from_llm_string(_chat()._get_llm_string()) == "fake-list-chat-model"
+    assert model_from_llm_string("opaque") == "langchain"
