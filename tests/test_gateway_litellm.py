@@ -1,0 +1,210 @@
+"""The LiteLLM adapter installed through LiteLLM's own `Cache` facade, driven by
+`litellm.completion(..., mock_response=...)` (no network). Each call carries a different mock
+answer, so an answer from an earlier call proves the fake LLM was not called."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
+pytest.importorskip("litellm")
+
+import litellm
+from litellm.caching.caching import Cache
+
+from client.litellm_cache import CuratorLiteLLMCache, semantic_cache, split_messages
+from tests.gateway_support import cosine, open_backend, toy_embed
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    # litellm's own pydantic models, built lazily on the first call
+    pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning"),
+]
+
+Q = "What is the capital of France?"
+PARAPHRASE = "What is the capital city of France?"
+UNRELATED = "How do I bake sourdough bread at home?"
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Any]:
+    yield from open_backend(tmp_path)
+    litellm.disable_cache()
+
+
+def _adapter(backend: Any, tenant: str = "a", **kw: Any) -> CuratorLiteLLMCache:
+    kw.setdefault("category", "faq")
+    return CuratorLiteLLMCache(backend, tenant=tenant, embed=toy_embed, embedder="toy-64", **kw)
+
+
+def _install(adapter: CuratorLiteLLMCache, **kw: Any) -> CuratorLiteLLMCache:
+    litellm.cache = semantic_cache(adapter, **kw)
+    return adapter
+
+
+def _ask(text: str, answer: str, model: str = MODEL, **kw: Any) -> Any:
+    messages = [{"role": "user", "content": text}]
+    return litellm.completion(model=model, messages=messages, mock_response=answer, **kw)
+
+
+async def _aask(text: str, answer: str, model: str = MODEL) -> str:
+    messages = [{"role": "user", "content": text}]
+    r = await litellm.acompletion(model=model, messages=messages, mock_response=answer)
+    return str(r.choices[0].message.content)
+
+
+def _said(response: Any) -> str:
+    return str(response.choices[0].message.content)
+
+
+async def _stored(text: str, model: str = MODEL) -> None:
+    """LiteLLM writes async results in a background task: wait until the entry is readable."""
+    kw = {"model": model, "messages": [{"role": "user", "content": text}]}
+    deadline = time.monotonic() + 10
+    while await litellm.cache.async_get_cache(**kw) is None:
+        assert time.monotonic() < deadline, "the background cache write never landed"
+        await asyncio.sleep(0.02)
+
+
+def test_repeated_prompt_is_answered_from_the_cache(backend: Any) -> None:
+    _install(_adapter(backend, model=MODEL))
+    assert _said(_ask(Q, "first")) == "first"
+    second = _ask(Q, "second")
+    assert _said(second) == "first"
+    assert second._hidden_params.get("cache_hit") is True
+
+
+def test_paraphrase_hits_with_its_similarity_and_unrelated_misses(backend: Any) -> None:
+    _install(_adapter(backend, model=MODEL))
+    _ask(Q, "first")
+    metadata: dict[str, Any] = {}
+    assert _said(_ask(PARAPHRASE, "second", metadata=metadata)) == "first"
+    assert metadata["semantic-similarity"] == pytest.approx(cosine(Q, PARAPHRASE), abs=1e-4)
+    assert _said(_ask(UNRELATED, "third")) == "third"
+
+
+def test_the_stored_value_is_what_litellm_handed_over(backend: Any) -> None:
+    adapter = _install(_adapter(backend, model=MODEL))
+    handed: list[Any] = []
+    store = adapter.set_cache
+    adapter.set_cache = lambda key, value, **kw: (handed.append(value), store(key, value, **kw))
+    _ask(Q, "first")
+    kw = {"model": MODEL, "messages": [{"role": "user", "content": Q}]}
+    value = adapter.get_cache(litellm.cache.get_cache_key(**kw), **kw)
+    assert value == handed[0]
+    assert set(value) == {"timestamp", "response"}
+
+
+def test_tenants_never_see_each_other(backend: Any) -> None:
+    a, b = _adapter(backend, "a", model=MODEL), _adapter(backend, "b", model=MODEL)
+    _install(a)
+    _ask(Q, "a's answer")
+    _install(b)
+    assert _said(_ask(Q, "b's answer")) == "b's answer"
+    _install(a)
+    assert _said(_ask(Q, "again")) == "a's answer"
+
+
+def test_another_model_is_neither_served_nor_stored(backend: Any) -> None:
+    _install(_adapter(backend, model=MODEL))
+    _ask(Q, "mini")
+    assert _said(_ask(Q, "big", model="gpt-4o")) == "big"
+    assert _said(_ask(Q, "big again", model="gpt-4o")) == "big again"
+    assert _said(_ask(Q, "mini again")) == "mini"
+
+
+def test_unbound_model_and_parameters_partition_through_the_key(backend: Any) -> None:
+    # The sync read path passes neither model nor parameters: the facade's key carries them.
+    _install(_adapter(backend))
+    _ask(Q, "mini")
+    assert _said(_ask(Q, "big", model="gpt-4o")) == "big"
+    assert _said(_ask(Q, "hot", temperature=1.5)) == "hot"
+    assert _said(_ask(PARAPHRASE, "x")) == "mini"
+    assert _said(_ask(PARAPHRASE, "y", model="gpt-4o")) == "big"
+    assert _said(_ask(PARAPHRASE, "z", temperature=1.5)) == "hot"
+
+
+def test_a_default_type_facade_only_serves_exact_repeats(backend: Any) -> None:
+    litellm.cache = Cache(_backend=_adapter(backend, model=MODEL))  # key hashes the prompt
+    _ask(Q, "first")
+    assert _said(_ask(Q, "second")) == "first"
+    assert _said(_ask(PARAPHRASE, "third")) == "third"
+
+
+def test_the_conversation_before_the_question_partitions(backend: Any) -> None:
+    _install(_adapter(backend, model=MODEL))
+
+    def ask(system: str, text: str, answer: str) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+        return _said(litellm.completion(model=MODEL, messages=messages, mock_response=answer))
+
+    assert ask("Answer in French.", Q, "fr") == "fr"
+    assert ask("Answer in German.", Q, "de") == "de"
+    assert ask("Answer in French.", PARAPHRASE, "other") == "fr"
+
+
+def test_ttl_is_honoured(backend: Any) -> None:
+    _install(_adapter(backend, model=MODEL), ttl=0.4)
+    _ask(Q, "first")
+    assert _said(_ask(Q, "second")) == "first"
+    time.sleep(0.6)
+    assert _said(_ask(Q, "third")) == "third"
+
+
+def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
+    faq_a = _adapter(backend, "a", model=MODEL)
+    billing_a = _adapter(backend, "a", model=MODEL, category="billing")
+    faq_b = _adapter(backend, "b", model=MODEL)
+    for i, adapter in enumerate((faq_a, billing_a, faq_b)):
+        _install(adapter)
+        _ask(Q, f"old {i}")
+    assert faq_a.clear() == 1
+    answers = []
+    for i, adapter in enumerate((faq_a, billing_a, faq_b)):
+        _install(adapter)
+        answers.append(_said(_ask(Q, f"new {i}")))
+    assert answers == ["new 0", "old 1", "old 2"]
+
+
+def test_async_completion(backend: Any) -> None:
+    _install(_adapter(backend))
+
+    async def run() -> list[str]:
+        out = [await _aask(Q, "first")]
+        await _stored(Q)
+        out.append(await _aask(PARAPHRASE, "second"))
+        out.append(await _aask(Q, "other model", model="gpt-4o"))
+        out.append(await _aask(UNRELATED, "unrelated"))
+        return out
+
+    assert asyncio.run(run()) == ["first", "first", "other model", "unrelated"]
+
+
+def test_embedding_responses_are_not_cached(backend: Any) -> None:
+    adapter = _adapter(backend, model=MODEL)
+    asyncio.run(adapter.async_set_cache_pipeline([("k", {"x": 1})], input=["t"], model=MODEL))
+    assert adapter.clear() == 0
+
+
+def test_split_messages() -> None:
+    parts = [{"type": "text", "text": "What is"}, {"type": "text", "text": "this?"}]
+    text, context, whole = split_messages(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": parts}]
+    ) or ("", "", "")
+    assert text == "What is this?"
+    assert "be brief" in context
+    assert "be brief" in whole and "this?" in whole
+    assert split_messages([{"role": "user", "content": Q}]) == (
+        Q,
+        "",
+        '[{"content": "What is the capital of France?", "role": "user"}]',
+    )
+    assert split_messages([{"role": "system", "content": "only"}]) is None
