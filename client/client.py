@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from client import convert
+from client.cache import CacheCalls
 from curator import errors
 from curator.config import Metric, SearchParams
 from curator.results import Document, Records, SearchResult, WriteResult
@@ -49,7 +50,11 @@ def _service_config(retries: int) -> str:
         {
             "methodConfig": [
                 {
-                    "name": [{"service": "curator.v1.Admin"}, {"service": "curator.v1.Vectors"}],
+                    "name": [
+                        {"service": "curator.v1.Admin"},
+                        {"service": "curator.v1.Vectors"},
+                        {"service": "curator.v1.Cache"},
+                    ],
                     "retryPolicy": policy,
                 }
             ]
@@ -57,7 +62,7 @@ def _service_config(retries: int) -> str:
     )
 
 
-class Client:
+class Client(CacheCalls):
     """A connection to a Curator DB server; use it as a context manager.
 
     address: "host:port"; api_key: an admin or tenant key; tls: use TLS (root_certificates:
@@ -89,6 +94,7 @@ class Client:
             self._channel = grpc.insecure_channel(address, options=opts)
         self._admin = pb_grpc.AdminStub(self._channel)
         self._vectors = pb_grpc.VectorsStub(self._channel)
+        self._cache = pb_grpc.CacheStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes

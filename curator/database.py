@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ import numpy as np
 
 from curator import documents as docs_codec
 from curator.auth import KeyRing
+from curator.cache.facade import CacheFacade
+from curator.cache.semantic_cache import CacheConfig, SemanticCache
 from curator.collection import Collection, CollectionInfo
 from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
 from curator.documents import Document
@@ -48,8 +50,9 @@ log = logging.getLogger(__name__)
 _NAME_MAX = 128
 
 
-class Database:
-    """Collections of vectors, tenants and their access lists, durable in LMDB.
+class Database(CacheFacade):
+    """Collections of vectors, tenants and their access lists, and the semantic cache
+    (`cache_*` methods, curator/cache/facade.py), durable in LMDB.
 
     The acting `tenant` of a call is the principal: it owns what it upserts, may read what it
     owns or was granted, and may delete, grant and revoke only what it owns. `tenant=None`
@@ -62,7 +65,10 @@ class Database:
         *,
         readonly: bool = False,
         background: bool = True,
+        cache_config: CacheConfig | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """cache_config: the semantic cache's settings; clock: its time source (tests)."""
         self.config = config or DatabaseConfig()
         cfg = self.config
         self.path = Path(cfg.data_dir)
@@ -92,6 +98,13 @@ class Database:
         self._snapshots = Snapshotter(
             self.store, self._snap_dir, self._collections, self._write_lock, cfg
         )
+        self.cache = SemanticCache(
+            self.store,
+            cache_config,
+            clock=clock,
+            known_tenants=set(self._tenants),
+            background=background and not readonly,
+        )
         self._closed = False
         if background and not readonly:
             self._snapshots.start()
@@ -104,6 +117,7 @@ class Database:
             return
         self._closed = True
         self._snapshots.stop()
+        self.cache.close()
         if snapshot and not self.store.readonly:
             for c in list(self._collections.values()):
                 if c.writes_since_snapshot:
@@ -137,9 +151,10 @@ class Database:
         return name in self._tenants
 
     def drop_tenant(self, name: str) -> None:
-        """Delete a tenant: its vectors (in every collection) and its grants."""
+        """Delete a tenant: its vectors (in every collection), its grants and its cache."""
         tid = self._tenant_id(name)
         with self._write_lock:
+            self.cache.drop_tenant(name)  # first: a crash after it leaves no orphan entries
             plans = []
             for c in self._collections.values():
                 if name in c.index.tenants():

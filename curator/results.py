@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Document", "Records", "SearchResult", "WriteResult"]
+__all__ = ["CacheLookup", "CacheStored", "Document", "Records", "SearchResult", "WriteResult"]
 
 Document = bytes | str | dict | list | None
 
@@ -42,3 +42,39 @@ class Records:
     vectors: np.ndarray
     owners: list[str]
     documents: list[Document]
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """Answer of a semantic-cache lookup.
+
+    hit: a cached response is served; reason: "exact" or "semantic" for a hit, else why it
+    missed: "empty" (nothing cached in the partition), "below_threshold", "expired",
+    "not_cacheable" (the category's policy), "pending" (another caller is generating this
+    prompt: wait and look up again, or call the model). similarity: cosine similarity of the
+    best candidate (nan if none); threshold: the one applied (load-adjusted); category and
+    category_source ("caller", "classifier" or "default"); leader: on a miss, this caller
+    holds the single-flight slot for the prompt and is expected to store the answer; age_s:
+    age of the entry served."""
+
+    hit: bool
+    reason: str
+    response: bytes | None
+    similarity: float
+    entry_id: int
+    category: str
+    category_source: str
+    threshold: float
+    leader: bool = False
+    age_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class CacheStored:
+    """Answer of a cache store: entry_id (0 when not stored), expires_at (unix seconds),
+    evicted: entries removed to make room; stored: False when the category is not cacheable."""
+
+    entry_id: int
+    expires_at: float
+    evicted: int
+    stored: bool = True

@@ -11,7 +11,9 @@ Keys are big-endian so that LMDB's byte order is numeric order:
   documents  coll u32 | id u64           -> payload bytes
   access     coll u32 | id u64 | tenant  -> b""   (grants besides the owner)
   oplog      seq u64                     -> kind u8 | coll u32 | tenant u32 | ids u64[]
-  collections / tenants / api_keys / snapshots / cache: name -> JSON (or bytes)
+  cache      entry id u64                -> cache entry record (curator/cache/entry.py)
+  cache_policies / cache_examples: tenant \x1f category -> JSON / classifier centroid sums
+  collections / tenants / api_keys / snapshots: name -> JSON
   meta       b"seq", b"format_version", counters
 """
 
@@ -48,6 +50,8 @@ SUBDBS = (
     "documents",
     "access",
     "cache",
+    "cache_policies",
+    "cache_examples",
     "snapshots",
     "oplog",
 )
@@ -197,6 +201,22 @@ class Store:
 
     def delete_key(self, txn: lmdb.Transaction, db: str, key: str) -> bool:
         return bool(txn.delete(key.encode(), db=self.db[db]))
+
+    def put_raw(self, txn: lmdb.Transaction, db: str, key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self.db[db])
+
+    def get_raw(self, txn: lmdb.Transaction, db: str, key: bytes) -> bytes | None:
+        raw = txn.get(key, db=self.db[db])
+        return None if raw is None else bytes(raw)
+
+    def delete_raw(self, txn: lmdb.Transaction, db: str, key: bytes) -> bool:
+        return bool(txn.delete(key, db=self.db[db]))
+
+    def scan_raw(self, txn: lmdb.Transaction, db: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of a sub-database, in key order."""
+        with txn.cursor(db=self.db[db]) as cur:
+            for k, v in cur:
+                yield bytes(k), bytes(v)
 
     # -- vectors, documents, access ------------------------------------------------------------
     def put_vectors(

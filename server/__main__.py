@@ -1,7 +1,8 @@
 """`python -m server` (or `curator-server`): run the Curator DB gRPC service.
 
 Settings come from defaults, then CURATOR_* environment variables (e.g. CURATOR_DATA_DIR,
-CURATOR_ADDRESS, CURATOR_ADMIN_KEY, CURATOR_SYNC), then the flags below. The data directory
+CURATOR_ADDRESS, CURATOR_ADMIN_KEY, CURATOR_SYNC; the semantic cache's CURATOR_CACHE_<FIELD>
+of curator.cache.CacheConfig), then the flags below. The data directory
 defaults to ./curator-data. If no admin key is configured and none exists yet, one is
 generated and written to <data-dir>/admin.key (mode 0600).
 """
@@ -14,9 +15,11 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from curator.cache.semantic_cache import CacheConfig
 from curator.config import DatabaseConfig, from_env
 from curator.database import Database
 from server.app import create_server, install_signal_handlers
@@ -71,7 +74,7 @@ def _setup_logging(level: str, fmt: str) -> None:
 
 
 def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
-    db = Database(db_config)
+    db = Database(db_config, cache_config=from_env(CacheConfig, prefix="CURATOR_CACHE_"))
     if admin_key:
         db.keys.ensure(admin_key, None, "admin key from configuration")
     elif not db.keys.has_admin():
@@ -83,6 +86,19 @@ def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
             f.write(key + "\n")
         log.warning("generated an admin API key; it is in %s", path)
     return db
+
+
+def cache_state(db: Database | None) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """Database-wide cache stats and the current default threshold / TTL of each category for
+    each model with a known load (for the metrics)."""
+    if db is None:
+        return {}, {}
+    stats = db.cache_stats()
+    current = {}
+    for model in stats["models"]:
+        for cat, d in db.cache.policies("", model).items():
+            current[(cat, model)] = (d["threshold"], d["ttl_s"])
+    return stats, current
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 out[name] = (d["vectors"], d["tenants"])
             return out
 
-        serve_metrics(server_config.metrics_port, sizes)
+        serve_metrics(server_config.metrics_port, sizes, lambda: cache_state(server.database))
         log.info("metrics on http://127.0.0.1:%d/metrics", server_config.metrics_port)
     server.wait()
     server.stop(server_config.grace_seconds)  # no-op if a signal already stopped it

@@ -23,7 +23,7 @@ from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import AuthInterceptor
 from server.config import ServerConfig
 from server.metrics import MetricsInterceptor
-from server.service import AdminServicer, VectorsServicer
+from server.service import AdminServicer, CacheServicer, VectorsServicer
 
 __all__ = ["Server", "create_server"]
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["Admin"].full_name,
     pb.DESCRIPTOR.services_by_name["Vectors"].full_name,
+    pb.DESCRIPTOR.services_by_name["Cache"].full_name,
 )
 
 
@@ -113,6 +114,7 @@ def create_server(
     )
     pb_grpc.add_AdminServicer_to_server(AdminServicer(state), server)
     pb_grpc.add_VectorsServicer_to_server(VectorsServicer(state), server)
+    pb_grpc.add_CacheServicer_to_server(CacheServicer(state), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

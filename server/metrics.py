@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-__all__ = ["REGISTRY", "MetricsInterceptor", "serve_metrics"]
+__all__ = ["REGISTRY", "CacheState", "MetricsInterceptor", "serve_metrics"]
 
 #: RPC metrics, one set per process (several servers in one process share them).
 REGISTRY = CollectorRegistry()
@@ -79,8 +79,67 @@ class CollectionSizes:
         yield tenants
 
 
-def serve_metrics(port: int, describe: Callable[[], dict[str, tuple[int, int]]]) -> Any:
+class CacheState:
+    """Semantic-cache metrics at scrape time: lookups by category and outcome, entries and
+    bytes by category, each model's load and pressure, and the current (load-adjusted)
+    database-wide threshold and TTL of every category for every model with a known load.
+    `state()` returns (cache stats of the whole database, {(category, model): (threshold,
+    ttl_s)})."""
+
+    def __init__(self, state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]]) -> None:
+        self._state = state
+
+    def collect(self) -> Any:
+        stats, current = self._state()
+        events = CounterMetricFamily(
+            "curator_cache_events",
+            "Cache lookups by outcome (hit_exact, hit_semantic, miss_<reason>), stores, "
+            "evictions and invalidations, by category",
+            labels=["category", "event"],
+        )
+        entries = GaugeMetricFamily(
+            "curator_cache_entries", "Entries by category", labels=["category"]
+        )
+        size = GaugeMetricFamily("curator_cache_bytes", "Bytes by category", labels=["category"])
+        for cat, counters in stats.get("categories", {}).items():
+            for what, n in counters.items():
+                if what == "entries":
+                    entries.add_metric([cat], n)
+                elif what == "bytes":
+                    size.add_metric([cat], n)
+                else:
+                    events.add_metric([cat, what], n)
+        load = GaugeMetricFamily("curator_model_load", "Downstream model load", labels=["model"])
+        pressure = GaugeMetricFamily(
+            "curator_model_pressure", "Load pressure on cache policies (0..1)", labels=["model"]
+        )
+        for model, d in stats.get("models", {}).items():
+            load.add_metric([model], d["load"])
+            pressure.add_metric([model], d["pressure"])
+        threshold = GaugeMetricFamily(
+            "curator_cache_threshold",
+            "Current similarity threshold by category and model",
+            labels=["category", "model"],
+        )
+        ttl = GaugeMetricFamily(
+            "curator_cache_ttl_seconds",
+            "Current TTL of new entries by category and model",
+            labels=["category", "model"],
+        )
+        for (cat, model), (t, life) in current.items():
+            threshold.add_metric([cat, model], t)
+            ttl.add_metric([cat, model], life)
+        yield from (events, entries, size, load, pressure, threshold, ttl)
+
+
+def serve_metrics(
+    port: int,
+    describe: Callable[[], dict[str, tuple[int, int]]],
+    cache_state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]] | None = None,
+) -> Any:
     """Expose the metrics on http://127.0.0.1:<port>/metrics; returns the HTTP server."""
     REGISTRY.register(CollectionSizes(describe))
+    if cache_state is not None:
+        REGISTRY.register(CacheState(cache_state))
     server, _ = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
     return server

@@ -22,7 +22,7 @@ from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal
 from server.status import rpc
 
-__all__ = ["AdminServicer", "VectorsServicer"]
+__all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
 
 VERSION = "0.1.0"
 _MAX_PAGE = 1000
@@ -309,3 +309,96 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         if res.vectors is not None:
             out.vectors.CopyFrom(convert.encode_matrix(res.vectors.reshape(nq * k, -1)))
         return out
+
+
+class CacheServicer(_Base, pb_grpc.CacheServicer):
+    """The semantic cache: same tenant rules as Vectors; load reports are admin-only (a
+    model's load changes every tenant's policies)."""
+
+    @rpc
+    def Lookup(self, request: pb.CacheLookupRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=True) or ""
+        res = self.db.cache_lookup(
+            request.prompt,
+            convert.decode_vector(request.embedding),
+            tenant=tenant,
+            model=request.model,
+            fingerprint=request.fingerprint,
+            category=request.category or None,
+            wait_s=request.wait_s,
+        )
+        return convert.lookup_to_pb(res)
+
+    @rpc
+    def Store(self, request: pb.CacheStoreRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=True) or ""
+        res = self.db.cache_store(
+            request.prompt,
+            convert.decode_vector(request.embedding),
+            request.response,
+            tenant=tenant,
+            model=request.model,
+            fingerprint=request.fingerprint,
+            category=request.category or None,
+            ttl_s=request.ttl_s if request.HasField("ttl_s") else None,
+            latency_s=request.latency_s,
+            tokens=request.tokens,
+        )
+        return convert.stored_to_pb(res)
+
+    @rpc
+    def Invalidate(self, request: pb.CacheInvalidateRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=True) or ""
+        n = self.db.cache_invalidate(
+            tenant=tenant,
+            **{
+                f: getattr(request, f)
+                for f in ("category", "model", "fingerprint")
+                if request.HasField(f)
+            },
+        )
+        return pb.CacheInvalidateResponse(removed=n)
+
+    @rpc
+    def SetPolicy(self, request: pb.SetCachePolicyRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=False)
+        policy = self.db.cache_set_policy(
+            request.category, tenant=tenant, **convert.policy_fields_from_pb(request.policy)
+        )
+        return convert.policy_to_pb(policy)
+
+    @rpc
+    def ResetPolicy(self, request: pb.ResetCachePolicyRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=False)
+        self.db.cache_reset_policy(request.category, tenant=tenant)
+        return pb.Empty()
+
+    @rpc
+    def GetPolicies(self, request: pb.GetCachePoliciesRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=True) or ""
+        return convert.policies_to_pb(self.db.cache_policies(tenant=tenant, model=request.model))
+
+    @rpc
+    def AddExamples(self, request: pb.AddCacheExamplesRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=True) or ""
+        x = convert.decode_matrix(request.embeddings, "embeddings")
+        n = self.db.cache_add_examples(request.category, x, tenant=tenant)
+        return pb.AddCacheExamplesResponse(count=n)
+
+    @rpc
+    def ReportLoad(self, request: pb.ReportLoadRequest, context: Any) -> Any:
+        _admin()
+        if request.HasField("capacity_rps"):
+            self.db.cache_set_capacity(request.model, request.capacity_rps)
+        if request.HasField("load"):
+            state = self.db.cache_report_load(request.model, request.load)
+        else:
+            state = self.db.cache_stats()["models"].get(request.model)
+            if state is None:
+                raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
+        return convert.model_load_to_pb(request.model, state)
+
+    @rpc
+    def Stats(self, request: pb.CacheStatsRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=False)
+        return convert.cache_stats_to_pb(self.db.cache_stats(tenant=tenant))

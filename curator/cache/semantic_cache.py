@@ -1,0 +1,813 @@
+"""SemanticCache: category-aware semantic caching of LLM answers, per tenant and partition.
+
+>>> cache = SemanticCache(store, CacheConfig())                          # doctest: +SKIP
+>>> r = cache.lookup("acme", "how do I sort a list?", emb, model="gpt-x")
+>>> if not r.hit:
+...     answer = call_model(...)
+...     cache.store("acme", "how do I sort a list?", emb, answer, model="gpt-x")
+
+Lookup: category (the caller's, else the tenant's classifier, else "general") -> its policy
+(threshold and TTL adjusted to the model's load) -> exact tier (digest of the normalised
+prompt) -> semantic tier (the `candidates` nearest entries of the partition; the most similar
+one that is unexpired and at or above the threshold is served) -> otherwise a miss with its
+reason. Only the partition (tenant, model, fingerprint) of the request is ever searched.
+
+Store: the LMDB record is committed (with any evictions) before the entry becomes visible in
+memory; quotas evict expired entries first, then the lowest utility (eviction.py). TTLs are
+absolute: a hit never extends an entry's life. Hit counts are kept in memory and written back
+by the background sweeper (they guide eviction; losing the last few on a crash is harmless),
+which also removes expired entries. On start, every partition is rebuilt from LMDB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fasteners
+import numpy as np
+
+from curator.cache import entry as entry_codec
+from curator.cache.classifier import CentroidClassifier
+from curator.cache.entry import CacheEntry, EntryMeta
+from curator.cache.eviction import eviction_order, pick_victims
+from curator.cache.load import LoadConfig, LoadController, ModelLoad
+from curator.cache.partition import Partition, PartitionKey, PartitionParams, prompt_digest
+from curator.cache.policy import CATALOGUE, DEFAULT_CATEGORY, CategoryPolicy, check_category
+from curator.errors import InvalidArgument, NotFound, ResourceExhausted
+from curator.results import CacheLookup, CacheStored
+from curator.store import Store
+
+__all__ = ["CacheConfig", "SemanticCache"]
+
+log = logging.getLogger(__name__)
+
+_ID = struct.Struct(">Q")
+_SEP = "\x1f"
+_GLOBAL = ""  # policy rows of the database-wide defaults use this tenant
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """candidates: neighbours the semantic tier examines (k > 1: the nearest may be expired).
+    hnsw_*: a partition turns from an exact scan into an HNSW graph past hnsw_min entries.
+    tenant_max_entries / tenant_max_bytes: a tenant's quota over all its categories (0 = none).
+    max_prompt_bytes / max_response_bytes: request limits (ResourceExhausted past them).
+    pending_ttl_s: a single-flight slot is given up if its leader has not stored by then.
+    sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
+    evict_slack: a full quota evicts this fraction more, so eviction runs rarely.
+    classifier_min_similarity: below it a prompt gets the default category.
+    load_*: the load controller (curator/cache/load.py)."""
+
+    candidates: int = 4
+    hnsw_min: int = 4096
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    hnsw_ef_search: int = 64
+    tenant_max_entries: int = 1_000_000
+    tenant_max_bytes: int = 0
+    max_prompt_bytes: int = 64 << 10
+    max_response_bytes: int = 4 << 20
+    pending_ttl_s: float = 30.0
+    sweep_every_s: float = 30.0
+    evict_slack: float = 0.02
+    classifier_min_similarity: float = 0.3
+    load_enter: float = 0.85
+    load_exit: float = 0.6
+    load_smoothing: float = 0.5
+    load_report_ttl_s: float = 30.0
+    load_window_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.candidates <= 256:
+            raise InvalidArgument(f"expected candidates in [1, 256], got {self.candidates}")
+        if not 0 <= self.evict_slack < 1:
+            raise InvalidArgument(f"expected evict_slack in [0, 1), got {self.evict_slack}")
+
+    def partition_params(self) -> PartitionParams:
+        return PartitionParams(
+            self.hnsw_min,
+            self.hnsw_m,
+            self.hnsw_ef_construction,
+            max(self.hnsw_ef_search, self.candidates),
+        )
+
+    def load_config(self) -> LoadConfig:
+        return LoadConfig(
+            self.load_enter,
+            self.load_exit,
+            self.load_smoothing,
+            self.load_report_ttl_s,
+            self.load_window_s,
+        )
+
+
+@dataclasses.dataclass
+class _Pending:
+    since: float
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+class SemanticCache:
+    """Thread-safe: lookups run in parallel, stores and invalidations are serialised.
+    `clock` (unix seconds) is injectable for tests; `known_tenants` at start-up drops the
+    entries of tenants that no longer exist."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: CacheConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        known_tenants: set[str] | None = None,
+        background: bool = True,
+    ) -> None:
+        self.store = store
+        self.config = config or CacheConfig()
+        self.clock = clock
+        self.load = LoadController(self.config.load_config(), clock)
+        self.classifier = CentroidClassifier(self.config.classifier_min_similarity)
+        self._params = self.config.partition_params()
+        self._lock = fasteners.ReaderWriterLock()
+        self._write = threading.Lock()  # writers (stores, invalidations, sweeps)
+        self._partitions: dict[PartitionKey, Partition] = {}
+        self._metas: dict[int, EntryMeta] = {}
+        self._groups: dict[tuple[str, str], dict[int, None]] = {}  # (tenant, category) -> ids
+        self._group_bytes: dict[tuple[str, str], int] = {}
+        self._policies: dict[tuple[str, str], CategoryPolicy] = {}  # stored overrides
+        self._pending: dict[tuple[PartitionKey, bytes], _Pending] = {}
+        self._pending_lock = threading.Lock()
+        self._counters: dict[tuple[str, str, str], int] = {}
+        self._counter_lock = threading.Lock()
+        self._load_from_store(known_tenants)
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if background and self.config.sweep_every_s > 0 and not store.readonly:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="curator-cache-sweep", daemon=True
+            )
+            self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweeper and write back hit counts."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
+            self._sweeper = None
+        if not self.store.readonly:
+            self._flush_hits()
+
+    # -- lookups --------------------------------------------------------------------------
+    def lookup(
+        self,
+        tenant: str,
+        prompt: str,
+        embedding: Any,
+        *,
+        model: str,
+        fingerprint: str = "",
+        category: str | None = None,
+        wait_s: float = 0.0,
+    ) -> CacheLookup:
+        """Is there a cached answer to `prompt` (its embedding (dim,)) for this tenant, model
+        and fingerprint? With `wait_s` > 0, a lookup that finds the prompt pending (another
+        caller generating it) waits up to that long for the answer."""
+        key = _partition_key(tenant, model, fingerprint)
+        _check_prompt(prompt, self.config.max_prompt_bytes)
+        q = _unit(embedding)
+        if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 600:
+            raise InvalidArgument(f"expected wait_s in [0, 600], got {wait_s!r}")
+        cat, source = self._resolve_category(tenant, category, q)
+        policy = self.policy(tenant, cat)
+        pressure = self.load.pressure(model)
+        threshold = policy.effective_threshold(pressure)
+
+        def miss(reason: str, sim: float = math.nan, leader: bool = False) -> CacheLookup:
+            self._count(tenant, cat, "miss_" + reason)
+            return CacheLookup(False, reason, None, sim, 0, cat, source, threshold, leader)
+
+        if not policy.cacheable:
+            return miss("not_cacheable")
+        digest = prompt_digest(prompt)
+        now = self.clock()
+        with self._lock.read_lock():
+            part = self._partitions.get(key)
+            if part is not None and part.dim != len(q):
+                raise InvalidArgument(
+                    f"expected an embedding of dimension {part.dim} for this model and "
+                    f"fingerprint, got {len(q)}"
+                )
+            found: tuple[int, float, str] | None = None
+            best, reason = math.nan, "empty"
+            if part is not None and len(part):
+                reason = "below_threshold"
+                eid = part.exact.get(digest)
+                if eid is not None and self._alive(eid, now, pressure):
+                    found = (eid, 1.0, "exact")
+                elif not policy.exact_only:
+                    ids, sims = part.search(q, self.config.candidates)
+                    if len(sims):
+                        best = float(sims[0])
+                    for e, s in zip(ids.tolist(), sims.tolist(), strict=True):
+                        if s < threshold:
+                            break
+                        if self._alive(e, now, pressure):
+                            found = (e, s, "semantic")
+                            break
+                        reason = "expired"
+            if found is not None:
+                eid, sim, tier = found
+                with self.store.read() as txn:
+                    raw = self.store.get_raw(txn, "cache", _ID.pack(eid))
+                if raw is not None:
+                    meta = self._metas[eid]
+                    meta.hits += 1
+                    meta.last_hit = now
+                    meta.dirty = True
+                    self._count(tenant, cat, "hit_" + tier)
+                    return CacheLookup(
+                        True,
+                        tier,
+                        entry_codec.decode(eid, raw).response,
+                        sim,
+                        eid,
+                        cat,
+                        source,
+                        threshold,
+                        age_s=now - meta.created,
+                    )
+        self.load.record_miss(model)
+        leader, pending = self._claim(key, digest, now)
+        if pending is not None:
+            if wait_s > 0 and pending.done.wait(wait_s):
+                return self.lookup(
+                    tenant, prompt, q, model=model, fingerprint=fingerprint, category=category
+                )
+            return miss("pending", best)
+        return miss(reason, best, leader)
+
+    def _alive(self, eid: int, now: float, pressure: float) -> bool:
+        m = self._metas[eid]
+        if now < m.expires:
+            return True
+        if pressure <= 0:
+            return False
+        policy = self.policy(m.key.tenant, m.category)
+        return now < m.created + policy.effective_ttl(m.expires - m.created, pressure)
+
+    def _claim(self, key: PartitionKey, digest: bytes, now: float) -> tuple[bool, _Pending | None]:
+        """Single flight: the first miss of a prompt leads; later ones see it pending."""
+        with self._pending_lock:
+            p = self._pending.get((key, digest))
+            if p is not None and now - p.since < self.config.pending_ttl_s:
+                return False, p
+            if p is not None:
+                p.done.set()
+            self._pending[(key, digest)] = _Pending(now)
+            return True, None
+
+    def _release(self, key: PartitionKey, digest: bytes) -> None:
+        with self._pending_lock:
+            p = self._pending.pop((key, digest), None)
+        if p is not None:
+            p.done.set()
+
+    # -- writes -----------------------------------------------------------------------------
+    def store_entry(
+        self,
+        tenant: str,
+        prompt: str,
+        embedding: Any,
+        response: bytes | str,
+        *,
+        model: str,
+        fingerprint: str = "",
+        category: str | None = None,
+        ttl_s: float | None = None,
+        latency_s: float = 0.0,
+        tokens: int = 0,
+    ) -> CacheStored:
+        """Cache `response` as the answer to `prompt`. ttl_s may shorten the category's TTL,
+        and is capped at its max_ttl_s. A newer answer to the same (normalised) prompt
+        replaces the older one."""
+        key = _partition_key(tenant, model, fingerprint)
+        _check_prompt(prompt, self.config.max_prompt_bytes)
+        q = _unit(embedding)
+        body = response.encode() if isinstance(response, str) else response
+        if not isinstance(body, bytes):
+            raise InvalidArgument(f"expected response as bytes or str, got {type(response)}")
+        if len(body) > self.config.max_response_bytes:
+            raise ResourceExhausted(
+                f"expected a response of at most {self.config.max_response_bytes} bytes, "
+                f"got {len(body)}"
+            )
+        if not isinstance(latency_s, int | float) or not 0 <= latency_s < math.inf:
+            raise InvalidArgument(f"expected latency_s a finite number >= 0, got {latency_s!r}")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise InvalidArgument(f"expected tokens an integer >= 0, got {tokens!r}")
+        category, _ = self._resolve_category(tenant, category, q)
+        policy = self.policy(tenant, category)
+        digest = prompt_digest(prompt)
+        if not policy.cacheable:
+            self._release(key, digest)
+            return CacheStored(0, 0.0, 0, stored=False)
+        ttl = policy.ttl_s if ttl_s is None else _check_ttl(ttl_s)
+        ttl = min(ttl, policy.max_ttl_s)
+        with self._write:
+            part = self._partitions.get(key)
+            if part is not None and part.dim != len(q):
+                raise InvalidArgument(
+                    f"expected an embedding of dimension {part.dim} for this model and "
+                    f"fingerprint, got {len(q)}"
+                )
+            now = self.clock()
+            e = CacheEntry(
+                0, tenant, category, model, fingerprint, prompt, q, body, now, now + ttl,
+                latency_s=float(latency_s), tokens=tokens,
+            )  # fmt: skip
+            meta = e.meta()
+            group = (tenant, category)
+            old = part.exact.get(digest) if part is not None else None
+            victims = self._plan_eviction(group, policy, meta.size, now, replaced=old)
+            gone = [int(v) for v in victims] + ([old] if old is not None else [])
+
+            def txn_fn(txn: Any) -> int:
+                eid = self.store.next_counter(txn, b"next_cache_entry")
+                e.entry_id = eid
+                self.store.put_raw(txn, "cache", _ID.pack(eid), entry_codec.encode(e))
+                for v in gone:
+                    self.store.delete_raw(txn, "cache", _ID.pack(v))
+                return eid
+
+            eid = self.store.write(txn_fn, meta.size + 256)
+            with self._lock.write_lock():
+                self._forget(gone)
+                self._add(eid, meta, q)
+        self._release(key, digest)
+        self._count(tenant, category, "store")
+        if victims.size:
+            self._count(tenant, category, "evicted", len(victims))
+        return CacheStored(eid, e.expires, len(victims))
+
+    def invalidate(
+        self,
+        tenant: str,
+        *,
+        category: str | None = None,
+        model: str | None = None,
+        fingerprint: str | None = None,
+    ) -> int:
+        """Remove the tenant's entries (of one category / model / fingerprint if given);
+        returns how many."""
+        if category is not None:
+            check_category(category)
+        with self._write:
+            ids = [
+                i
+                for i, m in self._metas.items()
+                if m.key.tenant == tenant
+                and (category is None or m.category == category)
+                and (model is None or m.key.model == model)
+                and (fingerprint is None or m.key.fingerprint == fingerprint)
+            ]
+            self._delete(ids)
+        if ids:
+            self._count(tenant, category or "*", "invalidated", len(ids))
+        return len(ids)
+
+    def drop_tenant(self, tenant: str) -> None:
+        """Forget everything of a tenant: entries, policies, classifier examples."""
+        self.invalidate(tenant)
+        prefix = (tenant + _SEP).encode()
+        with self._write:
+
+            def txn_fn(txn: Any) -> None:
+                for db in ("cache_policies", "cache_examples"):
+                    for k, _ in list(self.store.scan_raw(txn, db)):
+                        if k.startswith(prefix):
+                            self.store.delete_raw(txn, db, k)
+
+            self.store.write(txn_fn)
+            for k in [k for k in self._policies if k[0] == tenant]:
+                del self._policies[k]
+            self.classifier.forget(tenant)
+
+    # -- policies and classifier -----------------------------------------------------------
+    def categories(self, tenant: str) -> list[str]:
+        """Categories the tenant can use: the catalogue, database-wide and its own."""
+        names = set(CATALOGUE)
+        names.update(c for t, c in self._policies if t in (tenant, _GLOBAL))
+        return sorted(names)
+
+    def policy(self, tenant: str, category: str) -> CategoryPolicy:
+        p = self._policies.get((tenant, category)) or self._policies.get((_GLOBAL, category))
+        if p is None:
+            p = CATALOGUE.get(category)
+        if p is None:
+            raise NotFound(f"expected a known cache category, got {category!r}")
+        return p
+
+    def set_policy(self, tenant: str | None, category: str, **fields: Any) -> CategoryPolicy:
+        """Set fields of the category's policy for a tenant (None: the database-wide default);
+        unset fields keep their current value. A new category name creates the category."""
+        check_category(category)
+        owner = _GLOBAL if tenant is None else tenant
+        try:
+            base = self.policy(tenant or _GLOBAL, category)
+        except NotFound:
+            base = CATALOGUE[DEFAULT_CATEGORY]
+        policy = base.replace(**fields)
+        with self._write:
+            self.store.write(
+                lambda txn: self.store.put_json(
+                    txn, "cache_policies", owner + _SEP + category, policy.to_json()
+                )
+            )
+            self._policies[(owner, category)] = policy
+        return policy
+
+    def reset_policy(self, tenant: str | None, category: str) -> bool:
+        """Drop a stored policy (the category falls back to the wider default)."""
+        owner = _GLOBAL if tenant is None else tenant
+        with self._write:
+            self.store.write(
+                lambda txn: self.store.delete_key(txn, "cache_policies", owner + _SEP + category)
+            )
+            return self._policies.pop((owner, category), None) is not None
+
+    def policies(self, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
+        """Every category of the tenant: its policy and its current (load-adjusted)
+        threshold and TTL for `model`."""
+        pressure = self.load.pressure(model) if model else 0.0
+        out = {}
+        for c in self.categories(tenant):
+            p = self.policy(tenant, c)
+            out[c] = {
+                "policy": p,
+                "threshold": p.effective_threshold(pressure),
+                "ttl_s": p.effective_ttl(p.ttl_s, pressure),
+                "pressure": pressure,
+            }
+        return out
+
+    def add_examples(self, tenant: str, category: str, embeddings: Any) -> int:
+        """Teach the tenant's classifier: unit-normalised embeddings (n, dim) labelled with
+        `category`. Returns the category's example count."""
+        self.policy(tenant, check_category(category))  # must be a known category
+        x = np.asarray(embeddings, np.float32)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        if x.ndim != 2 or not len(x):
+            raise InvalidArgument(f"expected embeddings of shape (n, dim), got {x.shape}")
+        x = np.stack([_unit(r) for r in x])
+        with self._write:
+            s, n = self.classifier.add(tenant, category, x)
+            self.store.write(
+                lambda txn: self.store.put_raw(
+                    txn,
+                    "cache_examples",
+                    (tenant + _SEP + category).encode(),
+                    CentroidClassifier.encode(s, n),
+                )
+            )
+        return n
+
+    def _resolve_category(
+        self, tenant: str, category: str | None, q: np.ndarray
+    ) -> tuple[str, str]:
+        if category is not None and category != "":
+            self.policy(tenant, check_category(category))
+            return category, "caller"
+        guess = self.classifier.classify(tenant, q)
+        if guess is not None:
+            return guess[0], "classifier"
+        return DEFAULT_CATEGORY, "default"
+
+    # -- load -------------------------------------------------------------------------------
+    def report_load(self, model: str, load: float) -> dict[str, Any]:
+        return _load_view(self.load.report(_check_model(model), load))
+
+    def set_capacity(self, model: str, rps: float) -> None:
+        self.load.set_capacity(_check_model(model), rps)
+
+    # -- stats, sweeping ---------------------------------------------------------------------
+    def stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """Counters by category and outcome, entries and bytes by category, model loads.
+        A tenant sees only its own numbers; None: the whole database."""
+        with self._counter_lock:
+            counters = dict(self._counters)
+        by_cat: dict[str, dict[str, int]] = {}
+        for (t, c, what), n in counters.items():
+            if tenant is None or t == tenant:
+                d = by_cat.setdefault(c, {})
+                d[what] = d.get(what, 0) + n
+        with self._lock.read_lock():
+            for (t, c), ids in self._groups.items():
+                if tenant is None or t == tenant:
+                    d = by_cat.setdefault(c, {})
+                    d["entries"] = d.get("entries", 0) + len(ids)
+                    d["bytes"] = d.get("bytes", 0) + self._group_bytes.get((t, c), 0)
+            partitions = sum(1 for k in self._partitions if tenant is None or k.tenant == tenant)
+        return {
+            "categories": by_cat,
+            "partitions": partitions,
+            "entries": sum(d.get("entries", 0) for d in by_cat.values()),
+            "models": {m: _load_view(s) for m, s in self.load.state().items()},
+        }
+
+    def sweep(self) -> int:
+        """Remove entries past their (load-adjusted) expiry, give up stale single-flight slots
+        and write back hit counts. Returns the entries removed."""
+        now = self.clock()
+        with self._write:
+            dead = [
+                i
+                for i, m in self._metas.items()
+                if now >= m.expires and not self._alive(i, now, self.load.pressure(m.key.model))
+            ]
+            self._delete(dead)
+        with self._pending_lock:
+            stale = [
+                k for k, p in self._pending.items() if now - p.since >= self.config.pending_ttl_s
+            ]
+            for k in stale:
+                self._pending.pop(k).done.set()
+        self._flush_hits()
+        if dead:
+            log.info("cache sweep removed %d expired entries", len(dead))
+        return len(dead)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.config.sweep_every_s):
+            try:
+                self.sweep()
+            except Exception:  # keep sweeping; the next round retries
+                log.exception("cache sweep failed")
+
+    def _flush_hits(self) -> None:
+        with self._write:
+            dirty = [(i, m) for i, m in self._metas.items() if m.dirty]
+            if not dirty:
+                return
+
+            def txn_fn(txn: Any) -> None:
+                for i, m in dirty:
+                    raw = self.store.get_raw(txn, "cache", _ID.pack(i))
+                    if raw is not None:
+                        self.store.put_raw(
+                            txn,
+                            "cache",
+                            _ID.pack(i),
+                            entry_codec.with_hits(raw, m.hits, m.last_hit),
+                        )
+
+            self.store.write(txn_fn)
+            for _, m in dirty:
+                m.dirty = False
+
+    # -- internals ---------------------------------------------------------------------------
+    def _count(self, tenant: str, category: str, what: str, n: int = 1) -> None:
+        k = (tenant, category, what)
+        with self._counter_lock:
+            self._counters[k] = self._counters.get(k, 0) + n
+
+    def _plan_eviction(
+        self,
+        group: tuple[str, str],
+        policy: CategoryPolicy,
+        size: int,
+        now: float,
+        replaced: int | None,
+    ) -> np.ndarray:
+        """Entries to evict so that one more entry of `size` bytes fits the category's quota
+        and the tenant's; `replaced` (an entry the new one replaces) is gone anyway."""
+        tenant, category = group
+        mine = self._groups.get(group, {})
+        rsize = self._metas[replaced].size if replaced is not None else 0
+        n_keep = len(mine) - (replaced is not None)
+        b_keep = self._group_bytes.get(group, 0) - rsize
+        slack = self.config.evict_slack
+        victims: list[np.ndarray] = []
+        if (policy.quota_entries and n_keep + 1 > policy.quota_entries) or (
+            policy.quota_bytes and b_keep + size > policy.quota_bytes
+        ):
+            if policy.quota_bytes and size > policy.quota_bytes:
+                raise ResourceExhausted(
+                    f"expected an entry within the category quota of {policy.quota_bytes} "
+                    f"bytes, got {size}"
+                )
+            cand = (i for i in mine if i != replaced)
+            order, sizes = eviction_order(cand, self._metas, now, policy.ttl_s)
+            need_n = (
+                n_keep + 1 - int(policy.quota_entries * (1 - slack)) if policy.quota_entries else 0
+            )
+            need_b = (
+                b_keep + size - int(policy.quota_bytes * (1 - slack)) if policy.quota_bytes else 0
+            )
+            victims.append(pick_victims(order, sizes, need_n, need_b))
+        cfg = self.config
+        taken = set(victims[0].tolist()) if victims else set()
+        if replaced is not None:
+            taken.add(replaced)
+        t_groups = [(g, ids) for g, ids in self._groups.items() if g[0] == tenant]
+        t_n = sum(len(ids) for _, ids in t_groups) - len(taken) + 1
+        t_b = sum(self._group_bytes.get(g, 0) for g, _ in t_groups) + size
+        t_b -= sum(self._metas[i].size for i in taken)
+        if (cfg.tenant_max_entries and t_n > cfg.tenant_max_entries) or (
+            cfg.tenant_max_bytes and t_b > cfg.tenant_max_bytes
+        ):
+            if cfg.tenant_max_bytes and size > cfg.tenant_max_bytes:
+                raise ResourceExhausted(
+                    f"expected an entry within the tenant quota of {cfg.tenant_max_bytes} "
+                    f"bytes, got {size}"
+                )
+            orders, sizes_all, keys = [], [], []
+            for (t, c), ids in t_groups:
+                p = self.policy(t, c)
+                o, s = eviction_order((i for i in ids if i not in taken), self._metas, now, p.ttl_s)
+                # other categories keep their floor; the writing one may give up anything
+                allowed = len(o) if c == category else max(0, len(o) - p.floor_entries)
+                orders.append(o[:allowed])
+                sizes_all.append(s[:allowed])
+                m = [self._metas[i] for i in o[:allowed].tolist()]
+                expired = np.array([x.expires <= now for x in m], bool)
+                rank = np.arange(allowed, dtype=np.float64) / max(allowed, 1)
+                keys.append(np.where(expired, -1.0, rank))
+            if orders:
+                o = np.concatenate(orders)
+                s = np.concatenate(sizes_all)
+                order = np.argsort(np.concatenate(keys), kind="stable")
+                need_n = (
+                    t_n - int(cfg.tenant_max_entries * (1 - slack)) if cfg.tenant_max_entries else 0
+                )
+                need_b = (
+                    t_b - int(cfg.tenant_max_bytes * (1 - slack)) if cfg.tenant_max_bytes else 0
+                )
+                victims.append(pick_victims(o[order], s[order], need_n, need_b))
+        if not victims:
+            return np.empty(0, np.int64)
+        return np.unique(np.concatenate(victims))
+
+    def _delete(self, ids: list[int]) -> None:
+        """Remove entries from LMDB, then from memory (writer lock `_write` held)."""
+        if not ids:
+            return
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+
+            def txn_fn(txn: Any, chunk: list[int] = chunk) -> None:
+                for i in chunk:
+                    self.store.delete_raw(txn, "cache", _ID.pack(i))
+
+            self.store.write(txn_fn)
+            with self._lock.write_lock():
+                self._forget(chunk)
+
+    def _forget(self, ids: list[int]) -> None:
+        for i in ids:
+            m = self._metas.pop(i, None)
+            if m is None:
+                continue
+            part = self._partitions.get(m.key)
+            if part is not None:
+                part.remove(i, m.digest)
+                if not len(part):
+                    del self._partitions[m.key]
+            g = (m.key.tenant, m.category)
+            ids_g = self._groups.get(g)
+            if ids_g is not None:
+                ids_g.pop(i, None)
+                self._group_bytes[g] -= m.size
+                if not ids_g:
+                    del self._groups[g]
+                    del self._group_bytes[g]
+
+    def _add(self, eid: int, meta: EntryMeta, q: np.ndarray) -> None:
+        self._add_many(meta.key, [eid], [meta], q.reshape(1, -1))
+
+    def _add_many(
+        self, key: PartitionKey, ids: list[int], metas: list[EntryMeta], x: np.ndarray
+    ) -> None:
+        part = self._partitions.get(key)
+        if part is None:
+            part = self._partitions[key] = Partition(x.shape[1], self._params)
+        part.add(np.array(ids, np.int64), x, [m.digest for m in metas])
+        for i, m in zip(ids, metas, strict=True):
+            self._metas[i] = m
+            g = (key.tenant, m.category)
+            self._groups.setdefault(g, {})[i] = None
+            self._group_bytes[g] = self._group_bytes.get(g, 0) + m.size
+
+    def _load_from_store(self, known_tenants: set[str] | None) -> None:
+        now = self.clock()
+        groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], list[np.ndarray]]] = {}
+        stale: list[int] = []
+        with self.store.read() as txn:
+            for k, v in self.store.scan_raw(txn, "cache_policies"):
+                tenant, category = k.decode().split(_SEP, 1)
+                self._policies[(tenant, category)] = CategoryPolicy.from_json(json.loads(v))
+            for k, v in self.store.scan_raw(txn, "cache_examples"):
+                tenant, category = k.decode().split(_SEP, 1)
+                self.classifier.load(tenant, category, *CentroidClassifier.decode(v))
+            for k, v in self.store.scan_raw(txn, "cache"):
+                eid = _ID.unpack(k)[0]
+                e = entry_codec.decode(eid, v)
+                if (known_tenants is not None and e.tenant not in known_tenants) or (
+                    now >= e.expires
+                ):
+                    stale.append(eid)
+                    continue
+                ids, metas, vecs = groups.setdefault(e.key, ([], [], []))
+                ids.append(eid)
+                metas.append(e.meta())
+                vecs.append(e.embedding)
+        for key, (ids, metas, vecs) in groups.items():
+            self._add_many(key, ids, metas, np.stack(vecs))
+        if stale and not self.store.readonly:
+            self._delete_records(stale)
+        if self._metas:
+            log.info(
+                "cache: %d entries in %d partitions rebuilt from the store (%d expired dropped)",
+                len(self._metas),
+                len(self._partitions),
+                len(stale),
+            )
+
+    def _delete_records(self, ids: list[int]) -> None:
+        def txn_fn(txn: Any) -> None:
+            for i in ids:
+                self.store.delete_raw(txn, "cache", _ID.pack(i))
+
+        self.store.write(txn_fn)
+
+    def entries(self, tenant: str) -> Iterator[CacheEntry]:
+        """Every stored entry of a tenant (for inspection and tests), in id order."""
+        with self.store.read() as txn:
+            for k, v in self.store.scan_raw(txn, "cache"):
+                e = entry_codec.decode(_ID.unpack(k)[0], v)
+                if e.tenant == tenant:
+                    yield e
+
+
+def _load_view(m: ModelLoad) -> dict[str, Any]:
+    return {
+        "load": m.load,
+        "overloaded": m.overloaded,
+        "pressure": m.pressure,
+        "source": m.source,
+        "capacity_rps": m.capacity_rps,
+    }
+
+
+def _partition_key(tenant: str, model: str, fingerprint: str) -> PartitionKey:
+    if not isinstance(fingerprint, str) or len(fingerprint) > 256:
+        raise InvalidArgument(
+            f"expected fingerprint a string of at most 256 characters, got {fingerprint!r}"
+        )
+    return PartitionKey(tenant, _check_model(model), fingerprint)
+
+
+def _check_model(model: Any) -> str:
+    if not isinstance(model, str) or not model or len(model) > 256:
+        raise InvalidArgument(f"expected model a non-empty string, got {model!r}")
+    return model
+
+
+def _check_prompt(prompt: Any, limit: int) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidArgument(f"expected a non-empty prompt string, got {prompt!r:.40}")
+    if len(prompt) > limit or len(prompt.encode()) > limit:
+        raise ResourceExhausted(f"expected a prompt of at most {limit} bytes, got more")
+
+
+def _check_ttl(ttl: Any) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise InvalidArgument(f"expected ttl_s a finite number > 0, got {ttl!r}")
+    return float(ttl)
+
+
+def _unit(embedding: Any) -> np.ndarray:
+    """The embedding as a unit-length (dim,) float32 vector."""
+    try:
+        v = np.asarray(embedding, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidArgument(
+            f"expected an embedding of numbers, got {type(embedding).__name__}"
+        ) from None
+    if v.ndim == 2 and v.shape[0] == 1:
+        v = v[0]
+    if v.ndim != 1 or not 1 <= v.size <= 65536:
+        raise InvalidArgument(f"expected an embedding of shape (dim,), got {v.shape}")
+    if not np.isfinite(v).all():
+        raise InvalidArgument("expected a finite embedding, got NaN or inf")
+    norm = float(np.linalg.norm(v))
+    if norm == 0:
+        raise InvalidArgument("expected a non-zero embedding, got all zeros")
+    return np.ascontiguousarray(v / norm, np.float32)
