@@ -13,10 +13,10 @@ embedders never meet).
 
 Partitioning: LangChain's `llm_string` (model class, model name and every invocation
 parameter) goes into the fingerprint, so a different model or temperature never shares
-entries; it is never embedded. For a chat model the prompt is the serialized message list: the
-last human message is what is embedded (the semantic match), everything before it (system
-prompt, earlier turns) goes into the fingerprint, and the whole prompt is what is stored and
-matched exactly. A text LLM's prompt is embedded whole.
+entries; it is never embedded. So does the bound category. For a chat model the prompt is
+the serialized message list: the last human message is what is embedded (the semantic
+match), everything before it (system prompt, earlier turns) goes into the fingerprint, and
+the whole prompt is what is stored and matched exactly. A text LLM's prompt is embedded whole.
 
 Requires the `gateways` extra (langchain-core).
 """
@@ -24,12 +24,11 @@ Requires the `gateways` extra (langchain-core).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
+
+from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLangChainCache"]
 
@@ -68,18 +69,6 @@ _RESPONSE_CLASSES: list[type[Any]] = [
 ]
 _MODEL_PARAM = re.compile(r"\('(?:model|model_name|model_id)', '([^']+)'\)")
 _TYPE_PARAM = re.compile(r"\('_type', '([^']+)'\)")
-
-
-def _make_fingerprint(
-    params: Mapping[str, Any] | None = None, system_prompt: str = "", embedder: str = ""
-) -> str:
-    # Private stand-in for curator.cache.fingerprint.make_fingerprint (same inputs).
-    blob = json.dumps(
-        {"params": dict(params or {}), "system": system_prompt, "embedder": embedder},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
 def _loads(text: str, allowed: Any) -> Any:
@@ -160,9 +149,11 @@ class CuratorLangChainCache(BaseCache):
     def _query(self, prompt: str, llm_string: str) -> tuple[np.ndarray, str, str]:
         """(embedding, model, fingerprint) of one call."""
         text, context = split_prompt(prompt)
-        fingerprint = _make_fingerprint(
-            {"llm_string": llm_string}, system_prompt=context, embedder=self.embedder
-        )
+        # A bound category is a hard partition too: the database shares entries across
+        # categories of one (tenant, model, fingerprint), and an adapter bound to a strict
+        # category (short TTL, high threshold) must not serve a laxer one's answers.
+        params = {"llm_string": llm_string, "category": self.category}
+        fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)
         vector = np.asarray(self.embed(text), dtype=np.float32)
         return vector, self.model or model_from_llm_string(llm_string), fingerprint
 

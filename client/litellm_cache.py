@@ -15,7 +15,7 @@ caller's embedder; `embedder` names it (part of the partition).
 Scope: the tenant is the one this object was built for, never derived from the request
 (LiteLLM bug #29086 came from scoping a semantic cache by a content hash instead of by who
 asks). The semantic match is on the last user message of `messages`; the other messages
-(system prompt, earlier turns) go into the fingerprint.
+(system prompt, earlier turns) go into the fingerprint, and so does the bound category.
 
 Partition: LiteLLM's synchronous read path hands a custom backend only the key, `messages`
 and `metadata`; the model and the generation parameters reach it only through the key. So
@@ -39,9 +39,9 @@ proxy modules on every cache hit, BerriAI/litellm#42195).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,6 +50,8 @@ import numpy as np
 from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache
 from litellm.types.caching import LiteLLMCacheType
+
+from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLiteLLMCache", "semantic_cache", "split_messages"]
 
@@ -61,18 +63,6 @@ _SEMANTIC_TYPES = {
     LiteLLMCacheType.QDRANT_SEMANTIC,
     LiteLLMCacheType.VALKEY_SEMANTIC,
 }
-
-
-def _make_fingerprint(
-    params: Mapping[str, Any] | None = None, system_prompt: str = "", embedder: str = ""
-) -> str:
-    # Private stand-in for curator.cache.fingerprint.make_fingerprint (same inputs).
-    blob = json.dumps(
-        {"params": dict(params or {}), "system": system_prompt, "embedder": embedder},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
@@ -167,9 +157,9 @@ class CuratorLiteLLMCache(BaseCache):
         if split is None:
             return None
         text, context, prompt = split
-        fingerprint = _make_fingerprint(
-            {**self.params, "litellm_key": key}, system_prompt=context, embedder=self.embedder
-        )
+        # The bound category partitions too (see CuratorLangChainCache._query).
+        params = {**self.params, "litellm_key": key, "category": self.category}
+        fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)
         vector = np.asarray(self.embed(text), dtype=np.float32)
         return prompt, vector, self.model or "litellm", fingerprint
 
@@ -201,8 +191,9 @@ class CuratorLiteLLMCache(BaseCache):
             wait_s=self.wait_s,
         )
         metadata = kwargs.get("metadata")
-        if isinstance(metadata, dict):
-            metadata["semantic-similarity"] = float(found.similarity)
+        if isinstance(metadata, dict):  # nan (no candidate at all) reads as 0, as in LiteLLM
+            sim = float(found.similarity)
+            metadata["semantic-similarity"] = sim if math.isfinite(sim) else 0.0
         if not found.hit:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None

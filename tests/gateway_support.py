@@ -30,6 +30,13 @@ def cosine(a: str, b: str) -> float:
 
 def open_backend(tmp: Path) -> Iterator[Any]:
     """The real in-process Database, with tenants "a" and "b"."""
-    from tests._fake_cache import FakeCache  # TEMPORARY until main's cache lands
+    from curator.config import DatabaseConfig
+    from curator.database import Database
 
-    yield FakeCache()
+    db = Database(DatabaseConfig(data_dir=str(tmp)), background=False)
+    try:
+        db.create_tenant("a")
+        db.create_tenant("b")
+        yield db
+    finally:
+        db.close()

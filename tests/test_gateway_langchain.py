@@ -33,7 +33,7 @@ def backend(tmp_path: Path) -> Iterator[Any]:
     yield from open_backend(tmp_path)
 
 
-def _cache(backend: Any, tenant: str = "a", category: str | None = "faq") -> CuratorLangChainCache:
+def _cache(backend: Any, tenant: str = "a", category: str | None = "chat") -> CuratorLangChainCache:
     return CuratorLangChainCache(
         backend, tenant=tenant, embed=toy_embed, category=category, embedder="toy-64"
     )
@@ -97,15 +97,15 @@ def test_the_conversation_before_the_question_partitions(backend: Any) -> None:
 
 
 def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
-    faq_a, billing_a, faq_b = (
-        _cache(backend, "a", "faq"),
-        _cache(backend, "a", "billing"),
-        _cache(backend, "b", "faq"),
+    chat_a, docs_a, chat_b = (
+        _cache(backend, "a", "chat"),
+        _cache(backend, "a", "docs"),
+        _cache(backend, "b", "chat"),
     )
-    models = [_chat(c) for c in (faq_a, billing_a, faq_b)]
+    models = [_chat(c) for c in (chat_a, docs_a, chat_b)]
     for m in models:
         m.invoke(Q)
-    faq_a.clear()
+    chat_a.clear()
     for m in models:
         m.invoke(Q)
     assert [m.i for m in models] == [2, 1, 1]

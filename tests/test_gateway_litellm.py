@@ -41,7 +41,7 @@ def backend(tmp_path: Path) -> Iterator[Any]:
 
 
 def _adapter(backend: Any, tenant: str = "a", **kw: Any) -> CuratorLiteLLMCache:
-    kw.setdefault("category", "faq")
+    kw.setdefault("category", "chat")
     return CuratorLiteLLMCache(backend, tenant=tenant, embed=toy_embed, embedder="toy-64", **kw)
 
 
@@ -88,7 +88,9 @@ def test_paraphrase_hits_with_its_similarity_and_unrelated_misses(backend: Any) 
     metadata: dict[str, Any] = {}
     assert _said(_ask(PARAPHRASE, "second", metadata=metadata)) == "first"
     assert metadata["semantic-similarity"] == pytest.approx(cosine(Q, PARAPHRASE), abs=1e-4)
-    assert _said(_ask(UNRELATED, "third")) == "third"
+    metadata = {}
+    assert _said(_ask(UNRELATED, "third", metadata=metadata)) == "third"
+    assert metadata["semantic-similarity"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_stored_value_is_what_litellm_handed_over(backend: Any) -> None:
@@ -160,15 +162,15 @@ def test_ttl_is_honoured(backend: Any) -> None:
 
 
 def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
-    faq_a = _adapter(backend, "a", model=MODEL)
-    billing_a = _adapter(backend, "a", model=MODEL, category="billing")
-    faq_b = _adapter(backend, "b", model=MODEL)
-    for i, adapter in enumerate((faq_a, billing_a, faq_b)):
+    chat_a = _adapter(backend, "a", model=MODEL)
+    docs_a = _adapter(backend, "a", model=MODEL, category="docs")
+    chat_b = _adapter(backend, "b", model=MODEL)
+    for i, adapter in enumerate((chat_a, docs_a, chat_b)):
         _install(adapter)
         _ask(Q, f"old {i}")
-    assert faq_a.clear() == 1
+    assert chat_a.clear() == 1
     answers = []
-    for i, adapter in enumerate((faq_a, billing_a, faq_b)):
+    for i, adapter in enumerate((chat_a, docs_a, chat_b)):
         _install(adapter)
         answers.append(_said(_ask(Q, f"new {i}")))
     assert answers == ["new 0", "old 1", "old 2"]
