@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
@@ -40,3 +41,22 @@ def open_backend(tmp: Path) -> Iterator[Any]:
         yield db
     finally:
         db.close()
+
+
+@contextlib.contextmanager
+def open_served(tmp: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """A real gRPC server on 127.0.0.1 (ephemeral port) over a Database with tenants "a" and
+    "b"; yields (served, SDK client with a's key, SDK client with b's key)."""
+    from tests.test_server import Served
+
+    served = Served(tmp)
+    try:
+        with served.client() as admin:
+            admin.create_tenant("a")
+            admin.create_tenant("b")
+            _, key_a = admin.issue_key("a")
+            _, key_b = admin.issue_key("b")
+        with served.client(key_a) as a, served.client(key_b) as b:
+            yield served, a, b
+    finally:
+        served.close()

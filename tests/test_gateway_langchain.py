@@ -18,7 +18,7 @@ from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from client.langchain_cache import CuratorLangChainCache, model_from_llm_string, split_prompt
-from tests.gateway_support import cosine, open_backend, toy_embed
+from tests.gateway_support import cosine, open_backend, open_served, toy_embed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,3 +163,20 @@ def test_model_from_llm_string() -> None:
     assert model_from_llm_string("[('model_name', 'gpt-4o'), ('temperature', 0.0)]") == "gpt-4o"
     assert model_from_llm_string(_chat()._get_llm_string()) == "fake-list-chat-model"
     assert model_from_llm_string("opaque") == "langchain"
+
+
+def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
+    with open_served(tmp_path) as (_, client_a, client_b):
+        # tenant=None: the tenant of the client's API key
+        cache_a = CuratorLangChainCache(client_a, tenant=None, embed=toy_embed, category="chat")
+        cache_b = CuratorLangChainCache(client_b, tenant=None, embed=toy_embed, category="chat")
+        model_a, model_b = _chat(cache_a), _chat(cache_b)
+        assert model_a.invoke(Q).content == "answer 0"
+        assert model_a.invoke(PARAPHRASE).content == "answer 0"
+        assert model_a.i == 1
+        assert model_b.invoke(Q).content == "answer 0"
+        assert model_b.i == 1  # b's own model answered: a's entry is not b's
+        cache_a.clear()
+        assert model_a.invoke(Q).content == "answer 1"
+        assert model_b.invoke(Q).content == "answer 0"
+        assert model_b.i == 1

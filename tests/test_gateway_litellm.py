@@ -20,7 +20,7 @@ import litellm
 from litellm.caching.caching import Cache
 
 from client.litellm_cache import CuratorLiteLLMCache, semantic_cache, split_messages
-from tests.gateway_support import cosine, open_backend, toy_embed
+from tests.gateway_support import cosine, open_backend, open_served, toy_embed
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -210,3 +210,22 @@ def test_split_messages() -> None:
         '[{"content": "What is the capital of France?", "role": "user"}]',
     )
     assert split_messages([{"role": "system", "content": "only"}]) is None
+
+
+def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
+    try:
+        with open_served(tmp_path) as (_, client_a, client_b):
+            a = CuratorLiteLLMCache(client_a, tenant=None, embed=toy_embed, category="chat")
+            b = CuratorLiteLLMCache(client_b, tenant=None, embed=toy_embed, category="chat")
+            _install(a)
+            _ask(Q, "a's answer")
+            metadata: dict[str, Any] = {}
+            assert _said(_ask(PARAPHRASE, "again", metadata=metadata)) == "a's answer"
+            assert metadata["semantic-similarity"] == pytest.approx(cosine(Q, PARAPHRASE), abs=1e-4)
+            _install(b)
+            assert _said(_ask(Q, "b's answer")) == "b's answer"
+            assert _said(_ask(Q, "b again")) == "b's answer"
+            assert a.clear() == 1
+            assert _said(_ask(Q, "b once more")) == "b's answer"
+    finally:
+        litellm.disable_cache()
