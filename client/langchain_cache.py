@@ -18,6 +18,9 @@ the serialized message list: the last human message is what is embedded (the sem
 match), everything before it (system prompt, earlier turns) goes into the fingerprint, and
 the whole prompt is what is stored and matched exactly. A text LLM's prompt is embedded whole.
 
+A cache outage (Unavailable, DeadlineExceeded) never fails the model call: the lookup is a
+miss and the answer goes uncached (logged). Other errors are raised.
+
 Requires the `gateways` extra (langchain-core).
 """
 
@@ -47,6 +50,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
+from curator import errors
 from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLangChainCache"]
@@ -67,6 +71,9 @@ _RESPONSE_CLASSES: list[type[Any]] = [
     ToolMessage,
     FunctionMessage,
 ]
+# A cache outage must not fail the LLM call: it reads as a miss and the answer goes uncached.
+# Any other error (bad input, unknown tenant or category) is a configuration mistake: raised.
+_OUTAGE = (errors.Unavailable, errors.DeadlineExceeded)
 _MODEL_PARAM = re.compile(r"\('(?:model|model_name|model_id)', '([^']+)'\)")
 _TYPE_PARAM = re.compile(r"\('_type', '([^']+)'\)")
 
@@ -159,15 +166,19 @@ class CuratorLangChainCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         vector, model, fingerprint = self._query(prompt, llm_string)
-        found = self.backend.cache_lookup(
-            prompt,
-            vector,
-            tenant=self.tenant,
-            model=model,
-            fingerprint=fingerprint,
-            category=self.category,
-            wait_s=self.wait_s,
-        )
+        try:
+            found = self.backend.cache_lookup(
+                prompt,
+                vector,
+                tenant=self.tenant,
+                model=model,
+                fingerprint=fingerprint,
+                category=self.category,
+                wait_s=self.wait_s,
+            )
+        except _OUTAGE as e:
+            log.warning("cache lookup failed, treated as a miss: %s", e)
+            return None
         if not found.hit:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
@@ -180,16 +191,19 @@ class CuratorLangChainCache(BaseCache):
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         vector, model, fingerprint = self._query(prompt, llm_string)
-        self.backend.cache_store(
-            prompt,
-            vector,
-            dumps(list(return_val)),
-            tenant=self.tenant,
-            model=model,
-            fingerprint=fingerprint,
-            category=self.category,
-            ttl_s=self.ttl_s,
-        )
+        try:
+            self.backend.cache_store(
+                prompt,
+                vector,
+                dumps(list(return_val)),
+                tenant=self.tenant,
+                model=model,
+                fingerprint=fingerprint,
+                category=self.category,
+                ttl_s=self.ttl_s,
+            )
+        except _OUTAGE as e:
+            log.warning("cache store failed, answer not cached: %s", e)
 
     def clear(self, **kwargs: Any) -> None:
         """Remove this tenant's entries of this category (all categories if unbound);

@@ -30,7 +30,8 @@ The value LiteLLM hands over (its timestamped response wrapper) is stored unchan
 LiteLLM's `ttl` keyword (from `Cache(ttl=...)` or the request's `cache={"ttl": ...}`) sets
 the entry's lifetime, else `ttl_s`, else the category's policy. On every read the best
 similarity goes into `metadata["semantic-similarity"]`, as LiteLLM's own semantic caches do
-(the proxy turns it into the `x-litellm-semantic-similarity` header).
+(the proxy turns it into the `x-litellm-semantic-similarity` header). Errors of the backend
+are raised; LiteLLM's facade logs them and carries on without the cache.
 
 Requires the `gateways` extra (litellm; fastapi and soundfile because litellm 1.110 imports
 proxy modules on every cache hit, BerriAI/litellm#42195).

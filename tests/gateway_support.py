@@ -29,6 +29,7 @@ def cosine(a: str, b: str) -> float:
     return float(toy_embed(a) @ toy_embed(b))
 
 
+@contextlib.contextmanager
 def open_backend(tmp: Path) -> Iterator[Any]:
     """The real in-process Database, with tenants "a" and "b"."""
     from curator.config import DatabaseConfig

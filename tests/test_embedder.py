@@ -4,12 +4,14 @@ installed (skipped otherwise), and the error a missing extra gives."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from curator import errors
 from curator.cache.embedder import TextEmbedder
+from tests.gateway_support import open_backend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,3 +52,22 @@ def test_unit_vectors_that_rank_a_paraphrase_first(embedder: TextEmbedder) -> No
     assert sim[0, 1] > 0.8
     assert sim[0, 2] < 0.3
     np.testing.assert_allclose(embedder.embed_one(texts[0]), x[0], atol=1e-5)
+
+
+def test_the_real_model_behind_the_langchain_adapter(
+    embedder: TextEmbedder, tmp_path: Path
+) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.language_models import FakeListChatModel
+
+    from client.langchain_cache import CuratorLangChainCache
+
+    with open_backend(tmp_path) as db:
+        cache = CuratorLangChainCache(
+            db, tenant="a", embed=embedder.embed_one, category="chat", embedder=embedder.name
+        )
+        model = FakeListChatModel(responses=["Paris", "Berlin"], cache=cache)
+        assert model.invoke("What is the capital of France?").content == "Paris"
+        assert model.invoke("Which city is the capital of France?").content == "Paris"
+        # close in wording, not in meaning: below the chat category's threshold
+        assert model.invoke("What is the capital of Germany?").content == "Berlin"

@@ -18,6 +18,7 @@ from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from client.langchain_cache import CuratorLangChainCache, model_from_llm_string, split_prompt
+from curator import errors
 from tests.gateway_support import cosine, open_backend, open_served, toy_embed
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,7 +31,8 @@ ANSWERS = [f"answer {i}" for i in range(10)]
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Any]:
-    yield from open_backend(tmp_path)
+    with open_backend(tmp_path) as db:
+        yield db
 
 
 def _cache(backend: Any, tenant: str = "a", category: str | None = "chat") -> CuratorLangChainCache:
@@ -180,3 +182,23 @@ def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
         assert model_a.invoke(Q).content == "answer 1"
         assert model_b.invoke(Q).content == "answer 0"
         assert model_b.i == 1
+
+
+class _Down:
+    """A backend whose server is unreachable (or, with error=..., rejects the call)."""
+
+    def __init__(self, error: type[Exception] = errors.Unavailable) -> None:
+        self.error = error
+
+    def cache_lookup(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.error("expected a reachable server, got connection refused")
+
+    cache_store = cache_invalidate = cache_lookup
+
+
+def test_a_cache_outage_does_not_fail_the_model_call() -> None:
+    model = _chat(_cache(_Down()))
+    assert model.invoke(Q).content == "answer 0"
+    assert model.invoke(Q).content == "answer 1"  # nothing cached, nothing raised
+    with pytest.raises(errors.InvalidArgument):
+        _chat(_cache(_Down(errors.InvalidArgument))).invoke(Q)

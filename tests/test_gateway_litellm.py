@@ -36,7 +36,8 @@ MODEL = "gpt-4o-mini"
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Any]:
-    yield from open_backend(tmp_path)
+    with open_backend(tmp_path) as db:
+        yield db
     litellm.disable_cache()
 
 
