@@ -74,6 +74,7 @@ _RESPONSE_CLASSES: list[type[Any]] = [
 # A cache outage must not fail the LLM call: it reads as a miss and the answer goes uncached.
 # Any other error (bad input, unknown tenant or category) is a configuration mistake: raised.
 _OUTAGE = (errors.Unavailable, errors.DeadlineExceeded)
+_MODEL_KEYS = ("model", "model_name", "model_id")
 _MODEL_PARAM = re.compile(r"\('(?:model|model_name|model_id)', '([^']+)'\)")
 _TYPE_PARAM = re.compile(r"\('_type', '([^']+)'\)")
 
@@ -116,7 +117,24 @@ def split_prompt(prompt: str) -> tuple[str, str]:
 
 
 def model_from_llm_string(llm_string: str) -> str:
-    """The model name in LangChain's llm_string, else the model class's `_type`."""
+    """The model name in LangChain's llm_string, else the model class's name or `_type`.
+
+    Serializable models give "<JSON of the model>---<parameters>", others the parameters
+    alone (a repr of sorted (name, value) pairs).
+    """
+    head, sep, _ = llm_string.partition("---")
+    if sep:
+        try:
+            spec = json.loads(head)
+        except ValueError:
+            spec = None
+        if isinstance(spec, dict):
+            kwargs = spec.get("kwargs") or {}
+            for name in _MODEL_KEYS:
+                if isinstance(kwargs.get(name), str) and kwargs[name]:
+                    return str(kwargs[name])
+            if isinstance(spec.get("name"), str):
+                return str(spec["name"])
     found = _MODEL_PARAM.search(llm_string) or _TYPE_PARAM.search(llm_string)
     return found.group(1) if found else "langchain"
 

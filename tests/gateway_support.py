@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 DIM = 64
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -61,3 +65,17 @@ def open_served(tmp: Path) -> Iterator[tuple[Any, Any, Any]]:
             yield served, a, b
     finally:
         served.close()
+
+
+def engine_modules_after_import(module: str) -> list[str]:
+    """Which of faiss, hnswlib, lmdb, numba a fresh interpreter holds after importing
+    `module` (the SDK and its adapters must need none of them)."""
+    code = (
+        f"import sys, {module}; "
+        "print(' '.join(m for m in ('faiss', 'hnswlib', 'lmdb', 'numba') if m in sys.modules))"
+    )
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
+    return out.stdout.split()

@@ -19,7 +19,13 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from client.langchain_cache import CuratorLangChainCache, model_from_llm_string, split_prompt
 from curator import errors
-from tests.gateway_support import cosine, open_backend, open_served, toy_embed
+from tests.gateway_support import (
+    cosine,
+    engine_modules_after_import,
+    open_backend,
+    open_served,
+    toy_embed,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,6 +172,17 @@ def test_model_from_llm_string() -> None:
     assert model_from_llm_string(_chat()._get_llm_string()) == "fake-list-chat-model"
     assert model_from_llm_string("opaque") == "langchain"
 
+    class Serializable(FakeListChatModel):  # how provider models (ChatOpenAI...) build it
+        model_name: str = ""
+
+        @classmethod
+        def is_lc_serializable(cls) -> bool:
+            return True
+
+    named = Serializable(responses=["x"], model_name="gpt-4o-mini")
+    assert model_from_llm_string(named._get_llm_string(temperature=0.2)) == "gpt-4o-mini"
+    assert model_from_llm_string(Serializable(responses=["x"])._get_llm_string()) == "Serializable"
+
 
 def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
     with open_served(tmp_path) as (_, client_a, client_b):
@@ -202,3 +219,7 @@ def test_a_cache_outage_does_not_fail_the_model_call() -> None:
     assert model.invoke(Q).content == "answer 1"  # nothing cached, nothing raised
     with pytest.raises(errors.InvalidArgument):
         _chat(_cache(_Down(errors.InvalidArgument))).invoke(Q)
+
+
+def test_the_adapter_imports_without_the_engine() -> None:
+    assert engine_modules_after_import("client.langchain_cache") == []

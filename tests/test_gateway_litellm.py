@@ -20,7 +20,13 @@ import litellm
 from litellm.caching.caching import Cache
 
 from client.litellm_cache import CuratorLiteLLMCache, semantic_cache, split_messages
-from tests.gateway_support import cosine, open_backend, open_served, toy_embed
+from tests.gateway_support import (
+    cosine,
+    engine_modules_after_import,
+    open_backend,
+    open_served,
+    toy_embed,
+)
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -230,3 +236,7 @@ def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
             assert _said(_ask(Q, "b once more")) == "b's answer"
     finally:
         litellm.disable_cache()
+
+
+def test_the_adapter_imports_without_the_engine() -> None:
+    assert engine_modules_after_import("client.litellm_cache") == []
