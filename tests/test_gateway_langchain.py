@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,17 @@ def test_the_conversation_before_the_question_partitions(backend: Any) -> None:
     assert model.i == 2
     model.invoke([SystemMessage("Answer in French."), HumanMessage(PARAPHRASE)])
     assert model.i == 2
+
+
+def test_single_flight_waiters_get_the_leaders_answer(backend: Any) -> None:
+    cache = CuratorLangChainCache(
+        backend, tenant="a", embed=toy_embed, category="chat", wait_s=10.0
+    )
+    model = FakeListChatModel(responses=ANSWERS, cache=cache, sleep=0.5)  # a slow model
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: str(model.invoke(Q).content), range(4)))
+    assert answers == ["answer 0"] * 4
+    assert model.i == 1  # one caller generated, three waited for its answer
 
 
 def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
