@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from langchain_core._api import LangChainBetaWarning
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import dumps, loads
 from langchain_core.messages import (
@@ -79,10 +78,14 @@ _MODEL_PARAM = re.compile(r"\('(?:model|model_name|model_id)', '([^']+)'\)")
 _TYPE_PARAM = re.compile(r"\('_type', '([^']+)'\)")
 
 
+# `loads` is what langchain_core's own caches use to read generations back; it warns that it
+# is in beta on each call site. Silenced for this module's calls only (set once: thread-safe,
+# unlike warnings.catch_warnings around each call).
+warnings.filterwarnings("ignore", message="The function `loads` is in beta", module=__name__)
+
+
 def _loads(text: str, allowed: Any) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LangChainBetaWarning)
-        return loads(text, allowed_objects=allowed)
+    return loads(text, allowed_objects=allowed)
 
 
 def _message_text(message: BaseMessage) -> str:

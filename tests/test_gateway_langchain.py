@@ -28,7 +28,11 @@ from tests.gateway_support import (
     toy_embed,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    # pytest resets warning filters per test, the module's own filter included
+    pytest.mark.filterwarnings("ignore:The function `loads` is in beta"),
+]
 
 Q = "What is the capital of France?"
 PARAPHRASE = "What is the capital city of France?"
