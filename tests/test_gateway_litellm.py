@@ -161,10 +161,10 @@ def test_the_conversation_before_the_question_partitions(backend: Any) -> None:
 
 
 def test_ttl_is_honoured(backend: Any) -> None:
-    _install(_adapter(backend, model=MODEL), ttl=0.4)
+    _install(_adapter(backend, model=MODEL), ttl=1.5)
     _ask(Q, "first")
     assert _said(_ask(Q, "second")) == "first"
-    time.sleep(0.6)
+    time.sleep(1.8)
     assert _said(_ask(Q, "third")) == "third"
 
 
@@ -192,9 +192,20 @@ def test_async_completion(backend: Any) -> None:
         out.append(await _aask(PARAPHRASE, "second"))
         out.append(await _aask(Q, "other model", model="gpt-4o"))
         out.append(await _aask(UNRELATED, "unrelated"))
+        await _stored(Q, model="gpt-4o")  # let the background writes land before closing
+        await _stored(UNRELATED)
         return out
 
     assert asyncio.run(run()) == ["first", "first", "other model", "unrelated"]
+
+
+def test_batch_write_stores_and_disconnect_keeps_the_backend(backend: Any) -> None:
+    adapter = _adapter(backend, model=MODEL)
+    request = {"model": MODEL, "messages": [{"role": "user", "content": Q}]}
+    value = {"timestamp": 1.0, "response": '{"x": 1}'}
+    asyncio.run(adapter.batch_cache_write("k", value, **request))
+    asyncio.run(adapter.disconnect())
+    assert adapter.get_cache("k", **request) == value
 
 
 def test_embedding_responses_are_not_cached(backend: Any) -> None:
