@@ -88,19 +88,25 @@ def _loads(text: str, allowed: Any) -> Any:
     return loads(text, allowed_objects=allowed)
 
 
+def _is_text(part: Any) -> bool:
+    return isinstance(part, str) or (isinstance(part, dict) and part.get("type") == "text")
+
+
 def _message_text(message: BaseMessage) -> str:
     content = message.content
     if isinstance(content, str):
         return content
-    parts = [p if isinstance(p, str) else p.get("text", "") for p in content]
+    parts = [p if isinstance(p, str) else p.get("text", "") for p in content if _is_text(p)]
     return " ".join(p for p in parts if p)
 
 
 def split_prompt(prompt: str) -> tuple[str, str]:
     """(text to embed, context for the fingerprint) of a LangChain prompt string.
 
-    A chat prompt (a serialized message list) gives its last human message and a JSON digest
-    of the messages before it; any other prompt gives itself and no context.
+    A chat prompt (a serialized message list) gives the text of its last human message, and
+    as context everything else in full: the messages before and after it, and the message's
+    own non-text parts (an image must not be answered for another image with the same
+    question). Any other prompt gives itself and no context.
     """
     if not prompt.startswith("["):
         return prompt, ""
@@ -113,10 +119,18 @@ def split_prompt(prompt: str) -> tuple[str, str]:
     last = max((i for i, m in enumerate(messages) if m.type == "human"), default=-1)
     if last < 0:
         return prompt, ""
-    before = [(m.type, _message_text(m)) for m in messages[:last]]
-    after = [(m.type, _message_text(m)) for m in messages[last + 1 :]]
-    context = json.dumps([before, after]) if before or after else ""
-    return _message_text(messages[last]), context
+    question = messages[last]
+    others = messages[:last] + messages[last + 1 :]
+    content = question.content
+    extra = [] if isinstance(content, str) else [p for p in content if not _is_text(p)]
+    context = ""
+    if others or extra or question.additional_kwargs:
+        context = json.dumps(
+            [last, json.loads(dumps(others)), extra, question.additional_kwargs],
+            sort_keys=True,
+            default=str,
+        )
+    return _message_text(question), context
 
 
 def model_from_llm_string(llm_string: str) -> str:

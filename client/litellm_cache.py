@@ -74,30 +74,45 @@ def _as_dict(message: Any) -> dict[str, Any]:
     return {"role": "user", "content": str(message)}
 
 
+def _is_text(part: Any) -> bool:
+    return isinstance(part, Mapping) and part.get("type") == "text"
+
+
 def _text(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):  # OpenAI content parts: keep the text ones
-        parts = [p.get("text", "") for p in content if isinstance(p, Mapping)]
+        parts = [p.get("text", "") for p in content if _is_text(p)]
         return " ".join(p for p in parts if p)
     return str(content)
 
 
 def split_messages(messages: Sequence[Any]) -> tuple[str, str, str] | None:
-    """(text to embed, context for the fingerprint, whole prompt) of OpenAI-style messages:
-    the last user message, a JSON digest of the others, and the JSON of all; None when
-    there is no user message."""
+    """(text to embed, context for the fingerprint, whole prompt) of OpenAI-style messages.
+
+    The text of the last user message; as context everything else in full (the other
+    messages, tool calls included, and the message's own non-text parts and fields: an image
+    must not be answered for another image with the same question); the JSON of all. None
+    when there is no user message.
+    """
     msgs = [_as_dict(m) for m in messages]
     users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
     if not users:
         return None
     last = users[-1]
-    others = [(m.get("role"), _text(m.get("content"))) for i, m in enumerate(msgs) if i != last]
-    context = json.dumps([last, others]) if others else ""
+    question = msgs[last]
+    content = question.get("content")
+    extra = {k: v for k, v in question.items() if k not in ("role", "content")}
+    if not isinstance(content, str | None):
+        extra["parts"] = [p for p in content if not _is_text(p)]
+    others = msgs[:last] + msgs[last + 1 :]
+    context = ""
+    if others or any(extra.values()):
+        context = json.dumps([last, others, extra], sort_keys=True, default=str)
     whole = json.dumps(msgs, sort_keys=True, default=str)
-    return _text(msgs[last].get("content")), context, whole
+    return _text(content), context, whole
 
 
 def semantic_cache(backend: CuratorLiteLLMCache, **cache_kwargs: Any) -> Cache:

@@ -182,6 +182,20 @@ def test_split_prompt() -> None:
     assert split_prompt(Q) == (Q, "")
     assert split_prompt("[not a message list") == ("[not a message list", "")
 
+    def with_image(url: str) -> str:
+        parts = [{"type": "text", "text": Q}, {"type": "image_url", "image_url": {"url": url}}]
+        return dumps([HumanMessage(parts)])
+
+    (t1, c1), (t2, c2) = split_prompt(with_image("a.png")), split_prompt(with_image("b.png"))
+    assert t1 == t2 == Q
+    assert c1 != c2  # same question about another image: another partition
+
+    def after_tool_call(city: str) -> str:
+        call = {"name": "weather", "args": {"city": city}, "id": "1"}
+        return dumps([AIMessage("", tool_calls=[call]), HumanMessage(Q)])
+
+    assert split_prompt(after_tool_call("Paris"))[1] != split_prompt(after_tool_call("Rome"))[1]
+
 
 def test_model_from_llm_string() -> None:
     assert model_from_llm_string("[('model_name', 'gpt-4o'), ('temperature', 0.0)]") == "gpt-4o"

@@ -229,6 +229,22 @@ def test_split_messages() -> None:
     )
     assert split_messages([{"role": "system", "content": "only"}]) is None
 
+    def with_image(url: str) -> list[dict[str, Any]]:
+        parts = [{"type": "text", "text": Q}, {"type": "image_url", "image_url": {"url": url}}]
+        return [{"role": "user", "content": parts}]
+
+    first, second = split_messages(with_image("a.png")), split_messages(with_image("b.png"))
+    assert first is not None and second is not None
+    assert first[0] == second[0] == Q
+    assert first[1] != second[1]  # same question about another image: another partition
+
+    def after_tool_call(city: str) -> list[dict[str, Any]]:
+        call = {"id": "1", "type": "function", "function": {"name": "weather", "arguments": city}}
+        return [{"role": "assistant", "tool_calls": [call]}, {"role": "user", "content": Q}]
+
+    paris, rome = split_messages(after_tool_call("Paris")), split_messages(after_tool_call("Rome"))
+    assert paris is not None and rome is not None and paris[1] != rome[1]
+
 
 def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
     try:
