@@ -9,7 +9,8 @@
 `db` is any backend with `cache_lookup` / `cache_store` / `cache_invalidate`: the in-process
 `curator.database.Database` or the SDK `client.Client`. `embed(text) -> (d,) float32` is the
 caller's embedder; `embedder` names it, and that name is part of the partition (vectors of two
-embedders never meet).
+embedders never meet). `embed=None` leaves embedding to the server (its `CacheConfig.embedder`,
+the `embed` extra): the question alone is sent as the prompt, the rest is in the fingerprint.
 
 Partitioning: LangChain's `llm_string` (model class, model name and every invocation
 parameter) goes into the fingerprint, so a different model or temperature never shares
@@ -160,11 +161,12 @@ class CuratorLangChainCache(BaseCache):
     """A `langchain_core.caches.BaseCache` over a Curator DB backend.
 
     backend: Database or Client; tenant: the tenant every entry belongs to (None with the SDK:
-    the API key's tenant); embed: text -> (d,) float32 vector; category: the cache category,
-    or None to let the server classify; model: the partition's model name, else taken from
-    the llm_string; embedder: id of the embedding model (part of the fingerprint); ttl_s:
-    entry lifetime (None: the category's policy); wait_s: how long a lookup may wait for
-    another caller computing the same prompt (single flight).
+    the API key's tenant); embed: text -> (d,) float32 vector, or None for the server's
+    embedder; category: the cache category, or None to let the server classify; model: the
+    partition's model name, else taken from the llm_string; embedder: id of the embedding
+    model (part of the fingerprint); ttl_s: entry lifetime (None: the category's policy);
+    wait_s: how long a lookup may wait for another caller computing the same prompt (single
+    flight).
     """
 
     def __init__(
@@ -172,7 +174,7 @@ class CuratorLangChainCache(BaseCache):
         backend: Any,
         *,
         tenant: str | None,
-        embed: Callable[[str], np.ndarray],
+        embed: Callable[[str], np.ndarray] | None,
         category: str | None = None,
         model: str | None = None,
         embedder: str = "",
@@ -188,22 +190,25 @@ class CuratorLangChainCache(BaseCache):
         self.ttl_s = ttl_s
         self.wait_s = wait_s
 
-    def _query(self, prompt: str, llm_string: str) -> tuple[np.ndarray, str, str]:
-        """(embedding, model, fingerprint) of one call."""
+    def _query(self, prompt: str, llm_string: str) -> tuple[str, np.ndarray | None, str, str]:
+        """(prompt to send, its embedding, model, fingerprint) of one call. Without `embed`
+        the question alone is sent, for the server to embed (the rest is in the fingerprint)."""
         text, context = split_prompt(prompt)
         # A bound category is a hard partition too: the database shares entries across
         # categories of one (tenant, model, fingerprint), and an adapter bound to a strict
         # category (short TTL, high threshold) must not serve a laxer one's answers.
         params = {"llm_string": llm_string, "category": self.category}
         fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)
-        vector = np.asarray(self.embed(text), dtype=np.float32)
-        return vector, self.model or model_from_llm_string(llm_string), fingerprint
+        model = self.model or model_from_llm_string(llm_string)
+        if self.embed is None:
+            return text, None, model, fingerprint
+        return prompt, np.asarray(self.embed(text), dtype=np.float32), model, fingerprint
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        vector, model, fingerprint = self._query(prompt, llm_string)
+        sent, vector, model, fingerprint = self._query(prompt, llm_string)
         try:
             found = self.backend.cache_lookup(
-                prompt,
+                sent,
                 vector,
                 tenant=self.tenant,
                 model=model,
@@ -225,10 +230,10 @@ class CuratorLangChainCache(BaseCache):
         return generations
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        vector, model, fingerprint = self._query(prompt, llm_string)
+        sent, vector, model, fingerprint = self._query(prompt, llm_string)
         try:
             self.backend.cache_store(
-                prompt,
+                sent,
                 vector,
                 dumps(list(return_val)),
                 tenant=self.tenant,

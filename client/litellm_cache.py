@@ -10,7 +10,9 @@
 
 `db` is any backend with `cache_lookup` / `cache_store` / `cache_invalidate`: the in-process
 `curator.database.Database` or the SDK `client.Client`. `embed(text) -> (d,) float32` is the
-caller's embedder; `embedder` names it (part of the partition).
+caller's embedder; `embedder` names it (part of the partition). `embed=None` leaves embedding
+to the server (its `CacheConfig.embedder`, the `embed` extra): the question alone is sent as the
+prompt, the rest is in the fingerprint.
 
 Scope: the tenant is the one this object was built for, never derived from the request
 (LiteLLM bug #29086 came from scoping a semantic cache by a content hash instead of by who
@@ -127,12 +129,12 @@ class CuratorLiteLLMCache(BaseCache):
     """A LiteLLM `BaseCache` over a Curator DB backend (install: `semantic_cache(this)`).
 
     backend: Database or Client; tenant: the tenant every entry belongs to (None with the
-    SDK: the API key's tenant); embed: text -> (d,) float32; model: the partition's model
-    label, and the only model served when given (see the module docstring); category: the
-    cache category, or None to let the server classify; params: extra values that partition
-    (fingerprint); embedder: id of the embedding model; ttl_s: entry lifetime when LiteLLM
-    passes no `ttl`; wait_s: how long a read may wait for another caller computing the same
-    prompt (single flight).
+    SDK: the API key's tenant); embed: text -> (d,) float32, or None for the server's
+    embedder; model: the partition's model label, and the only model served when given (see
+    the module docstring); category: the cache category, or None to let the server classify;
+    params: extra values that partition (fingerprint); embedder: id of the embedding model;
+    ttl_s: entry lifetime when LiteLLM passes no `ttl`; wait_s: how long a read may wait for
+    another caller computing the same prompt (single flight).
     """
 
     def __init__(
@@ -140,7 +142,7 @@ class CuratorLiteLLMCache(BaseCache):
         backend: Any,
         *,
         tenant: str | None,
-        embed: Callable[[str], np.ndarray],
+        embed: Callable[[str], np.ndarray] | None,
         model: str | None = None,
         category: str | None = None,
         params: Mapping[str, Any] | None = None,
@@ -162,7 +164,7 @@ class CuratorLiteLLMCache(BaseCache):
 
     def _query(
         self, key: str, kwargs: Mapping[str, Any]
-    ) -> tuple[str, np.ndarray, str, str] | None:
+    ) -> tuple[str, np.ndarray | None, str, str] | None:
         """(prompt, embedding, model, fingerprint) of a chat request, or None if it cannot
         be cached (no user message, or a request for another model than the bound one)."""
         asked = kwargs.get("model") or (kwargs.get("metadata") or {}).get("model_group")
@@ -176,8 +178,10 @@ class CuratorLiteLLMCache(BaseCache):
         # The bound category partitions too (see CuratorLangChainCache._query).
         params = {**self.params, "litellm_key": key, "category": self.category}
         fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)
-        vector = np.asarray(self.embed(text), dtype=np.float32)
-        return prompt, vector, self.model or "litellm", fingerprint
+        model = self.model or "litellm"
+        if self.embed is None:  # the server embeds what it is sent: the question alone
+            return text, None, model, fingerprint
+        return prompt, np.asarray(self.embed(text), dtype=np.float32), model, fingerprint
 
     def _check_facade(self) -> None:
         facade = litellm.cache

@@ -3,7 +3,9 @@ installed (skipped otherwise), and the error a missing extra gives."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,15 @@ import pytest
 
 from curator import errors
 from curator.cache.embedder import TextEmbedder
+from curator.cache.semantic_cache import CacheConfig
+from curator.config import DatabaseConfig
+from curator.database import Database
 from tests.gateway_support import open_backend
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.filterwarnings("ignore:The function `loads` is in beta"),  # see langchain_cache
+]
 
 
 def test_a_missing_extra_is_a_failed_precondition(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +79,63 @@ def test_the_real_model_behind_the_langchain_adapter(
         assert model.invoke("Which city is the capital of France?").content == "Paris"
         # close in wording, not in meaning: below the chat category's threshold
         assert model.invoke("What is the capital of Germany?").content == "Berlin"
+
+
+@pytest.fixture
+def server_embedding_db(embedder: TextEmbedder, tmp_path: Path) -> Iterator[Database]:
+    """A Database whose cache embeds prompt text itself (CacheConfig.embedder)."""
+    db = Database(
+        DatabaseConfig(data_dir=str(tmp_path)),
+        background=False,
+        cache_config=CacheConfig(embedder=embedder.name),
+    )
+    db.create_tenant("a")
+    db.create_tenant("b")
+    yield db
+    db.close()
+
+
+def test_the_langchain_adapter_with_the_servers_embedder(server_embedding_db: Database) -> None:
+    pytest.importorskip("langchain_core")
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from client.langchain_cache import CuratorLangChainCache
+
+    def chat(tenant: str, *responses: str) -> FakeListChatModel:
+        cache = CuratorLangChainCache(
+            server_embedding_db, tenant=tenant, embed=None, category="chat"
+        )
+        return FakeListChatModel(responses=list(responses), cache=cache)
+
+    a, b = chat("a", "Paris", "Berlin", "Paris?"), chat("b", "b's Paris")
+    brief = SystemMessage("Be brief.")
+    assert a.invoke([brief, HumanMessage("What is the capital of France?")]).content == "Paris"
+    assert a.invoke([brief, HumanMessage("Which city is France's capital?")]).content == "Paris"
+    assert a.invoke([brief, HumanMessage("What is the capital of Germany?")]).content == "Berlin"
+    assert a.invoke("What is the capital of France?").content == "Paris?"  # no system prompt
+    b_answer = b.invoke([brief, HumanMessage("What is the capital of France?")]).content
+    assert b_answer == "b's Paris"  # another tenant: its own model answered
+
+
+@pytest.mark.filterwarnings("ignore:.*ReadOnly.*:UserWarning")  # litellm's own models
+def test_the_litellm_adapter_with_the_servers_embedder(server_embedding_db: Database) -> None:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = pytest.importorskip("litellm")
+    from client.litellm_cache import CuratorLiteLLMCache, semantic_cache
+
+    litellm.cache = semantic_cache(
+        CuratorLiteLLMCache(server_embedding_db, tenant="a", embed=None, category="chat")
+    )
+    try:
+
+        def ask(text: str, answer: str) -> str:
+            messages = [{"role": "user", "content": text}]
+            r = litellm.completion(model="gpt-4o-mini", messages=messages, mock_response=answer)
+            return str(r.choices[0].message.content)
+
+        assert ask("What is the capital of France?", "Paris") == "Paris"
+        assert ask("Which city is France's capital?", "Lyon") == "Paris"
+        assert ask("What is the capital of Germany?", "Berlin") == "Berlin"
+    finally:
+        litellm.disable_cache()
