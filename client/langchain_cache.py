@@ -19,8 +19,9 @@ the serialized message list: the last human message is what is embedded (the sem
 match), everything before it (system prompt, earlier turns) goes into the fingerprint, and
 the whole prompt is what is stored and matched exactly. A text LLM's prompt is embedded whole.
 
-A cache outage (Unavailable, DeadlineExceeded) never fails the model call: the lookup is a
-miss and the answer goes uncached (logged). Other errors are raised.
+A cache outage or limit (Unavailable, DeadlineExceeded, ResourceExhausted: e.g. a prompt past
+the server's size limit) never fails the model call: the lookup is a miss and the answer goes
+uncached (logged). So is a prompt whose question has no text. Other errors are raised.
 
 Requires the `gateways` extra (langchain-core).
 """
@@ -71,9 +72,10 @@ _RESPONSE_CLASSES: list[type[Any]] = [
     ToolMessage,
     FunctionMessage,
 ]
-# A cache outage must not fail the LLM call: it reads as a miss and the answer goes uncached.
-# Any other error (bad input, unknown tenant or category) is a configuration mistake: raised.
-_OUTAGE = (errors.Unavailable, errors.DeadlineExceeded)
+# A cache outage or a limit (prompt or response too large, disk full) must not fail the LLM
+# call: it reads as a miss and the answer goes uncached. Any other error (bad input, unknown
+# tenant or category) is a configuration mistake: raised.
+_OUTAGE = (errors.Unavailable, errors.DeadlineExceeded, errors.ResourceExhausted)
 _MODEL_KEYS = ("model", "model_name", "model_id")
 _MODEL_PARAM = re.compile(r"\('(?:model|model_name|model_id)', '([^']+)'\)")
 _TYPE_PARAM = re.compile(r"\('_type', '([^']+)'\)")
@@ -190,10 +192,15 @@ class CuratorLangChainCache(BaseCache):
         self.ttl_s = ttl_s
         self.wait_s = wait_s
 
-    def _query(self, prompt: str, llm_string: str) -> tuple[str, np.ndarray | None, str, str]:
-        """(prompt to send, its embedding, model, fingerprint) of one call. Without `embed`
-        the question alone is sent, for the server to embed (the rest is in the fingerprint)."""
+    def _query(
+        self, prompt: str, llm_string: str
+    ) -> tuple[str, np.ndarray | None, str, str] | None:
+        """(prompt to send, its embedding, model, fingerprint) of one call, or None when the
+        question has no text (an image alone): nothing to match it on. Without `embed` the
+        question alone is sent, for the server to embed (the rest is in the fingerprint)."""
         text, context = split_prompt(prompt)
+        if not text.strip():
+            return None
         # A bound category is a hard partition too: the database shares entries across
         # categories of one (tenant, model, fingerprint), and an adapter bound to a strict
         # category (short TTL, high threshold) must not serve a laxer one's answers.
@@ -205,7 +212,10 @@ class CuratorLangChainCache(BaseCache):
         return prompt, np.asarray(self.embed(text), dtype=np.float32), model, fingerprint
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        sent, vector, model, fingerprint = self._query(prompt, llm_string)
+        query = self._query(prompt, llm_string)
+        if query is None:
+            return None
+        sent, vector, model, fingerprint = query
         try:
             found = self.backend.cache_lookup(
                 sent,
@@ -230,7 +240,10 @@ class CuratorLangChainCache(BaseCache):
         return generations
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        sent, vector, model, fingerprint = self._query(prompt, llm_string)
+        query = self._query(prompt, llm_string)
+        if query is None:
+            return
+        sent, vector, model, fingerprint = query
         try:
             self.backend.cache_store(
                 sent,

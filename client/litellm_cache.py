@@ -166,7 +166,8 @@ class CuratorLiteLLMCache(BaseCache):
         self, key: str, kwargs: Mapping[str, Any]
     ) -> tuple[str, np.ndarray | None, str, str] | None:
         """(prompt, embedding, model, fingerprint) of a chat request, or None if it cannot
-        be cached (no user message, or a request for another model than the bound one)."""
+        be cached (no user message or no text in it, or a request for another model than the
+        bound one)."""
         asked = kwargs.get("model") or (kwargs.get("metadata") or {}).get("model_group")
         if self.model is not None and asked and asked != self.model:
             log.debug("request for model %s ignored by the cache bound to %s", asked, self.model)
@@ -175,6 +176,8 @@ class CuratorLiteLLMCache(BaseCache):
         if split is None:
             return None
         text, context, prompt = split
+        if not text.strip():  # an image alone: nothing to match it on
+            return None
         # The bound category partitions too (see CuratorLangChainCache._query).
         params = {**self.params, "litellm_key": key, "category": self.category}
         fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)

@@ -243,6 +243,16 @@ class _Down:
     cache_store = cache_invalidate = cache_lookup
 
 
+def test_uncacheable_prompts_go_to_the_model(backend: Any) -> None:
+    model = _chat(_cache(backend))
+    image_only = [HumanMessage([{"type": "image_url", "image_url": {"url": "a.png"}}])]
+    assert model.invoke(image_only).content == "answer 0"
+    assert model.invoke(image_only).content == "answer 1"  # no text to match: not cached
+    huge = "word " * 20_000  # past the server's prompt size limit (ResourceExhausted)
+    assert model.invoke(huge).content == "answer 2"
+    assert model.invoke(huge).content == "answer 3"
+
+
 def test_a_cache_outage_does_not_fail_the_model_call() -> None:
     model = _chat(_cache(_Down()))
     assert model.invoke(Q).content == "answer 0"

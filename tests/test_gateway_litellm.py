@@ -208,6 +208,15 @@ def test_batch_write_stores_and_disconnect_keeps_the_backend(backend: Any) -> No
     assert adapter.get_cache("k", **request) == value
 
 
+def test_a_question_without_text_is_not_cached(backend: Any) -> None:
+    _install(_adapter(backend, model=MODEL))
+    image_only = [{"type": "image_url", "image_url": {"url": "a.png"}}]
+    messages = [{"role": "user", "content": image_only}]
+    first = litellm.completion(model=MODEL, messages=messages, mock_response="first")
+    second = litellm.completion(model=MODEL, messages=messages, mock_response="second")
+    assert (_said(first), _said(second)) == ("first", "second")
+
+
 def test_embedding_responses_are_not_cached(backend: Any) -> None:
     adapter = _adapter(backend, model=MODEL)
     asyncio.run(adapter.async_set_cache_pipeline([("k", {"x": 1})], input=["t"], model=MODEL))
