@@ -233,7 +233,11 @@ class CuratorLangChainCache(BaseCache):
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
         raw = found.response
-        generations = _loads(raw.decode() if isinstance(raw, bytes) else raw, _RESPONSE_CLASSES)
+        try:
+            generations = _loads(raw.decode() if isinstance(raw, bytes) else raw, _RESPONSE_CLASSES)
+        except Exception as e:  # unreadable (another writer, an unserializable field): a miss
+            log.warning("entry %d is not LangChain generations (%s); ignored", found.entry_id, e)
+            return None
         if not isinstance(generations, list):
             log.warning("entry %d does not hold a list of generations; ignored", found.entry_id)
             return None

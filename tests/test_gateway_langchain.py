@@ -253,6 +253,23 @@ def test_uncacheable_prompts_go_to_the_model(backend: Any) -> None:
     assert model.invoke(huge).content == "answer 3"
 
 
+def test_an_entry_that_is_not_generations_reads_as_a_miss(backend: Any) -> None:
+    cache = _cache(backend)
+    model = _chat(cache)
+    prompt, llm_string = dumps([HumanMessage(Q)]), model._get_llm_string()
+    sent, vector, name, fingerprint = cache._query(prompt, llm_string) or ("", None, "", "")
+    for junk in ("not json", '{"lc": 1, "type": "constructor", "id": ["os", "system"]}', "{}"):
+        backend.cache_store(
+            sent, vector, junk, tenant="a", model=name, fingerprint=fingerprint, category="chat"
+        )
+        found = backend.cache_lookup(
+            sent, vector, tenant="a", model=name, fingerprint=fingerprint, category="chat"
+        )
+        assert found.hit and found.response == junk.encode()  # served: the adapter refuses it
+        assert cache.lookup(prompt, llm_string) is None
+    assert model.invoke(Q).content == "answer 0"
+
+
 def test_a_cache_outage_does_not_fail_the_model_call() -> None:
     model = _chat(_cache(_Down()))
     assert model.invoke(Q).content == "answer 0"
