@@ -15,9 +15,10 @@ the `embed` extra): the question alone is sent as the prompt, the rest is in the
 Partitioning: LangChain's `llm_string` (model class, model name and every invocation
 parameter) goes into the fingerprint, so a different model or temperature never shares
 entries; it is never embedded. So does the bound category. For a chat model the prompt is
-the serialized message list: the last human message is what is embedded (the semantic
-match), everything before it (system prompt, earlier turns) goes into the fingerprint, and
-the whole prompt is what is stored and matched exactly. A text LLM's prompt is embedded whole.
+the serialized message list: the text of the last human message is what is embedded (the
+semantic match), everything else (system prompt, earlier turns and tool calls in full, the
+question's images) goes into the fingerprint, and the whole prompt is what is stored and
+matched exactly. A text LLM's prompt is embedded whole.
 
 A cache outage or limit (Unavailable, DeadlineExceeded, ResourceExhausted: e.g. a prompt past
 the server's size limit) never fails the model call: the lookup is a miss and the answer goes
@@ -54,7 +55,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 from curator import errors
 from curator.cache.fingerprint import make_fingerprint
 
-__all__ = ["CuratorLangChainCache"]
+__all__ = ["CuratorLangChainCache", "model_from_llm_string", "split_prompt"]
 
 log = logging.getLogger(__name__)
 
