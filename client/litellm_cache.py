@@ -16,8 +16,9 @@ prompt, the rest is in the fingerprint.
 
 Scope: the tenant is the one this object was built for, never derived from the request
 (LiteLLM bug #29086 came from scoping a semantic cache by a content hash instead of by who
-asks). The semantic match is on the last user message of `messages`; the other messages
-(system prompt, earlier turns) go into the fingerprint, and so does the bound category.
+asks). The semantic match is on the text of the last user message of `messages`; everything
+else (the other messages in full, tool calls included, and the question's images) goes into
+the fingerprint, and so does the bound category.
 
 Partition: LiteLLM's synchronous read path hands a custom backend only the key, `messages`
 and `metadata`; the model and the generation parameters reach it only through the key. So
