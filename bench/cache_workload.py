@@ -8,8 +8,8 @@ section into five categories with the traits the category-aware design is about:
           dense (families of near-identical -dev/-doc packages);
   docs    (doc, text, tex, localization)            Zipf 1.0, never stale;
   chat    (games, x11, sound, utils, misc...)       uniform repetition (the long tail);
-  news    (net, web, mail, admin, httpd, comm)      Zipf 1.0, each answer changes every 20 min;
-  finance (science, math, gnu-r, database...)       Zipf 1.1, answers change every 10 min,
+  news    (net, web, mail, admin, httpd, comm)      Zipf 1.0, each answer changes every 3 h;
+  finance (science, math, gnu-r, database...)       Zipf 1.1, answers change every 30 min,
           precision-critical.
 A request picks a category (traffic shares below), an item of its pool (`--pool` items per
 category) by the category's repetition law, and one of six prompt variants of the item: the
@@ -66,7 +66,7 @@ SECTIONS = {
 }
 TRAFFIC = {"code": 0.35, "chat": 0.25, "docs": 0.15, "news": 0.15, "finance": 0.10}
 ZIPF = {"code": 1.2, "docs": 1.0, "chat": 0.0, "news": 1.0, "finance": 1.1}  # 0 = uniform
-STALE_S = {"code": 0.0, "docs": 0.0, "chat": 0.0, "news": 1200.0, "finance": 600.0}
+STALE_S = {"code": 0.0, "docs": 0.0, "chat": 0.0, "news": 3 * 3600.0, "finance": 1800.0}
 P_CANONICAL = 0.3
 MODEL = "llm"
 DAY = 86400.0

@@ -25,8 +25,9 @@ import numpy as np
 
 from curator import documents as docs_codec
 from curator.auth import KeyRing
+from curator.cache.config import CacheConfig
 from curator.cache.facade import CacheFacade
-from curator.cache.semantic_cache import CacheConfig, SemanticCache
+from curator.cache.semantic_cache import SemanticCache
 from curator.collection import Collection, CollectionInfo
 from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
 from curator.documents import Document

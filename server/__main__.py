@@ -19,7 +19,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from curator.cache.semantic_cache import CacheConfig
+from curator.cache.config import CacheConfig
 from curator.config import DatabaseConfig, from_env
 from curator.database import Database
 from server.app import create_server, install_signal_handlers

@@ -27,8 +27,14 @@ def test_first_commands_install_start_and_test() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_sdk_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    code = re.search(r"## Quick start \(SDK\)\n\n```python\n(.*?)```", README, re.S)
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [("Quick start (SDK)", "doc 0"), ("Semantic cache (LLM gateways)", "True semantic")],
+)
+def test_sdk_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, section: str, expected: str
+) -> None:
+    code = re.search(rf"## {re.escape(section)}\n\n.*?```python\n(.*?)```", README, re.S)
     assert code is not None
     db = Database(DatabaseConfig(data_dir=str(tmp_path / "curator-data")), background=False)
     (tmp_path / "curator-data" / "admin.key").write_text("readme-admin\n")
@@ -38,7 +44,7 @@ def test_sdk_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
         monkeypatch.chdir(tmp_path)
         source = code.group(1).replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
         exec(compile(source, "README.md", "exec"), {})
-        assert "doc 0" in capsys.readouterr().out
+        assert expected in capsys.readouterr().out
     finally:
         server.stop(1)
         db.close()

@@ -23,15 +23,16 @@ _WHERE = {
     "CategoryPolicy": "curator.cache.policy",
     "LoadConfig": "curator.cache.load",
     "make_fingerprint": "curator.cache.fingerprint",
-    "CacheConfig": "curator.cache.semantic_cache",
+    "CacheConfig": "curator.cache.config",
     "SemanticCache": "curator.cache.semantic_cache",
 }
 
 if TYPE_CHECKING:
+    from curator.cache.config import CacheConfig
     from curator.cache.fingerprint import make_fingerprint
     from curator.cache.load import LoadConfig
     from curator.cache.policy import CATALOGUE, CategoryPolicy
-    from curator.cache.semantic_cache import CacheConfig, SemanticCache
+    from curator.cache.semantic_cache import SemanticCache
 
 
 def __getattr__(name: str) -> Any:

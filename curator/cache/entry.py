@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import sys
 
 import numpy as np
 
@@ -46,10 +47,12 @@ class CacheEntry:
     def key(self) -> PartitionKey:
         return PartitionKey(self.tenant, self.model, self.fingerprint)
 
-    def meta(self) -> EntryMeta:
+    def meta(self, key: PartitionKey | None = None) -> EntryMeta:
+        """The in-memory part; pass the partition's `key` object to share it (and its
+        strings) among the partition's entries instead of a copy per entry."""
         return EntryMeta(
-            self.key,
-            self.category,
+            key or self.key,
+            sys.intern(self.category),
             prompt_digest(self.prompt),
             self.created,
             self.expires,

@@ -94,12 +94,12 @@ class CacheFacade:
         """Change a category's policy fields for a tenant (None: the database-wide default)."""
         if tenant is not None:
             self._tenant_id(tenant)
-        return self.cache.set_policy(tenant, category, **fields)
+        return self.cache.categories.set_policy(tenant, category, **fields)
 
     def cache_reset_policy(self, category: str, *, tenant: str | None) -> bool:
         if tenant is not None:
             self._tenant_id(tenant)
-        return self.cache.reset_policy(tenant, category)
+        return self.cache.categories.reset_policy(tenant, category)
 
     def cache_policies(self, *, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
         """Each category's policy and its current threshold and TTL for `model`."""
@@ -109,7 +109,7 @@ class CacheFacade:
     def cache_add_examples(self, category: str, embeddings: Any, *, tenant: str) -> int:
         """Labelled examples for the tenant's category classifier; returns their count."""
         self._tenant_id(tenant)
-        return self.cache.add_examples(tenant, category, embeddings)
+        return self.cache.categories.add_examples(tenant, category, embeddings)
 
     def cache_report_load(self, model: str, load: float) -> dict[str, Any]:
         """The gateway's measure of a model's utilisation (1.0 = at capacity)."""

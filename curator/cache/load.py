@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from curator.errors import InvalidArgument
 
@@ -60,6 +61,16 @@ class ModelLoad:
     source: str = "none"  # "reported" | "measured" | "none"
     reported_at: float = -math.inf
     capacity_rps: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        """What the API shows of it."""
+        return {
+            "load": self.load,
+            "overloaded": self.overloaded,
+            "pressure": self.pressure,
+            "source": self.source,
+            "capacity_rps": self.capacity_rps,
+        }
 
 
 class LoadController:

@@ -113,7 +113,7 @@ CATALOGUE: dict[str, CategoryPolicy] = {
         threshold=0.95, min_threshold=0.93, alpha=0.02, ttl_s=7 * DAY, max_ttl_s=30 * DAY
     ),
     "docs": CategoryPolicy(
-        threshold=0.92, min_threshold=0.88, alpha=0.04, ttl_s=7 * DAY, max_ttl_s=30 * DAY
+        threshold=0.93, min_threshold=0.92, alpha=0.01, ttl_s=7 * DAY, max_ttl_s=30 * DAY
     ),
     "finance": CategoryPolicy(
         threshold=0.96, min_threshold=0.96, alpha=0.0, ttl_s=5 * MINUTE, max_ttl_s=15 * MINUTE

@@ -4,7 +4,7 @@
 >>> r = cache.lookup("acme", "how do I sort a list?", emb, model="gpt-x")
 >>> if not r.hit:
 ...     answer = call_model(...)
-...     cache.store("acme", "how do I sort a list?", emb, answer, model="gpt-x")
+...     cache.store_entry("acme", "how do I sort a list?", emb, answer, model="gpt-x")
 
 Lookup: category (the caller's, else the tenant's classifier, else "general") -> its policy
 (threshold and TTL adjusted to the model's load) -> exact tier (digest of the normalised
@@ -22,7 +22,6 @@ which also removes expired entries. On start, every partition is rebuilt from LM
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import struct
@@ -35,13 +34,22 @@ import fasteners
 import numpy as np
 
 from curator.cache import entry as entry_codec
-from curator.cache.classifier import CentroidClassifier
+from curator.cache.categories import Categories
+from curator.cache.config import CacheConfig
 from curator.cache.entry import CacheEntry, EntryMeta
 from curator.cache.eviction import QuotaView, plan_eviction
-from curator.cache.load import LoadConfig, LoadController, ModelLoad
-from curator.cache.partition import Partition, PartitionKey, PartitionParams, prompt_digest
-from curator.cache.policy import CATALOGUE, DEFAULT_CATEGORY, CategoryPolicy, check_category
-from curator.errors import InvalidArgument, NotFound, ResourceExhausted
+from curator.cache.load import LoadController
+from curator.cache.partition import Partition, PartitionKey, prompt_digest
+from curator.cache.policy import CategoryPolicy, check_category
+from curator.cache.single_flight import SingleFlight
+from curator.cache.validation import (
+    check_model,
+    check_prompt,
+    check_ttl,
+    partition_key,
+    unit_vector,
+)
+from curator.errors import InvalidArgument, ResourceExhausted
 from curator.results import CacheLookup, CacheStored
 from curator.store import Store
 
@@ -50,72 +58,6 @@ __all__ = ["CacheConfig", "SemanticCache"]
 log = logging.getLogger(__name__)
 
 _ID = struct.Struct(">Q")
-_SEP = "\x1f"
-_GLOBAL = ""  # policy rows of the database-wide defaults use this tenant
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheConfig:
-    """candidates: neighbours the semantic tier examines (k > 1: the nearest may be expired).
-    hnsw_*: a partition turns from an exact scan into an HNSW graph past hnsw_min entries.
-    tenant_max_entries / tenant_max_bytes: a tenant's quota over all its categories (0 = none).
-    max_prompt_bytes / max_response_bytes: request limits (ResourceExhausted past them).
-    pending_ttl_s: a single-flight slot is given up if its leader has not stored by then.
-    sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
-    evict_slack: a full quota evicts this fraction more, so eviction runs rarely.
-    classifier_min_similarity: below it a prompt gets the default category.
-    embedder: "" (callers send embeddings) or "all-MiniLM-L6-v2" (the embed extra): the server
-        embeds prompts sent without an embedding.
-    load_*: the load controller (curator/cache/load.py)."""
-
-    candidates: int = 4
-    hnsw_min: int = 4096
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 100
-    hnsw_ef_search: int = 64
-    tenant_max_entries: int = 1_000_000
-    tenant_max_bytes: int = 0
-    max_prompt_bytes: int = 64 << 10
-    max_response_bytes: int = 4 << 20
-    pending_ttl_s: float = 30.0
-    sweep_every_s: float = 30.0
-    evict_slack: float = 0.02
-    classifier_min_similarity: float = 0.3
-    load_enter: float = 0.85
-    load_exit: float = 0.6
-    load_smoothing: float = 0.5
-    load_report_ttl_s: float = 30.0
-    load_window_s: float = 10.0
-    embedder: str = ""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.candidates <= 256:
-            raise InvalidArgument(f"expected candidates in [1, 256], got {self.candidates}")
-        if not 0 <= self.evict_slack < 1:
-            raise InvalidArgument(f"expected evict_slack in [0, 1), got {self.evict_slack}")
-
-    def partition_params(self) -> PartitionParams:
-        return PartitionParams(
-            self.hnsw_min,
-            self.hnsw_m,
-            self.hnsw_ef_construction,
-            max(self.hnsw_ef_search, self.candidates),
-        )
-
-    def load_config(self) -> LoadConfig:
-        return LoadConfig(
-            self.load_enter,
-            self.load_exit,
-            self.load_smoothing,
-            self.load_report_ttl_s,
-            self.load_window_s,
-        )
-
-
-@dataclasses.dataclass
-class _Pending:
-    since: float
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class SemanticCache:
@@ -136,7 +78,7 @@ class SemanticCache:
         self.config = config or CacheConfig()
         self.clock = clock
         self.load = LoadController(self.config.load_config(), clock)
-        self.classifier = CentroidClassifier(self.config.classifier_min_similarity)
+        self.categories = Categories(store, self.config.classifier_min_similarity)
         self._params = self.config.partition_params()
         self.embedder: Any = None
         if self.config.embedder:
@@ -153,9 +95,7 @@ class SemanticCache:
         self._metas: dict[int, EntryMeta] = {}
         self._groups: dict[tuple[str, str], dict[int, None]] = {}  # (tenant, category) -> ids
         self._group_bytes: dict[tuple[str, str], int] = {}
-        self._policies: dict[tuple[str, str], CategoryPolicy] = {}  # stored overrides
-        self._pending: dict[tuple[PartitionKey, bytes], _Pending] = {}
-        self._pending_lock = threading.Lock()
+        self._flights = SingleFlight(self.config.pending_ttl_s)
         self._counters: dict[tuple[str, str, str], int] = {}
         self._counter_lock = threading.Lock()
         self._load_from_store(known_tenants)
@@ -191,15 +131,15 @@ class SemanticCache:
         """Is there a cached answer to `prompt` (its embedding (dim,)) for this tenant, model
         and fingerprint? With `wait_s` > 0, a lookup that finds the prompt pending (another
         caller generating it) waits up to that long for the answer."""
-        _check_prompt(prompt, self.config.max_prompt_bytes)
+        check_prompt(prompt, self.config.max_prompt_bytes)
         x, fingerprint = self._vectors(
             [prompt], None if embedding is None else [embedding], fingerprint
         )
         q = x[0]
-        key = _partition_key(tenant, model, fingerprint)
+        key = partition_key(tenant, model, fingerprint)
         if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 600:
             raise InvalidArgument(f"expected wait_s in [0, 600], got {wait_s!r}")
-        cat, source = self._resolve_category(tenant, category, q)
+        cat, source = self.categories.resolve(tenant, category, q)
         policy = self.policy(tenant, cat)
         pressure = self.load.pressure(model)
         threshold = policy.effective_threshold(pressure)
@@ -259,14 +199,14 @@ class SemanticCache:
                         age_s=now - meta.created,
                     )
         self.load.record_miss(model)
-        leader, pending = self._claim(key, digest, now)
+        pending = self._flights.claim((key, digest), now)
         if pending is not None:
             if wait_s > 0 and pending.done.wait(wait_s):
                 return self.lookup(
                     tenant, prompt, q, model=model, fingerprint=fingerprint, category=category
                 )
             return miss("pending", best)
-        return miss(reason, best, leader)
+        return miss(reason, best, leader=True)
 
     def _vectors(
         self, prompts: list[str], embeddings: Any, fingerprint: str
@@ -280,7 +220,7 @@ class SemanticCache:
                     "expected an embedding: this server embeds no text (CacheConfig.embedder)"
                 )
             return self.embedder.embed(prompts), f"{fingerprint}|embedder={self.embedder.name}"
-        rows = [_unit(e) for e in embeddings]
+        rows = [unit_vector(e) for e in embeddings]
         if len({len(r) for r in rows}) != 1:
             raise InvalidArgument(
                 f"expected embeddings of one dimension, got {sorted({len(r) for r in rows})}"
@@ -295,23 +235,6 @@ class SemanticCache:
             return False
         policy = self.policy(m.key.tenant, m.category)
         return now < m.created + policy.effective_ttl(m.expires - m.created, pressure)
-
-    def _claim(self, key: PartitionKey, digest: bytes, now: float) -> tuple[bool, _Pending | None]:
-        """Single flight: the first miss of a prompt leads; later ones see it pending."""
-        with self._pending_lock:
-            p = self._pending.get((key, digest))
-            if p is not None and now - p.since < self.config.pending_ttl_s:
-                return False, p
-            if p is not None:
-                p.done.set()
-            self._pending[(key, digest)] = _Pending(now)
-            return True, None
-
-    def _release(self, key: PartitionKey, digest: bytes) -> None:
-        with self._pending_lock:
-            p = self._pending.pop((key, digest), None)
-        if p is not None:
-            p.done.set()
 
     # -- writes -----------------------------------------------------------------------------
     def store_entry(
@@ -370,9 +293,9 @@ class SemanticCache:
         if not len(prompts):
             return []
         for p in prompts:
-            _check_prompt(p, self.config.max_prompt_bytes)
+            check_prompt(p, self.config.max_prompt_bytes)
         q, fingerprint = self._vectors(list(prompts), embeddings, fingerprint)
-        key = _partition_key(tenant, model, fingerprint)
+        key = partition_key(tenant, model, fingerprint)
         bodies = [r.encode() if isinstance(r, str) else r for r in responses]
         for body in bodies:
             if not isinstance(body, bytes):
@@ -387,8 +310,8 @@ class SemanticCache:
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
             raise InvalidArgument(f"expected tokens an integer >= 0, got {tokens!r}")
         if ttl_s is not None:
-            _check_ttl(ttl_s)
-        cats = [self._resolve_category(tenant, category, v)[0] for v in q]
+            check_ttl(ttl_s)
+        cats = [self.categories.resolve(tenant, category, v)[0] for v in q]
         out: list[CacheStored | None] = [None] * len(prompts)
         for cat in dict.fromkeys(cats):
             rows = [i for i, c in enumerate(cats) if c == cat]
@@ -416,7 +339,7 @@ class SemanticCache:
         digests = [prompt_digest(p) for p in prompts]
         if not policy.cacheable:
             for d in digests:
-                self._release(key, d)
+                self._flights.release((key, d))
             return [CacheStored(0, 0.0, 0, stored=False) for _ in prompts]
         ttl = min(policy.ttl_s if ttl_s is None else ttl_s, policy.max_ttl_s)
         # a later duplicate of a prompt in the batch wins, like a later store would
@@ -447,7 +370,7 @@ class SemanticCache:
                 )
                 for i in keep
             ]
-            metas = [e.meta() for e in entries]
+            metas = [e.meta(key) for e in entries]
             replaced = [] if part is None else [part.exact[d] for d in last if d in part.exact]
             victims = plan_eviction(
                 self._quota_view(),
@@ -475,7 +398,7 @@ class SemanticCache:
                 self._forget(gone)
                 self._add_many(key, ids, metas, q[keep])
         for d in last:
-            self._release(key, d)
+            self._flights.release((key, d))
         self._count(tenant, category, "store", len(entries))
         if len(victims):
             self._count(tenant, category, "evicted", len(victims))
@@ -527,69 +450,18 @@ class SemanticCache:
     def drop_tenant(self, tenant: str) -> None:
         """Forget everything of a tenant: entries, policies, classifier examples."""
         self.invalidate(tenant)
-        prefix = (tenant + _SEP).encode()
-        with self._write:
+        self.categories.drop_tenant(tenant)
 
-            def txn_fn(txn: Any) -> None:
-                for db in ("cache_policies", "cache_examples"):
-                    for k, _ in list(self.store.scan_raw(txn, db)):
-                        if k.startswith(prefix):
-                            self.store.delete_raw(txn, db, k)
-
-            self.store.write(txn_fn)
-            for k in [k for k in self._policies if k[0] == tenant]:
-                del self._policies[k]
-            self.classifier.forget(tenant)
-
-    # -- policies and classifier -----------------------------------------------------------
-    def categories(self, tenant: str) -> list[str]:
-        """Categories the tenant can use: the catalogue, database-wide and its own."""
-        names = set(CATALOGUE)
-        names.update(c for t, c in self._policies if t in (tenant, _GLOBAL))
-        return sorted(names)
-
+    # -- policies -------------------------------------------------------------------------
     def policy(self, tenant: str, category: str) -> CategoryPolicy:
-        p = self._policies.get((tenant, category)) or self._policies.get((_GLOBAL, category))
-        if p is None:
-            p = CATALOGUE.get(category)
-        if p is None:
-            raise NotFound(f"expected a known cache category, got {category!r}")
-        return p
-
-    def set_policy(self, tenant: str | None, category: str, **fields: Any) -> CategoryPolicy:
-        """Set fields of the category's policy for a tenant (None: the database-wide default);
-        unset fields keep their current value. A new category name creates the category."""
-        check_category(category)
-        owner = _GLOBAL if tenant is None else tenant
-        try:
-            base = self.policy(tenant or _GLOBAL, category)
-        except NotFound:
-            base = CATALOGUE[DEFAULT_CATEGORY]
-        policy = base.replace(**fields)
-        with self._write:
-            self.store.write(
-                lambda txn: self.store.put_json(
-                    txn, "cache_policies", owner + _SEP + category, policy.to_json()
-                )
-            )
-            self._policies[(owner, category)] = policy
-        return policy
-
-    def reset_policy(self, tenant: str | None, category: str) -> bool:
-        """Drop a stored policy (the category falls back to the wider default)."""
-        owner = _GLOBAL if tenant is None else tenant
-        with self._write:
-            self.store.write(
-                lambda txn: self.store.delete_key(txn, "cache_policies", owner + _SEP + category)
-            )
-            return self._policies.pop((owner, category), None) is not None
+        return self.categories.policy(tenant, category)
 
     def policies(self, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
         """Every category of the tenant: its policy and its current (load-adjusted)
         threshold and TTL for `model`."""
         pressure = self.load.pressure(model) if model else 0.0
         out = {}
-        for c in self.categories(tenant):
+        for c in self.categories.names(tenant):
             p = self.policy(tenant, c)
             out[c] = {
                 "policy": p,
@@ -599,45 +471,12 @@ class SemanticCache:
             }
         return out
 
-    def add_examples(self, tenant: str, category: str, embeddings: Any) -> int:
-        """Teach the tenant's classifier: unit-normalised embeddings (n, dim) labelled with
-        `category`. Returns the category's example count."""
-        self.policy(tenant, check_category(category))  # must be a known category
-        x = np.asarray(embeddings, np.float32)
-        if x.ndim == 1:
-            x = x.reshape(1, -1)
-        if x.ndim != 2 or not len(x):
-            raise InvalidArgument(f"expected embeddings of shape (n, dim), got {x.shape}")
-        x = np.stack([_unit(r) for r in x])
-        with self._write:
-            s, n = self.classifier.add(tenant, category, x)
-            self.store.write(
-                lambda txn: self.store.put_raw(
-                    txn,
-                    "cache_examples",
-                    (tenant + _SEP + category).encode(),
-                    CentroidClassifier.encode(s, n),
-                )
-            )
-        return n
-
-    def _resolve_category(
-        self, tenant: str, category: str | None, q: np.ndarray
-    ) -> tuple[str, str]:
-        if category is not None and category != "":
-            self.policy(tenant, check_category(category))
-            return category, "caller"
-        guess = self.classifier.classify(tenant, q)
-        if guess is not None:
-            return guess[0], "classifier"
-        return DEFAULT_CATEGORY, "default"
-
     # -- load -------------------------------------------------------------------------------
     def report_load(self, model: str, load: float) -> dict[str, Any]:
-        return _load_view(self.load.report(_check_model(model), load))
+        return self.load.report(check_model(model), load).view()
 
     def set_capacity(self, model: str, rps: float) -> None:
-        self.load.set_capacity(_check_model(model), rps)
+        self.load.set_capacity(check_model(model), rps)
 
     # -- stats, sweeping ---------------------------------------------------------------------
     def stats(self, tenant: str | None = None) -> dict[str, Any]:
@@ -661,7 +500,7 @@ class SemanticCache:
             "categories": by_cat,
             "partitions": partitions,
             "entries": sum(d.get("entries", 0) for d in by_cat.values()),
-            "models": {m: _load_view(s) for m, s in self.load.state().items()},
+            "models": {m: s.view() for m, s in self.load.state().items()},
         }
 
     def sweep(self) -> int:
@@ -675,12 +514,7 @@ class SemanticCache:
                 if now >= m.expires and not self._alive(i, now, self.load.pressure(m.key.model))
             ]
             self._delete(dead)
-        with self._pending_lock:
-            stale = [
-                k for k, p in self._pending.items() if now - p.since >= self.config.pending_ttl_s
-            ]
-            for k in stale:
-                self._pending.pop(k).done.set()
+        self._flights.expire(now)
         self._flush_hits()
         if dead:
             log.info("cache sweep removed %d expired entries", len(dead))
@@ -726,12 +560,7 @@ class SemanticCache:
             return
         for start in range(0, len(ids), 10_000):
             chunk = ids[start : start + 10_000]
-
-            def txn_fn(txn: Any, chunk: list[int] = chunk) -> None:
-                for i in chunk:
-                    self.store.delete_raw(txn, "cache", _ID.pack(i))
-
-            self.store.write(txn_fn)
+            self._delete_records(chunk)
             with self._lock.write_lock():
                 self._forget(chunk)
 
@@ -771,13 +600,8 @@ class SemanticCache:
         now = self.clock()
         groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], list[np.ndarray]]] = {}
         stale: list[int] = []
+        keys: dict[PartitionKey, PartitionKey] = {}  # one key object per partition
         with self.store.read() as txn:
-            for k, v in self.store.scan_raw(txn, "cache_policies"):
-                tenant, category = k.decode().split(_SEP, 1)
-                self._policies[(tenant, category)] = CategoryPolicy.from_json(json.loads(v))
-            for k, v in self.store.scan_raw(txn, "cache_examples"):
-                tenant, category = k.decode().split(_SEP, 1)
-                self.classifier.load(tenant, category, *CentroidClassifier.decode(v))
             for k, v in self.store.scan_raw(txn, "cache"):
                 eid = _ID.unpack(k)[0]
                 e = entry_codec.decode(eid, v)
@@ -786,9 +610,10 @@ class SemanticCache:
                 ):
                     stale.append(eid)
                     continue
-                ids, metas, vecs = groups.setdefault(e.key, ([], [], []))
+                key = keys.setdefault(e.key, e.key)
+                ids, metas, vecs = groups.setdefault(key, ([], [], []))
                 ids.append(eid)
-                metas.append(e.meta())
+                metas.append(e.meta(key))
                 vecs.append(e.embedding)
         for key, (ids, metas, vecs) in groups.items():
             self._add_many(key, ids, metas, np.stack(vecs))
@@ -816,60 +641,3 @@ class SemanticCache:
                 e = entry_codec.decode(_ID.unpack(k)[0], v)
                 if e.tenant == tenant:
                     yield e
-
-
-def _load_view(m: ModelLoad) -> dict[str, Any]:
-    return {
-        "load": m.load,
-        "overloaded": m.overloaded,
-        "pressure": m.pressure,
-        "source": m.source,
-        "capacity_rps": m.capacity_rps,
-    }
-
-
-def _partition_key(tenant: str, model: str, fingerprint: str) -> PartitionKey:
-    if not isinstance(fingerprint, str) or len(fingerprint) > 256:
-        raise InvalidArgument(
-            f"expected fingerprint a string of at most 256 characters, got {fingerprint!r}"
-        )
-    return PartitionKey(tenant, _check_model(model), fingerprint)
-
-
-def _check_model(model: Any) -> str:
-    if not isinstance(model, str) or not model or len(model) > 256:
-        raise InvalidArgument(f"expected model a non-empty string, got {model!r}")
-    return model
-
-
-def _check_prompt(prompt: Any, limit: int) -> None:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidArgument(f"expected a non-empty prompt string, got {prompt!r:.40}")
-    if len(prompt) > limit or len(prompt.encode()) > limit:
-        raise ResourceExhausted(f"expected a prompt of at most {limit} bytes, got more")
-
-
-def _check_ttl(ttl: Any) -> float:
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
-        raise InvalidArgument(f"expected ttl_s a finite number > 0, got {ttl!r}")
-    return float(ttl)
-
-
-def _unit(embedding: Any) -> np.ndarray:
-    """The embedding as a unit-length (dim,) float32 vector."""
-    try:
-        v = np.asarray(embedding, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InvalidArgument(
-            f"expected an embedding of numbers, got {type(embedding).__name__}"
-        ) from None
-    if v.ndim == 2 and v.shape[0] == 1:
-        v = v[0]
-    if v.ndim != 1 or not 1 <= v.size <= 65536:
-        raise InvalidArgument(f"expected an embedding of shape (dim,), got {v.shape}")
-    if not np.isfinite(v).all():
-        raise InvalidArgument("expected a finite embedding, got NaN or inf")
-    norm = float(np.linalg.norm(v))
-    if norm == 0:
-        raise InvalidArgument("expected a non-zero embedding, got all zeros")
-    return np.ascontiguousarray(v / norm, np.float32)

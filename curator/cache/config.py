@@ -1,0 +1,69 @@
+"""Settings of the semantic cache (a frozen dataclass; the server reads CURATOR_CACHE_*)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from curator.cache.load import LoadConfig
+from curator.cache.partition import PartitionParams
+from curator.errors import InvalidArgument
+
+__all__ = ["CacheConfig"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheConfig:
+    """candidates: neighbours the semantic tier examines (k > 1: the nearest may be expired).
+    hnsw_*: a partition turns from an exact scan into an HNSW graph past hnsw_min entries.
+    tenant_max_entries / tenant_max_bytes: a tenant's quota over all its categories (0 = none).
+    max_prompt_bytes / max_response_bytes: request limits (ResourceExhausted past them).
+    pending_ttl_s: a single-flight slot is given up if its leader has not stored by then.
+    sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
+    evict_slack: a full quota evicts this fraction more, so eviction runs rarely.
+    classifier_min_similarity: below it a prompt gets the default category.
+    embedder: "" (callers send embeddings) or "all-MiniLM-L6-v2" (the embed extra): the server
+        embeds prompts sent without an embedding.
+    load_*: the load controller (curator/cache/load.py)."""
+
+    candidates: int = 4
+    hnsw_min: int = 4096
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    hnsw_ef_search: int = 64
+    tenant_max_entries: int = 1_000_000
+    tenant_max_bytes: int = 0
+    max_prompt_bytes: int = 64 << 10
+    max_response_bytes: int = 4 << 20
+    pending_ttl_s: float = 30.0
+    sweep_every_s: float = 30.0
+    evict_slack: float = 0.02
+    classifier_min_similarity: float = 0.3
+    load_enter: float = 0.85
+    load_exit: float = 0.6
+    load_smoothing: float = 0.5
+    load_report_ttl_s: float = 30.0
+    load_window_s: float = 10.0
+    embedder: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.candidates <= 256:
+            raise InvalidArgument(f"expected candidates in [1, 256], got {self.candidates}")
+        if not 0 <= self.evict_slack < 1:
+            raise InvalidArgument(f"expected evict_slack in [0, 1), got {self.evict_slack}")
+
+    def partition_params(self) -> PartitionParams:
+        return PartitionParams(
+            self.hnsw_min,
+            self.hnsw_m,
+            self.hnsw_ef_construction,
+            max(self.hnsw_ef_search, self.candidates),
+        )
+
+    def load_config(self) -> LoadConfig:
+        return LoadConfig(
+            self.load_enter,
+            self.load_exit,
+            self.load_smoothing,
+            self.load_report_ttl_s,
+            self.load_window_s,
+        )
