@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from curator import errors
+from curator.cache.config import CacheConfig
 from curator.cache.embedder import TextEmbedder
-from curator.cache.semantic_cache import CacheConfig
 from curator.config import DatabaseConfig
 from curator.database import Database
 from tests.gateway_support import open_backend
