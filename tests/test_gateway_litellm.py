@@ -219,8 +219,12 @@ def test_a_question_without_text_is_not_cached(backend: Any) -> None:
 
 def test_embedding_responses_are_not_cached(backend: Any) -> None:
     adapter = _adapter(backend, model=MODEL)
-    asyncio.run(adapter.async_set_cache_pipeline([("k", {"x": 1})], input=["t"], model=MODEL))
-    assert adapter.clear() == 0
+    # even with chat-shaped kwargs, where a plain set_cache would store
+    request = {"model": MODEL, "messages": [{"role": "user", "content": Q}], "input": [Q]}
+    asyncio.run(adapter.async_set_cache_pipeline([("k", {"data": [0.1, 0.2]})], **request))
+    assert adapter.get_cache("k", **request) is None
+    adapter.set_cache("k", {"data": [0.1, 0.2]}, **request)
+    assert adapter.get_cache("k", **request) == {"data": [0.1, 0.2]}
 
 
 def test_split_messages() -> None:
