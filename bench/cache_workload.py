@@ -12,8 +12,9 @@ section into five categories with the traits the category-aware design is about:
   finance (science, math, gnu-r, database...)       Zipf 1.1, answers change every 30 min,
           precision-critical.
 A request picks a category (traffic shares below), an item of its pool (`--pool` items per
-category) by the category's repetition law, and one of six prompt variants of the item: the
-canonical description (30%), or one of five rewordings (question forms, the long text alone,
+category, less those described like another: `distinct_items`) by the category's repetition
+law, and one of six prompt variants of the item: the canonical description (30%), or one of
+five rewordings (question forms, the long text alone,
 25% word dropout, the terse "name + summary"), embedded with all-MiniLM-L6-v2 (the embed
 extra; the canonical text's embedding is the dataset's own). The ground truth of every
 request is its item and the item's current answer version, so a hit is correct, false
@@ -160,7 +161,8 @@ def build(pool: int, n_requests: int, rate: float, seed: int) -> Workload:
     canonical = np.asarray(base[[it.row for it in chosen]], np.float32)[:, None, :]
     emb = list(np.concatenate([canonical, rewordings], axis=1))
     w = Workload(cats, prompts, emb, np.array(item_cat), rng.uniform(0, 3600, len(chosen)))
-    by_cat = [np.flatnonzero(w.item_cat == ci) for ci in range(len(cats))]
+    keep = distinct_items(w)
+    by_cat = [np.flatnonzero((w.item_cat == ci) & keep) for ci in range(len(cats))]
     laws = []
     for ci, c in enumerate(cats):
         n = len(by_cat[ci])
@@ -181,6 +183,28 @@ def build(pool: int, n_requests: int, rate: float, seed: int) -> Workload:
         v = 0 if rng.random() < P_CANONICAL else int(rng.integers(1, 6))
         w.requests.append((t, item, v))
     return w
+
+
+def distinct_items(w: Workload, same: float = 0.95) -> np.ndarray:
+    """Mask of the pool items that requests may ask about: an item is left out when one of
+    its prompts is word for word a prompt of another kept item, or its canonical description
+    is at cosine >= `same` to another kept item's (two packages described alike are one
+    question; counting an answer to either as false would blame the cache for the data)."""
+    keep = np.zeros(len(w.prompts), bool)
+    seen: set[str] = set()
+    kept_by_cat: dict[int, list[int]] = {}
+    for i, ps in enumerate(w.prompts):
+        texts = {p.casefold() for p in ps}
+        ci = int(w.item_cat[i])
+        others = kept_by_cat.setdefault(ci, [])
+        if texts & seen:
+            continue
+        if others and float((np.stack([w.emb[j][0] for j in others]) @ w.emb[i][0]).max()) >= same:
+            continue
+        keep[i] = True
+        seen |= texts
+        others.append(i)
+    return keep
 
 
 CONFIGS: dict[str, dict[str, Any] | None] = {
@@ -254,8 +278,9 @@ def sweep(w: Workload, thresholds: list[float]) -> dict[str, list[tuple[float, f
     """Per category and threshold: share of prompts whose nearest other-prompt neighbour in
     the category is at or above the threshold, and the precision of those (same item)."""
     out = {}
+    keep = distinct_items(w)
     for ci, c in enumerate(w.cats):
-        items = np.flatnonzero(w.item_cat == ci)
+        items = np.flatnonzero((w.item_cat == ci) & keep)
         x = np.concatenate([w.emb[i] for i in items])
         owner = np.repeat(items, 6)
         sims = x @ x.T
@@ -321,7 +346,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=30_000)
     ap.add_argument("--pool", type=int, default=1000, help="items per category")
     ap.add_argument("--rate", type=float, default=6.0, help="requests/s outside the burst")
-    ap.add_argument("--capacity", type=float, default=4.0, help="model calls/s at load 1")
+    ap.add_argument("--capacity", type=float, default=2.5, help="model calls/s at load 1")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     w = build(args.pool, args.requests, args.rate, args.seed)

@@ -29,7 +29,7 @@ class CacheConfig:
     hnsw_min: int = 4096
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
-    hnsw_ef_search: int = 64
+    hnsw_ef_search: int = 128
     tenant_max_entries: int = 1_000_000
     tenant_max_bytes: int = 0
     max_prompt_bytes: int = 64 << 10

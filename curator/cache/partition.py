@@ -50,7 +50,7 @@ class PartitionParams:
     hnsw_min: int = 4096
     M: int = 16
     ef_construction: int = 100
-    ef_search: int = 64
+    ef_search: int = 128
 
 
 class Partition:
@@ -131,7 +131,6 @@ class Partition:
             top = np.argpartition(-sims, k - 1)[:k] if k < self._n else np.arange(self._n)
             top = top[np.argsort(-sims[top], kind="stable")]
             return self._ids[top], np.minimum(sims[top], 1.0)
-        self._hnsw.set_ef(max(self.params.ef_search, k))
         while True:
             try:
                 labels, dist = self._hnsw.knn_query(q, k=k)
@@ -151,6 +150,7 @@ class Partition:
             ef_construction=p.ef_construction,
             allow_replace_deleted=True,
         )
+        idx.set_ef(p.ef_search)  # >= the cache's candidates (CacheConfig.partition_params)
         if self._n:
             idx.add_items(self._vecs[: self._n], self._ids[: self._n])
         self._row = dict.fromkeys(self._row, -1)
