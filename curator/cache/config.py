@@ -26,7 +26,7 @@ class CacheConfig:
     load_*: the load controller (curator/cache/load.py)."""
 
     candidates: int = 4
-    hnsw_min: int = 4096
+    hnsw_min: int = 8192
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
     hnsw_ef_search: int = 128

@@ -47,7 +47,7 @@ class PartitionParams:
     """hnsw_min: entries before the exact scan turns into an HNSW graph; M, ef_construction,
     ef_search: hnswlib's graph degree, build and search list sizes."""
 
-    hnsw_min: int = 4096
+    hnsw_min: int = 8192
     M: int = 16
     ef_construction: int = 100
     ef_search: int = 128
