@@ -60,6 +60,7 @@ class QuotaView:
 
     groups: Mapping[tuple[str, str], Mapping[int, None]]
     group_bytes: Mapping[tuple[str, str], int]
+    tenant_totals: Mapping[str, tuple[int, int]]  # tenant -> (entries, bytes)
     metas: Mapping[int, EntryMeta]
     policy: Callable[[str, str], CategoryPolicy]
     tenant_max_entries: int
@@ -82,9 +83,12 @@ def plan_eviction(
     tenant, category = group
     metas, slack = view.metas, view.slack
     gone = set(replaced)
-    mine = [i for i in view.groups.get(group, {}) if i not in gone]
-    n_after = len(mine) + n_new
-    b_after = sum(metas[i].size for i in mine) + size_new
+    # Sizes from the running totals: the common case (room left) costs O(replaced), not
+    # O(entries); lists of ids are built only when something has to go.
+    in_group = view.groups.get(group, {})
+    n_after = len(in_group) - sum(1 for i in gone if i in in_group) + n_new
+    b_after = view.group_bytes.get(group, 0) + size_new
+    b_after -= sum(metas[i].size for i in gone if i in in_group)
     victims: list[np.ndarray] = []
     if policy.quota_bytes and size_new > policy.quota_bytes:
         raise ResourceExhausted(
@@ -94,6 +98,7 @@ def plan_eviction(
     if (policy.quota_entries and n_after > policy.quota_entries) or (
         policy.quota_bytes and b_after > policy.quota_bytes
     ):
+        mine = [i for i in in_group if i not in gone]
         order, sizes = eviction_order(mine, metas, now, policy.ttl_s)
         need_n = n_after - int(policy.quota_entries * (1 - slack)) if policy.quota_entries else 0
         need_b = b_after - int(policy.quota_bytes * (1 - slack)) if policy.quota_bytes else 0
@@ -104,12 +109,15 @@ def plan_eviction(
         raise ResourceExhausted(
             f"expected entries within the tenant quota of {cap_b} bytes, got {size_new}"
         )
-    t_groups = [
-        (g, [i for i in ids if i not in gone]) for g, ids in view.groups.items() if g[0] == tenant
-    ]
-    t_n = sum(len(ids) for _, ids in t_groups) + n_new
-    t_b = sum(metas[i].size for _, ids in t_groups for i in ids) + size_new
+    total_n, total_b = view.tenant_totals.get(tenant, (0, 0))
+    t_n = total_n - len(gone) + n_new
+    t_b = total_b - sum(metas[i].size for i in gone) + size_new
     if (cap_n and t_n > cap_n) or (cap_b and t_b > cap_b):
+        t_groups = [
+            (g, [i for i in ids if i not in gone])
+            for g, ids in view.groups.items()
+            if g[0] == tenant
+        ]
         orders, sizes_all, keys = [], [], []
         for (t, c), ids in t_groups:
             p = view.policy(t, c)

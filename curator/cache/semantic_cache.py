@@ -95,6 +95,7 @@ class SemanticCache:
         self._metas: dict[int, EntryMeta] = {}
         self._groups: dict[tuple[str, str], dict[int, None]] = {}  # (tenant, category) -> ids
         self._group_bytes: dict[tuple[str, str], int] = {}
+        self._tenant_totals: dict[str, tuple[int, int]] = {}  # tenant -> (entries, bytes)
         self._flights = SingleFlight(self.config.pending_ttl_s)
         self._counters: dict[tuple[str, str, str], int] = {}
         self._counter_lock = threading.Lock()
@@ -417,6 +418,7 @@ class SemanticCache:
         return QuotaView(
             self._groups,
             self._group_bytes,
+            self._tenant_totals,
             self._metas,
             self.policy,
             self.config.tenant_max_entries,
@@ -577,6 +579,8 @@ class SemanticCache:
                 part.remove(i, m.digest)
                 if not len(part):
                     del self._partitions[m.key]
+            n, b = self._tenant_totals[m.key.tenant]
+            self._tenant_totals[m.key.tenant] = (n - 1, b - m.size)
             g = (m.key.tenant, m.category)
             ids_g = self._groups.get(g)
             if ids_g is not None:
@@ -593,6 +597,8 @@ class SemanticCache:
         if part is None:
             part = self._partitions[key] = Partition(x.shape[1], self._params)
         part.add(np.array(ids, np.int64), x, [m.digest for m in metas])
+        n, b = self._tenant_totals.get(key.tenant, (0, 0))
+        self._tenant_totals[key.tenant] = (n + len(ids), b + sum(m.size for m in metas))
         for i, m in zip(ids, metas, strict=True):
             self._metas[i] = m
             g = (key.tenant, m.category)
