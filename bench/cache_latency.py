@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.metrics import latency_stats, rss
+from bench.metrics import latency_stats, rss, trim_memory
 from bench.wire import _bare_rtt, _start_server
 from client import Client
 from curator.cache import CacheConfig
@@ -112,10 +112,12 @@ def run_size(n: int, n_lookups: int, root: Path) -> dict[str, Any]:
         "semantic": ([f"reworded {i}" for i in pick], reworded(x[pick], 0.97, rng)),
         "exact": ([f"prompt number {i}" for i in pick], x[pick]),
     }
+    trim_memory()
     r0 = rss()
     t0 = time.perf_counter()
     db = Database(DatabaseConfig(data_dir=str(path), sync=False), background=False)
     open_s = time.perf_counter() - t0
+    trim_memory()  # what the open keeps, not what it used on the way
     mem = rss() - r0
 
     def local(p: str, v: np.ndarray) -> Any:

@@ -607,7 +607,9 @@ class SemanticCache:
 
     def _load_from_store(self, known_tenants: set[str] | None) -> None:
         now = self.clock()
-        groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], list[np.ndarray]]] = {}
+        # per partition: ids, metas, and the embeddings packed in one buffer (not an array
+        # object per entry: at 1M entries those cost more than the graph)
+        groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], bytearray]] = {}
         stale: list[int] = []
         keys: dict[PartitionKey, PartitionKey] = {}  # one key object per partition
         with self.store.read() as txn:
@@ -620,12 +622,14 @@ class SemanticCache:
                     stale.append(eid)
                     continue
                 key = keys.setdefault(e.key, e.key)
-                ids, metas, vecs = groups.setdefault(key, ([], [], []))
+                ids, metas, vecs = groups.setdefault(key, ([], [], bytearray()))
                 ids.append(eid)
                 metas.append(e.meta(key))
-                vecs.append(e.embedding)
-        for key, (ids, metas, vecs) in groups.items():
-            self._add_many(key, ids, metas, np.stack(vecs))
+                vecs += e.embedding.tobytes()
+        for key in list(groups):
+            ids, metas, vecs = groups.pop(key)
+            x = np.frombuffer(vecs, np.float32).reshape(len(ids), -1)
+            self._add_many(key, ids, metas, x)
         if stale and not self.store.readonly:
             self._delete_records(stale)
         if self._metas:
