@@ -14,7 +14,8 @@ the `embed` extra): the question alone is sent as the prompt, the rest is in the
 
 Partitioning: LangChain's `llm_string` (model class, model name and every invocation
 parameter) goes into the fingerprint, so a different model or temperature never shares
-entries; it is never embedded. So does the bound category. For a chat model the prompt is
+entries; it is never embedded. (Categories are kept apart by the database itself.) For a
+chat model the prompt is
 the serialized message list: the text of the last human message is what is embedded (the
 semantic match), everything else (system prompt, earlier turns and tool calls in full, the
 question's images) goes into the fingerprint, and the whole prompt is what is stored and
@@ -202,10 +203,7 @@ class CuratorLangChainCache(BaseCache):
         text, context = split_prompt(prompt)
         if not text.strip():
             return None
-        # A bound category is a hard partition too: the database shares entries across
-        # categories of one (tenant, model, fingerprint), and an adapter bound to a strict
-        # category (short TTL, high threshold) must not serve a laxer one's answers.
-        params = {"llm_string": llm_string, "category": self.category}
+        params = {"llm_string": llm_string}
         fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)
         model = self.model or model_from_llm_string(llm_string)
         if self.embed is None:

@@ -18,7 +18,7 @@ Scope: the tenant is the one this object was built for, never derived from the r
 (LiteLLM bug #29086 came from scoping a semantic cache by a content hash instead of by who
 asks). The semantic match is on the text of the last user message of `messages`; everything
 else (the other messages in full, tool calls included, and the question's images) goes into
-the fingerprint, and so does the bound category.
+the fingerprint. (Categories are kept apart by the database itself.)
 
 Partition: LiteLLM's synchronous read path hands a custom backend only the key, `messages`
 and `metadata`; the model and the generation parameters reach it only through the key. So
@@ -180,7 +180,7 @@ class CuratorLiteLLMCache(BaseCache):
         if not text.strip():  # an image alone: nothing to match it on
             return None
         # The bound category partitions too (see CuratorLangChainCache._query).
-        params = {**self.params, "litellm_key": key, "category": self.category}
+        params = {**self.params, "litellm_key": key}
         fingerprint = make_fingerprint(params, system_prompt=context, embedder=self.embedder)
         model = self.model or "litellm"
         if self.embed is None:  # the server embeds what it is sent: the question alone
