@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from tqdm import tqdm
 
-from bench.metrics import latency_stats, rss, trim_memory
+from bench.metrics import latency_stats, trim_memory
 from bench.wire import _bare_rtt, _start_server
 from client import Client
 from curator.cache import CacheConfig
@@ -113,12 +114,13 @@ def run_size(n: int, n_lookups: int, root: Path) -> dict[str, Any]:
         "exact": ([f"prompt number {i}" for i in pick], x[pick]),
     }
     trim_memory()
-    r0 = rss()
+    m0 = psutil.Process().memory_info()
     t0 = time.perf_counter()
     db = Database(DatabaseConfig(data_dir=str(path), sync=False), background=False)
     open_s = time.perf_counter() - t0
     trim_memory()  # what the open keeps, not what it used on the way
-    mem = rss() - r0
+    m1 = psutil.Process().memory_info()
+    mem, mapped = m1.rss - m0.rss, m1.shared - m0.shared  # mapped: LMDB pages (file-backed)
 
     def local(p: str, v: np.ndarray) -> Any:
         return db.cache_lookup(p, v, tenant="t", model=MODEL, category="chat")
@@ -147,6 +149,7 @@ def run_size(n: int, n_lookups: int, root: Path) -> dict[str, Any]:
         "open_s": open_s,
         "server_open_s": server_open_s,
         "rss_mib": mem / 2**20,
+        "mapped_mib": mapped / 2**20,
         "bare_rtt_us": bare * 1e6,
     }
     for where, res in (("in-process", inproc), ("gRPC", wire)):
@@ -188,7 +191,9 @@ def main() -> None:
     for r in results:
         print(
             f"{r['n']:,} entries: fill {r['fill_s']:.1f} s, open (rebuild) {r['open_s']:.1f} s "
-            f"in-process / {r['server_open_s']:.1f} s server, cache RSS {r['rss_mib']:.0f} MiB, "
+            f"in-process / {r['server_open_s']:.1f} s server, cache RSS {r['rss_mib']:.0f} MiB "
+            f"({r['mapped_mib']:.0f} MiB of it LMDB's file-backed map, "
+            f"{(r['rss_mib'] - r['mapped_mib']) * 2**20 / r['n']:.0f} B/entry anonymous), "
             f"bare gRPC round trip {r['bare_rtt_us']:.0f} us"
         )
     big = max(results, key=lambda r: r["n"])
