@@ -1,0 +1,438 @@
+"""Curator vs real peer engines (Qdrant edge, LanceDB, Chroma, pgvector, Milvus Lite) and the
+per-tenant hnswlib baseline, on the same data, in one run.
+
+    python -m bench.run_peers --dataset debian|debian-labels|synthetic|all [--scale tiny|full]
+        [--n 200000] [--engines curator qdrant-edge ...] [--budget 300] [--queries 1000]
+
+Each engine runs in a child process of its own (same interpreter, same malloc policy), so its
+memory is measured from a clean start and a run that overstays its hard timeout is killed and
+reported as cut short; a peer whose package is missing is reported as skipped. Per engine:
+build/ingest time; memory: RSS delta of this process plus the PSS delta of the engine's server
+processes (PostgreSQL), after the build and after the query sweep; bytes on disk; recall@10
+(distances recomputed here, unreadable ids never count) with single-query latency p50/p99 over
+a sweep of the engine's query knob, and batch QPS (each tenant's queries in one call); insert
+latency one vector at a time and in one batch of 2,000. The sweep stops once it has used
+`--budget` seconds (what was skipped is recorded). Markdown tables, JSON and PNG plots (recall
+vs QPS per dataset, memory bars) go to bench/out/peers/; the headline compares Curator with the
+best peer at recall@10 0.9 and 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import baselines, peers
+from bench.datasets import Dataset, debian, shrink, synthetic
+from bench.metrics import Timer, latency_stats, recall_at_k, rss, trim_memory, true_distances
+from bench.run_index import batch_qps, best_at, insert_batch, insert_latency, warm_up
+
+OUT = Path(__file__).resolve().parent / "out" / "peers"
+BASELINES = ("curator", "per-tenant hnswlib")
+ENGINES = (*BASELINES, *peers.PEERS)
+DATASETS = ("debian", "debian-labels", "synthetic")
+TARGETS = (0.9, 0.95)
+
+log = logging.getLogger(__name__)
+
+
+def load(name: str, scale: str, n: int, n_queries: int) -> Dataset:
+    """The dataset `name` at `scale` (tiny: Debian cut to ~8k vectors of whole tenants, 20k x 128
+    synthetic with 50 tenants, 200 queries)."""
+    if name.startswith("debian"):
+        ds = debian("tenant" if name == "debian" else "label")
+        if scale == "tiny":
+            return shrink(ds, 8000, min(n_queries, 200))
+        return ds
+    if scale == "tiny":
+        return synthetic(20_000, n_tenants=50, n_queries=min(n_queries, 200))
+    return synthetic(n, n_tenants=1000, n_queries=1000)
+
+
+def make(engine: str, root: str | None) -> Any:
+    if engine == "curator":
+        return baselines.CuratorBaseline()
+    if engine == "per-tenant hnswlib":
+        return baselines.PerTenantHNSW()
+    return peers.create(engine, root)
+
+
+def _server_pss(method: Any) -> int:
+    import psutil
+
+    total = 0
+    for pid in method.server_pids() if hasattr(method, "server_pids") else []:
+        try:
+            total += psutil.Process(pid).memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _disk_bytes(method: Any, root: str) -> int | None:
+    if hasattr(method, "disk_bytes"):
+        return int(method.disk_bytes())
+    if isinstance(method, baselines.CuratorBaseline):
+        path = Path(root) / "curator.snapshot"
+        method.index.save(path)
+        size = path.stat().st_size
+        path.unlink()
+        return size
+    return None
+
+
+def measure(
+    engine: str, ds: Dataset, n_queries: int, budget_s: float, root: str | None = None
+) -> dict[str, Any]:
+    """Build `engine` on ds and measure it (see the module docstring); JSON-ready dict."""
+    root = root or tempfile.mkdtemp(prefix="run-peers-")
+    if engine == "curator":
+        warm_up()  # compiled kernels and thread pools load once per process, not per index
+    method = make(engine, root)  # imports the engine and starts its server, before the baseline
+    version = peers.versions(engine) if engine in peers.PEERS else "this repository"
+    if hasattr(method, "versions"):
+        version += f" ({method.versions()})"
+    trim_memory()
+    r0, s0 = rss(), _server_pss(method)
+    with Timer() as build:
+        method.build(ds)
+    out: dict[str, Any] = {
+        "engine": engine,
+        "version": version,
+        "build_s": build.seconds,
+        "rss_build": rss() - r0 + _server_pss(method) - s0,
+        "disk_bytes": _disk_bytes(method, root),
+        "sweep": [],
+        "skipped_settings": [],
+    }
+    if hasattr(method, "nbytes"):
+        out["struct_bytes"] = method.nbytes()
+    nq = min(n_queries, len(ds.queries), getattr(method, "query_cap", n_queries))
+    out["queries"] = nq
+    qs = np.arange(nq)
+    started = time.perf_counter()
+    warm = qs if nq <= 200 or not getattr(method, "query_cap", 0) else qs[:20]
+    for i in warm:  # one-time costs (caches, compiled kernels, planner) before any timing
+        method.search(int(ds.query_tenant[i]), ds.queries[i : i + 1], 10, method.settings[0])
+    for setting in method.settings:
+        if time.perf_counter() - started > budget_s:
+            out["skipped_settings"].append(setting)
+            continue
+        lat, ids = [], np.full((nq, 10), -1, np.int64)
+        for i in qs:
+            t0 = time.perf_counter()
+            a, _ = method.search(int(ds.query_tenant[i]), ds.queries[i : i + 1], 10, setting)
+            lat.append(time.perf_counter() - t0)
+            ids[i] = a[0]
+        readable = ds.can_read(ids, ds.query_tenant[qs])
+        truth = np.where(readable, true_distances(ds.base, ds.metric, ds.queries[qs], ids), np.inf)
+        out["sweep"].append(
+            {
+                "setting": setting,
+                "recall": recall_at_k(ids, ds.gt[qs], ds.gt_dist[qs], truth),
+                **latency_stats(lat),
+                "unreadable": int(((ids >= 0) & ~readable).sum()),
+                "batch_qps": batch_qps(method, ds, qs, setting),
+            }
+        )
+    out["sweep_s"] = time.perf_counter() - started
+    out["rss_serve"] = rss() - r0 + _server_pss(method) - s0
+    out["insert_us"] = insert_latency(method, ds, n=100 if getattr(method, "query_cap", 0) else 500)
+    out["insert_batch_us"] = insert_batch(method, ds)
+    if hasattr(method, "close"):
+        method.close()
+    return out
+
+
+def _child_env() -> dict[str, str]:
+    # The malloc policy of run_index: large frees go back to the OS, so RSS deltas are the
+    # structure's, whatever ran before in the process.
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "2"}
+
+
+def run_isolated(
+    engine: str, args: argparse.Namespace, dataset: str, hard_timeout_s: float
+) -> dict[str, Any]:
+    """measure() in a child process; killed (whole process group) after hard_timeout_s."""
+    with tempfile.TemporaryDirectory(prefix="run-peers-") as root:
+        result = Path(root) / "result.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.run_peers",
+            "--child",
+            engine,
+            "--dataset",
+            dataset,
+            "--scale",
+            args.scale,
+            "--n",
+            str(args.n),
+            "--queries",
+            str(args.queries),
+            "--budget",
+            str(args.budget),
+            "--result",
+            str(result),
+        ]
+        proc = subprocess.Popen(cmd, env=_child_env(), start_new_session=True)
+        try:
+            code = proc.wait(timeout=hard_timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"engine": engine, "status": f"cut short: killed after {hard_timeout_s:.0f} s"}
+        if code != 0 or not result.exists():
+            return {"engine": engine, "status": f"failed (exit code {code})"}
+        return {**json.loads(result.read_text()), "status": "ok"}
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _fmt_setting(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in s.items())
+
+
+def _mib(b: float | None) -> str:
+    return "-" if b is None else f"{b / 2**20:,.1f}"
+
+
+def _memory(res: dict[str, Any]) -> int:
+    """The memory an engine holds while serving: max of after-build and after-queries."""
+    return max(res["rss_build"], res["rss_serve"])
+
+
+def headline(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Per target recall: Curator's best p50 and memory vs the best peer that reaches it."""
+    ok = [r for r in results if r.get("status") == "ok"]
+    cur = next((r for r in ok if r["engine"] == "curator"), None)
+    real = [r for r in ok if r["engine"] in peers.PEERS]
+    rows: list[tuple[str, ...]] = []
+    if cur is None:
+        return rows
+    for target in TARGETS:
+        c = best_at(cur, target)
+        reached = [(r, best_at(r, target)) for r in real]
+        reached = [(r, b) for r, b in reached if b]
+        if not c:
+            rows.append((f"{target}", "Curator does not reach it", "-", "-", "-"))
+            continue
+        if not reached:
+            rows.append((f"{target}", f"{c['p50_us']:.0f} us", "no peer reaches it", "-", "-"))
+            continue
+        best_r, best = min(reached, key=lambda rb: rb[1]["p50_us"])
+        lat = c["p50_us"] / best["p50_us"]
+        least = min(reached, key=lambda rb: _memory(rb[0]))[0]
+        mem = _memory(cur) / max(_memory(least), 1)
+        met = lat <= 1.0 and all(_memory(cur) < _memory(r) for r, _ in reached)
+        rows.append(
+            (
+                f"{target}",
+                f"{c['p50_us']:.0f} us ({_fmt_setting(c['setting'])})",
+                f"{best_r['engine']} {best['p50_us']:.0f} us ({_fmt_setting(best['setting'])})",
+                f"{lat:.2f}x",
+                f"{mem:.2f}x of {least['engine']} ({_mib(_memory(cur))} vs "
+                f"{_mib(_memory(least))} MiB)",
+                "met" if met else "not met",
+            )
+        )
+    return rows
+
+
+def report(ds: Dataset, results: list[dict[str, Any]], scale: str) -> str:
+    lines = [
+        f"### {ds.name} ({scale}): {len(ds.base):,} x {ds.base.shape[1]}, {ds.n_tenants:,} "
+        f"tenants, {ds.grants:,} (vector, tenant) grants, metric {ds.metric}",
+        "",
+        "| engine | setting | queries | recall@10 | p50 us | p99 us | batch QPS |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for res in results:
+        for r in res.get("sweep", []):
+            lines.append(
+                f"| {res['engine']} | {_fmt_setting(r['setting'])} | {res['queries']} | "
+                f"{r['recall']:.3f} | {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | "
+                f"{r['batch_qps']:,.0f} |"
+            )
+    for res in results:
+        for r in res.get("sweep", []):
+            if r["unreadable"]:
+                lines.append(
+                    f"\n**ISOLATION: {res['engine']} {r['setting']} returned {r['unreadable']} "
+                    "ids that the query's tenant may not read.**"
+                )
+    lines += [
+        "",
+        "| engine | version | build/ingest s | memory after build MiB | memory after queries "
+        "MiB | on disk MiB | insert us one at a time | insert us/vector, batch of 2,000 | "
+        "status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for res in results:
+        if res.get("status") != "ok":
+            lines.append(f"| {res['engine']} | | | | | | | | {res['status']} |")
+            continue
+        status = "ok"
+        if res["skipped_settings"]:
+            status = "sweep cut short by the time budget: skipped " + "; ".join(
+                _fmt_setting(s) for s in res["skipped_settings"]
+            )
+        lines.append(
+            f"| {res['engine']} | {res['version']} | {res['build_s']:.1f} | "
+            f"{_mib(res['rss_build'])} | {_mib(res['rss_serve'])} | {_mib(res['disk_bytes'])} | "
+            f"{res['insert_us']:,.0f} | {res['insert_batch_us']:,.1f} | {status} |"
+        )
+    lines += [
+        "",
+        f"Raw vectors {_mib(ds.base.nbytes)} MiB.",
+        "",
+        "| recall@10 >= | Curator p50 | best peer p50 | latency ratio | memory ratio (Curator / "
+        "least-memory peer reaching it) | target |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in headline(results)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(ds_name: str, results: list[dict[str, Any]], path: Path) -> None:
+    """Recall@10 vs QPS (single-query 1/p50 and batch), one line per engine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for res in results:
+        sweep = res.get("sweep", [])
+        if not sweep:
+            continue
+        rec = [r["recall"] for r in sweep]
+        style = "-o" if res["engine"] == "curator" else "--."
+        axes[0].plot([1e6 / r["p50_us"] for r in sweep], rec, style, label=res["engine"])
+        axes[1].plot([r["batch_qps"] for r in sweep], rec, style, label=res["engine"])
+    for ax, title in zip(
+        axes, ("single query (1 / p50 latency)", "batch QPS (one call per tenant)"), strict=True
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("queries per second")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("recall@10")
+    axes[1].legend(fontsize=8, loc="lower left")
+    fig.suptitle(ds_name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_memory(all_results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Memory while serving and bytes on disk, per engine, one panel per dataset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(all_results)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        ok = [r for r in all_results[name] if r.get("status") == "ok"]
+        x = np.arange(len(ok))
+        ax.bar(x - 0.2, [_memory(r) / 2**20 for r in ok], 0.4, label="memory (RSS/PSS delta)")
+        ax.bar(x + 0.2, [(r["disk_bytes"] or 0) / 2**20 for r in ok], 0.4, label="on disk")
+        ax.set_xticks(x, [r["engine"] for r in ok], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("MiB")
+        ax.set_title(name, fontsize=10)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run(
+    datasets: list[str],
+    engines: list[str],
+    args: argparse.Namespace,
+    isolate: bool = True,
+    out: Path = OUT,
+) -> dict[str, list[dict[str, Any]]]:
+    """Measure every engine on every dataset; write tables, JSON and plots under out."""
+    out.mkdir(parents=True, exist_ok=True)
+    have = peers.available()
+    all_results: dict[str, list[dict[str, Any]]] = {}
+    for name in datasets:
+        ds = load(name, args.scale, args.n, args.queries)  # also fills the synthetic cache
+        results = []
+        for engine in engines:
+            if engine in peers.PEERS and not have[engine]:
+                results.append(
+                    {
+                        "engine": engine,
+                        "status": f"skipped: not installed ({peers.versions(engine)})",
+                    }
+                )
+                continue
+            print(f"[{ds.name}] {engine} ...", flush=True)
+            if isolate:
+                res = run_isolated(engine, args, name, args.hard_timeout)
+            else:
+                res = {**measure(engine, ds, args.queries, args.budget), "status": "ok"}
+            results.append(res)
+            print(f"[{ds.name}] {engine}: {res.get('status')}", flush=True)
+        tag = f"{ds.name}-{args.scale}"
+        all_results[tag] = results
+        text = report(ds, results, args.scale)
+        print(text, flush=True)
+        (out / f"{tag}.md").write_text(text)
+        (out / f"{tag}.json").write_text(json.dumps(results, indent=1, default=str))
+        plot(tag, results, out / f"{tag}-recall-qps.png")
+    plot_memory(all_results, out / f"memory-{args.scale}-{'-'.join(datasets)}.png")
+    return all_results
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--dataset", default="all", choices=[*DATASETS, "all"])
+    ap.add_argument("--scale", default="full", choices=["tiny", "full"])
+    ap.add_argument("--n", type=int, default=1_000_000, help="synthetic vectors (full scale)")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--engines", nargs="*", default=list(ENGINES), choices=ENGINES)
+    ap.add_argument("--budget", type=float, default=300.0, help="seconds of query sweep")
+    ap.add_argument(
+        "--hard-timeout", type=float, default=2400.0, help="kill an engine's run after this"
+    )
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main() -> None:
+    args = parse()
+    logging.basicConfig(level=logging.WARNING)
+    if args.child:
+        ds = load(args.dataset, args.scale, args.n, args.queries)
+        res = measure(args.child, ds, args.queries, args.budget)
+        Path(args.result).write_text(json.dumps(res, default=str))
+        return
+    datasets = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    run(datasets, args.engines, args)
+
+
+if __name__ == "__main__":
+    main()
