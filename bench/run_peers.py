@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,16 @@ def _disk_bytes(method: Any, root: str) -> int | None:
 
 
 def measure(
-    engine: str, ds: Dataset, n_queries: int, budget_s: float, root: str | None = None
+    engine: str,
+    ds: Dataset,
+    n_queries: int,
+    budget_s: float,
+    root: str | None = None,
+    warm: bool = True,
 ) -> dict[str, Any]:
     """Build `engine` on ds and measure it (see the module docstring); JSON-ready dict."""
     root = root or tempfile.mkdtemp(prefix="run-peers-")
-    if engine == "curator":
+    if engine == "curator" and warm:
         warm_up()  # compiled kernels and thread pools load once per process, not per index
     method = make(engine, root)  # imports the engine and starts its server, before the baseline
     version = peers.versions(engine) if engine in peers.PEERS else "this repository"
@@ -369,13 +375,16 @@ def run(
     args: argparse.Namespace,
     isolate: bool = True,
     out: Path = OUT,
+    loader: Callable[[str], Dataset] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Measure every engine on every dataset; write tables, JSON and plots under out."""
+    """Measure every engine on every dataset; write tables, JSON and plots under out. In
+    process (isolate=False) with a given loader, this is the path the tests drive."""
     out.mkdir(parents=True, exist_ok=True)
     have = peers.available()
     all_results: dict[str, list[dict[str, Any]]] = {}
     for name in datasets:
-        ds = load(name, args.scale, args.n, args.queries)  # also fills the synthetic cache
+        # load() also fills the synthetic cache that the child processes read
+        ds = loader(name) if loader else load(name, args.scale, args.n, args.queries)
         results = []
         for engine in engines:
             if engine in peers.PEERS and not have[engine]:
@@ -390,7 +399,8 @@ def run(
             if isolate:
                 res = run_isolated(engine, args, name, args.hard_timeout)
             else:
-                res = {**measure(engine, ds, args.queries, args.budget), "status": "ok"}
+                res = measure(engine, ds, args.queries, args.budget, warm=loader is None)
+                res["status"] = "ok"
             results.append(res)
             print(f"[{ds.name}] {engine}: {res.get('status')}", flush=True)
         tag = f"{ds.name}-{args.scale}"
