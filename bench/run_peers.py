@@ -109,6 +109,7 @@ def measure(
     version = peers.versions(engine) if engine in peers.PEERS else "this repository"
     if hasattr(method, "versions"):
         version += f" ({method.versions()})"
+    load_before = os.getloadavg()[0]  # the machine is shared: record how busy it was
     trim_memory()
     r0, s0 = rss(), _server_pss(method)
     with Timer() as build:
@@ -156,6 +157,7 @@ def measure(
     out["rss_serve"] = rss() - r0 + _server_pss(method) - s0
     out["insert_us"] = insert_latency(method, ds, n=100 if getattr(method, "query_cap", 0) else 500)
     out["insert_batch_us"] = insert_batch(method, ds)
+    out["loadavg"] = [load_before, os.getloadavg()[0]]
     if hasattr(method, "close"):
         method.close()
     return out
@@ -283,22 +285,23 @@ def report(ds: Dataset, results: list[dict[str, Any]], scale: str) -> str:
         "",
         "| engine | version | build/ingest s | memory after build MiB | memory after queries "
         "MiB | on disk MiB | insert us one at a time | insert us/vector, batch of 2,000 | "
-        "status |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "load avg before/after | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for res in results:
         if res.get("status") != "ok":
-            lines.append(f"| {res['engine']} | | | | | | | | {res['status']} |")
+            lines.append(f"| {res['engine']} | | | | | | | | | {res['status']} |")
             continue
         status = "ok"
         if res["skipped_settings"]:
             status = "sweep cut short by the time budget: skipped " + "; ".join(
                 _fmt_setting(s) for s in res["skipped_settings"]
             )
+        load = "/".join(f"{x:.1f}" for x in res.get("loadavg", [])) or "-"
         lines.append(
             f"| {res['engine']} | {res['version']} | {res['build_s']:.1f} | "
             f"{_mib(res['rss_build'])} | {_mib(res['rss_serve'])} | {_mib(res['disk_bytes'])} | "
-            f"{res['insert_us']:,.0f} | {res['insert_batch_us']:,.1f} | {status} |"
+            f"{res['insert_us']:,.0f} | {res['insert_batch_us']:,.1f} | {load} | {status} |"
         )
     lines += [
         "",
@@ -358,7 +361,8 @@ def plot_memory(all_results: dict[str, list[dict[str, Any]]], path: Path) -> Non
         ax.bar(x - 0.2, [_memory(r) / 2**20 for r in ok], 0.4, label="memory (RSS/PSS delta)")
         ax.bar(x + 0.2, [(r["disk_bytes"] or 0) / 2**20 for r in ok], 0.4, label="on disk")
         ax.set_xticks(x, [r["engine"] for r in ok], rotation=35, ha="right", fontsize=8)
-        ax.set_ylabel("MiB")
+        ax.set_yscale("log")  # per-tenant hnswlib is 10-50x the others
+        ax.set_ylabel("MiB (log scale)")
         ax.set_title(name, fontsize=10)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -403,7 +407,13 @@ def run(
                 res["status"] = "ok"
             results.append(res)
             print(f"[{ds.name}] {engine}: {res.get('status')}", flush=True)
-        tag = f"{ds.name}-{args.scale}"
+        tag = _tag(ds, args.scale)
+        if getattr(args, "merge", False) and (out / f"{tag}.json").exists():
+            fresh = {r["engine"] for r in results}
+            old = json.loads((out / f"{tag}.json").read_text())
+            kept = {r["engine"]: r for r in old if r["engine"] not in fresh}
+            by = {**kept, **{r["engine"]: r for r in results}}
+            results = [by[e] for e in ENGINES if e in by]
         all_results[tag] = results
         text = report(ds, results, args.scale)
         print(text, flush=True)
@@ -427,6 +437,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--hard-timeout", type=float, default=2400.0, help="kill an engine's run after this"
     )
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render tables and plots from the JSON of earlier runs in bench/out/peers",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep earlier results of engines not run now (from the dataset's JSON)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -441,7 +461,28 @@ def main() -> None:
         Path(args.result).write_text(json.dumps(res, default=str))
         return
     datasets = list(DATASETS) if args.dataset == "all" else [args.dataset]
+    if args.report_only:
+        rerender(datasets, args)
+        return
     run(datasets, args.engines, args)
+
+
+def _tag(ds: Dataset, scale: str) -> str:
+    return f"{ds.name}-{scale}"
+
+
+def rerender(datasets: list[str], args: argparse.Namespace, out: Path = OUT) -> None:
+    all_results = {}
+    for name in datasets:
+        ds = load(name, args.scale, args.n, args.queries)
+        tag = _tag(ds, args.scale)
+        results = json.loads((out / f"{tag}.json").read_text())
+        all_results[tag] = results
+        text = report(ds, results, args.scale)
+        print(text)
+        (out / f"{tag}.md").write_text(text)
+        plot(tag, results, out / f"{tag}-recall-qps.png")
+    plot_memory(all_results, out / f"memory-{args.scale}-{'-'.join(datasets)}.png")
 
 
 if __name__ == "__main__":
