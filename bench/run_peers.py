@@ -407,6 +407,8 @@ def run(
                 res["status"] = "ok"
             results.append(res)
             print(f"[{ds.name}] {engine}: {res.get('status')}", flush=True)
+            partial = out / f"{_tag(ds, args.scale)}.partial.json"
+            partial.write_text(json.dumps(results, indent=1, default=str))  # survives a kill
         tag = _tag(ds, args.scale)
         if getattr(args, "merge", False) and (out / f"{tag}.json").exists():
             fresh = {r["engine"] for r in results}
@@ -468,7 +470,7 @@ def main() -> None:
 
 
 def _tag(ds: Dataset, scale: str) -> str:
-    return f"{ds.name}-{scale}"
+    return ds.name if ds.name.endswith(f"-{scale}") else f"{ds.name}-{scale}"
 
 
 def rerender(datasets: list[str], args: argparse.Namespace, out: Path = OUT) -> None:
