@@ -1,4 +1,5 @@
-"""Real peer engines behind the bench/baselines.py interface, one module per engine.
+"""Real peer engines behind the bench/baselines.py interface, one module per engine (and
+`report`: the tables and plots of bench.run_peers).
 
 Each engine is imported only when its adapter is created, so `import bench.peers` works without
 the `peers` extra; `available()` says which are installed and `versions()` what they are.
