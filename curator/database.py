@@ -105,6 +105,7 @@ class Database(CacheFacade):
             clock=clock,
             known_tenants=set(self._tenants),
             background=background and not readonly,
+            graph_dir=self.path / "cache-graphs",
         )
         self._closed = False
         if background and not readonly:

@@ -405,3 +405,60 @@ def test_acknowledged_entries_survive_kill(tmp_path: Path) -> None:
                 assert r.response == f"answer {b}".encode() * 50
         db.close()
     assert len(acked) > 5
+
+
+def test_saved_graphs_reload_and_reconcile(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import shutil
+
+    caplog.set_level(logging.INFO, logger="curator.cache.semantic_cache")
+
+    db = open_db(tmp_path, clock, hnsw_min=64, evict_slack=0.0)
+    db.create_tenant("a")
+    e = [emb(3000 + i) for i in range(400)]
+    for i in range(300):
+        store(db, f"prompt {i}", e[i], f"r{i}", category="chat")
+    assert db.cache.save_graphs() == 1
+    old = tmp_path / "old-graphs"
+    shutil.copytree(tmp_path / "cache-graphs", old)
+    db.cache_set_policy("chat", tenant="a", quota_entries=320)
+    for i in range(300, 400):  # 100 more: 80 of the first ones are evicted
+        store(db, f"prompt {i}", e[i], f"r{i}", category="chat")
+    live = {x.prompt for x in db.cache.entries("a")}
+    assert len(live) == 320
+    db.close()
+
+    def check(db: Database) -> None:
+        part = next(iter(db.cache._partitions.values()))
+        assert part.uses_graph and len(part) == 320
+        for i in range(0, 400, 5):
+            r = lookup(db, f"reworded {i}", near(e[i], 0.98, i), category="chat")
+            if f"prompt {i}" in live:
+                assert r.hit and r.response == f"r{i}".encode(), i
+            else:  # evicted: never served, whatever the saved graph still holds
+                assert not r.hit or r.response != f"r{i}".encode(), i
+
+    # 1. the graph saved at close is current
+    caplog.clear()
+    db = open_db(tmp_path, clock, hnsw_min=64)
+    assert "(1 from saved graphs)" in caplog.text
+    check(db)
+    db.close()
+    # 2. a stale graph (saved before the last 100 stores and 80 evictions, as after a crash)
+    shutil.rmtree(tmp_path / "cache-graphs")
+    shutil.copytree(old, tmp_path / "cache-graphs")
+    caplog.clear()
+    db = open_db(tmp_path, clock, hnsw_min=64)
+    assert "(1 from saved graphs)" in caplog.text
+    check(db)
+    db.close()
+    # 3. a damaged graph is rebuilt from the store
+    for f in (tmp_path / "cache-graphs").glob("*.hnsw"):
+        f.write_bytes(b"garbage")
+    caplog.clear()
+    db = open_db(tmp_path, clock, hnsw_min=64)
+    assert "rebuilding a partition" in caplog.text and "(0 from saved graphs)" in caplog.text
+    check(db)
+    db.close()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+from pathlib import Path
 
 import hnswlib
 import numpy as np
@@ -158,6 +160,46 @@ class Partition:
         self._vecs = np.zeros((0, self.dim), np.float32)
         self._ids = np.zeros(0, np.int64)
         self._n = 0
+
+    def save_graph(self, path: Path) -> bool:
+        """Write the HNSW graph (if the partition has one) to `path`, atomically."""
+        if self._hnsw is None:
+            return False
+        tmp = path.with_name(path.name + ".tmp")
+        self._hnsw.save_index(str(tmp))
+        os.replace(tmp, path)
+        return True
+
+    @classmethod
+    def from_graph(
+        cls, path: Path, dim: int, params: PartitionParams, live: dict[int, bytes]
+    ) -> tuple[Partition, list[int]]:
+        """A partition on the graph saved at `path`, reconciled with its live entries (id ->
+        prompt digest): graph nodes no longer live are marked deleted. Returns the partition
+        and the live ids the graph lacks (stored after it was saved): the caller adds them.
+        Raises ValueError when the file is not a graph of this dimension."""
+        idx = hnswlib.Index(space="ip", dim=dim)
+        try:
+            idx.load_index(str(path), allow_replace_deleted=True)
+        except RuntimeError as e:
+            raise ValueError(f"unreadable graph {path}: {e}") from None
+        if idx.dim != dim:
+            raise ValueError(f"graph {path} has dimension {idx.dim}, expected {dim}")
+        idx.set_ef(params.ef_search)
+        in_graph = set(idx.get_ids_list())
+        for label in in_graph.difference(live):
+            try:
+                idx.mark_deleted(label)
+            except RuntimeError:  # deleted before the save already
+                pass
+        part = cls(dim, params)
+        part._hnsw = idx
+        part._vecs = np.zeros((0, dim), np.float32)
+        part._ids = np.zeros(0, np.int64)
+        present = [i for i in live if i in in_graph]
+        part._row = dict.fromkeys(present, -1)
+        part.exact = {live[i]: i for i in present}
+        return part, [i for i in live if i not in in_graph]
 
     def nbytes(self) -> int:
         if self._hnsw is not None:

@@ -22,12 +22,15 @@ which also removes expired entries. On start, every partition is rebuilt from LM
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import fasteners
@@ -63,7 +66,8 @@ _ID = struct.Struct(">Q")
 class SemanticCache:
     """Thread-safe: lookups run in parallel, stores and invalidations are serialised.
     `clock` (unix seconds) is injectable for tests; `known_tenants` at start-up drops the
-    entries of tenants that no longer exist."""
+    entries of tenants that no longer exist; `graph_dir`: where HNSW graphs are saved at
+    close and read back at the next start (None: always rebuilt)."""
 
     def __init__(
         self,
@@ -73,8 +77,10 @@ class SemanticCache:
         clock: Callable[[], float] = time.time,
         known_tenants: set[str] | None = None,
         background: bool = True,
+        graph_dir: Path | None = None,
     ) -> None:
         self.store = store
+        self.graph_dir = graph_dir
         self.config = config or CacheConfig()
         self.clock = clock
         self.load = LoadController(self.config.load_config(), clock)
@@ -116,6 +122,7 @@ class SemanticCache:
             self._sweeper = None
         if not self.store.readonly:
             self._flush_hits()
+            self.save_graphs()
 
     # -- lookups --------------------------------------------------------------------------
     def lookup(
@@ -593,10 +600,16 @@ class SemanticCache:
     def _add_many(
         self, key: PartitionKey, ids: list[int], metas: list[EntryMeta], x: np.ndarray
     ) -> None:
+        if not ids:
+            return
         part = self._partitions.get(key)
         if part is None:
             part = self._partitions[key] = Partition(x.shape[1], self._params)
         part.add(np.array(ids, np.int64), x, [m.digest for m in metas])
+        self._register(key, ids, metas)
+
+    def _register(self, key: PartitionKey, ids: list[int], metas: list[EntryMeta]) -> None:
+        """Count entries already in their partition into the metadata and quota totals."""
         n, b = self._tenant_totals.get(key.tenant, (0, 0))
         self._tenant_totals[key.tenant] = (n + len(ids), b + sum(m.size for m in metas))
         for i, m in zip(ids, metas, strict=True):
@@ -606,9 +619,13 @@ class SemanticCache:
             self._group_bytes[g] = self._group_bytes.get(g, 0) + m.size
 
     def _load_from_store(self, known_tenants: set[str] | None) -> None:
+        """Rebuild every partition from LMDB; a partition whose graph was saved at the last
+        clean shutdown loads it and adds only what is missing from it."""
         now = self.clock()
+        saved = self._saved_graphs()
         # per partition: ids, metas, and the embeddings packed in one buffer (not an array
-        # object per entry: at 1M entries those cost more than the graph)
+        # object per entry: at 1M entries those cost more than the graph); none are packed
+        # for a partition with a saved graph
         groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], bytearray]] = {}
         stale: list[int] = []
         keys: dict[PartitionKey, PartitionKey] = {}  # one key object per partition
@@ -625,20 +642,96 @@ class SemanticCache:
                 ids, metas, vecs = groups.setdefault(key, ([], [], bytearray()))
                 ids.append(eid)
                 metas.append(e.meta(key))
-                vecs += e.embedding.tobytes()
+                if key not in saved:
+                    vecs += e.embedding.tobytes()
+        from_graphs = 0
         for key in list(groups):
             ids, metas, vecs = groups.pop(key)
-            x = np.frombuffer(vecs, np.float32).reshape(len(ids), -1)
-            self._add_many(key, ids, metas, x)
+            if key in saved:
+                ids, metas, vecs = self._load_graph(key, saved[key], ids, metas)
+                from_graphs += key in self._partitions
+            if ids:
+                x = np.frombuffer(vecs, np.float32).reshape(len(ids), -1)
+                self._add_many(key, ids, metas, x)
         if stale and not self.store.readonly:
             self._delete_records(stale)
         if self._metas:
             log.info(
-                "cache: %d entries in %d partitions rebuilt from the store (%d expired dropped)",
+                "cache: %d entries in %d partitions (%d from saved graphs) rebuilt from the "
+                "store (%d expired dropped)",
                 len(self._metas),
                 len(self._partitions),
+                from_graphs,
                 len(stale),
             )
+
+    def _load_graph(
+        self, key: PartitionKey, path: Path, ids: list[int], metas: list[EntryMeta]
+    ) -> tuple[list[int], list[EntryMeta], bytearray]:
+        """Register the entries of a partition whose graph was saved, from that graph; returns
+        what is left to add the usual way: the entries the graph lacks (all, if the graph is
+        unusable), with their embeddings."""
+        with self.store.read() as txn:
+            first = self.store.get_raw(txn, "cache", _ID.pack(ids[0]))
+        dim = len(entry_codec.decode(ids[0], first or b"").embedding) if first else 0
+        try:
+            part, missing = Partition.from_graph(
+                path, dim, self._params, {i: m.digest for i, m in zip(ids, metas, strict=True)}
+            )
+        except ValueError as e:
+            log.warning("cache: rebuilding a partition: %s", e)
+            missing = ids
+        else:
+            self._partitions[key] = part
+            todo = set(missing)
+            self._register(
+                key,
+                [i for i in ids if i not in todo],
+                [m for i, m in zip(ids, metas, strict=True) if i not in todo],
+            )
+        by_id = dict(zip(ids, metas, strict=True))
+        vecs = bytearray()
+        with self.store.read() as txn:
+            for i in missing:
+                raw = self.store.get_raw(txn, "cache", _ID.pack(i))
+                vecs += entry_codec.decode(i, raw or b"").embedding.tobytes()
+        return list(missing), [by_id[i] for i in missing], vecs
+
+    def _saved_graphs(self) -> dict[PartitionKey, Path]:
+        """Graphs saved at the last clean shutdown, by partition (files whose manifest reads)."""
+        out: dict[PartitionKey, Path] = {}
+        if self.graph_dir is None or not self.graph_dir.is_dir():
+            return out
+        for manifest in self.graph_dir.glob("*.json"):
+            try:
+                key = PartitionKey(**json.loads(manifest.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue
+            graph = manifest.with_suffix(".hnsw")
+            if graph.exists():
+                out[key] = graph
+        return out
+
+    def save_graphs(self) -> int:
+        """Save every partition's HNSW graph next to the store (read back at the next start
+        instead of rebuilding it) and drop saved graphs of partitions gone since. Returns the
+        number saved."""
+        if self.graph_dir is None or self.store.readonly:
+            return 0
+        self.graph_dir.mkdir(parents=True, exist_ok=True)
+        written: set[Path] = set()
+        with self._write, self._lock.read_lock():
+            for key, part in self._partitions.items():
+                name = hashlib.blake2b(repr(dataclasses.astuple(key)).encode(), digest_size=16)
+                graph = self.graph_dir / f"{name.hexdigest()}.hnsw"
+                if part.save_graph(graph):
+                    manifest = graph.with_suffix(".json")
+                    manifest.write_text(json.dumps(dataclasses.asdict(key)))
+                    written.update((graph, manifest))
+        for f in self.graph_dir.iterdir():
+            if f not in written:
+                f.unlink(missing_ok=True)
+        return len(written) // 2
 
     def _delete_records(self, ids: list[int]) -> None:
         def txn_fn(txn: Any) -> None:
