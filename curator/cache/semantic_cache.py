@@ -16,7 +16,8 @@ Store: the LMDB record is committed (with any evictions) before the entry become
 memory; quotas evict expired entries first, then the lowest utility (eviction.py). TTLs are
 absolute: a hit never extends an entry's life. Hit counts are kept in memory and written back
 by the background sweeper (they guide eviction; losing the last few on a crash is harmless),
-which also removes expired entries. On start, every partition is rebuilt from LMDB.
+which also removes expired entries. On start, every partition is rebuilt from LMDB; a graph
+saved at the last clean shutdown is read back and reconciled instead of built again.
 """
 
 from __future__ import annotations
