@@ -462,3 +462,23 @@ def test_saved_graphs_reload_and_reconcile(
     assert "rebuilding a partition" in caplog.text and "(0 from saved graphs)" in caplog.text
     check(db)
     db.close()
+
+
+def test_hit_counts_are_written_back(tmp_path: Path, clock: Clock) -> None:
+    db = open_db(tmp_path, clock)
+    db.create_tenant("a")
+    store(db, "popular", emb(900), category="chat")
+    store(db, "ignored", emb(901), category="chat")
+    for _ in range(3):
+        clock.t += 10
+        assert lookup(db, "popular", emb(900), category="chat").hit
+    db.cache.sweep()  # the background write-back, run by hand
+    got = {e.prompt: (e.hits, e.last_hit) for e in db.cache.entries("a")}
+    assert got == {"popular": (3, clock.t), "ignored": (0, 0.0)}
+    assert lookup(db, "popular", emb(900), category="chat").hit
+    db.close()  # close writes back the fourth hit
+    db = open_db(tmp_path, clock)
+    stored = {e.prompt: e for e in db.cache.entries("a")}
+    assert {p: e.hits for p, e in stored.items()} == {"popular": 4, "ignored": 0}
+    assert db.cache._metas[stored["popular"].entry_id].hits == 4  # eviction utility sees it
+    db.close()

@@ -157,6 +157,7 @@ def test_cache_metrics(served: Served) -> None:
 
 def test_wait_for_pending_over_the_wire(served: Served) -> None:
     import threading
+    import time
 
     with served.client() as admin:
         admin.create_tenant("a")
@@ -169,6 +170,8 @@ def test_wait_for_pending_over_the_wire(served: Served) -> None:
             )
         )
         t.start()
+        time.sleep(0.5)  # the waiting lookup is in flight before the answer is stored
+        assert not result  # it waits: it neither returned "pending" nor hit yet
         admin.cache_store("slow", e, b"done", tenant="a", model="m")
         t.join(20)
         assert result and result[0].hit and result[0].response == b"done"

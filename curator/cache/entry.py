@@ -77,7 +77,6 @@ class EntryMeta:
     last_hit: float
     cost: float
     size: int
-    dirty: bool = False  # hit count not yet written back
 
 
 def encode(e: CacheEntry) -> bytes:

@@ -200,9 +200,3 @@ class Partition:
         part._row = dict.fromkeys(present, -1)
         part.exact = {live[i]: i for i in present}
         return part, [i for i in live if i not in in_graph]
-
-    def nbytes(self) -> int:
-        if self._hnsw is not None:
-            per = self.dim * 4 + self.params.M * 2 * 4 + 16
-            return int(self._hnsw.get_max_elements() * per)
-        return int(self._vecs.nbytes + self._ids.nbytes)

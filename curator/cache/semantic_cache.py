@@ -104,6 +104,7 @@ class SemanticCache:
         self._group_bytes: dict[tuple[str, str], int] = {}
         self._tenant_totals: dict[str, tuple[int, int]] = {}  # tenant -> (entries, bytes)
         self._flights = SingleFlight(self.config.pending_ttl_s)
+        self._dirty: set[int] = set()  # entries whose hit count is not written back yet
         self._counters: dict[tuple[str, str, str], int] = {}
         self._counter_lock = threading.Lock()
         self._load_from_store(known_tenants)
@@ -196,7 +197,7 @@ class SemanticCache:
                     meta = self._metas[eid]
                     meta.hits += 1
                     meta.last_hit = now
-                    meta.dirty = True
+                    self._dirty.add(eid)  # hit count to write back
                     self._count(tenant, cat, "hit_" + tier)
                     return CacheLookup(
                         True,
@@ -542,7 +543,8 @@ class SemanticCache:
 
     def _flush_hits(self) -> None:
         with self._write:
-            dirty = [(i, m) for i, m in self._metas.items() if m.dirty]
+            ids, self._dirty = self._dirty, set()
+            dirty = [(i, self._metas[i]) for i in ids if i in self._metas]
             if not dirty:
                 return
 
@@ -558,8 +560,6 @@ class SemanticCache:
                         )
 
             self.store.write(txn_fn)
-            for _, m in dirty:
-                m.dirty = False
 
     # -- internals ---------------------------------------------------------------------------
     def _count(self, tenant: str, category: str, what: str, n: int = 1) -> None:
