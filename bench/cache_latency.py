@@ -29,7 +29,7 @@ import psutil
 from tqdm import tqdm
 
 from bench.metrics import latency_stats, trim_memory
-from bench.wire import _bare_rtt, _start_server
+from bench.wire import bare_rtt, start_server
 from client import Client
 from curator.cache import CacheConfig
 from curator.config import DatabaseConfig
@@ -129,10 +129,10 @@ def run_size(n: int, n_lookups: int, root: Path) -> dict[str, Any]:
     inproc = time_lookups(local, cases)
     db.close()
     t0 = time.perf_counter()
-    proc, port = _start_server(path)
+    proc, port = start_server(path)
     server_open_s = time.perf_counter() - t0
     try:
-        bare = _bare_rtt(port, 500)
+        bare = bare_rtt(port, 500)
         with Client(f"127.0.0.1:{port}", "bench-admin") as client:
 
             def remote(p: str, v: np.ndarray) -> Any:

@@ -65,7 +65,7 @@ def _percentiles(lat: list[float]) -> tuple[float, float, float]:
     )
 
 
-def _start_server(path: Path) -> tuple[subprocess.Popen[str], int]:
+def start_server(path: Path) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -97,7 +97,7 @@ def _start_server(path: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, port
 
 
-def _bare_rtt(port: int, n: int = 2000) -> float:
+def bare_rtt(port: int, n: int = 2000) -> float:
     """Median seconds of a health check: the cost of a gRPC call that does nothing."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
         health = health_pb2_grpc.HealthStub(ch)
@@ -118,11 +118,11 @@ def main() -> None:
     try:
         db, queries, qt = load_database(root)
         db.close()  # writes the snapshot the server and the reader below load
-        proc, port = _start_server(root)
+        proc, port = start_server(root)
         db = Database(DatabaseConfig(data_dir=str(root)), readonly=True)
         params = SearchParams()
         nq = min(args.queries, len(queries))
-        bare = _bare_rtt(port)
+        bare = bare_rtt(port)
         with Client(f"127.0.0.1:{port}", "bench-admin") as client:
             single = {"in-process": [], "gRPC": []}
             for _ in range(2):  # warm-up pass, then the measured one
