@@ -17,7 +17,7 @@ import numpy as np
 from bench.baselines import CuratorBaseline
 from bench.datasets import debian
 from curator import SearchParams
-from curator import search_kernels as K
+from curator.index import kernels as K
 
 
 def numpy_search(q, k, ef, view, tree, store):

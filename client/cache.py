@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from client import convert
 from curator.cache.policy import CategoryPolicy
 from curator.results import CacheLookup, CacheStored
+from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = ["CacheCalls"]

@@ -21,11 +21,11 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from client import convert
 from client.cache import CacheCalls
 from curator import errors
 from curator.config import Metric, SearchParams
 from curator.results import Document, Records, SearchResult, WriteResult
+from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
     from curator.database import Database
     from curator.errors import CuratorError
-    from curator.index import CuratorIndex
+    from curator.index.curator_index import CuratorIndex
 
 
 def __getattr__(name: str) -> Any:

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from curator import CuratorError, CuratorIndex, SearchParams
 from curator.config import DatabaseConfig
-from curator.snapshotter import copy_database
-from curator.store import Store
+from curator.storage.snapshotter import copy_database
+from curator.storage.store import Store
 
 log = logging.getLogger("curator.demo")
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from curator.errors import NotFound, Unauthenticated
-from curator.store import Store
+from curator.storage.store import Store
 
 __all__ = ["ADMIN", "KeyInfo", "KeyRing", "Principal"]
 

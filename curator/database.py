@@ -23,14 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from curator import documents as docs_codec
 from curator.auth import KeyRing
 from curator.cache.config import CacheConfig
 from curator.cache.facade import CacheFacade
 from curator.cache.semantic_cache import SemanticCache
-from curator.collection import Collection, CollectionInfo
 from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
-from curator.documents import Document
 from curator.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -40,8 +37,11 @@ from curator.errors import (
     ResourceExhausted,
 )
 from curator.results import Records, SearchResult, WriteResult
-from curator.snapshotter import Snapshotter
-from curator.store import OP_DELETE, OP_DROP_TENANT, OP_GRANT, OP_REVOKE, OP_UPSERT, Store
+from curator.storage import documents as docs_codec
+from curator.storage.collection import Collection, CollectionInfo
+from curator.storage.documents import Document
+from curator.storage.snapshotter import Snapshotter
+from curator.storage.store import OP_DELETE, OP_DROP_TENANT, OP_GRANT, OP_REVOKE, OP_UPSERT, Store
 from curator.validation import as_ids, as_matrix, check_k, check_tenant, check_tenants
 
 __all__ = ["Database"]
@@ -529,7 +529,7 @@ class Database(CacheFacade):
 
 
 def _new_index(info: CollectionInfo) -> Any:
-    from curator.index import CuratorIndex
+    from curator.index.curator_index import CuratorIndex
 
     return CuratorIndex(info.dim, info.metric, info.config)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from client import convert
 from curator.auth import Principal
 from curator.config import IndexConfig, SearchParams
 from curator.database import Database
 from curator.errors import InvalidArgument, NotFound, PermissionDenied
+from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal

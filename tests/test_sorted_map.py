@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curator.sorted_map import SortedMap
+from curator.index.sorted_map import SortedMap
 
 keys = st.lists(st.integers(-(2**62), 2**62), max_size=60, unique=True)
 ops = st.lists(st.tuples(st.sampled_from(["put", "remove"]), keys), max_size=40)

@@ -10,7 +10,7 @@ import pytest
 from curator.config import DatabaseConfig
 from curator.database import Database
 from curator.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from curator.store import Store
+from curator.storage.store import Store
 
 
 @pytest.mark.timeout(60)

@@ -7,8 +7,8 @@ import pytest
 
 from curator.config import IndexConfig
 from curator.errors import Internal
-from curator.tenant_tree import TenantTree
-from curator.tree import SharedTree
+from curator.index.tenant_tree import TenantTree
+from curator.index.tree import SharedTree
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from curator.cache.classifier import CentroidClassifier
 from curator.cache.policy import CATALOGUE, DEFAULT_CATEGORY, CategoryPolicy, check_category
 from curator.cache.validation import unit_vector
 from curator.errors import InvalidArgument, NotFound
-from curator.store import Store
+from curator.storage.store import Store
 
 __all__ = ["Categories"]
 

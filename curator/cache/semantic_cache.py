@@ -55,7 +55,7 @@ from curator.cache.validation import (
 )
 from curator.errors import InvalidArgument, ResourceExhausted
 from curator.results import CacheLookup, CacheStored
-from curator.store import Store
+from curator.storage.store import Store
 
 __all__ = ["CacheConfig", "SemanticCache"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from curator.errors import Internal
-from curator.tree import SharedTree
+from curator.index.tree import SharedTree
 
 __all__ = ["TenantTree", "TenantView"]
 

@@ -20,13 +20,13 @@ import numpy as np
 
 from curator.config import IndexConfig
 from curator.errors import FailedPrecondition
-from curator.sorted_map import SortedMap
-from curator.tenant_tree import TenantTree
-from curator.tree import SharedTree
-from curator.vectors import VectorStore
+from curator.index.sorted_map import SortedMap
+from curator.index.tenant_tree import TenantTree
+from curator.index.tree import SharedTree
+from curator.index.vector_store import VectorStore
 
 if TYPE_CHECKING:
-    from curator.index import CuratorIndex
+    from curator.index.curator_index import CuratorIndex
 
 __all__ = ["FORMAT_VERSION", "from_arrays", "load", "save", "save_arrays", "to_arrays"]
 
@@ -86,7 +86,7 @@ def to_arrays(index: CuratorIndex) -> dict[str, np.ndarray]:
 
 
 def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
-    from curator.index import CuratorIndex
+    from curator.index.curator_index import CuratorIndex
 
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from curator.config import IndexConfig, Metric
 from curator.errors import CuratorError
-from curator.index import CuratorIndex
-from curator.store import Store
+from curator.index.curator_index import CuratorIndex
+from curator.storage.store import Store
 
 __all__ = ["Collection", "CollectionInfo"]
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from curator import snapshot as codec
-from curator.collection import Collection
 from curator.config import DatabaseConfig
 from curator.errors import AlreadyExists
-from curator.store import Store
+from curator.index import snapshot as codec
+from curator.storage.collection import Collection
+from curator.storage.store import Store
 
 __all__ = ["Snapshotter", "copy_database"]
 

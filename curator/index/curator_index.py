@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from curator import search_kernels as K
-from curator import snapshot as _snapshot
 from curator.config import IndexConfig, Metric, SearchParams
 from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
-from curator.sorted_map import SortedMap
-from curator.tenant_tree import TenantTree, TenantView
-from curator.tree import SharedTree
+from curator.index import kernels as K
+from curator.index import snapshot as _snapshot
+from curator.index.sorted_map import SortedMap
+from curator.index.tenant_tree import TenantTree, TenantView
+from curator.index.tree import SharedTree
+from curator.index.vector_store import VectorStore
 from curator.validation import as_ids, as_matrix, check_k, check_tenant, check_tenants
-from curator.vectors import VectorStore
 
 __all__ = ["CuratorIndex"]
 
