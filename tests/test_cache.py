@@ -413,7 +413,7 @@ def test_saved_graphs_reload_and_reconcile(
     import logging
     import shutil
 
-    caplog.set_level(logging.INFO, logger="curator.cache.semantic_cache")
+    caplog.set_level(logging.INFO, logger="curator.cache")
 
     db = open_db(tmp_path, clock, hnsw_min=64, evict_slack=0.0)
     db.create_tenant("a")

@@ -23,11 +23,8 @@ saved at the last clean shutdown is read back and reconciled instead of built ag
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,11 +38,15 @@ from curator.cache import entry as entry_codec
 from curator.cache.categories import Categories
 from curator.cache.config import CacheConfig
 from curator.cache.entry import CacheEntry, EntryMeta
-from curator.cache.eviction import QuotaView, plan_eviction
+from curator.cache.eviction import plan_eviction
+from curator.cache.ledger import Ledger
 from curator.cache.load import LoadController
 from curator.cache.partition import Partition, PartitionKey, prompt_digest
 from curator.cache.policy import CategoryPolicy, check_category
+from curator.cache.recovery import ID as _ID
+from curator.cache.recovery import rebuild, save_graphs
 from curator.cache.single_flight import SingleFlight
+from curator.cache.sweeper import Sweeper, write_back_hits
 from curator.cache.validation import (
     check_model,
     check_prompt,
@@ -60,8 +61,6 @@ from curator.storage.store import Store
 __all__ = ["CacheConfig", "SemanticCache"]
 
 log = logging.getLogger(__name__)
-
-_ID = struct.Struct(">Q")
 
 
 class SemanticCache:
@@ -99,28 +98,23 @@ class SemanticCache:
         self._lock = fasteners.ReaderWriterLock()
         self._write = threading.Lock()  # writers (stores, invalidations, sweeps)
         self._partitions: dict[PartitionKey, Partition] = {}
-        self._metas: dict[int, EntryMeta] = {}
-        self._groups: dict[tuple[str, str], dict[int, None]] = {}  # (tenant, category) -> ids
-        self._group_bytes: dict[tuple[str, str], int] = {}
-        self._tenant_totals: dict[str, tuple[int, int]] = {}  # tenant -> (entries, bytes)
+        self.ledger = Ledger()
         self._flights = SingleFlight(self.config.pending_ttl_s)
-        self._dirty: set[int] = set()  # entries whose hit count is not written back yet
         self._counters: dict[tuple[str, str, str], int] = {}
         self._counter_lock = threading.Lock()
-        self._load_from_store(known_tenants)
-        self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        rebuild(self, known_tenants)
+        self._sweeper: Sweeper | None = None
         if background and self.config.sweep_every_s > 0 and not store.readonly:
-            self._sweeper = threading.Thread(
-                target=self._sweep_loop, name="curator-cache-sweep", daemon=True
-            )
-            self._sweeper.start()
+            self._sweeper = Sweeper(self.sweep, self.config.sweep_every_s)
+
+    @property
+    def _metas(self) -> dict[int, EntryMeta]:  # the ledger's, for tests and inspection
+        return self.ledger.metas
 
     def close(self) -> None:
         """Stop the sweeper and write back hit counts."""
-        self._stop.set()
         if self._sweeper is not None:
-            self._sweeper.join()
+            self._sweeper.stop()
             self._sweeper = None
         if not self.store.readonly:
             self._flush_hits()
@@ -193,11 +187,8 @@ class SemanticCache:
                 eid, sim, tier = found
                 with self.store.read() as txn:
                     raw = self.store.get_raw(txn, "cache", _ID.pack(eid))
-                if raw is not None:
-                    meta = self._metas[eid]
-                    meta.hits += 1
-                    meta.last_hit = now
-                    self._dirty.add(eid)  # hit count to write back
+                meta = self.ledger.record_hit(eid, now) if raw is not None else None
+                if raw is not None and meta is not None:
                     self._count(tenant, cat, "hit_" + tier)
                     return CacheLookup(
                         True,
@@ -240,7 +231,7 @@ class SemanticCache:
         return np.stack(rows), fingerprint
 
     def _alive(self, eid: int, now: float, pressure: float) -> bool:
-        m = self._metas[eid]
+        m = self.ledger.metas[eid]
         if now < m.expires:
             return True
         if pressure <= 0:
@@ -386,7 +377,12 @@ class SemanticCache:
             metas = [e.meta(key) for e in entries]
             replaced = [] if part is None else [part.exact[d] for d in last if d in part.exact]
             victims = plan_eviction(
-                self._quota_view(),
+                self.ledger.quota_view(
+                    self.policy,
+                    self.config.tenant_max_entries,
+                    self.config.tenant_max_bytes,
+                    self.config.evict_slack,
+                ),
                 (tenant, category),
                 policy,
                 len(entries),
@@ -423,18 +419,6 @@ class SemanticCache:
             out[-1] = dataclasses.replace(out[-1], evicted=len(victims))
         return out
 
-    def _quota_view(self) -> QuotaView:
-        return QuotaView(
-            self._groups,
-            self._group_bytes,
-            self._tenant_totals,
-            self._metas,
-            self.policy,
-            self.config.tenant_max_entries,
-            self.config.tenant_max_bytes,
-            self.config.evict_slack,
-        )
-
     def invalidate(
         self,
         tenant: str,
@@ -448,14 +432,7 @@ class SemanticCache:
         if category is not None:
             check_category(category)
         with self._write:
-            ids = [
-                i
-                for i, m in self._metas.items()
-                if m.key.tenant == tenant
-                and (category is None or m.category == category)
-                and (model is None or m.key.model == model)
-                and (fingerprint is None or m.key.fingerprint == fingerprint)
-            ]
+            ids = self.ledger.select(tenant, category, model, fingerprint)
             self._delete(ids)
         if ids:
             self._count(tenant, category or "*", "invalidated", len(ids))
@@ -504,11 +481,10 @@ class SemanticCache:
                 d = by_cat.setdefault(c, {})
                 d[what] = d.get(what, 0) + n
         with self._lock.read_lock():
-            for (t, c), ids in self._groups.items():
-                if tenant is None or t == tenant:
-                    d = by_cat.setdefault(c, {})
-                    d["entries"] = d.get("entries", 0) + len(ids)
-                    d["bytes"] = d.get("bytes", 0) + self._group_bytes.get((t, c), 0)
+            for c, n, b in self.ledger.usage(tenant):
+                d = by_cat.setdefault(c, {})
+                d["entries"] = d.get("entries", 0) + n
+                d["bytes"] = d.get("bytes", 0) + b
             partitions = sum(1 for k in self._partitions if tenant is None or k.tenant == tenant)
         return {
             "categories": by_cat,
@@ -522,11 +498,9 @@ class SemanticCache:
         and write back hit counts. Returns the entries removed."""
         now = self.clock()
         with self._write:
-            dead = [
-                i
-                for i, m in self._metas.items()
-                if now >= m.expires and not self._alive(i, now, self.load.pressure(m.key.model))
-            ]
+            dead = self.ledger.expired(
+                now, lambda i, t: self._alive(i, t, self.load.pressure(self._metas[i].key.model))
+            )
             self._delete(dead)
         self._flights.expire(now)
         self._flush_hits()
@@ -534,32 +508,9 @@ class SemanticCache:
             log.info("cache sweep removed %d expired entries", len(dead))
         return len(dead)
 
-    def _sweep_loop(self) -> None:
-        while not self._stop.wait(self.config.sweep_every_s):
-            try:
-                self.sweep()
-            except Exception:  # keep sweeping; the next round retries
-                log.exception("cache sweep failed")
-
     def _flush_hits(self) -> None:
         with self._write:
-            ids, self._dirty = self._dirty, set()
-            dirty = [(i, self._metas[i]) for i in ids if i in self._metas]
-            if not dirty:
-                return
-
-            def txn_fn(txn: Any) -> None:
-                for i, m in dirty:
-                    raw = self.store.get_raw(txn, "cache", _ID.pack(i))
-                    if raw is not None:
-                        self.store.put_raw(
-                            txn,
-                            "cache",
-                            _ID.pack(i),
-                            entry_codec.with_hits(raw, m.hits, m.last_hit),
-                        )
-
-            self.store.write(txn_fn)
+            write_back_hits(self.store, self.ledger)
 
     # -- internals ---------------------------------------------------------------------------
     def _count(self, tenant: str, category: str, what: str, n: int = 1) -> None:
@@ -578,25 +529,12 @@ class SemanticCache:
                 self._forget(chunk)
 
     def _forget(self, ids: list[int]) -> None:
-        for i in ids:
-            m = self._metas.pop(i, None)
-            if m is None:
-                continue
+        for i, m in self.ledger.forget(ids):
             part = self._partitions.get(m.key)
             if part is not None:
                 part.remove(i, m.digest)
                 if not len(part):
                     del self._partitions[m.key]
-            n, b = self._tenant_totals[m.key.tenant]
-            self._tenant_totals[m.key.tenant] = (n - 1, b - m.size)
-            g = (m.key.tenant, m.category)
-            ids_g = self._groups.get(g)
-            if ids_g is not None:
-                ids_g.pop(i, None)
-                self._group_bytes[g] -= m.size
-                if not ids_g:
-                    del self._groups[g]
-                    del self._group_bytes[g]
 
     def _add_many(
         self, key: PartitionKey, ids: list[int], metas: list[EntryMeta], x: np.ndarray
@@ -607,132 +545,14 @@ class SemanticCache:
         if part is None:
             part = self._partitions[key] = Partition(x.shape[1], self._params)
         part.add(np.array(ids, np.int64), x, [m.digest for m in metas])
-        self._register(key, ids, metas)
-
-    def _register(self, key: PartitionKey, ids: list[int], metas: list[EntryMeta]) -> None:
-        """Count entries already in their partition into the metadata and quota totals."""
-        n, b = self._tenant_totals.get(key.tenant, (0, 0))
-        self._tenant_totals[key.tenant] = (n + len(ids), b + sum(m.size for m in metas))
-        for i, m in zip(ids, metas, strict=True):
-            self._metas[i] = m
-            g = (key.tenant, m.category)
-            self._groups.setdefault(g, {})[i] = None
-            self._group_bytes[g] = self._group_bytes.get(g, 0) + m.size
-
-    def _load_from_store(self, known_tenants: set[str] | None) -> None:
-        """Rebuild every partition from LMDB; a partition whose graph was saved at the last
-        clean shutdown loads it and adds only what is missing from it."""
-        now = self.clock()
-        saved = self._saved_graphs()
-        # per partition: ids, metas, and the embeddings packed in one buffer (not an array
-        # object per entry: at 1M entries those cost more than the graph); none are packed
-        # for a partition with a saved graph
-        groups: dict[PartitionKey, tuple[list[int], list[EntryMeta], bytearray]] = {}
-        stale: list[int] = []
-        keys: dict[PartitionKey, PartitionKey] = {}  # one key object per partition
-        with self.store.read() as txn:
-            for k, v in self.store.scan_raw(txn, "cache"):
-                eid = _ID.unpack(k)[0]
-                e = entry_codec.decode(eid, v)
-                if (known_tenants is not None and e.tenant not in known_tenants) or (
-                    now >= e.expires
-                ):
-                    stale.append(eid)
-                    continue
-                key = keys.setdefault(e.key, e.key)
-                ids, metas, vecs = groups.setdefault(key, ([], [], bytearray()))
-                ids.append(eid)
-                metas.append(e.meta(key))
-                if key not in saved:
-                    vecs += e.embedding.tobytes()
-        from_graphs = 0
-        for key in list(groups):
-            ids, metas, vecs = groups.pop(key)
-            if key in saved:
-                ids, metas, vecs = self._load_graph(key, saved[key], ids, metas)
-                from_graphs += key in self._partitions
-            if ids:
-                x = np.frombuffer(vecs, np.float32).reshape(len(ids), -1)
-                self._add_many(key, ids, metas, x)
-        if stale and not self.store.readonly:
-            self._delete_records(stale)
-        if self._metas:
-            log.info(
-                "cache: %d entries in %d partitions (%d from saved graphs) rebuilt from the "
-                "store (%d expired dropped)",
-                len(self._metas),
-                len(self._partitions),
-                from_graphs,
-                len(stale),
-            )
-
-    def _load_graph(
-        self, key: PartitionKey, path: Path, ids: list[int], metas: list[EntryMeta]
-    ) -> tuple[list[int], list[EntryMeta], bytearray]:
-        """Register the entries of a partition whose graph was saved, from that graph; returns
-        what is left to add the usual way: the entries the graph lacks (all, if the graph is
-        unusable), with their embeddings."""
-        with self.store.read() as txn:
-            first = self.store.get_raw(txn, "cache", _ID.pack(ids[0]))
-        dim = len(entry_codec.decode(ids[0], first or b"").embedding) if first else 0
-        try:
-            part, missing = Partition.from_graph(
-                path, dim, self._params, {i: m.digest for i, m in zip(ids, metas, strict=True)}
-            )
-        except ValueError as e:
-            log.warning("cache: rebuilding a partition: %s", e)
-            missing = ids
-        else:
-            self._partitions[key] = part
-            todo = set(missing)
-            self._register(
-                key,
-                [i for i in ids if i not in todo],
-                [m for i, m in zip(ids, metas, strict=True) if i not in todo],
-            )
-        by_id = dict(zip(ids, metas, strict=True))
-        vecs = bytearray()
-        with self.store.read() as txn:
-            for i in missing:
-                raw = self.store.get_raw(txn, "cache", _ID.pack(i))
-                vecs += entry_codec.decode(i, raw or b"").embedding.tobytes()
-        return list(missing), [by_id[i] for i in missing], vecs
-
-    def _saved_graphs(self) -> dict[PartitionKey, Path]:
-        """Graphs saved at the last clean shutdown, by partition (files whose manifest reads)."""
-        out: dict[PartitionKey, Path] = {}
-        if self.graph_dir is None or not self.graph_dir.is_dir():
-            return out
-        for manifest in self.graph_dir.glob("*.json"):
-            try:
-                key = PartitionKey(**json.loads(manifest.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue
-            graph = manifest.with_suffix(".hnsw")
-            if graph.exists():
-                out[key] = graph
-        return out
+        self.ledger.register(key, ids, metas)
 
     def save_graphs(self) -> int:
         """Save every partition's HNSW graph next to the store (read back at the next start
         instead of rebuilding it) and drop saved graphs of partitions gone since. Returns the
         number saved."""
-        if self.graph_dir is None or self.store.readonly:
-            return 0
-        self.graph_dir.mkdir(parents=True, exist_ok=True)
-        written: set[Path] = set()
-        with self._write, self._lock.read_lock():
-            for key, part in self._partitions.items():
-                name = hashlib.blake2b(repr(dataclasses.astuple(key)).encode(), digest_size=16)
-                graph = self.graph_dir / f"{name.hexdigest()}.hnsw"
-                if part.save_graph(graph):
-                    manifest = graph.with_suffix(".json")
-                    manifest.write_text(json.dumps(dataclasses.asdict(key)))
-                    written.update((graph, manifest))
-        for f in self.graph_dir.iterdir():
-            if f not in written:
-                f.unlink(missing_ok=True)
-        return len(written) // 2
+        with self._write:
+            return save_graphs(self)
 
     def _delete_records(self, ids: list[int]) -> None:
         def txn_fn(txn: Any) -> None:
