@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,12 +51,17 @@ class CacheLookup:
 
     hit: a cached response is served; reason: "exact" or "semantic" for a hit, else why it
     missed: "empty" (nothing cached in the partition), "below_threshold", "expired",
-    "not_cacheable" (the category's policy), "pending" (another caller is generating this
-    prompt: wait and look up again, or call the model). similarity: cosine similarity of the
-    best candidate (nan if none); threshold: the one applied (load-adjusted); category and
-    category_source ("caller", "classifier" or "default"); leader: on a miss, this caller
-    holds the single-flight slot for the prompt and is expected to store the answer; age_s:
-    age of the entry served."""
+    "vetoed" (the verifier rejected the candidates), "not_cacheable" (the category's policy),
+    "pending" (another caller is generating this prompt: wait and look up again, or call the
+    model). similarity: cosine similarity of the best candidate (nan if none); threshold: the
+    one applied (load-adjusted, or learned from feedback); category and category_source
+    ("caller", "classifier" or "default"); leader: on a miss, this caller holds the
+    single-flight slot for the prompt and is expected to store the answer; age_s: age of the
+    entry served. lookup_id: names this lookup in `cache_feedback` (0: nothing to report on:
+    no semantic candidate was scored); score: the candidate's score compared with the
+    threshold (the cosine, or the verifier's score on the cosine scale); entry_id: on a miss
+    with a scored candidate, that candidate; routed_from: the category of an entry served
+    across categories (near-identical prompt), else ""."""
 
     hit: bool
     reason: str
@@ -67,6 +73,9 @@ class CacheLookup:
     threshold: float
     leader: bool = False
     age_s: float = 0.0
+    lookup_id: int = 0
+    score: float = math.nan
+    routed_from: str = ""
 
 
 @dataclass(frozen=True)

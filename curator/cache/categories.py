@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from curator.cache.calibration import PREFIX
 from curator.cache.classifier import CentroidClassifier
 from curator.cache.policy import CATALOGUE, DEFAULT_CATEGORY, CategoryPolicy, check_category
 from curator.cache.validation import unit_vector
@@ -27,7 +28,8 @@ _GLOBAL = ""  # the tenant of the database-wide defaults
 
 
 class Categories:
-    """Thread-safe."""
+    """Thread-safe: changes and iterations of the policy table hold `_lock`; single-key
+    reads do not need it (a dict read is atomic)."""
 
     def __init__(self, store: Store, min_similarity: float) -> None:
         self.store = store
@@ -36,6 +38,8 @@ class Categories:
         self._lock = threading.Lock()
         with store.read() as txn:
             for k, v in store.scan_raw(txn, "cache_policies"):
+                if k.startswith(PREFIX.encode()):  # a calibration record (calibration.py)
+                    continue
                 tenant, category = k.decode().split(_SEP, 1)
                 self._policies[(tenant, category)] = CategoryPolicy.from_json(json.loads(v))
             for k, v in store.scan_raw(txn, "cache_examples"):
@@ -45,7 +49,8 @@ class Categories:
     def names(self, tenant: str) -> list[str]:
         """Categories the tenant can use: the catalogue, database-wide and its own."""
         names = set(CATALOGUE)
-        names.update(c for t, c in self._policies if t in (tenant, _GLOBAL))
+        with self._lock:  # set_policy may add a key meanwhile
+            names.update(c for t, c in self._policies if t in (tenant, _GLOBAL))
         return sorted(names)
 
     def policy(self, tenant: str, category: str) -> CategoryPolicy:

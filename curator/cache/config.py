@@ -21,6 +21,14 @@ class CacheConfig:
     sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
     evict_slack: a full quota evicts this fraction more, so eviction runs rarely.
     classifier_min_similarity: below it a prompt gets the default category.
+    max_wait_s: cap on a lookup's wait_s for a pending prompt (longer waits are cut to it).
+    route_similarity: a lookup that misses in its own category also serves a near-identical
+        prompt (cosine >= this, verified if either category verifies) cached under another
+        category of the same tenant, model and fingerprint, if it meets both categories'
+        thresholds and TTLs; > 1 turns routing off.
+    feedback_window: lookups remembered for `feedback` (the oldest are forgotten first).
+    calibration_min_obs: feedback observations a category needs before its threshold is
+        learned from them (calibration.py).
     embedder: "" (callers send embeddings) or "all-MiniLM-L6-v2" (the embed extra): the server
         embeds prompts sent without an embedding.
     load_*: the load controller (curator/cache/load.py)."""
@@ -43,11 +51,24 @@ class CacheConfig:
     load_smoothing: float = 0.5
     load_report_ttl_s: float = 30.0
     load_window_s: float = 10.0
+    max_wait_s: float = 30.0
+    route_similarity: float = 0.97
+    feedback_window: int = 65536
+    calibration_min_obs: int = 30
     embedder: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.candidates <= 256:
             raise InvalidArgument(f"expected candidates in [1, 256], got {self.candidates}")
+        if not 0 <= self.max_wait_s <= 600:
+            raise InvalidArgument(f"expected max_wait_s in [0, 600], got {self.max_wait_s}")
+        if not 0 < self.route_similarity:
+            raise InvalidArgument(f"expected route_similarity > 0, got {self.route_similarity}")
+        if self.feedback_window < 1 or self.calibration_min_obs < 1:
+            raise InvalidArgument(
+                "expected feedback_window and calibration_min_obs >= 1, got "
+                f"{self.feedback_window} and {self.calibration_min_obs}"
+            )
         if not 0 <= self.evict_slack < 1:
             raise InvalidArgument(f"expected evict_slack in [0, 1), got {self.evict_slack}")
 

@@ -18,7 +18,7 @@ import numpy as np
 from curator.cache.partition import PartitionKey, prompt_digest
 from curator.errors import Internal
 
-__all__ = ["CacheEntry", "EntryMeta", "decode", "encode"]
+__all__ = ["CacheEntry", "EntryMeta", "decode", "encode", "prompt_of"]
 
 _LEN = struct.Struct(">I")
 _VERSION = 1
@@ -138,3 +138,12 @@ def with_hits(raw: bytes | memoryview, hits: int, last_hit: float) -> bytes:
     h["hits"], h["last_hit"] = hits, last_hit
     head = json.dumps(h, separators=(",", ":")).encode()
     return _LEN.pack(len(head)) + head + raw[4 + n :]
+
+
+def prompt_of(raw: bytes | memoryview) -> str:
+    """The prompt of a record, without decoding the rest (the verifier reads candidates)."""
+    mv = memoryview(raw)
+    (n,) = _LEN.unpack_from(mv)
+    h = json.loads(bytes(mv[4 : 4 + n]))
+    a = 4 + n + h["n_emb"]
+    return bytes(mv[a : a + h["n_prompt"]]).decode()

@@ -6,6 +6,7 @@ written against one runs against the other (the gateway adapters rely on that).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from curator.cache.policy import CategoryPolicy
@@ -31,9 +32,11 @@ class CacheFacade:
         fingerprint: str = "",
         category: str | None = None,
         wait_s: float = 0.0,
+        active: Callable[[], bool] | None = None,
     ) -> CacheLookup:
         """A cached answer to `prompt` (embedding (dim,)) for the tenant's partition
-        (model, fingerprint), or a miss with its reason; see SemanticCache.lookup."""
+        (model, fingerprint), or a miss with its reason; see SemanticCache.lookup. `active`:
+        while waiting for a pending prompt, stop as soon as it returns False."""
         self._tenant_id(tenant)
         return self.cache.lookup(
             tenant,
@@ -43,7 +46,17 @@ class CacheFacade:
             fingerprint=fingerprint,
             category=category,
             wait_s=wait_s,
+            active=active,
         )
+
+    def cache_feedback(
+        self, *, tenant: str, lookup_id: int = 0, entry_id: int = 0, correct: bool
+    ) -> dict[str, Any]:
+        """Was the answer of a lookup (`lookup_id`, or the latest lookup served by
+        `entry_id`) right? Calibrates the category's threshold (SemanticCache.feedback);
+        returns the category's calibration state."""
+        self._tenant_id(tenant)
+        return self.cache.feedback(tenant, lookup_id=lookup_id, entry_id=entry_id, correct=correct)
 
     def cache_store(
         self,

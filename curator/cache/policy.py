@@ -37,6 +37,12 @@ class CategoryPolicy:
         categories cannot starve tail ones).
     cacheable: False refuses to store or serve (personal data, compliance).
     exact_only: serve only exact repeats of the normalised prompt, never semantic neighbours.
+    verify: run semantic candidates through the verifier (verifier.py: a lexical guard and a
+        learned head whose score, on the cosine scale, must reach the threshold).
+    verify_floor: cosine below which a candidate is not verified (a clear miss stays cheap);
+        with verify on, candidates from min(verify_floor, threshold) up are scored.
+    max_false_hit_rate: the bound delta the threshold is calibrated to hold from feedback
+        (calibration.py); 0 turns calibration off. Without feedback: `threshold` as set.
     """
 
     threshold: float = 0.92
@@ -50,9 +56,12 @@ class CategoryPolicy:
     floor_entries: int = 100
     cacheable: bool = True
     exact_only: bool = False
+    verify: bool = False
+    verify_floor: float = 0.80
+    max_false_hit_rate: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "min_threshold", "alpha"):
+        for name in ("threshold", "min_threshold", "alpha", "verify_floor"):
             v = getattr(self, name)
             if not isinstance(v, int | float) or not -1.0 <= v <= 1.0 or math.isnan(v):
                 raise InvalidArgument(f"expected {name} in [-1, 1], got {v!r}")
@@ -75,6 +84,12 @@ class CategoryPolicy:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise InvalidArgument(f"expected {name} an integer >= 0, got {v!r}")
+        for name in ("cacheable", "exact_only", "verify"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgument(f"expected {name} a bool, got {getattr(self, name)!r}")
+        d = self.max_false_hit_rate
+        if not isinstance(d, int | float) or not 0.0 <= d < 1.0:
+            raise InvalidArgument(f"expected max_false_hit_rate in [0, 1), got {d!r}")
 
     @property
     def pinned(self) -> bool:

@@ -96,7 +96,7 @@ def _load_graph(
         log.warning("cache: rebuilding a partition: %s", e)
         missing = ids
     else:
-        cache._partitions[key] = part
+        cache._attach(key, part)
         todo = set(missing)
         cache.ledger.register(
             key,

@@ -35,16 +35,20 @@ import fasteners
 import numpy as np
 
 from curator.cache import entry as entry_codec
+from curator.cache.calibration import Calibration
+from curator.cache.candidates import Choice, choose
 from curator.cache.categories import Categories
 from curator.cache.config import CacheConfig
 from curator.cache.entry import CacheEntry, EntryMeta
 from curator.cache.eviction import plan_eviction
 from curator.cache.ledger import Ledger
 from curator.cache.load import LoadController
+from curator.cache.lookup_log import LookupLog, LookupRecord
 from curator.cache.partition import Partition, PartitionKey, prompt_digest
-from curator.cache.policy import CategoryPolicy, check_category
+from curator.cache.policy import DEFAULT_CATEGORY, CategoryPolicy, check_category
 from curator.cache.recovery import ID as _ID
 from curator.cache.recovery import rebuild, save_graphs
+from curator.cache.routing import route
 from curator.cache.single_flight import SingleFlight
 from curator.cache.sweeper import Sweeper, write_back_hits
 from curator.cache.validation import (
@@ -54,7 +58,8 @@ from curator.cache.validation import (
     partition_key,
     unit_vector,
 )
-from curator.errors import InvalidArgument, ResourceExhausted
+from curator.cache.verifier import LexicalVerifier, Verifier
+from curator.errors import InvalidArgument, NotFound, ResourceExhausted
 from curator.results import CacheLookup, CacheStored
 from curator.storage.store import Store
 
@@ -78,13 +83,17 @@ class SemanticCache:
         known_tenants: set[str] | None = None,
         background: bool = True,
         graph_dir: Path | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.store = store
+        self._verifier = verifier
         self.graph_dir = graph_dir
         self.config = config or CacheConfig()
         self.clock = clock
         self.load = LoadController(self.config.load_config(), clock)
         self.categories = Categories(store, self.config.classifier_min_similarity)
+        self.calibration = Calibration(store, min_obs=self.config.calibration_min_obs)
+        self.lookups = LookupLog(self.config.feedback_window)
         self._params = self.config.partition_params()
         self.embedder: Any = None
         if self.config.embedder:
@@ -98,6 +107,8 @@ class SemanticCache:
         self._lock = fasteners.ReaderWriterLock()
         self._write = threading.Lock()  # writers (stores, invalidations, sweeps)
         self._partitions: dict[PartitionKey, Partition] = {}
+        # (tenant, model, fingerprint) -> categories with a partition (routing.py)
+        self.siblings: dict[tuple[str, str, str], set[str]] = {}
         self.ledger = Ledger()
         self._flights = SingleFlight(self.config.pending_ttl_s)
         self._counters: dict[tuple[str, str, str], int] = {}
@@ -118,6 +129,7 @@ class SemanticCache:
             self._sweeper = None
         if not self.store.readonly:
             self._flush_hits()
+            self.calibration.flush()
             self.save_graphs()
 
     # -- lookups --------------------------------------------------------------------------
@@ -131,10 +143,12 @@ class SemanticCache:
         fingerprint: str = "",
         category: str | None = None,
         wait_s: float = 0.0,
+        active: Callable[[], bool] | None = None,
     ) -> CacheLookup:
         """Is there a cached answer to `prompt` (its embedding (dim,)) for this tenant, model
-        and fingerprint? With `wait_s` > 0, a lookup that finds the prompt pending (another
-        caller generating it) waits up to that long for the answer."""
+        and fingerprint? With `wait_s` > 0 (capped at config.max_wait_s), a lookup that finds
+        the prompt pending (another caller generating it) waits up to that long for the
+        answer, and stops waiting as soon as `active()` turns False (the caller went away)."""
         check_prompt(prompt, self.config.max_prompt_bytes)
         x, fingerprint = self._vectors(
             [prompt], None if embedding is None else [embedding], fingerprint
@@ -142,11 +156,12 @@ class SemanticCache:
         q = x[0]
         if not isinstance(wait_s, int | float) or not 0 <= wait_s <= 600:
             raise InvalidArgument(f"expected wait_s in [0, 600], got {wait_s!r}")
+        wait_s = min(float(wait_s), self.config.max_wait_s)
         cat, source = self.categories.resolve(tenant, category, q)
         key = partition_key(tenant, model, fingerprint, cat)
         policy = self.policy(tenant, cat)
         pressure = self.load.pressure(model)
-        threshold = policy.effective_threshold(pressure)
+        threshold = self.threshold(tenant, cat, policy, pressure)
 
         def miss(reason: str, sim: float = math.nan, leader: bool = False) -> CacheLookup:
             self._count(tenant, cat, "miss_" + reason)
@@ -163,33 +178,33 @@ class SemanticCache:
                     f"expected an embedding of dimension {part.dim} for this model and "
                     f"fingerprint, got {len(q)}"
                 )
-            found: tuple[int, float, str] | None = None
-            best, reason = math.nan, "empty"
+            choice = Choice(reason="empty")
+            tier, routed = "exact", ""
             if part is not None and len(part):
-                reason = "below_threshold"
+                choice.reason = "below_threshold"
                 eid = part.exact.get(digest)
                 if eid is not None and self._alive(eid, now, pressure):
-                    found = (eid, 1.0, "exact")
+                    choice.found = (eid, 1.0, 1.0)
                 elif eid is not None:
-                    best, reason = 1.0, "expired"
-                if found is None and not policy.exact_only:
+                    choice.best, choice.reason = 1.0, "expired"
+                if choice.found is None and not policy.exact_only:
+                    tier = "semantic"
                     ids, sims = part.search(q, self.config.candidates)
-                    if len(sims):
-                        best = float(sims[0])
-                    for e, s in zip(ids.tolist(), sims.tolist(), strict=True):
-                        if s < threshold:
-                            break
-                        if self._alive(e, now, pressure):
-                            found = (e, s, "semantic")
-                            break
-                        reason = "expired"
-            if found is not None:
-                eid, sim, tier = found
+                    choice = self._choose(ids, sims, prompt, policy, threshold, now, pressure)
+            if choice.found is None and not policy.exact_only:
+                routed_choice = route(self, key, q, prompt, policy, threshold, now, pressure)
+                if routed_choice is not None:
+                    choice, tier, routed = routed_choice[0], "semantic", routed_choice[1]
+            if choice.found is not None:
+                eid, sim, score = choice.found
                 with self.store.read() as txn:
                     raw = self.store.get_raw(txn, "cache", _ID.pack(eid))
                 meta = self.ledger.record_hit(eid, now) if raw is not None else None
                 if raw is not None and meta is not None:
-                    self._count(tenant, cat, "hit_" + tier)
+                    self._count(tenant, cat, "hit_" + tier + ("_routed" if routed else ""))
+                    lookup_id = 0
+                    if tier == "semantic":
+                        lookup_id = self.lookups.add(LookupRecord(tenant, cat, eid, score, True))
                     return CacheLookup(
                         True,
                         tier,
@@ -200,16 +215,78 @@ class SemanticCache:
                         source,
                         threshold,
                         age_s=now - meta.created,
+                        lookup_id=lookup_id,
+                        score=score,
+                        routed_from=routed,
                     )
         self.load.record_miss(model)
         pending = self._flights.claim((key, digest), now)
         if pending is not None:
-            if wait_s > 0 and pending.done.wait(wait_s):
+            if wait_s > 0 and self._wait(pending.done, wait_s, active):
                 return self.lookup(
                     tenant, prompt, q, model=model, fingerprint=fingerprint, category=category
                 )
-            return miss("pending", best)
-        return miss(reason, best, leader=True)
+            return miss("pending", choice.best)
+        out = miss(choice.reason, choice.best, leader=True)
+        if choice.scored is not None:  # a candidate feedback may judge (exploration)
+            eid, _, score = choice.scored
+            lookup_id = self.lookups.add(LookupRecord(tenant, cat, eid, score, False))
+            out = dataclasses.replace(out, lookup_id=lookup_id, score=score, entry_id=eid)
+        return out
+
+    @staticmethod
+    def _wait(done: threading.Event, wait_s: float, active: Callable[[], bool] | None) -> bool:
+        """Wait for `done` up to wait_s, in short slices while `active()` holds."""
+        if active is None:
+            return done.wait(wait_s)
+        deadline = time.monotonic() + wait_s
+        while active():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if done.wait(min(left, 0.05)):
+                return True
+        return False
+
+    def threshold(
+        self, tenant: str, category: str, policy: CategoryPolicy, pressure: float
+    ) -> float:
+        """The threshold a lookup applies: learned from feedback (calibration.py) once there
+        is enough of it, else the policy's at this model pressure."""
+        learned = self.calibration.threshold(tenant, category, policy.max_false_hit_rate)
+        return policy.effective_threshold(pressure) if learned is None else learned
+
+    def _choose(
+        self,
+        ids: np.ndarray,
+        sims: np.ndarray,
+        prompt: str,
+        policy: CategoryPolicy,
+        threshold: float,
+        now: float,
+        pressure: float,
+    ) -> Choice:
+        return choose(
+            ids,
+            sims,
+            threshold=threshold,
+            verify=self.verifier if policy.verify else None,
+            floor=policy.verify_floor,
+            alive=lambda e: self._alive(e, now, pressure),
+            prompt=prompt,
+            prompt_of=self._prompt_of,
+        )
+
+    def _prompt_of(self, entry_id: int) -> str | None:
+        with self.store.read() as txn:
+            raw = self.store.get_raw(txn, "cache", _ID.pack(entry_id))
+        return None if raw is None else entry_codec.prompt_of(raw)
+
+    @property
+    def verifier(self) -> Verifier:
+        if self._verifier is None:
+            self._verifier = LexicalVerifier()
+        return self._verifier
 
     def _vectors(
         self, prompts: list[str], embeddings: Any, fingerprint: str
@@ -442,23 +519,54 @@ class SemanticCache:
         """Forget everything of a tenant: entries, policies, classifier examples."""
         self.invalidate(tenant)
         self.categories.drop_tenant(tenant)
+        self.calibration.forget(tenant)
+        self.lookups.forget(tenant)
+
+    # -- feedback ---------------------------------------------------------------------------
+    def feedback(
+        self, tenant: str, *, lookup_id: int = 0, entry_id: int = 0, correct: bool
+    ) -> dict[str, Any]:
+        """Report whether the answer of a lookup (`lookup_id`; or of the latest lookup that
+        served `entry_id`) was right. A served hit or a scored candidate below the threshold
+        (exploration) both count; each lookup once. The category's threshold is then
+        re-learned to hold its max_false_hit_rate (calibration.py). Returns the category's
+        calibration state. Raises NotFound for a lookup this tenant did not make recently."""
+        for name, v in (("lookup_id", lookup_id), ("entry_id", entry_id)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+                raise InvalidArgument(f"expected {name} an unsigned 64-bit integer, got {v!r}")
+        if (lookup_id == 0) == (entry_id == 0):
+            raise InvalidArgument(
+                f"expected exactly one of lookup_id and entry_id, got {lookup_id} and {entry_id}"
+            )
+        if not isinstance(correct, bool):
+            raise InvalidArgument(f"expected correct a bool, got {correct!r}")
+        rec = self.lookups.take(tenant, lookup_id, entry_id)
+        try:
+            policy = self.policy(tenant, rec.category)
+        except NotFound:  # the category's policy was dropped since
+            policy = self.policy(tenant, DEFAULT_CATEGORY)
+        self.calibration.record(tenant, rec.category, rec.score, correct, policy.max_false_hit_rate)
+        self._count(tenant, rec.category, "feedback_" + ("correct" if correct else "wrong"))
+        return {"category": rec.category, **self.calibration.view(tenant, rec.category)}
 
     # -- policies -------------------------------------------------------------------------
     def policy(self, tenant: str, category: str) -> CategoryPolicy:
         return self.categories.policy(tenant, category)
 
     def policies(self, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
-        """Every category of the tenant: its policy and its current (load-adjusted)
-        threshold and TTL for `model`."""
+        """Every category of the tenant: its policy, its current threshold (learned from
+        feedback, else load-adjusted for `model`) and TTL, and its calibration state
+        (feedback, feedback_wrong, learned_threshold: NaN until learned)."""
         pressure = self.load.pressure(model) if model else 0.0
         out = {}
         for c in self.categories.names(tenant):
             p = self.policy(tenant, c)
             out[c] = {
                 "policy": p,
-                "threshold": p.effective_threshold(pressure),
+                "threshold": self.threshold(tenant, c, p, pressure),
                 "ttl_s": p.effective_ttl(p.ttl_s, pressure),
                 "pressure": pressure,
+                **self.calibration.view(tenant, c),
             }
         return out
 
@@ -504,6 +612,7 @@ class SemanticCache:
             self._delete(dead)
         self._flights.expire(now)
         self._flush_hits()
+        self.calibration.flush()
         if dead:
             log.info("cache sweep removed %d expired entries", len(dead))
         return len(dead)
@@ -534,7 +643,23 @@ class SemanticCache:
             if part is not None:
                 part.remove(i, m.digest)
                 if not len(part):
-                    del self._partitions[m.key]
+                    self._detach(m.key)
+
+    def partition(self, key: PartitionKey) -> Partition | None:
+        return self._partitions.get(key)
+
+    def _attach(self, key: PartitionKey, part: Partition) -> None:
+        self._partitions[key] = part
+        self.siblings.setdefault((key.tenant, key.model, key.fingerprint), set()).add(key.category)
+
+    def _detach(self, key: PartitionKey) -> None:
+        del self._partitions[key]
+        group = (key.tenant, key.model, key.fingerprint)
+        cats = self.siblings.get(group)
+        if cats is not None:
+            cats.discard(key.category)
+            if not cats:
+                del self.siblings[group]
 
     def _add_many(
         self, key: PartitionKey, ids: list[int], metas: list[EntryMeta], x: np.ndarray
@@ -543,7 +668,8 @@ class SemanticCache:
             return
         part = self._partitions.get(key)
         if part is None:
-            part = self._partitions[key] = Partition(x.shape[1], self._params)
+            part = Partition(x.shape[1], self._params)
+            self._attach(key, part)
         part.add(np.array(ids, np.int64), x, [m.digest for m in metas])
         self.ledger.register(key, ids, metas)
 

@@ -1,0 +1,125 @@
+"""qqp-dev (../shared/data/qqp-dev): questions, labelled pairs, groups, answer ids, the
+train/validation split by group, and MiniLM embeddings cached under bench/out/.
+
+Groups are the connected components of the labelled-pair graph; the split assigns whole groups
+(seeded) so that no labelled pair crosses it. Answer id: component of the duplicate pairs only.
+
+    python -m bench.qqp            # embed every question once (cached), print the split sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["QQP", "embeddings", "load"]
+
+log = logging.getLogger(__name__)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qqp-dev"
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def _find(parent: np.ndarray, i: int) -> int:
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:  # path compression
+        parent[i], i = root, parent[i]
+    return root
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    parent = np.arange(n)
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        rx, ry = _find(parent, x), _find(parent, y)
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+    return np.array([_find(parent, i) for i in range(n)])
+
+
+@dataclasses.dataclass
+class QQP:
+    """texts (n,); pairs a, b (m,) int64 and dup (m,) bool; group (n,): labelled-pair
+    component; answer (n,): duplicate component; train (n,) bool: the question's group is in
+    the train split (the rest is validation)."""
+
+    texts: list[str]
+    a: np.ndarray
+    b: np.ndarray
+    dup: np.ndarray
+    group: np.ndarray
+    answer: np.ndarray
+    train: np.ndarray
+
+    def pair_split(self) -> np.ndarray:
+        """(m,) bool: the pair lies in the train split (pairs never cross the split)."""
+        return self.train[self.a]
+
+
+def load(data: Path = DATA, seed: int = 0, train_share: float = 0.5) -> QQP:
+    with gzip.open(data / "questions.jsonl.gz", "rt") as f:
+        rows = [json.loads(line) for line in f]
+    texts = [""] * len(rows)
+    for r in rows:
+        texts[r["id"]] = r["text"]
+    with gzip.open(data / "pairs.jsonl.gz", "rt") as f:
+        pairs = [json.loads(line) for line in f]
+    a = np.array([p["a"] for p in pairs], np.int64)
+    b = np.array([p["b"] for p in pairs], np.int64)
+    dup = np.array([p["duplicate"] for p in pairs], bool)
+    group = _components(len(texts), a, b)
+    answer = _components(len(texts), a[dup], b[dup])
+    groups = np.unique(group)
+    rng = np.random.default_rng(seed)
+    train_groups = rng.permutation(groups)[: int(len(groups) * train_share)]
+    train = np.isin(group, train_groups)
+    return QQP(texts, a, b, dup, group, answer, train)
+
+
+def embeddings(q: QQP, batch: int = 64) -> np.ndarray:
+    """(n, 384) float32 unit MiniLM embeddings of every question, cached in bench/out/."""
+    path = OUT / f"qqp-dev-minilm-{len(q.texts)}.npy"
+    if path.exists():
+        return np.load(path)
+    from curator.cache.embedder import TextEmbedder
+
+    emb = TextEmbedder(batch_size=batch)
+    t0 = time.perf_counter()
+    parts = []
+    for start in range(0, len(q.texts), 4096):
+        parts.append(emb.embed(q.texts[start : start + 4096]))
+        log.info("embedded %d / %d (%.0f s)", start + len(parts[-1]), len(q.texts),
+                 time.perf_counter() - t0)  # fmt: skip
+    x = np.concatenate(parts)
+    OUT.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, x)
+    tmp.rename(path)
+    return x
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    q = load(seed=args.seed)
+    split = q.pair_split()
+    print(
+        f"{len(q.texts)} questions ({q.train.sum()} train), {len(q.a)} pairs "
+        f"({split.sum()} train, {q.dup[split].sum()} / {q.dup[~split].sum()} duplicates)"
+    )
+    x = embeddings(q)
+    print(f"embeddings {x.shape}")
+
+
+if __name__ == "__main__":
+    main()

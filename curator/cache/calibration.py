@@ -1,0 +1,173 @@
+"""Feedback-calibrated thresholds: each category's threshold learned to hold a false-hit bound.
+
+Gateways report whether a served (or a scored but not served) candidate was right
+(`cache_feedback`). Each (tenant, category) keeps its last `max_obs` observations (score on
+the cosine scale, correct?). Its learned threshold is the lowest observed score t such that,
+among the observations at or above t, the one-sided 95% Wilson upper bound of the wrong share
+is <= the policy's `max_false_hit_rate` (delta), with at least `min_obs` of them. Until then
+(no or little feedback) the policy's own threshold applies: a conservative start. When no t
+meets delta, semantic hits stop (threshold 1.0: near-identical prompts only). A calibrated
+threshold is never loosened by model load: delta is a bound, load adaptation is a preference.
+
+Feedback on candidates below the current threshold (exploration) is what lets the threshold
+come down; feedback on hits alone can only raise it.
+
+Observations persist in LMDB (sub-database cache_policies, keys "\\x1e" tenant "\\x1f"
+category; packed float32 pairs), written back by the sweeper and at close.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import struct
+import threading
+from typing import Any
+
+import numpy as np
+
+from curator.storage.store import Store
+
+__all__ = ["PREFIX", "Calibration", "CategoryCalibration", "learned_threshold"]
+
+PREFIX = "\x1e"  # key prefix of calibration records among the policies
+_SEP = "\x1f"
+_PAIR = struct.Struct("<ff")
+_Z = 1.645  # one-sided 95%
+
+
+def wilson_upper(wrong: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Upper confidence bound of a proportion wrong/n (arrays, n > 0)."""
+    p = wrong / n
+    z2 = _Z * _Z
+    centre = p + z2 / (2 * n)
+    half = _Z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return (centre + half) / (1 + z2 / n)
+
+
+def learned_threshold(
+    scores: np.ndarray, correct: np.ndarray, delta: float, min_obs: int
+) -> float | None:
+    """The lowest score t whose observations at or above it hold delta (see the module
+    docstring); None when there are fewer than min_obs observations; 1.0 when none holds."""
+    if len(scores) < min_obs or delta <= 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    s, wrong = scores[order], (~correct[order]).astype(np.float64)
+    n = np.arange(1, len(s) + 1, dtype=np.float64)
+    ok = (wilson_upper(np.cumsum(wrong), n) <= delta) & (n >= min_obs)
+    # a cut between equal scores is not a threshold: only the last of a run of ties counts
+    last_of_tie = np.append(s[1:] < s[:-1], True)
+    ok &= last_of_tie
+    if not ok.any():
+        return 1.0
+    return float(s[np.flatnonzero(ok)[-1]])
+
+
+@dataclasses.dataclass
+class CategoryCalibration:
+    """Observations of one (tenant, category); `threshold`: learned (None: not yet)."""
+
+    obs: collections.deque[tuple[float, bool]]
+    threshold: float | None = None
+    delta: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        n = len(self.obs)
+        wrong = sum(1 for _, c in self.obs if not c)
+        return {
+            "feedback": n,
+            "feedback_wrong": wrong,
+            "learned_threshold": math.nan if self.threshold is None else self.threshold,
+        }
+
+
+class Calibration:
+    """Thread-safe store of every category's observations and learned threshold."""
+
+    def __init__(self, store: Store, max_obs: int = 4096, min_obs: int = 30) -> None:
+        self.store = store
+        self.max_obs = max_obs
+        self.min_obs = min_obs
+        self._cats: dict[tuple[str, str], CategoryCalibration] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        with store.read() as txn:
+            for k, v in store.scan_raw(txn, "cache_policies"):
+                key = bytes(k).decode()
+                if key.startswith(PREFIX):
+                    tenant, category = key[1:].split(_SEP, 1)
+                    pairs = [_PAIR.unpack_from(v, o) for o in range(0, len(v), _PAIR.size)]
+                    self._cats[(tenant, category)] = CategoryCalibration(
+                        collections.deque(((s, c > 0.5) for s, c in pairs), maxlen=max_obs)
+                    )
+
+    def threshold(self, tenant: str, category: str, delta: float) -> float | None:
+        """The learned threshold holding `delta` (None: not enough feedback, or delta 0)."""
+        if delta <= 0:
+            return None
+        c = self._cats.get((tenant, category))
+        if c is None:
+            return None
+        if c.delta != delta:  # the bound changed: learn again from the same observations
+            with self._lock:
+                self._relearn(c, delta)
+        return c.threshold
+
+    def record(
+        self, tenant: str, category: str, score: float, correct: bool, delta: float
+    ) -> CategoryCalibration:
+        with self._lock:
+            c = self._cats.get((tenant, category))
+            if c is None:
+                c = self._cats[(tenant, category)] = CategoryCalibration(
+                    collections.deque(maxlen=self.max_obs)
+                )
+            c.obs.append((float(score), bool(correct)))
+            self._relearn(c, delta)
+            self._dirty.add((tenant, category))
+            return c
+
+    def _relearn(self, c: CategoryCalibration, delta: float) -> None:
+        scores = np.fromiter((s for s, _ in c.obs), np.float64, len(c.obs))
+        correct = np.fromiter((k for _, k in c.obs), bool, len(c.obs))
+        c.threshold = learned_threshold(scores, correct, delta, self.min_obs)
+        c.delta = delta
+
+    def view(self, tenant: str, category: str) -> dict[str, Any]:
+        c = self._cats.get((tenant, category))
+        with self._lock:
+            return (c or CategoryCalibration(collections.deque())).view()
+
+    def forget(self, tenant: str, category: str | None = None) -> None:
+        """Drop the observations of a tenant (or one of its categories), durably."""
+        with self._lock:
+            keys = [k for k in self._cats if k[0] == tenant and category in (None, k[1])]
+            for k in keys:
+                del self._cats[k]
+                self._dirty.discard(k)
+
+            def txn_fn(txn: Any) -> None:
+                for t, c in keys:
+                    self.store.delete_key(txn, "cache_policies", PREFIX + t + _SEP + c)
+
+            if keys and not self.store.readonly:
+                self.store.write(txn_fn)
+
+    def flush(self) -> int:
+        """Write back the observations changed since the last flush; returns how many
+        categories."""
+        with self._lock:
+            todo = [(k, list(self._cats[k].obs)) for k in self._dirty if k in self._cats]
+            self._dirty.clear()
+        if not todo:
+            return 0
+
+        def txn_fn(txn: Any) -> None:
+            for (t, c), obs in todo:
+                raw = b"".join(_PAIR.pack(s, float(k)) for s, k in obs)
+                self.store.put_raw(txn, "cache_policies", (PREFIX + t + _SEP + c).encode(), raw)
+
+        self.store.write(txn_fn)
+        return len(todo)
