@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["QQP", "embeddings", "load"]
+__all__ = ["QQP", "embeddings", "hashed", "load"]
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,24 @@ def load(data: Path = DATA, seed: int = 0, train_share: float = 0.5) -> QQP:
     return QQP(texts, a, b, dup, group, answer, train)
 
 
-def embeddings(q: QQP, batch: int = 64) -> np.ndarray:
-    """(n, 384) float32 unit MiniLM embeddings of every question, cached in bench/out/."""
+def hashed(texts: list[str], dim: int = 384) -> np.ndarray:
+    """(n, dim) unit bag-of-words vectors (hashed lower-case words): a stand-in embedder for
+    tests and dry runs without the embed extra; not for reported numbers."""
+    import zlib
+
+    x = np.zeros((len(texts), dim), np.float32)
+    for i, t in enumerate(texts):
+        for w in t.lower().split():
+            x[i, zlib.crc32(w.encode()) % dim] += 1.0
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+def embeddings(q: QQP, batch: int = 64, fake: bool = False) -> np.ndarray:
+    """(n, 384) float32 unit MiniLM embeddings of every question, cached in bench/out/
+    (fake: hashed bag-of-words vectors instead, see `hashed`)."""
+    if fake:
+        return hashed(q.texts)
     path = OUT / f"qqp-dev-minilm-{len(q.texts)}.npy"
     if path.exists():
         return np.load(path)

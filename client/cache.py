@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from curator.cache.policy import CategoryPolicy
+from curator.errors import InvalidArgument
 from curator.results import CacheLookup, CacheStored
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
@@ -45,6 +46,26 @@ class CacheCalls:
         )
         timeout = None if wait_s <= 0 else wait_s + 30.0
         return convert.lookup_from_pb(self._call(self._cache.Lookup, req, timeout))
+
+    def cache_feedback(
+        self,
+        *,
+        tenant: str | None = None,
+        lookup_id: int = 0,
+        entry_id: int = 0,
+        correct: bool,
+    ) -> dict[str, Any]:
+        """Was the answer of a lookup (`lookup_id`, or the latest lookup served by
+        `entry_id`) right? Returns the category's calibration state."""
+        for name, v in (("lookup_id", lookup_id), ("entry_id", entry_id)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+                raise InvalidArgument(f"expected {name} an unsigned 64-bit integer, got {v!r}")
+        if not isinstance(correct, bool):
+            raise InvalidArgument(f"expected correct a bool, got {correct!r}")
+        req = pb.CacheFeedbackRequest(
+            tenant=tenant or "", lookup_id=lookup_id, entry_id=entry_id, correct=correct
+        )
+        return convert.feedback_from_pb(self._call(self._cache.Feedback, req))
 
     def cache_store(
         self,

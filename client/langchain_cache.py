@@ -53,6 +53,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
+from client.served import Served
 from curator import errors
 from curator.cache.fingerprint import make_fingerprint
 
@@ -193,6 +194,17 @@ class CuratorLangChainCache(BaseCache):
         self.embedder = embedder
         self.ttl_s = ttl_s
         self.wait_s = wait_s
+        self._served = Served()
+
+    def feedback(self, prompt: str, llm_string: str, correct: bool) -> bool:
+        """Report whether the answer this cache last served for (prompt, llm_string) was
+        right (a thumbs-down, a judge, a regenerate click); calibrates the category's
+        threshold. Returns False when no served answer of that call is remembered."""
+        lookup_id = self._served.pop((prompt, llm_string))
+        if not lookup_id:
+            return False
+        self.backend.cache_feedback(tenant=self.tenant, lookup_id=lookup_id, correct=correct)
+        return True
 
     def _query(
         self, prompt: str, llm_string: str
@@ -240,6 +252,7 @@ class CuratorLangChainCache(BaseCache):
         if not isinstance(generations, list):
             log.warning("entry %d does not hold a list of generations; ignored", found.entry_id)
             return None
+        self._served.put((prompt, llm_string), found.lookup_id)
         return generations
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:

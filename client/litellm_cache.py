@@ -55,6 +55,7 @@ from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache
 from litellm.types.caching import LiteLLMCacheType
 
+from client.served import Served
 from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLiteLLMCache", "semantic_cache", "split_messages"]
@@ -162,6 +163,17 @@ class CuratorLiteLLMCache(BaseCache):
         self.ttl_s = ttl_s
         self.wait_s = wait_s
         self._warned = False
+        self._served = Served()
+
+    def feedback(self, key: str = "", *, lookup_id: int = 0, correct: bool) -> bool:
+        """Report whether an answer this cache served was right: by LiteLLM's cache `key`
+        (the last answer served for it) or by the `lookup_id` put into the request's
+        metadata ("curator-lookup-id"). Returns False when no such answer is remembered."""
+        lookup_id = lookup_id or self._served.pop(key)
+        if not lookup_id:
+            return False
+        self.backend.cache_feedback(tenant=self.tenant, lookup_id=lookup_id, correct=correct)
+        return True
 
     def _query(
         self, key: str, kwargs: Mapping[str, Any]
@@ -221,6 +233,9 @@ class CuratorLiteLLMCache(BaseCache):
         if not found.hit:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
+        if isinstance(metadata, dict) and found.lookup_id:
+            metadata["curator-lookup-id"] = found.lookup_id
+        self._served.put(key, found.lookup_id)
         return json.loads(found.response)
 
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:

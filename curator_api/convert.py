@@ -8,6 +8,7 @@ Imports only numpy, protobuf and the light `curator.errors` / `curator.results` 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,9 @@ _POLICY_FIELDS = (
     "floor_entries",
     "cacheable",
     "exact_only",
+    "verify",
+    "verify_floor",
+    "max_false_hit_rate",
 )
 
 
@@ -182,6 +186,9 @@ def lookup_to_pb(r: CacheLookup) -> pb.CacheLookupResponse:
         threshold=r.threshold,
         leader=r.leader,
         age_s=r.age_s,
+        lookup_id=r.lookup_id,
+        score=r.score,
+        routed_from=r.routed_from,
     )
 
 
@@ -197,7 +204,28 @@ def lookup_from_pb(m: pb.CacheLookupResponse) -> CacheLookup:
         threshold=m.threshold,
         leader=m.leader,
         age_s=m.age_s,
+        lookup_id=m.lookup_id,
+        score=m.score,
+        routed_from=m.routed_from,
     )
+
+
+def feedback_to_pb(d: dict[str, Any]) -> pb.CacheFeedbackResponse:
+    return pb.CacheFeedbackResponse(
+        category=d["category"],
+        feedback=d["feedback"],
+        feedback_wrong=d["feedback_wrong"],
+        learned_threshold=d["learned_threshold"],
+    )
+
+
+def feedback_from_pb(m: pb.CacheFeedbackResponse) -> dict[str, Any]:
+    return {
+        "category": m.category,
+        "feedback": m.feedback,
+        "feedback_wrong": m.feedback_wrong,
+        "learned_threshold": m.learned_threshold,
+    }
 
 
 def stored_to_pb(r: CacheStored) -> pb.CacheStoreResponse:
@@ -240,6 +268,9 @@ def policies_to_pb(policies: dict[str, dict[str, Any]]) -> pb.GetCachePoliciesRe
                 threshold=d["threshold"],
                 ttl_s=d["ttl_s"],
                 pressure=d["pressure"],
+                feedback=d.get("feedback", 0),
+                feedback_wrong=d.get("feedback_wrong", 0),
+                learned_threshold=d.get("learned_threshold", math.nan),
             )
             for c, d in policies.items()
         ]
@@ -253,6 +284,9 @@ def policies_from_pb(m: pb.GetCachePoliciesResponse) -> dict[str, dict[str, Any]
             "threshold": s.threshold,
             "ttl_s": s.ttl_s,
             "pressure": s.pressure,
+            "feedback": s.feedback,
+            "feedback_wrong": s.feedback_wrong,
+            "learned_threshold": s.learned_threshold,
         }
         for s in m.categories
     }

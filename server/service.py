@@ -318,6 +318,10 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def Lookup(self, request: pb.CacheLookupRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True) or ""
+        wait_s = request.wait_s
+        left = context.time_remaining()
+        if left is not None and 0 < wait_s <= 600:  # never wait past the caller's deadline
+            wait_s = max(0.0, min(wait_s, left))
         res = self.db.cache_lookup(
             request.prompt,
             convert.decode_vector(request.embedding) if request.embedding else None,
@@ -325,9 +329,21 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
             model=request.model,
             fingerprint=request.fingerprint,
             category=request.category or None,
-            wait_s=request.wait_s,
+            wait_s=wait_s,
+            active=context.is_active,  # a cancelled call stops waiting
         )
         return convert.lookup_to_pb(res)
+
+    @rpc
+    def Feedback(self, request: pb.CacheFeedbackRequest, context: Any) -> Any:
+        tenant = _act_as(request.tenant, required=True) or ""
+        res = self.db.cache_feedback(
+            tenant=tenant,
+            lookup_id=request.lookup_id,
+            entry_id=request.entry_id,
+            correct=request.correct,
+        )
+        return convert.feedback_to_pb(res)
 
     @rpc
     def Store(self, request: pb.CacheStoreRequest, context: Any) -> Any:

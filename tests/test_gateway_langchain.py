@@ -129,10 +129,14 @@ def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
     models = [_chat(c) for c in (chat_a, docs_a, chat_b)]
     for m in models:
         m.invoke(Q)
+    # docs_a was served chat_a's identical prompt across categories (routing, issue 14)
+    assert [m.i for m in models] == [1, 0, 1]
+    docs_a.update("a docs-only question", "llm", [])  # an entry of docs alone
     chat_a.clear()
+    assert backend.cache_stats(tenant="a")["categories"]["docs"]["entries"] == 1
     for m in models:
         m.invoke(Q)
-    assert [m.i for m in models] == [2, 1, 1]
+    assert [m.i for m in models] == [2, 0, 1]  # chat_a generates again; tenant b untouched
 
 
 def test_text_llm_through_the_global_cache(backend: Any) -> None:

@@ -1,0 +1,141 @@
+"""Train the verifier's logistic head on qqp-dev's TRAIN split (writes verifier_weights.py).
+
+    python -m bench.train_verifier            # needs the embed extra (or cached embeddings)
+
+Pairs: the labelled pairs of the train split (qqp.load's group split; validation is never
+read) whose MiniLM cosine is at least --floor (the verifier only ever sees such candidates).
+Features: the cosine and the lexical features (curator/cache/lexical.py), standardised; an
+L2-regularised logistic regression fitted by Newton's method. A cosine-only logistic fit on
+the same pairs maps the head's logit back to the cosine scale. Before the final fit, 25% of
+the train groups are held out once to report AUC on hard pairs (cosine >= 0.85).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pprint
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench import qqp
+from curator.cache import lexical
+
+__all__ = ["auc", "fit_logistic", "pair_features"]
+
+OUT = Path(__file__).resolve().parents[1] / "curator" / "cache" / "verifier_weights.py"
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve (ties averaged)."""
+    order = np.argsort(score, kind="stable")
+    ranks = np.empty(len(score))
+    s = score[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    pos = label.astype(bool)
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> np.ndarray:
+    """Weights (d + 1,) (intercept last) of an L2-regularised logistic regression."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    reg = np.full(xb.shape[1], l2)
+    reg[-1] = 0.0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(xb @ w)))
+        grad = xb.T @ (p - y) + reg * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(reg)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w
+
+
+def pair_features(texts: list[str], a: np.ndarray, b: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    """(n, 1 + len(lexical.FEATURES)): cosine then the lexical features of each pair."""
+    rows = [
+        [c, *lexical.compare(texts[i], texts[j]).vector()]
+        for i, j, c in zip(a.tolist(), b.tolist(), cos.tolist(), strict=True)
+    ]
+    return np.array(rows, np.float64)
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
+    mean, scale = x.mean(0), x.std(0)
+    scale[scale == 0] = 1.0
+    w = fit_logistic((x - mean) / scale, y)
+    wc = fit_logistic(x[:, :1], y, l2=0.0)
+    return {
+        "features": ["cosine", *lexical.FEATURES],
+        "mean": [round(float(v), 6) for v in mean],
+        "scale": [round(float(v), 6) for v in scale],
+        "coef": [round(float(v), 6) for v in w[:-1]],
+        "intercept": round(float(w[-1]), 6),
+        "cos_coef": round(float(wc[0]), 6),
+        "cos_intercept": round(float(wc[1]), 6),
+    }
+
+
+def _logit(weights: dict[str, object], x: np.ndarray) -> np.ndarray:
+    mean, scale, coef = (np.array(weights[k]) for k in ("mean", "scale", "coef"))
+    return ((x - mean) / scale) @ coef + float(weights["intercept"])  # type: ignore[arg-type]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--floor", type=float, default=0.80, help="cosine of the pairs trained on")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    data = qqp.load(seed=args.seed)
+    emb = qqp.embeddings(data)
+    train = data.pair_split()
+    a, b, y = data.a[train], data.b[train], data.dup[train].astype(np.float64)
+    cos = np.einsum("ij,ij->i", emb[a], emb[b])
+    keep = cos >= args.floor
+    a, b, y, cos = a[keep], b[keep], y[keep], cos[keep]
+    x = pair_features(data.texts, a, b, cos)
+    print(f"{len(y)} train pairs with cosine >= {args.floor} ({y.mean():.3f} duplicates)")
+    # one inner hold-out by group (of the train split only) to report what the head adds
+    groups = np.unique(data.group[a])
+    rng = np.random.default_rng(args.seed + 1)
+    inner = np.isin(data.group[a], rng.permutation(groups)[: len(groups) // 4])
+    w = _fit(x[~inner], y[~inner])
+    hard = inner & (cos >= 0.85)
+    z = _logit(w, x[hard])
+    guard = np.array([lexical.veto(lexical.compare(data.texts[i], data.texts[j])) is None
+                      for i, j in zip(a[hard], b[hard], strict=True)])  # fmt: skip
+    print(
+        f"inner hold-out, {hard.sum()} hard pairs (cos >= 0.85, {y[hard].mean():.3f} dup): "
+        f"AUC cosine {auc(cos[hard], y[hard]):.3f}, head {auc(z, y[hard]):.3f}, "
+        f"head with guard {auc(np.where(guard, z, -1e9), y[hard]):.3f}"
+    )
+    weights = _fit(x, y)
+    weights["trained_on"] = (
+        f"qqp-dev train split (seed {args.seed}), {len(y)} pairs with MiniLM cosine >= {args.floor}"
+    )
+    text = (
+        '"""The verifier\'s logistic head, written by `python -m bench.train_verifier` '
+        "(do not edit).\n\nFeatures: the MiniLM cosine and curator/cache/lexical.py's "
+        "features, standardised\n(mean, scale); cos_coef / cos_intercept: the cosine-only "
+        'fit mapping logits back to cosines."""\n\nfrom typing import Any\n\n'
+        f"WEIGHTS: dict[str, Any] = {pprint.pformat(weights, width=96, sort_dicts=False)}\n"
+    )
+    args.out.write_text(text)
+    print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+    pprint.pprint(weights, sort_dicts=False)
+
+
+if __name__ == "__main__":
+    main()
