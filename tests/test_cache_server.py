@@ -187,3 +187,28 @@ def test_client_imports_no_heavy_modules_for_cache() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_feedback_over_the_wire(served: Served) -> None:
+    from curator import errors
+    from tests.test_cache import near
+
+    with served.client() as admin:
+        admin.create_tenant("a")
+        admin.create_tenant("b")
+        e = emb(11)
+        admin.cache_store("q", e, b"r", tenant="a", model="m", category="chat")
+        r = admin.cache_lookup("q again", near(e, 0.95), tenant="a", model="m", category="chat")
+        assert r.hit and r.lookup_id and r.score == pytest.approx(r.similarity)
+        with pytest.raises(errors.NotFound):
+            admin.cache_feedback(tenant="b", lookup_id=r.lookup_id, correct=False)
+        got = admin.cache_feedback(tenant="a", lookup_id=r.lookup_id, correct=False)
+        assert got["category"] == "chat" and got["feedback"] == 1
+        assert got["feedback_wrong"] == 1
+        with pytest.raises(errors.InvalidArgument):
+            admin.cache_feedback(tenant="a", lookup_id=-1, correct=True)
+        state = admin.cache_policies(tenant="a")["chat"]
+        assert state["feedback"] == 1 and math.isnan(state["learned_threshold"])
+        admin.cache_set_policy("chat", tenant="a", verify=True, max_false_hit_rate=0.02)
+        policy = admin.cache_policies(tenant="a")["chat"]["policy"]
+        assert policy.verify and policy.max_false_hit_rate == 0.02
