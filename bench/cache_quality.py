@@ -256,7 +256,7 @@ def build_stream(data: qqp.QQP, emb: np.ndarray, seed: int, limit: int, repeats:
     return Stream(qid, cat, data.answer[qid], texts, pos, sim)
 
 
-def evaluate(s: Stream) -> dict[str, Any]:
+def evaluate(s: Stream, deltas: tuple[float, ...] = (0.02, 0.05)) -> dict[str, Any]:
     verify = Verify(s)
     n, half = len(s.qid), len(s.qid) // 2
     default = {k: CATALOGUE[name].threshold for k, name in enumerate(TOPICS)}
@@ -296,7 +296,7 @@ def evaluate(s: Stream) -> dict[str, Any]:
     out["calibration"] = {}
     for name, v in (("cosine", None), ("verifier", verify)):
         warm = simulate(s, "warm", lambda i, c: default[c], v)
-        for delta in (0.02, 0.05):
+        for delta in deltas:
             learned = {}
             for c in range(len(TOPICS)):
                 fb = [(sc, ok) for i, cc, sc, ok in warm.feedback if cc == c and i < half]
@@ -383,13 +383,14 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="stream length (0: all validation)")
     p.add_argument("--repeats", type=float, default=0.0, help="share of verbatim repeats")
     p.add_argument("--latency", type=int, default=0, help="stored entries for the timing")
+    p.add_argument("--deltas", default="0.02,0.05,0.15,0.25", help="calibration bounds")
     p.add_argument("--fake", action="store_true", help="hashed bag-of-words (dry run only)")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data, fake=args.fake)
     s = build_stream(data, emb, args.seed, args.limit, args.repeats)
-    out = evaluate(s)
+    out = evaluate(s, tuple(float(d) for d in args.deltas.split(",")))
     if args.latency:
         out["latency"] = latency(data, emb, s, args.latency)
     out["seconds"] = time.perf_counter() - t0

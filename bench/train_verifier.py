@@ -2,8 +2,11 @@
 
     python -m bench.train_verifier            # needs the embed extra (or cached embeddings)
 
-Pairs: the labelled pairs of the train split (qqp.load's group split; validation is never
-read) whose MiniLM cosine is at least --floor (the verifier only ever sees such candidates).
+Pairs (train split only, qqp.load's group split; validation is never read), at MiniLM cosine
+>= --floor (the verifier only ever sees such candidates): by default the candidates a cache
+meets on a seeded stream of the train questions, labelled by answer id as the evaluation
+does (--pairs labelled: QQP's labelled pairs, whose negatives are sampled related questions,
+not what a cache meets).
 Features: the cosine and the lexical features (curator/cache/lexical.py), standardised; an
 L2-regularised logistic regression fitted by Newton's method. A cosine-only logistic fit on
 the same pairs maps the head's logit back to the cosine scale. Before the final fit, 25% of
@@ -70,6 +73,20 @@ def pair_features(texts: list[str], a: np.ndarray, b: np.ndarray, cos: np.ndarra
     return np.array(rows, np.float64)
 
 
+def stream_pairs(
+    data: qqp.QQP, emb: np.ndarray, floor: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) question ids of the candidates a cache meets on a seeded stream of the TRAIN
+    questions: each question's 4 nearest earlier ones at cosine >= floor. Labelled like the
+    evaluation: a duplicate iff the answer ids agree (a pair no label links is not)."""
+    from bench.cache_quality import neighbours
+
+    ids = np.random.default_rng(seed + 2).permutation(np.flatnonzero(data.train))
+    pos, sim = neighbours(emb[ids], 4)
+    rows, cols = np.nonzero((pos >= 0) & (sim >= floor))
+    return ids[rows], ids[pos[rows, cols]]
+
+
 def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
     mean, scale = x.mean(0), x.std(0)
     scale[scale == 0] = 1.0
@@ -96,12 +113,25 @@ def main() -> None:
     p.add_argument("--floor", type=float, default=0.80, help="cosine of the pairs trained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--pairs",
+        choices=("labelled", "stream", "both"),
+        default="stream",
+        help="labelled pairs, or the candidate pairs a stream of train questions meets",
+    )
     args = p.parse_args()
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data)
     train = data.pair_split()
     a, b, y = data.a[train], data.b[train], data.dup[train].astype(np.float64)
+    if args.pairs in ("stream", "both"):
+        sa, sb = stream_pairs(data, emb, args.floor, args.seed)
+        sy = (data.answer[sa] == data.answer[sb]).astype(np.float64)
+        if args.pairs == "stream":
+            a, b, y = sa, sb, sy
+        else:
+            a, b, y = np.concatenate([a, sa]), np.concatenate([b, sb]), np.concatenate([y, sy])
     cos = np.einsum("ij,ij->i", emb[a], emb[b])
     keep = cos >= args.floor
     a, b, y, cos = a[keep], b[keep], y[keep], cos[keep]
