@@ -60,9 +60,11 @@ def test_a_wait_over_the_wire_ends_at_the_deadline(tmp_path: Path) -> None:
             req = pb.CacheLookupRequest(tenant="a", model="m", prompt="slow", wait_s=20,
                                         embedding=convert.encode_vector(e))  # fmt: skip
             t0 = time.monotonic()
-            with pytest.raises(grpc.RpcError) as err:
-                admin._cache.Lookup(req, timeout=0.5, metadata=admin._metadata)
-            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            try:  # the server stops waiting at the deadline: the reply may just make it
+                reply = admin._cache.Lookup(req, timeout=0.5, metadata=admin._metadata)
+                assert reply.reason == "pending"
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # the server's worker returns soon after the deadline, not after wait_s (20 s)
             while time.monotonic() - t0 < 10:
                 counters = served.db.cache_stats(tenant="a")["categories"]["general"]
