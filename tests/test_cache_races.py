@@ -117,6 +117,7 @@ def test_a_classifier_view_never_outlives_new_examples(monkeypatch: Any) -> None
     clf.add("t", "a", x[:1])
     build = clf._build_view
     adder: list[threading.Thread] = []
+    blocked: list[bool] = []
 
     def build_while_adding(tenant: str, dim: int) -> Any:
         # another thread teaches a new category while the view is being built
@@ -124,11 +125,12 @@ def test_a_classifier_view_never_outlives_new_examples(monkeypatch: Any) -> None
         t.start()
         t.join(0.2)
         adder.append(t)
+        blocked.append(t.is_alive())  # the add waits for the classification to finish
         return build(tenant, dim)
 
     monkeypatch.setattr(clf, "_build_view", build_while_adding)
     assert clf.classify("t", x[1]) == ("a", 0.0)  # the view of before the add
-    assert adder[0].is_alive()  # the add waited for the classification to finish
+    assert blocked == [True]
     adder[0].join(5)
     monkeypatch.setattr(clf, "_build_view", build)
     assert clf.classify("t", x[1]) == ("b", 1.0)  # the stale view did not stick
