@@ -284,3 +284,16 @@ def test_a_cache_outage_does_not_fail_the_model_call() -> None:
 
 def test_the_adapter_imports_without_the_engine() -> None:
     assert engine_modules_after_import("client.langchain_cache") == []
+
+
+def test_feedback_reports_on_the_served_answer(backend: Any) -> None:
+    from langchain_core.outputs import Generation
+
+    cache = _cache(backend)
+    cache.update(Q, "llm", [Generation(text="x")])
+    assert not cache.feedback(Q, "llm", correct=False)  # nothing served yet
+    assert cache.lookup(PARAPHRASE, "llm") is not None  # a semantic hit
+    assert cache.feedback(PARAPHRASE, "llm", correct=False)
+    assert not cache.feedback(PARAPHRASE, "llm", correct=False)  # once per answer
+    state = backend.cache_policies(tenant="a")["chat"]
+    assert state["feedback"] == 1 and state["feedback_wrong"] == 1

@@ -282,3 +282,17 @@ def test_through_a_grpc_server_with_tenant_keys(tmp_path: Path) -> None:
 
 def test_the_adapter_imports_without_the_engine() -> None:
     assert engine_modules_after_import("client.litellm_cache") == []
+
+
+def test_feedback_reports_on_the_served_answer(backend: Any) -> None:
+    adapter = _adapter(backend, model=MODEL, category="chat")
+    asked = {"model": MODEL, "messages": [{"role": "user", "content": Q}]}
+    adapter.set_cache("k", {"answer": 1}, **asked)
+    meta: dict[str, Any] = {}
+    paraphrase = {"model": MODEL, "messages": [{"role": "user", "content": PARAPHRASE}]}
+    assert adapter.get_cache("k", metadata=meta, **paraphrase) == {"answer": 1}
+    assert meta["curator-lookup-id"]
+    assert adapter.feedback("k", correct=True)
+    assert not adapter.feedback("k", correct=True)  # once per answer
+    state = backend.cache_policies(tenant="a")["chat"]
+    assert state["feedback"] == 1 and state["feedback_wrong"] == 0
