@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from curator import __version__
 from curator.auth import KeyRing
 from curator.cache.config import CacheConfig
 from curator.cache.facade import CacheFacade
@@ -36,9 +37,18 @@ from curator.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from curator.results import Records, SearchResult, WriteResult
+from curator.results import (
+    CollectionInfo,
+    IssuedKey,
+    KeyInfo,
+    Records,
+    SearchResult,
+    ServerInfo,
+    WriteResult,
+)
 from curator.storage import documents as docs_codec
-from curator.storage.collection import Collection, CollectionInfo
+from curator.storage.collection import Collection
+from curator.storage.collection import CollectionInfo as CollectionRecord
 from curator.storage.documents import Document
 from curator.storage.snapshotter import Snapshotter
 from curator.storage.store import OP_DELETE, OP_DROP_TENANT, OP_GRANT, OP_REVOKE, OP_UPSERT, Store
@@ -49,6 +59,7 @@ __all__ = ["Database"]
 log = logging.getLogger(__name__)
 
 _NAME_MAX = 128
+_BACKUP_NAME = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class Database(CacheFacade):
@@ -57,7 +68,9 @@ class Database(CacheFacade):
 
     The acting `tenant` of a call is the principal: it owns what it upserts, may read what it
     owns or was granted, and may delete, grant and revoke only what it owns. `tenant=None`
-    means the admin (everything). Thread-safe: searches run in parallel, writes are serialised.
+    means the admin (everything; calls that need an owner then raise InvalidArgument).
+    Implements curator.api.CuratorAPI, like the client SDK. Thread-safe: searches run in
+    parallel, writes are serialised.
     """
 
     def __init__(
@@ -73,6 +86,8 @@ class Database(CacheFacade):
         self.config = config or DatabaseConfig()
         cfg = self.config
         self.path = Path(cfg.data_dir)
+        self.backup_dir = self.path / "backups"  # where backup(name) writes; the server's flag
+        self._opened = time.monotonic()
         self.store = Store(
             self.path / "lmdb",
             map_size=cfg.map_size,
@@ -92,7 +107,7 @@ class Database(CacheFacade):
         self.keys = KeyRing(self.store)
         self._collections: dict[str, Collection] = {}
         for name, d in colls.items():
-            info = CollectionInfo.from_json(name, d)
+            info = CollectionRecord.from_json(name, d)
             self._collections[name] = Collection.open(
                 self.store, info, self._snap_dir, self._tenant_names()
             )
@@ -206,9 +221,9 @@ class Database(CacheFacade):
             if name in self._collections:
                 raise AlreadyExists(f"expected a new collection name, got existing {name!r}")
 
-            def txn_fn(txn: Any) -> CollectionInfo:
+            def txn_fn(txn: Any) -> CollectionRecord:
                 cid = self.store.next_counter(txn, b"next_collection_id")
-                info = CollectionInfo(name, cid, dim, metric, config)
+                info = CollectionRecord(name, cid, dim, metric, config)
                 self.store.put_json(txn, "collections", name, info.to_json())
                 return info
 
@@ -216,26 +231,29 @@ class Database(CacheFacade):
             with self.store.read() as txn:
                 seq = self.store.seq(txn)
             self._collections[name] = Collection(info, _new_index(info), seq)
-            return info
+        return self.describe_collection(name)
 
     def list_collections(self) -> list[str]:
         return sorted(self._collections)
 
-    def describe_collection(self, name: str) -> dict[str, Any]:
+    def describe_collection(self, name: str) -> CollectionInfo:
         c = self._collection(name)
         with c.lock.read_lock():
-            return {
-                "name": name,
-                "dim": c.info.dim,
-                "metric": c.info.metric.value,
-                "config": c.info.config,
-                "vectors": len(c.index),
-                "tenants": len(c.index.tenants()),
-                "trained": c.index.is_trained,
-                "memory": c.index.memory_usage(),
-                "seq": c.applied_seq,
-                "snapshot_seq": c.snapshot_seq,
-            }
+            return CollectionInfo(
+                name=name,
+                dim=c.info.dim,
+                metric=c.info.metric.value,
+                index=c.info.config,
+                vectors=len(c.index),
+                tenants=len(c.index.tenants()),
+                trained=c.index.is_trained,
+                seq=c.applied_seq,
+                memory=c.index.memory_usage(),
+            )
+
+    def snapshot_seq(self, name: str) -> int:
+        """The write sequence the collection's latest index snapshot reflects (0: none)."""
+        return self._collection(name).snapshot_seq
 
     def drop_collection(self, name: str) -> None:
         c = self._collection(name)
@@ -261,11 +279,12 @@ class Database(CacheFacade):
         vectors: Any,
         documents: Sequence[Document] | None = None,
         *,
-        tenant: str,
+        tenant: str | None = None,
     ) -> WriteResult:
         """Insert or replace vectors owned by `tenant` (one transaction, all or nothing).
         A replaced vector loses its grants. Returns the write sequence number."""
         c = self._collection(collection)
+        tenant = _acting(tenant)
         tid = self._tenant_id(tenant)
         ids = as_ids(ids)
         self._check_batch(len(ids))
@@ -386,7 +405,7 @@ class Database(CacheFacade):
         queries: Any,
         k: int = 10,
         *,
-        tenant: str | Sequence[str],
+        tenant: str | Sequence[str] | None = None,
         params: SearchParams | None = None,
         with_documents: bool = False,
         with_vectors: bool = False,
@@ -396,6 +415,8 @@ class Database(CacheFacade):
         `require_all`, by both of two tenants: the filter track's AND of two labels) for each
         of `queries` (nq, d)."""
         c = self._collection(collection)
+        if tenant is None:
+            raise InvalidArgument("expected tenants to search for (the admin key acts for none)")
         names = check_tenants(tenant)
         for n in names:
             self._tenant_id(n)
@@ -467,20 +488,61 @@ class Database(CacheFacade):
         """Write the collection's index snapshot now; returns the sequence it reflects."""
         return self._snapshots.take(self._collection(collection))
 
-    def backup(self, dest: str | os.PathLike[str]) -> None:
+    def backup(self, name: str) -> str:
+        """`backup_to` the new folder `name` (letters, digits, '-', '_', '.') under
+        `backup_dir`; returns its path."""
+        if (
+            not isinstance(name, str)
+            or not name
+            or set(name) - _BACKUP_NAME
+            or name.startswith(".")
+        ):
+            raise InvalidArgument(
+                f"expected a backup name of letters, digits, '-', '_', '.', got {name!r}"
+            )
+        dest = Path(self.backup_dir) / name
+        self.backup_to(dest)
+        return str(dest)
+
+    def backup_to(self, dest: str | os.PathLike[str]) -> None:
         """A consistent copy of the live database in the new folder `dest`, which opens as a
         working database (LMDB's compacting copy, plus the current index snapshots)."""
         self._snapshots.backup(Path(dest))
 
-    def stats(self) -> dict[str, Any]:
+    def server_info(self) -> ServerInfo:
+        """In-process, the principal is the admin and uptime counts from the open."""
         with self.store.read() as txn:
             seq = self.store.seq(txn)
-        return {
-            "seq": seq,
-            "collections": len(self._collections),
-            "tenants": len(self._tenants),
-            **self.store.stats(),
-        }
+        return ServerInfo(
+            version=__version__,
+            principal="admin",
+            seq=seq,
+            collections=len(self._collections),
+            tenants=len(self._tenants),
+            uptime_seconds=time.monotonic() - self._opened,
+        )
+
+    # -- API keys (stored hashed; see curator.auth) ----------------------------------------------
+    def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
+        """A new key for the existing `tenant` (None: an admin key)."""
+        with self._write_lock:  # not while the tenant is being dropped
+            if tenant is not None:
+                self._tenant_id(tenant)
+            info, secret = self.keys.issue(tenant, _check_description(description))
+        return IssuedKey(info.key_id, secret)
+
+    def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
+        if tenant is not None:
+            self._tenant_id(tenant)
+        return self.keys.list_keys(tenant)
+
+    def revoke_key(self, key_id: str) -> None:
+        self.keys.revoke(key_id)
+
+    def rotate_key(self, key_id: str) -> IssuedKey:
+        with self._write_lock:
+            info, secret = self.keys.rotate(key_id)
+        return IssuedKey(info.key_id, secret)
 
     # -- helpers --------------------------------------------------------------------------------
     def _collection(self, name: str) -> Collection:
@@ -528,7 +590,7 @@ class Database(CacheFacade):
             )
 
 
-def _new_index(info: CollectionInfo) -> Any:
+def _new_index(info: CollectionRecord) -> Any:
     from curator.index.curator_index import CuratorIndex
 
     return CuratorIndex(info.dim, info.metric, info.config)
@@ -536,6 +598,19 @@ def _new_index(info: CollectionInfo) -> Any:
 
 def _empty(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
+
+
+def _acting(tenant: str | None) -> str:
+    """The owner of a write: the admin must name one."""
+    if tenant is None:
+        raise InvalidArgument("expected a tenant to act as (the admin key acts for none)")
+    return tenant
+
+
+def _check_description(text: Any) -> str:
+    if not isinstance(text, str) or len(text) > 1024:
+        raise InvalidArgument(f"expected a description of at most 1024 characters, got {text!r}")
+    return text
 
 
 def _check_name(name: Any, what: str) -> str:

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CacheLookup", "CacheStored", "Document", "Records", "SearchResult", "WriteResult"]
+from curator.cache.policy import CategoryPolicy
+from curator.config import IndexConfig
+
+__all__ = [
+    "CacheLookup",
+    "CacheStats",
+    "CacheStored",
+    "CollectionInfo",
+    "Document",
+    "IssuedKey",
+    "KeyInfo",
+    "ModelLoad",
+    "PolicyState",
+    "Records",
+    "SearchResult",
+    "ServerInfo",
+    "WriteResult",
+]
 
 Document = bytes | str | dict | list | None
 
@@ -78,3 +96,87 @@ class CacheStored:
     expires_at: float
     evicted: int
     stored: bool = True
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What `create_collection` / `describe_collection` report. metric: "l2", "ip" or
+    "cosine"; vectors / tenants: counts (a tenant key sees only its own vectors, and 0
+    tenants); trained: the shared tree is trained; seq: the last write the index reflects;
+    memory: bytes by component ("total" included; empty for a tenant key)."""
+
+    name: str
+    dim: int
+    metric: str
+    index: IndexConfig = field(default_factory=IndexConfig)
+    vectors: int = 0
+    tenants: int = 0
+    trained: bool = False
+    seq: int = 0
+    memory: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key's public record (the secret is never stored). tenant None: an admin key."""
+
+    key_id: str
+    tenant: str | None
+    description: str
+    created: float
+
+
+class IssuedKey(NamedTuple):
+    """A new key: its id and the secret (shown only here). Unpacks as (key_id, secret)."""
+
+    key_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """version of the server; principal: "admin" or "tenant:<name>"; seq: the last write
+    sequence number; collections / tenants: counts; uptime_seconds since the database (or
+    server) started."""
+
+    version: str
+    principal: str
+    seq: int
+    collections: int
+    tenants: int
+    uptime_seconds: float
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """The cache's view of a model's load: load (1.0 = at capacity, smoothed), overloaded
+    (hysteresis state), pressure in [0, 1] (how far thresholds are relaxed), source
+    ("reported", "measured" or "none"), capacity_rps (0 = unknown)."""
+
+    load: float
+    overloaded: bool
+    pressure: float
+    source: str
+    capacity_rps: float
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """A category's policy and what applies now for a model: the load-adjusted threshold and
+    TTL, and the pressure behind them."""
+
+    policy: CategoryPolicy
+    threshold: float
+    ttl_s: float
+    pressure: float
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Semantic-cache counters: per category, outcome counters plus "entries" and "bytes";
+    partitions and entries in total; models: the load of each model with a known load."""
+
+    categories: dict[str, dict[str, int]]
+    partitions: int
+    entries: int
+    models: dict[str, ModelLoad]

@@ -22,6 +22,7 @@ from pythonjsonlogger.json import JsonFormatter
 from curator.cache.config import CacheConfig
 from curator.config import DatabaseConfig, from_env
 from curator.database import Database
+from curator.results import CacheStats
 from server.app import create_server, install_signal_handlers
 from server.config import ServerConfig
 from server.metrics import serve_metrics
@@ -88,16 +89,16 @@ def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
     return db
 
 
-def cache_state(db: Database | None) -> tuple[dict[str, Any], dict[Any, Any]]:
+def cache_state(db: Database | None) -> tuple[CacheStats | None, dict[Any, Any]]:
     """Database-wide cache stats and the current default threshold / TTL of each category for
     each model with a known load (for the metrics)."""
     if db is None:
-        return {}, {}
+        return None, {}
     stats = db.cache_stats()
     current = {}
-    for model in stats["models"]:
-        for cat, d in db.cache.policies("", model).items():
-            current[(cat, model)] = (d["threshold"], d["ttl_s"])
+    for model in stats.models:
+        for cat, st in db.cache_policies(model=model).items():
+            current[(cat, model)] = (st.threshold, st.ttl_s)
     return stats, current
 
 
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 return {}
             out = {}
             for name in db.list_collections():
-                d = db.describe_collection(name)
-                out[name] = (d["vectors"], d["tenants"])
+                info = db.describe_collection(name)
+                out[name] = (info.vectors, info.tenants)
             return out
 
         serve_metrics(server_config.metrics_port, sizes, lambda: cache_state(server.database))

@@ -81,11 +81,10 @@ class Server:
 
 
 class _State:
-    def __init__(self, backup_dir: str) -> None:
+    def __init__(self) -> None:
         self.db: Database | None = None
         self.ready = threading.Event()
         self.started = time.monotonic()
-        self.backup_dir = backup_dir
 
     def authenticate(self, key: str | None) -> Principal:
         if self.db is None:
@@ -100,7 +99,7 @@ def create_server(
     background: health reports NOT_SERVING until it has loaded). Returns the Server, whose
     `port` is the port bound (config.address may use port 0)."""
     config = config or ServerConfig()
-    state = _State(config.backup_dir)
+    state = _State()
     opts = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -136,8 +135,8 @@ def create_server(
 
     def attach(db: Database) -> None:
         state.db = db
-        if not state.backup_dir:
-            state.backup_dir = str(db.path / "backups")
+        if config.backup_dir:
+            db.backup_dir = Path(config.backup_dir)
         state.ready.set()
         set_serving(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on port %d", port)

@@ -10,6 +10,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from curator.results import CacheStats
+
 __all__ = ["REGISTRY", "CacheState", "MetricsInterceptor", "serve_metrics"]
 
 #: RPC metrics, one set per process (several servers in one process share them).
@@ -86,7 +88,7 @@ class CacheState:
     `state()` returns (cache stats of the whole database, {(category, model): (threshold,
     ttl_s)})."""
 
-    def __init__(self, state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]]) -> None:
+    def __init__(self, state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]]) -> None:
         self._state = state
 
     def collect(self) -> Any:
@@ -101,7 +103,7 @@ class CacheState:
             "curator_cache_entries", "Entries by category", labels=["category"]
         )
         size = GaugeMetricFamily("curator_cache_bytes", "Bytes by category", labels=["category"])
-        for cat, counters in stats.get("categories", {}).items():
+        for cat, counters in (stats.categories if stats else {}).items():
             for what, n in counters.items():
                 if what == "entries":
                     entries.add_metric([cat], n)
@@ -113,9 +115,9 @@ class CacheState:
         pressure = GaugeMetricFamily(
             "curator_model_pressure", "Load pressure on cache policies (0..1)", labels=["model"]
         )
-        for model, d in stats.get("models", {}).items():
-            load.add_metric([model], d["load"])
-            pressure.add_metric([model], d["pressure"])
+        for model, m in (stats.models if stats else {}).items():
+            load.add_metric([model], m.load)
+            pressure.add_metric([model], m.pressure)
         threshold = GaugeMetricFamily(
             "curator_cache_threshold",
             "Current similarity threshold by category and model",
@@ -135,7 +137,7 @@ class CacheState:
 def serve_metrics(
     port: int,
     describe: Callable[[], dict[str, tuple[int, int]]],
-    cache_state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]] | None = None,
+    cache_state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]] | None = None,
 ) -> Any:
     """Expose the metrics on http://127.0.0.1:<port>/metrics; returns the HTTP server."""
     REGISTRY.register(CollectionSizes(describe))

@@ -7,13 +7,12 @@ import base64
 import dataclasses
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from curator import __version__
 from curator.auth import Principal
-from curator.config import IndexConfig, SearchParams
 from curator.database import Database
 from curator.errors import InvalidArgument, NotFound, PermissionDenied
 from curator_api import convert
@@ -24,9 +23,7 @@ from server.status import rpc
 
 __all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
 
-VERSION = "0.1.0"
 _MAX_PAGE = 1000
-_NAME_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 def _admin() -> Principal:
@@ -65,27 +62,9 @@ def _page(items: Sequence[str], size: int, token: str) -> tuple[list[str], str]:
     return page, base64.urlsafe_b64encode(page[-1].encode()).decode() if more and page else ""
 
 
-def _index_config(p: pb.IndexParams) -> IndexConfig:
-    fields = {
-        f: getattr(p, f)
-        for f in ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")
-        if getattr(p, f)
-    }
-    return IndexConfig(**fields)
-
-
-def _search_params(p: pb.SearchParams) -> SearchParams | None:
-    fields = {
-        f: getattr(p, f)
-        for f in ("search_ef", "beam_size", "variance_boost", "exact_search_threshold")
-        if p.HasField(f)
-    }
-    return SearchParams(**fields) if fields else None
-
-
 class _Base:
     def __init__(self, state: Any) -> None:
-        self._state = state  # .db: Database, .started: float, .backup_dir: Path
+        self._state = state  # .db: Database, .started: float
 
     @property
     def db(self) -> Database:
@@ -95,27 +74,18 @@ class _Base:
 
 class AdminServicer(_Base, pb_grpc.AdminServicer):
     def _info(self, name: str) -> pb.CollectionInfo:
-        d = self.db.describe_collection(name)
-        cfg = d["config"]
-        info = pb.CollectionInfo(
-            name=name,
-            dim=d["dim"],
-            metric=convert.metric_to_pb(d["metric"]),
-            index=pb.IndexParams(
-                **{
-                    k: getattr(cfg, k)
-                    for k in ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")
-                }
-            ),
-        )
+        info = self.db.describe_collection(name)
         p = current_principal.get()
-        if p.is_admin:
-            info.vector_count, info.tenant_count = d["vectors"], d["tenants"]
-            info.trained, info.seq = d["trained"], d["seq"]
-            info.memory_bytes.update(d["memory"])
-        else:  # a tenant learns only about its own vectors
-            info.vector_count = self.db.count(name, tenant=p.tenant)
-        return info
+        if not p.is_admin:  # a tenant learns only about its own vectors
+            info = dataclasses.replace(
+                info,
+                vectors=self.db.count(name, tenant=p.tenant),
+                tenants=0,
+                trained=False,
+                seq=0,
+                memory={},
+            )
+        return convert.collection_info_to_pb(info)
 
     @rpc
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: Any) -> Any:
@@ -124,7 +94,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
             request.name,
             request.dim,
             convert.metric_from_pb(request.metric),
-            _index_config(request.index),
+            convert.index_config_from_pb(request.index),
         )
         return self._info(request.name)
 
@@ -166,61 +136,50 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
         _admin()
-        if not self.db.has_tenant(request.tenant):  # a key is always for an existing tenant
-            raise NotFound(f"expected a known tenant, got {request.tenant!r}")
-        info, secret = self.db.keys.issue(request.tenant, request.description)
-        return pb.IssueKeyResponse(key_id=info.key_id, api_key=secret)
+        if request.admin and request.tenant:
+            raise InvalidArgument(f"expected no tenant for an admin key, got {request.tenant!r}")
+        if not request.admin and not request.tenant:
+            raise InvalidArgument("expected a tenant for the key (or admin), got none")
+        tenant = None if request.admin else request.tenant
+        return convert.issued_key_to_pb(self.db.issue_key(tenant, request.description))
 
     @rpc
     def ListKeys(self, request: pb.ListKeysRequest, context: Any) -> Any:
         _admin()
-        keys = {
-            k.key_id: k
-            for k in self.db.keys.list_keys()
-            if k.tenant is not None and (not request.tenant or k.tenant == request.tenant)
-        }
+        keys = {k.key_id: k for k in self.db.list_keys(request.tenant or None)}
         ids, token = _page(sorted(keys), request.page_size, request.page_token)
         return pb.ListKeysResponse(
-            keys=[
-                pb.KeyInfo(
-                    key_id=i,
-                    tenant=keys[i].tenant or "",
-                    description=keys[i].description,
-                    created=keys[i].created,
-                )
-                for i in ids
-            ],
-            next_page_token=token,
+            keys=[convert.key_info_to_pb(keys[i]) for i in ids], next_page_token=token
         )
 
     @rpc
     def RevokeKey(self, request: pb.RevokeKeyRequest, context: Any) -> Any:
         _admin()
-        self.db.keys.revoke(request.key_id)
+        self.db.revoke_key(request.key_id)
         return pb.Empty()
+
+    @rpc
+    def RotateKey(self, request: pb.RotateKeyRequest, context: Any) -> Any:
+        """Empty key_id: the caller's own key (a tenant key may rotate only that one)."""
+        p = current_principal.get()
+        if request.key_id and request.key_id != p.key_id:
+            _admin()
+        return convert.issued_key_to_pb(self.db.rotate_key(request.key_id or p.key_id))
 
     @rpc
     def Backup(self, request: pb.BackupRequest, context: Any) -> Any:
         _admin()
-        if not request.name or set(request.name) - _NAME_SAFE or request.name.startswith("."):
-            raise InvalidArgument(
-                f"expected a backup name of letters, digits, '-', '_', '.', got {request.name!r}"
-            )
-        dest = Path(self._state.backup_dir) / request.name
-        self.db.backup(dest)
-        return pb.BackupResponse(path=str(dest))
+        return pb.BackupResponse(path=self.db.backup(request.name))
 
     @rpc
     def ServerInfo(self, request: pb.Empty, context: Any) -> Any:
-        stats = self.db.stats()
-        return pb.ServerInfoResponse(
-            version=VERSION,
+        info = dataclasses.replace(
+            self.db.server_info(),
+            version=__version__,
             principal=str(current_principal.get()),
-            seq=stats["seq"],
-            collections=stats["collections"],
-            tenants=stats["tenants"],
             uptime_seconds=time.monotonic() - self._state.started,
         )
+        return convert.server_info_to_pb(info)
 
 
 class VectorsServicer(_Base, pb_grpc.VectorsServicer):
@@ -234,25 +193,20 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             if len(request.documents)
             else None
         )
-        res = self.db.upsert(request.collection, ids, x, docs, tenant=tenant or "")
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        res = self.db.upsert(request.collection, ids, x, docs, tenant=tenant)
+        return convert.write_result_to_pb(res)
 
     @rpc
     def Get(self, request: pb.GetRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         rec = self.db.get(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
-        return pb.GetResponse(
-            ids=rec.ids.tolist(),
-            vectors=convert.encode_matrix(rec.vectors),
-            documents=[convert.encode_document(d) for d in rec.documents],
-            owners=rec.owners,
-        )
+        return convert.records_to_pb(rec)
 
     @rpc
     def Delete(self, request: pb.DeleteRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.delete(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return convert.write_result_to_pb(res)
 
     @rpc
     def Grant(self, request: pb.AccessRequest, context: Any) -> Any:
@@ -260,7 +214,7 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         res = self.db.grant(
             request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
         )
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return convert.write_result_to_pb(res)
 
     @rpc
     def Revoke(self, request: pb.AccessRequest, context: Any) -> Any:
@@ -268,7 +222,7 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         res = self.db.revoke(
             request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
         )
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return convert.write_result_to_pb(res)
 
     @rpc
     def Count(self, request: pb.CountRequest, context: Any) -> Any:
@@ -291,24 +245,12 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             q,
             request.k,
             tenant=tenants,
-            params=_search_params(request.params),
+            params=convert.search_params_from_pb(request.params),
             with_documents=request.with_documents,
             with_vectors=request.with_vectors,
             require_all=request.require_all,
         )
-        nq, k = res.ids.shape
-        out = pb.SearchResponse(
-            nq=nq,
-            k=k,
-            ids=res.ids.ravel().tolist(),
-            seq=res.seq,
-            distances=res.distances.astype("<f4").tobytes(),
-        )
-        if res.documents is not None:
-            out.documents.extend(convert.encode_document(d) for row in res.documents for d in row)
-        if res.vectors is not None:
-            out.vectors.CopyFrom(convert.encode_matrix(res.vectors.reshape(nq * k, -1)))
-        return out
+        return convert.search_result_to_pb(res)
 
 
 class CacheServicer(_Base, pb_grpc.CacheServicer):
@@ -370,12 +312,12 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def ResetPolicy(self, request: pb.ResetCachePolicyRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        self.db.cache_reset_policy(request.category, tenant=tenant)
-        return pb.Empty()
+        reset = self.db.cache_reset_policy(request.category, tenant=tenant)
+        return pb.ResetCachePolicyResponse(reset=reset)
 
     @rpc
     def GetPolicies(self, request: pb.GetCachePoliciesRequest, context: Any) -> Any:
-        tenant = _act_as(request.tenant, required=True) or ""
+        tenant = _act_as(request.tenant, required=False)  # admin, none: the defaults
         return convert.policies_to_pb(self.db.cache_policies(tenant=tenant, model=request.model))
 
     @rpc
@@ -390,12 +332,13 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         _admin()
         if request.HasField("capacity_rps"):
             self.db.cache_set_capacity(request.model, request.capacity_rps)
-        if request.HasField("load"):
-            state = self.db.cache_report_load(request.model, request.load)
-        else:
-            state = self.db.cache_stats()["models"].get(request.model)
-            if state is None:
-                raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
+        state = (
+            self.db.cache_report_load(request.model, request.load)
+            if request.HasField("load")
+            else self.db.cache_stats().models.get(request.model)
+        )
+        if state is None:
+            raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
         return convert.model_load_to_pb(request.model, state)
 
     @rpc

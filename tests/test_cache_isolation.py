@@ -85,7 +85,7 @@ class CacheIsolation(RuleBasedStateMachine):
     def counts_match(self) -> None:
         for t in TENANTS:
             n = sum(1 for k in self.model if k[0] == t)
-            assert self.db.cache_stats(tenant=t)["entries"] == n
+            assert self.db.cache_stats(tenant=t).entries == n
             # the running totals quota checks read agree with the entries themselves
             total_n, total_b = self.db.cache._tenant_totals.get(t, (0, 0))
             assert total_n == n

@@ -96,7 +96,7 @@ def test_collections_lifecycle(db: Database) -> None:
     with pytest.raises(InvalidArgument):
         db.create_collection("x", 4, metric="hamming")
     db.upsert("docs", [1], _vecs(1), tenant="a")
-    assert db.describe_collection("docs")["vectors"] == 1
+    assert db.describe_collection("docs").vectors == 1
     db.drop_collection("docs")
     with pytest.raises(NotFound):
         db.count("docs")

@@ -153,7 +153,7 @@ def test_backup_opens_as_a_working_database(tmp_path: Path) -> None:
     db, x = _fill(tmp_path / "live")
     db.snapshot("c")
     db.upsert("c", [5000], x[:1], tenant="a")
-    db.backup(tmp_path / "copy")
+    db.backup_to(tmp_path / "copy")
     db.upsert("c", [5001], x[1:2], tenant="a")  # after the backup: not in it
     expected = db.search("c", x[:10], k=5, tenant="b").ids
     db.close()
@@ -175,9 +175,9 @@ def test_background_snapshot_trims_the_log(tmp_path: Path) -> None:
         for i in range(10):
             db.upsert("c", [i], np.ones((1, 4), np.float32) * i, tenant="a")
         deadline = time.monotonic() + 10
-        while db.describe_collection("c")["snapshot_seq"] < 9 and time.monotonic() < deadline:
+        while db.snapshot_seq("c") < 9 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert db.describe_collection("c")["snapshot_seq"] >= 9
+        assert db.snapshot_seq("c") >= 9
         with db.store.read() as txn:
             remaining = list(db.store.ops_after(txn, 0))
         assert all(seq > 9 for seq, *_ in remaining)

@@ -105,9 +105,7 @@ def test_same_results_in_process_and_over_the_wire(tmp_path: Path) -> None:
         with s.client() as c:
             got = _scenario(
                 c,
-                lambda n: c.create_collection(
-                    n, DIM, "cosine", train_min_vectors=200, max_sl_size=16
-                ),
+                lambda n: c.create_collection(n, DIM, "cosine", idx),
             )
     finally:
         s.close()
@@ -162,7 +160,7 @@ def test_isolation(served: Served) -> None:
         ):
             with pytest.raises(errors.PermissionDenied):
                 admin_call()
-        assert a.describe_collection("docs")["vectors"] == 10  # its own count only
+        assert a.describe_collection("docs").vectors == 10  # its own count only
         assert b.count("docs") == 10 and b.get("docs", [15]).ids.tolist() == [15]
         # sharing works through the owner only
         a.grant("docs", [1, 2], "b")
@@ -202,7 +200,7 @@ def test_bad_input(served: Served) -> None:
             with pytest.raises(exc):
                 call()
         assert c.count("docs") == 0
-        assert c.server_info()["seq"] == 0  # nothing was written
+        assert c.server_info().seq == 0  # nothing was written
 
 
 def test_oversized_message_is_rejected(tmp_path: Path) -> None:
@@ -381,7 +379,7 @@ def test_tls(tmp_path: Path) -> None:
             root_certificates=cert.read_bytes(),
             timeout=20,
         ) as c:
-            assert c.server_info()["principal"] == "admin"
+            assert c.server_info().principal == "admin"
         with (
             Client(f"localhost:{s.server.port}", ADMIN, retries=1, timeout=5) as plain,
             pytest.raises(errors.Unavailable),

@@ -79,7 +79,7 @@ def test_sigterm_finishes_and_keeps_data(tmp_path: Path) -> None:
             proc.kill()
     with Database(DatabaseConfig(data_dir=str(tmp_path)), background=False) as db:
         assert db.count("docs") == 50
-        assert db.describe_collection("docs")["snapshot_seq"] == 1  # closed cleanly
+        assert db.snapshot_seq("docs") == 1  # closed cleanly
 
 
 @pytest.mark.timeout(120)
@@ -93,7 +93,7 @@ def test_generated_admin_key(tmp_path: Path) -> None:
             time.sleep(0.05)  # written once the database has opened
         assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
         with Client(f"127.0.0.1:{port}", key_file.read_text().strip(), timeout=30) as c:
-            assert c.server_info()["principal"] == "admin"
+            assert c.server_info().principal == "admin"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

@@ -54,7 +54,9 @@ class Engine:
             self._tenants = [f"{self.collection}-{t}" for t in tenants]
             for t in self._tenants:
                 self._client.create_tenant(t)
-            self._client.create_collection(self.collection, dim, self.metric, **self.index_params)
+            self._client.create_collection(
+                self.collection, dim, self.metric, IndexConfig(**self.index_params)
+            )
             return
         from curator.database import Database
 

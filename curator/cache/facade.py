@@ -1,7 +1,8 @@
 """The semantic-cache methods of the Database (a mixin): tenant checks, then the cache.
 
-The same method names and arguments exist on the client SDK (`client.Client`), so that code
-written against one runs against the other (the gateway adapters rely on that).
+The contract is curator.api.CacheAPI, which the client SDKs implement too (the gateway
+adapters accept either). `tenant=None` is the admin, who must name a tenant for the calls on
+a partition; for policies and stats None means the database-wide defaults / totals.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Any
 
 from curator.cache.policy import CategoryPolicy
 from curator.cache.semantic_cache import SemanticCache
-from curator.results import CacheLookup, CacheStored
+from curator.errors import InvalidArgument
+from curator.results import CacheLookup, CacheStats, CacheStored, ModelLoad, PolicyState
 
 __all__ = ["CacheFacade"]
 
@@ -21,12 +23,18 @@ class CacheFacade:
     def _tenant_id(self, name: str) -> int:  # provided by Database
         raise NotImplementedError
 
+    def _partition_tenant(self, tenant: str | None) -> str:
+        if tenant is None:
+            raise InvalidArgument("expected a tenant to act as (the admin key acts for none)")
+        self._tenant_id(tenant)
+        return tenant
+
     def cache_lookup(
         self,
         prompt: str,
         embedding: Any,
         *,
-        tenant: str,
+        tenant: str | None = None,
         model: str,
         fingerprint: str = "",
         category: str | None = None,
@@ -34,7 +42,7 @@ class CacheFacade:
     ) -> CacheLookup:
         """A cached answer to `prompt` (embedding (dim,)) for the tenant's partition
         (model, fingerprint), or a miss with its reason; see SemanticCache.lookup."""
-        self._tenant_id(tenant)
+        tenant = self._partition_tenant(tenant)
         return self.cache.lookup(
             tenant,
             prompt,
@@ -51,7 +59,7 @@ class CacheFacade:
         embedding: Any,
         response: bytes | str,
         *,
-        tenant: str,
+        tenant: str | None = None,
         model: str,
         fingerprint: str = "",
         category: str | None = None,
@@ -60,7 +68,7 @@ class CacheFacade:
         tokens: int = 0,
     ) -> CacheStored:
         """Cache an answer (durable when this returns); see SemanticCache.store_entry."""
-        self._tenant_id(tenant)
+        tenant = self._partition_tenant(tenant)
         return self.cache.store_entry(
             tenant,
             prompt,
@@ -77,50 +85,74 @@ class CacheFacade:
     def cache_invalidate(
         self,
         *,
-        tenant: str,
+        tenant: str | None = None,
         category: str | None = None,
         model: str | None = None,
         fingerprint: str | None = None,
     ) -> int:
         """Remove the tenant's entries (of a category / model / fingerprint); returns how many."""
-        self._tenant_id(tenant)
+        tenant = self._partition_tenant(tenant)
         return self.cache.invalidate(
             tenant, category=category, model=model, fingerprint=fingerprint
         )
 
     def cache_set_policy(
-        self, category: str, *, tenant: str | None, **fields: Any
+        self, category: str, *, tenant: str | None = None, **fields: Any
     ) -> CategoryPolicy:
         """Change a category's policy fields for a tenant (None: the database-wide default)."""
         if tenant is not None:
             self._tenant_id(tenant)
         return self.cache.categories.set_policy(tenant, category, **fields)
 
-    def cache_reset_policy(self, category: str, *, tenant: str | None) -> bool:
+    def cache_reset_policy(self, category: str, *, tenant: str | None = None) -> bool:
+        """Back to the default policy; False when there was nothing to reset."""
         if tenant is not None:
             self._tenant_id(tenant)
         return self.cache.categories.reset_policy(tenant, category)
 
-    def cache_policies(self, *, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
-        """Each category's policy and its current threshold and TTL for `model`."""
-        self._tenant_id(tenant)
-        return self.cache.policies(tenant, model)
+    def cache_policies(
+        self, *, tenant: str | None = None, model: str = ""
+    ) -> dict[str, PolicyState]:
+        """Each category's policy and its current threshold and TTL for `model` (tenant None:
+        the database-wide defaults)."""
+        if tenant is not None:
+            self._tenant_id(tenant)
+        # "" is the cache's owner of the database-wide defaults (curator.cache.categories)
+        got = self.cache.policies(tenant or "", model)
+        return {
+            c: PolicyState(d["policy"], d["threshold"], d["ttl_s"], d["pressure"])
+            for c, d in got.items()
+        }
 
-    def cache_add_examples(self, category: str, embeddings: Any, *, tenant: str) -> int:
+    def cache_add_examples(
+        self, category: str, embeddings: Any, *, tenant: str | None = None
+    ) -> int:
         """Labelled examples for the tenant's category classifier; returns their count."""
-        self._tenant_id(tenant)
+        tenant = self._partition_tenant(tenant)
         return self.cache.categories.add_examples(tenant, category, embeddings)
 
-    def cache_report_load(self, model: str, load: float) -> dict[str, Any]:
+    def cache_report_load(self, model: str, load: float) -> ModelLoad:
         """The gateway's measure of a model's utilisation (1.0 = at capacity)."""
-        return self.cache.report_load(model, load)
+        return _model_load(self.cache.report_load(model, load))
 
     def cache_set_capacity(self, model: str, rps: float) -> None:
         """Requests per second a model serves at capacity: the cache then measures its load
         from its own misses whenever the gateway does not report."""
         self.cache.set_capacity(model, rps)
 
-    def cache_stats(self, *, tenant: str | None = None) -> dict[str, Any]:
+    def cache_stats(self, *, tenant: str | None = None) -> CacheStats:
+        """Counters of `tenant` (None: the whole database)."""
         if tenant is not None:
             self._tenant_id(tenant)
-        return self.cache.stats(tenant)
+        d = self.cache.stats(tenant)
+        return CacheStats(
+            categories=d["categories"],
+            partitions=d["partitions"],
+            entries=d["entries"],
+            models={m: _model_load(v) for m, v in d["models"].items()},
+        )
+
+
+def _model_load(view: dict[str, Any]) -> ModelLoad:
+    """The load controller's view (LoadState.view()) as the API's result."""
+    return ModelLoad(**{f: view[f] for f in ModelLoad.__dataclass_fields__})
