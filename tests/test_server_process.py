@@ -101,7 +101,7 @@ def test_generated_admin_key(tmp_path: Path) -> None:
 
 def test_client_imports_without_the_engine() -> None:
     code = (
-        "import sys, client; from curator import errors; "
+        "import sys, client, client.aio; from curator import errors; "
         "print(sorted(m for m in ('faiss', 'hnswlib', 'lmdb', 'numba') if m in sys.modules))"
     )
     out = subprocess.run(
