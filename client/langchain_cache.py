@@ -54,6 +54,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
 
 from curator import errors
+from curator.api import CacheAPI
 from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLangChainCache", "model_from_llm_string", "split_prompt"]
@@ -175,7 +176,7 @@ class CuratorLangChainCache(BaseCache):
 
     def __init__(
         self,
-        backend: Any,
+        backend: CacheAPI,
         *,
         tenant: str | None,
         embed: Callable[[str], np.ndarray] | None,
@@ -228,7 +229,7 @@ class CuratorLangChainCache(BaseCache):
         except _OUTAGE as e:
             log.warning("cache lookup failed, treated as a miss: %s", e)
             return None
-        if not found.hit:
+        if not found.hit or found.response is None:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
         raw = found.response

@@ -55,6 +55,7 @@ from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache
 from litellm.types.caching import LiteLLMCacheType
 
+from curator.api import CacheAPI
 from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLiteLLMCache", "semantic_cache", "split_messages"]
@@ -140,7 +141,7 @@ class CuratorLiteLLMCache(BaseCache):
 
     def __init__(
         self,
-        backend: Any,
+        backend: CacheAPI,
         *,
         tenant: str | None,
         embed: Callable[[str], np.ndarray] | None,
@@ -218,7 +219,7 @@ class CuratorLiteLLMCache(BaseCache):
         if isinstance(metadata, dict):  # nan (no candidate at all) reads as 0, as in LiteLLM
             sim = float(found.similarity)
             metadata["semantic-similarity"] = sim if math.isfinite(sim) else 0.0
-        if not found.hit:
+        if not found.hit or found.response is None:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
         return json.loads(found.response)
