@@ -1,65 +1,30 @@
 """The gRPC servicers: decode, one call into the Database, encode. Authorisation rules (who
-may act as which tenant) are applied here, before the call."""
+may act as which tenant, server/rules.py) are applied before the call."""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from curator import __version__
-from curator.auth import Principal
 from curator.database import Database
-from curator.errors import InvalidArgument, NotFound, PermissionDenied
+from curator.errors import NotFound
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
+from server import rules
 from server.auth import current_principal
 from server.status import rpc
 
 __all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
 
-_MAX_PAGE = 1000
 
-
-def _admin() -> Principal:
-    p = current_principal.get()
-    if not p.is_admin:
-        raise PermissionDenied(f"expected an admin key, got a key of {p}")
-    return p
+def _admin() -> None:
+    rules.require_admin(current_principal.get())
 
 
 def _act_as(requested: str, required: bool) -> str | None:
-    """The tenant a call acts for: a tenant key acts for itself only; the admin names one
-    (or, where allowed, none: every tenant)."""
-    p = current_principal.get()
-    if not p.is_admin:
-        if requested and requested != p.tenant:
-            raise PermissionDenied("expected the key's own tenant, got another tenant")
-        return p.tenant
-    if not requested and required:
-        raise InvalidArgument("expected a tenant to act as (the admin key acts for none)")
-    return requested or None
-
-
-def _page(items: Sequence[str], size: int, token: str) -> tuple[list[str], str]:
-    size = min(size or 100, _MAX_PAGE)
-    start = 0
-    if token:
-        try:
-            after = base64.urlsafe_b64decode(token.encode()).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("expected a page_token from a previous response") from None
-        start = (
-            int(np.searchsorted(np.array(items, dtype=object), after, side="right")) if items else 0
-        )
-    page = list(items[start : start + size])
-    more = start + size < len(items)
-    return page, base64.urlsafe_b64encode(page[-1].encode()).decode() if more and page else ""
+    return rules.acting_tenant(current_principal.get(), requested, required)
 
 
 class _Base:
@@ -74,18 +39,9 @@ class _Base:
 
 class AdminServicer(_Base, pb_grpc.AdminServicer):
     def _info(self, name: str) -> pb.CollectionInfo:
-        info = self.db.describe_collection(name)
-        p = current_principal.get()
-        if not p.is_admin:  # a tenant learns only about its own vectors
-            info = dataclasses.replace(
-                info,
-                vectors=self.db.count(name, tenant=p.tenant),
-                tenants=0,
-                trained=False,
-                seq=0,
-                memory={},
-            )
-        return convert.collection_info_to_pb(info)
+        return convert.collection_info_to_pb(
+            rules.collection_view(self.db, name, current_principal.get())
+        )
 
     @rpc
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: Any) -> Any:
@@ -100,7 +56,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
 
     @rpc
     def ListCollections(self, request: pb.ListRequest, context: Any) -> Any:
-        names, token = _page(self.db.list_collections(), request.page_size, request.page_token)
+        names, token = rules.page(self.db.list_collections(), request.page_size, request.page_token)
         return pb.ListCollectionsResponse(
             collections=[self._info(n) for n in names], next_page_token=token
         )
@@ -124,7 +80,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def ListTenants(self, request: pb.ListRequest, context: Any) -> Any:
         _admin()
-        names, token = _page(self.db.list_tenants(), request.page_size, request.page_token)
+        names, token = rules.page(self.db.list_tenants(), request.page_size, request.page_token)
         return pb.ListTenantsResponse(tenants=names, next_page_token=token)
 
     @rpc
@@ -135,19 +91,15 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
 
     @rpc
     def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
-        _admin()
-        if request.admin and request.tenant:
-            raise InvalidArgument(f"expected no tenant for an admin key, got {request.tenant!r}")
-        if not request.admin and not request.tenant:
-            raise InvalidArgument("expected a tenant for the key (or admin), got none")
-        tenant = None if request.admin else request.tenant
-        return convert.issued_key_to_pb(self.db.issue_key(tenant, request.description))
+        p = current_principal.get()
+        key = rules.issue_key(self.db, p, request.tenant, request.admin, request.description)
+        return convert.issued_key_to_pb(key)
 
     @rpc
     def ListKeys(self, request: pb.ListKeysRequest, context: Any) -> Any:
         _admin()
         keys = {k.key_id: k for k in self.db.list_keys(request.tenant or None)}
-        ids, token = _page(sorted(keys), request.page_size, request.page_token)
+        ids, token = rules.page(sorted(keys), request.page_size, request.page_token)
         return pb.ListKeysResponse(
             keys=[convert.key_info_to_pb(keys[i]) for i in ids], next_page_token=token
         )
@@ -160,11 +112,8 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
 
     @rpc
     def RotateKey(self, request: pb.RotateKeyRequest, context: Any) -> Any:
-        """Empty key_id: the caller's own key (a tenant key may rotate only that one)."""
-        p = current_principal.get()
-        if request.key_id and request.key_id != p.key_id:
-            _admin()
-        return convert.issued_key_to_pb(self.db.rotate_key(request.key_id or p.key_id))
+        key = rules.rotate_key(self.db, current_principal.get(), request.key_id)
+        return convert.issued_key_to_pb(key)
 
     @rpc
     def Backup(self, request: pb.BackupRequest, context: Any) -> Any:
@@ -173,12 +122,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
 
     @rpc
     def ServerInfo(self, request: pb.Empty, context: Any) -> Any:
-        info = dataclasses.replace(
-            self.db.server_info(),
-            version=__version__,
-            principal=str(current_principal.get()),
-            uptime_seconds=time.monotonic() - self._state.started,
-        )
+        info = rules.server_info(self.db, current_principal.get(), self._state.started)
         return convert.server_info_to_pb(info)
 
 
@@ -231,14 +175,7 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
 
     @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
-        p = current_principal.get()
-        tenants = list(request.tenants)
-        if not p.is_admin:
-            if any(t != p.tenant for t in tenants):
-                raise PermissionDenied("expected to search the key's own tenant, got another")
-            tenants = [p.tenant or ""]
-        elif not tenants:
-            raise InvalidArgument("expected tenants to search for (the admin key acts for none)")
+        tenants = rules.search_tenants(current_principal.get(), request.tenants)
         q = convert.decode_matrix(request.queries, "queries")
         res = self.db.search(
             request.collection,
