@@ -10,6 +10,7 @@ generated and written to <data-dir>/admin.key (mode 0600).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import secrets
@@ -44,6 +45,12 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
     ap.add_argument("--threads", type=int, help="worker threads (default 8)")
     ap.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
     ap.add_argument(
+        "--http-port",
+        type=int,
+        help="serve the HTTP/JSON API on this port too, on the --address host (default off; "
+        "needs the http extra)",
+    )
+    ap.add_argument(
         "--no-sync",
         action="store_true",
         help="do not fsync each write (faster; an OS crash may lose the last writes)",
@@ -61,6 +68,9 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
         metrics_port=a.metrics_port,
         log_level=a.log_level,
     )
+    if a.http_port is not None:
+        host = server.address.rpartition(":")[0]
+        server = dataclasses.replace(server, http_address=f"{host}:{a.http_port}")
     db = from_env(DatabaseConfig, data_dir=a.data_dir, sync=False if a.no_sync else None)
     return server, db, a.log_format
 

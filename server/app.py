@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from curator.auth import Principal
 from curator.database import Database
-from curator.errors import Unavailable
+from curator.errors import FailedPrecondition, InvalidArgument, Unavailable
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import AuthInterceptor
@@ -47,8 +47,11 @@ class Server:
         state: Any,
         health_servicer: health.HealthServicer,
         owns_db: bool,
+        http: Any = None,
     ) -> None:
         self.grpc = grpc_server
+        self.http = http  # server.http.HttpServer, or None
+        self.http_port: int | None = http.port if http is not None else None
         self.port = port
         self._state = state
         self._health = health_servicer
@@ -70,6 +73,8 @@ class Server:
             if self._stopped:
                 return
             self._health.enter_graceful_shutdown()
+            if self.http is not None:
+                self.http.stop(grace)
             self.grpc.stop(grace).wait()
             if self._owns_db and self._state.db is not None:
                 self._state.db.close()
@@ -142,8 +147,9 @@ def create_server(
         log.info("serving on port %d", port)
 
     set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
+    http = _start_http(state, config) if config.http_address else None
     server.start()
-    wrapper = Server(server, port, state, health_servicer, owns_db=callable(database))
+    wrapper = Server(server, port, state, health_servicer, callable(database), http)
     if isinstance(database, Database):
         attach(database)
     else:
@@ -157,6 +163,22 @@ def create_server(
 
         threading.Thread(target=load, name="curator-load", daemon=True).start()
     return wrapper
+
+
+def _start_http(state: _State, config: ServerConfig) -> Any:
+    try:
+        from server.http import serve_http
+    except ImportError as e:
+        raise FailedPrecondition(
+            f"expected fastapi and uvicorn for the HTTP API (pip install 'curator-db[http]'), "
+            f"got {e}"
+        ) from None
+    host, _, port = config.http_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"expected http_address host:port, got {config.http_address!r}")
+    http = serve_http(state, host.strip("[]"), int(port), config.max_message_bytes)
+    log.info("HTTP API on http://%s:%d (OpenAPI at /openapi.json)", host, http.port)
+    return http
 
 
 def install_signal_handlers(server: Server, grace: float) -> None:

@@ -18,6 +18,9 @@ class ServerConfig:
     metrics_port: Prometheus metrics on 127.0.0.1:<port> (0 = off).
     backup_dir: where Backup RPCs write (default: <data_dir>/backups).
     grace_seconds: how long a shutdown lets in-flight calls finish.
+    http_address: host:port of the HTTP/JSON API (server/http.py; "" = off, port 0 picks a
+        free one; needs the `http` extra).
+    log_level: DEBUG, INFO, WARNING...
     """
 
     address: str = "127.0.0.1:50051"
@@ -30,3 +33,4 @@ class ServerConfig:
     backup_dir: str = ""
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    http_address: str = ""
