@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from curator import __version__
 from curator.auth import Principal
@@ -83,9 +84,10 @@ def _vector(v: list[float] | None) -> np.ndarray | None:
     return None if v is None else np.asarray(v, np.float32)
 
 
-class _BodyLimit:
-    """ASGI middleware: a request body past `limit` bytes is ResourceExhausted (as gRPC's
-    message limit), whether or not it declares its length."""
+class _JsonBodies:
+    """ASGI middleware: every body is JSON (so `curl -d`, which labels it a form, works), and
+    a body past `limit` bytes is ResourceExhausted (as gRPC's message limit), whether or not
+    it declares its length."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -93,21 +95,30 @@ class _BodyLimit:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
-            await _error(self._too_big(int(declared)))(scope, receive, send)
-            return None
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
+            return await _error(self._too_big(int(declared)))(scope, receive, send)
+        body, more = b"", True  # read it all first: the app never sees a partial body
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise self._too_big(seen)
-            return message
+            if message["type"] != "http.request":
+                return None  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await _error(self._too_big(len(body)))(scope, receive, send)
+        sent = False
 
-        return await self.app(scope, limited, send)
+        async def replay() -> Any:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
 
     def _too_big(self, n: int) -> ResourceExhausted:
         return ResourceExhausted(f"expected a request body of at most {self.limit} bytes, got {n}")
@@ -122,11 +133,18 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
         docs_url="/docs",
         redoc_url=None,
     )
-    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    app.add_middleware(_JsonBodies, limit=max_body_bytes)
 
     @app.exception_handler(CuratorError)
     async def curator_error(request: Request, e: CuratorError) -> JSONResponse:
         return _error(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        """The framework's own errors (no such path or method) in the API's shape."""
+        name = "NotFound" if e.status_code == 404 else "InvalidArgument"
+        body = {"error": name, "message": f"expected a path and method of the API, got {e.detail}"}
+        return JSONResponse(body, status_code=e.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def bad_body(request: Request, e: RequestValidationError) -> JSONResponse:

@@ -3,6 +3,7 @@ format (hypothesis), and malformed messages raise InvalidArgument."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -29,6 +30,7 @@ from curator.results import (
     WriteResult,
 )
 from curator_api import convert
+from curator_api import jsonwire as jw
 from curator_api.v1 import curator_pb2 as pb
 
 FAST = settings(max_examples=40, deadline=None)
@@ -277,3 +279,48 @@ def test_malformed_messages_raise_invalid_argument(bad: Any) -> None:
 def test_nan_similarity_crosses_the_wire() -> None:
     r = CacheLookup(False, "empty", None, math.nan, 0, "general", "default", 0.9)
     assert math.isnan(convert.lookup_from_pb(wire(convert.lookup_to_pb(r))).similarity)
+
+
+# -- the HTTP API's JSON (curator_api/jsonwire.py) ----------------------------------------------
+def json_wire(v: Any) -> Any:
+    return json.loads(json.dumps(v, allow_nan=False))
+
+
+@FAST
+@given(documents)
+def test_json_document(d: Any) -> None:
+    assert jw.document_from_json(json_wire(jw.document_to_json(d))) == d
+
+
+@FAST
+@given(matrices().filter(lambda x: bool(np.isfinite(x).all())))
+def test_json_matrix(x: np.ndarray) -> None:
+    """Stored vectors are finite (the database refuses NaN and inf)."""
+    got = jw.matrix_from_json(json_wire(jw.matrix_to_json(x)))
+    if len(x):
+        np.testing.assert_array_equal(got, x)
+
+
+@FAST
+@given(st.data())
+def test_json_search_result_pads_with_null(data: Any) -> None:
+    nq, k = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
+    dist = data.draw(matrices(rows=nq, dim=k))
+    dist[0, -1] = np.inf
+    r = SearchResult(np.full((nq, k), -1, np.int64), dist, [[b"\x00"] * k] * nq, None, 3)
+    got = json_wire(jw.search_result_to_json(r))
+    assert got["distances"][0][-1] is None and got["documents"][0][0] == {"$base64": "AA=="}
+    finite = np.isfinite(dist)
+    np.testing.assert_array_equal(
+        np.array([[v for v in row] for row in got["distances"]], np.float64)[finite], dist[finite]
+    )
+
+
+def test_json_rejects_bad_input() -> None:
+    with pytest.raises(InvalidArgument, match="rows of numbers"):
+        jw.matrix_from_json([[1, 2], [3]])
+    with pytest.raises(InvalidArgument, match="expected base64"):
+        jw.document_from_json({"$base64": "%%"})
+    lookup = CacheLookup(True, "exact", b"\xff", math.nan, 1, "c", "caller", 0.9)
+    got = json_wire(jw.lookup_to_json(lookup))
+    assert (got["response"], got["response_b64"], got["similarity"]) == (None, "/w==", None)

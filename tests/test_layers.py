@@ -13,7 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
     "curator": ("grpc", "server", "client", "curator_api", "fastapi", "starlette", "uvicorn"),
-    "curator_api": ("server", "client", "curator.database", "curator.index", "curator.storage"),
+    "curator_api": (
+        "server",
+        "client",
+        "curator.database",
+        "curator.index",
+        "curator.storage",
+        "fastapi",
+        "grpc",
+    ),
     "server": ("client",),
     "client": ("server", "curator.database", "curator.index", "curator.storage", "lmdb", "faiss"),
 }
