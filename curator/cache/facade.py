@@ -118,11 +118,7 @@ class CacheFacade:
         if tenant is not None:
             self._tenant_id(tenant)
         # "" is the cache's owner of the database-wide defaults (curator.cache.categories)
-        got = self.cache.policies(tenant or "", model)
-        return {
-            c: PolicyState(d["policy"], d["threshold"], d["ttl_s"], d["pressure"])
-            for c, d in got.items()
-        }
+        return self.cache.policies(tenant or "", model)
 
     def cache_add_examples(
         self, category: str, embeddings: Any, *, tenant: str | None = None
@@ -133,7 +129,7 @@ class CacheFacade:
 
     def cache_report_load(self, model: str, load: float) -> ModelLoad:
         """The gateway's measure of a model's utilisation (1.0 = at capacity)."""
-        return _model_load(self.cache.report_load(model, load))
+        return self.cache.report_load(model, load)
 
     def cache_set_capacity(self, model: str, rps: float) -> None:
         """Requests per second a model serves at capacity: the cache then measures its load
@@ -144,15 +140,4 @@ class CacheFacade:
         """Counters of `tenant` (None: the whole database)."""
         if tenant is not None:
             self._tenant_id(tenant)
-        d = self.cache.stats(tenant)
-        return CacheStats(
-            categories=d["categories"],
-            partitions=d["partitions"],
-            entries=d["entries"],
-            models={m: _model_load(v) for m, v in d["models"].items()},
-        )
-
-
-def _model_load(view: dict[str, Any]) -> ModelLoad:
-    """The load controller's view (LoadState.view()) as the API's result."""
-    return ModelLoad(**{f: view[f] for f in ModelLoad.__dataclass_fields__})
+        return self.cache.stats(tenant)

@@ -54,7 +54,7 @@ from curator.cache.validation import (
     unit_vector,
 )
 from curator.errors import InvalidArgument, ResourceExhausted
-from curator.results import CacheLookup, CacheStored
+from curator.results import CacheLookup, CacheStats, CacheStored, ModelLoad, PolicyState
 from curator.storage.store import Store
 
 __all__ = ["CacheConfig", "SemanticCache"]
@@ -470,30 +470,27 @@ class SemanticCache:
     def policy(self, tenant: str, category: str) -> CategoryPolicy:
         return self.categories.policy(tenant, category)
 
-    def policies(self, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
-        """Every category of the tenant: its policy and its current (load-adjusted)
-        threshold and TTL for `model`."""
+    def policies(self, tenant: str, model: str = "") -> dict[str, PolicyState]:
+        """Every category of the tenant ("": the database-wide defaults): its policy and its
+        current (load-adjusted) threshold and TTL for `model`."""
         pressure = self.load.pressure(model) if model else 0.0
         out = {}
         for c in self.categories.names(tenant):
             p = self.policy(tenant, c)
-            out[c] = {
-                "policy": p,
-                "threshold": p.effective_threshold(pressure),
-                "ttl_s": p.effective_ttl(p.ttl_s, pressure),
-                "pressure": pressure,
-            }
+            out[c] = PolicyState(
+                p, p.effective_threshold(pressure), p.effective_ttl(p.ttl_s, pressure), pressure
+            )
         return out
 
     # -- load -------------------------------------------------------------------------------
-    def report_load(self, model: str, load: float) -> dict[str, Any]:
+    def report_load(self, model: str, load: float) -> ModelLoad:
         return self.load.report(check_model(model), load).view()
 
     def set_capacity(self, model: str, rps: float) -> None:
         self.load.set_capacity(check_model(model), rps)
 
     # -- stats, sweeping ---------------------------------------------------------------------
-    def stats(self, tenant: str | None = None) -> dict[str, Any]:
+    def stats(self, tenant: str | None = None) -> CacheStats:
         """Counters by category and outcome, entries and bytes by category, model loads.
         A tenant sees only its own numbers; None: the whole database."""
         with self._counter_lock:
@@ -510,12 +507,12 @@ class SemanticCache:
                     d["entries"] = d.get("entries", 0) + len(ids)
                     d["bytes"] = d.get("bytes", 0) + self._group_bytes.get((t, c), 0)
             partitions = sum(1 for k in self._partitions if tenant is None or k.tenant == tenant)
-        return {
-            "categories": by_cat,
-            "partitions": partitions,
-            "entries": sum(d.get("entries", 0) for d in by_cat.values()),
-            "models": {m: s.view() for m, s in self.load.state().items()},
-        }
+        return CacheStats(
+            categories=by_cat,
+            partitions=partitions,
+            entries=sum(d.get("entries", 0) for d in by_cat.values()),
+            models={m: s.view() for m, s in self.load.state().items()},
+        )
 
     def sweep(self) -> int:
         """Remove entries past their (load-adjusted) expiry, give up stale single-flight slots
