@@ -33,6 +33,7 @@ from server import rules
 from server.http_models import (
     AccessBody,
     BackupBody,
+    CacheInvalidateBody,
     CacheLookupBody,
     CacheStoreBody,
     CollectionBody,
@@ -334,6 +335,23 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
             tokens=body.tokens,
         )
         return jw.to_json(res)
+
+    @app.post("/v1/cache/invalidate", tags=["cache"])
+    def cache_invalidate(body: CacheInvalidateBody, p: Principal = P) -> JSON:
+        tenant = rules.acting_tenant(p, body.tenant, required=True)
+        fields = body.model_dump(exclude_none=True, exclude={"tenant"})
+        return {"removed": db().cache_invalidate(tenant=tenant, **fields)}
+
+    @app.get("/v1/cache/policies", tags=["cache"])
+    def cache_policies(tenant: str = "", model: str = "", p: Principal = P) -> JSON:
+        """Admin without a tenant: the database-wide defaults."""
+        acting = rules.acting_tenant(p, tenant, required=False)
+        return {"categories": jw.to_json(db().cache_policies(tenant=acting, model=model))}
+
+    @app.get("/v1/cache/stats", tags=["cache"])
+    def cache_stats(tenant: str = "", p: Principal = P) -> JSON:
+        acting = rules.acting_tenant(p, tenant, required=False)
+        return jw.to_json(db().cache_stats(tenant=acting))
 
     return app
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AccessBody",
     "BackupBody",
+    "CacheInvalidateBody",
     "CacheLookupBody",
     "CacheStoreBody",
     "CollectionBody",
@@ -111,3 +112,10 @@ class CacheStoreBody(_Body):
     ttl_s: float | None = None
     latency_s: float = 0.0
     tokens: int = 0
+
+
+class CacheInvalidateBody(_Body):
+    tenant: str = ""
+    category: str | None = None
+    model: str | None = None
+    fingerprint: str | None = None

@@ -133,6 +133,32 @@ def test_errors_auth_and_limits(live: Live) -> None:
     assert call(b, "GET", "/v1/collections/c/count")[1] == {"count": 0}
 
 
+def test_tenant_keys_rotate_themselves_and_use_the_cache(live: Live) -> None:
+    b = live.base
+    call(b, "POST", "/v1/tenants", {"name": "a"})
+    _, k1 = call(b, "POST", "/v1/keys", {"tenant": "a", "description": "app"})
+    _, k2 = call(b, "POST", "/v1/keys", {"tenant": "a"})
+    status, other = call(b, "POST", f"/v1/keys/{k2['key_id']}/rotate", key=k1["secret"])
+    assert (status, other["error"]) == (403, "PermissionDenied")
+    status, new = call(b, "POST", "/v1/keys/self/rotate", key=k1["secret"])
+    assert status == 200 and new["key_id"] != k1["key_id"]
+    assert call(b, "GET", "/v1/info", key=k1["secret"])[0] == 401
+    assert call(b, "GET", "/v1/info", key=new["secret"])[1]["principal"] == "tenant:a"
+    keys = call(b, "GET", "/v1/keys")[1]["keys"]
+    assert [k["description"] for k in keys if k["key_id"] == new["key_id"]] == ["app"]
+    e = [1.0, 0.0, 0.0, 0.0]
+    body = {"prompt": "q", "embedding": e, "model": "m", "category": "chat", "response": "r"}
+    assert call(b, "POST", "/v1/cache/store", body, key=new["secret"])[1]["stored"]
+    _, stats = call(b, "GET", "/v1/cache/stats", key=new["secret"])
+    assert stats["entries"] == 1 and stats["categories"]["chat"]["entries"] == 1
+    _, pol = call(b, "GET", "/v1/cache/policies?model=m", key=new["secret"])
+    chat = pol["categories"]["chat"]  # no load reported for m: the policy's own threshold
+    assert (chat["threshold"], chat["pressure"]) == (chat["policy"]["threshold"], 0.0)
+    status, gone = call(b, "POST", "/v1/cache/invalidate", {"category": "chat"}, key=new["secret"])
+    assert (status, gone) == (200, {"removed": 1})
+    assert call(b, "GET", "/v1/cache/stats?tenant=a", key=ADMIN)[1]["entries"] == 0
+
+
 def _admin_id(base: str) -> str:
     keys = call(base, "GET", "/v1/keys")[1]["keys"]
     return str(next(k["key_id"] for k in keys if k["tenant"] is None))
