@@ -176,7 +176,9 @@ def _start_http(state: _State, config: ServerConfig) -> Any:
     host, _, port = config.http_address.rpartition(":")
     if not host or not port.isdigit():
         raise InvalidArgument(f"expected http_address host:port, got {config.http_address!r}")
-    http = serve_http(state, host.strip("[]"), int(port), config.max_message_bytes)
+    http = serve_http(
+        state, host.strip("[]"), int(port), config.max_message_bytes, config.threads * 16
+    )
     log.info("HTTP API on http://%s:%d (OpenAPI at /openapi.json)", host, http.port)
     return http
 

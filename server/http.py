@@ -359,9 +359,15 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
 class HttpServer:
     """uvicorn serving the app in a thread; `port` is the bound port."""
 
-    def __init__(self, app: FastAPI, sock: socket.socket) -> None:
+    def __init__(self, app: FastAPI, sock: socket.socket, max_concurrency: int) -> None:
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            limit_concurrency=max_concurrency,  # past it: 503, as gRPC's concurrent-RPC cap
+        )
         self._server = uvicorn.Server(config)
         self._sock = sock
         self._thread = threading.Thread(
@@ -375,7 +381,9 @@ class HttpServer:
         self._sock.close()
 
 
-def serve_http(state: ServerState, host: str, port: int, max_body_bytes: int) -> HttpServer:
+def serve_http(
+    state: ServerState, host: str, port: int, max_body_bytes: int, max_concurrency: int = 128
+) -> HttpServer:
     """Bind host:port (0: any free port) and serve the HTTP API in the background."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -386,4 +394,4 @@ def serve_http(state: ServerState, host: str, port: int, max_body_bytes: int) ->
         sock.close()
         raise OSError(f"could not bind the HTTP API to {host}:{port}: {e.strerror}") from None
     sock.listen(128)
-    return HttpServer(create_http_app(state, max_body_bytes), sock)
+    return HttpServer(create_http_app(state, max_body_bytes), sock, max_concurrency)
