@@ -44,6 +44,9 @@ class IndexConfig:
         past the size the tree was trained on (0 disables).
     kmeans_niter / kmeans_max_points_per_centroid: faiss k-means per node.
     seed: makes training reproducible.
+    graph_degree: links per vector of the proximity graph that serves large filters and
+        unfiltered search (built at the first training, then maintained); 0 = no graph.
+    graph_ef_construction: search width when linking a vector into the graph.
     """
 
     branching: int = 32
@@ -55,6 +58,8 @@ class IndexConfig:
     kmeans_niter: int = 20
     kmeans_max_points_per_centroid: int = 256
     seed: int = 1234
+    graph_degree: int = 32
+    graph_ef_construction: int = 100
 
     def __post_init__(self) -> None:
         _check_range("branching", self.branching, 2, 64)
@@ -63,6 +68,8 @@ class IndexConfig:
         _check_range("max_depth", self.max_depth, 1, 16)
         _check_range("train_min_vectors", self.train_min_vectors, 1, 1 << 40)
         _check_range("kmeans_niter", self.kmeans_niter, 1, 1000)
+        _check_range("graph_degree", self.graph_degree, 0, 256)
+        _check_range("graph_ef_construction", self.graph_ef_construction, 1, 4096)
         _check_range(
             "kmeans_max_points_per_centroid", self.kmeans_max_points_per_centroid, 1, 1 << 20
         )

@@ -15,9 +15,13 @@ from tqdm import tqdm
 from curator.config import IndexConfig, Metric, SearchParams
 from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from curator.index import kernels as K
+from curator.index import planner as _planner
 from curator.index import snapshot as _snapshot
+from curator.index.graph import ProximityGraph
+from curator.index.predicate import And, Label, Predicate
+from curator.index.predicate import evaluate as _evaluate
 from curator.index.sorted_map import SortedMap
-from curator.index.tenant_tree import TenantTree, TenantView
+from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
 from curator.validation import as_ids, as_matrix, check_k, check_tenant, check_tenants
@@ -66,6 +70,7 @@ class CuratorIndex:
         self._trained_n = 0
         self._crad: np.ndarray | None = None
         self._defer_training = 0
+        self._graph: ProximityGraph | None = None  # built at the first training
 
     # -- introspection ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -121,6 +126,8 @@ class CuratorIndex:
         slots = self._store.allocate(len(ids))
         leaves = self._tree.route(x)
         self._store.put(slots, ids, x, t, leaves)
+        if self._graph is not None:  # graph hook: new slots are searchable (fresh) at once
+            self._graph.add(slots, self._store)
         self._tree.update_radius(x, leaves)
         self._crad = None
         self._ids.put(ids.view(np.int64), slots)
@@ -216,7 +223,9 @@ class CuratorIndex:
         new_slot = np.full(self._store.high + 1, -1, np.int64)
         new_slot[live[order]] = np.arange(len(live))
         self._store.leaf[live] = leaves
+        old_store = self._store
         self._store = self._store.reordered(live[order])
+        self._graph_after_relayout(live[order], new_slot, old_store)
         ext = self._store.ext_id[: len(live)].view(np.int64)
         by_ext = np.argsort(ext, kind="stable")
         self._ids = SortedMap.from_sorted(ext[by_ext], by_ext)
@@ -256,22 +265,28 @@ class CuratorIndex:
         queries: Any,
         k: int = 10,
         params: SearchParams | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        *,
+        where: Predicate | None = None,
+        explain: bool = False,
+    ) -> Any:
         """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
-        row of `queries` (nq, d). Returns ids (nq, k) int64 and distances (nq, k) float32."""
+        row of `queries` (nq, d), restricted to those satisfying `where` (a label predicate,
+        see curator.index.predicate) if given. Returns ids (nq, k) int64 and distances (nq, k)
+        float32; with `explain=True` also the `Plan` that ran (path, vectors touched)."""
         names = check_tenants(tenant)
         q = self._prepare(queries, "queries")
         k = check_k(k)
         p = params or _DEFAULT_PARAMS
         trees = [self._tenant_tree(n) for n in names]
-        parts = [self._search_view(tt.view(self._tree), tt.size, q, k, p) for tt in trees]
-        if len(parts) == 1:
-            slots, dist = parts[0]
+        if where is None:
+            slots, dist, plan = _planner.search_tenants(self, trees, q, k, p)
         else:
-            slots, dist = K.merge_rows(
-                np.hstack([s for s, _ in parts]), np.hstack([d for _, d in parts]), k
-            )
-        return self._finish(slots, dist)
+            views = [t.view(self._tree).slots for t in trees]
+            readable = np.unique(np.concatenate(views)).astype(np.int32)
+            allowed = _evaluate(where, readable, self._label_slots)
+            slots, dist, plan = _planner.search_slots(self, allowed, q, k, p)
+        ids, out = self._finish(slots, dist)
+        return (ids, out, plan) if explain else (ids, out)
 
     def search_and(
         self,
@@ -282,48 +297,28 @@ class CuratorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest `k` vectors readable by both tenants (labels): the filter track's AND."""
         a, b = check_tenants(tenants)
-        q = self._prepare(queries, "queries")
-        k = check_k(k)
-        p = params or _DEFAULT_PARAMS
-        both = np.intersect1d(
-            self._tenant_tree(a).view(self._tree).slots, self._tenant_tree(b).view(self._tree).slots
-        )
-        temp = TenantTree()
-        if len(both) > p.exact_search_threshold and self._tree.is_trained:
-            temp.add(self._tree, self._store.leaf, both.astype(np.int32), self.config.max_sl_size)
-        else:
-            temp.shortlists[0] = both.astype(np.int32)
-            temp.size = len(both)
-        return self._finish(*self._search_view(temp.view(self._tree), temp.size, q, k, p))
+        ids, dist = self.search(a, queries, k, params, where=And(Label(a), Label(b)))
+        return ids, dist
 
-    def _search_view(
-        self, v: TenantView, size: int, q: np.ndarray, k: int, p: SearchParams
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ip = self.metric is not Metric.L2
-        st = self._store
-        if size <= p.exact_search_threshold or not self._tree.is_trained:
-            return K.exact_batch(q, k, ip, v.slots, st.vectors, st.vnorm)[:2]
-        if self._crad is None:
-            self._crad = self._tree.mean_sq_radius()
-        t = self._tree
-        return K.tree_batch(
-            q,
-            k,
-            p.search_ef,
-            p.beam_size,
-            np.float32(p.variance_boost),
-            ip,
-            v.node,
-            v.child_ptr,
-            v.child,
-            v.sl_ptr,
-            v.slots,
-            t.centroids,
-            t.cnorm,
-            self._crad,
-            st.vectors,
-            st.vnorm,
-        )[:2]
+    def _label_slots(self, name: str) -> np.ndarray:
+        return self._tenant_tree(name).view(self._tree).slots
+
+    def _graph_after_relayout(
+        self, order: np.ndarray, new_slot: np.ndarray, old_store: VectorStore
+    ) -> None:
+        """Graph hook of train(): follow the new slot layout, or build the graph the first
+        time (linking every live vector; see curator.index.graph)."""
+        cfg = self.config
+        if self._graph is not None:
+            self._graph.relayout(order, new_slot, old_store, self._store)
+            return
+        if cfg.graph_degree:
+            self._graph = ProximityGraph.build(
+                self._store,
+                self.metric is not Metric.L2,
+                cfg.graph_degree,
+                cfg.graph_ef_construction,
+            )
 
     def _finish(self, slots: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shift = np.float32(1.0 if self.metric is Metric.COSINE else 0.0)
@@ -340,6 +335,7 @@ class CuratorIndex:
             "access_lists": self._access.nbytes,
             "id_map": self._ids.nbytes,
             "tenants": 100 * len(self._tenant_of) + 8 * len(self._trees),
+            "graph": self._graph.nbytes if self._graph is not None else 0,
         }
         parts["total"] = sum(parts.values())
         return parts
@@ -441,6 +437,8 @@ class CuratorIndex:
             )
         self._access.remove(keys)
         st = self._store
+        if self._graph is not None:  # graph hook: before release() clears the rows
+            self._graph.remove(slots, st)
         self._tree.update_radius(st.vectors[slots], st.leaf[slots], sign=-1)
         self._crad = None
         self._ids.remove(st.ext_id[slots].view(np.int64))
