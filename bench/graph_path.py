@@ -9,6 +9,7 @@ off the tables.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from typing import Any
 
@@ -55,7 +56,7 @@ def by_size(idx: Any, ds: Dataset, n: int, edges: list[int], label: str) -> list
     sizes = np.array([len(x) for x in ds.tenant_lists()])
     qsize = sizes[ds.query_tenant]
     rows = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         qs = np.flatnonzero((qsize > lo) & (qsize <= hi))[:n]
         if not len(qs):
             continue
@@ -90,7 +91,7 @@ def by_size(idx: Any, ds: Dataset, n: int, edges: list[int], label: str) -> list
                 dist_a = np.vstack(dist)[order]
                 r = recall_at_k(ids_a, dist_a, ds.gt[qs], ds.gt_dist[qs], _K)
                 rows.append(
-                    f"| {label} {lo + 1}–{hi} (median {med}, {med / len(ds.base):.1%}) | {path} | "
+                    f"| {label} {lo + 1}-{hi} (median {med}, {med / len(ds.base):.1%}) | {path} | "
                     f"{ef if path != 'exact' else '-'} | {r:.3f} | {np.median(p50):.0f} |"
                 )
                 print(rows[-1], flush=True)

@@ -124,23 +124,43 @@ class ProximityGraph:
         if not len(todo):
             return 0
         self._ensure(len(store.live))
-        with self._visited() as (vis, tags):
-            G.link_batch(
-                todo,
-                self.ef_construction,
-                self.ip,
-                store.vectors,
-                store.vnorm,
-                self.nbr,
-                self.linked,
-                self.seeds,
-                self.n_linked,
-                vis,
-                tags,
-            )
-        self.n_linked += len(todo)
-        if (self.seeds < 0).any():
+        # Random order: slots are laid out by tree leaf, and linking cluster after cluster
+        # leaves few long-range edges. Batches double up to 2 % of the graph: a batch is
+        # searched in parallel against the graph as it was, then linked serially.
+        todo = np.random.default_rng(self.n_linked).permutation(todo)
+        done = 0
+        if self.n_linked == 0:
+            x = int(todo[0])
+            self.nbr[x] = -1
+            self.linked[x] = True
+            self.n_linked, done = 1, 1
             self._reseed(store)
+        reseeded_at = self.n_linked
+        with self._visited() as (vis, tags):
+            while done < len(todo):
+                size = 1 if self.n_linked < 1000 else min(4096, self.n_linked // 50)
+                part = todo[done : done + size]
+                cs, cd = G.candidates(
+                    part,
+                    self.ef_construction,
+                    self.ip,
+                    store.vectors,
+                    store.vnorm,
+                    self.nbr,
+                    self.linked,
+                    self.seeds,
+                    vis,
+                    tags,
+                )
+                G.commit_links(
+                    part, cs, cd, self.ip, store.vectors, store.vnorm, self.nbr, self.linked
+                )
+                done += len(part)
+                self.n_linked += len(part)
+                if self.n_linked >= 2 * reseeded_at:
+                    self._reseed(store)  # entry points follow the graph as it grows
+                    reseeded_at = self.n_linked
+        self._reseed(store)
         return len(todo)
 
     def remove(self, slots: np.ndarray, store: VectorStore) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from curator.index.kernels import _dist, _front_pop, _front_push, _top_push, _top_sorted
 
-__all__ = ["link_batch", "remap_rows", "repair", "search_batch"]
+__all__ = ["candidates", "commit_links", "remap_rows", "repair", "search_batch"]
 
 #: Below this many queries a batch runs on the calling thread.
 PARALLEL_MIN_QUERIES = 8
@@ -210,8 +210,11 @@ def _add_link(v, x, ip, vectors, vnorm, nbr, scratch_s, scratch_d):  # pragma: n
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def _candidates(new, efc, ip, vectors, vnorm, nbr, linked, seeds, visited,
+def candidates(new, efc, ip, vectors, vnorm, nbr, linked, seeds, visited,
                 tags):  # pragma: no cover - compiled
+    """For each slot of `new` (b,) int32: its `efc` nearest linked slots, searched in parallel
+    (a parallel kernel is only ever called from Python: numba's cache mishandles parallel
+    kernels called from other compiled functions). Returns slots and distances (b, efc)."""
     b = new.shape[0]
     out_s = np.full((b, efc), -1, np.int32)
     out_d = np.full((b, efc), np.inf, np.float32)
@@ -230,54 +233,31 @@ def _candidates(new, efc, ip, vectors, vnorm, nbr, linked, seeds, visited,
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def link_batch(new, efc, ip, vectors, vnorm, nbr, linked, seeds, n_linked, visited,
-               tags):  # pragma: no cover - compiled
-    """Link slots `new` (n,) int32 into the graph, in batches that double up to 2 % of the
-    graph (`n_linked` nodes now): each batch searches the current graph in parallel (width
-    `efc`), then is linked serially (heuristic neighbours, then reverse edges). `seeds` (m,)
-    int32 are entry points (-1 ignored); into an empty graph the first slot becomes seeds[0]."""
+def commit_links(part, cs, cd, ip, vectors, vnorm, nbr, linked):  # pragma: no cover - compiled
+    """Link slots `part` (b,) given their candidates (b, efc) from `candidates`: heuristic
+    neighbours, then the reverse edges (re-selecting a full neighbour list)."""
     R = nbr.shape[1]
     scratch_s = np.empty(R + 1, np.int32)
     scratch_d = np.empty(R + 1, np.float32)
-    done = 0
-    n = new.shape[0]
-    while done < n:
-        if n_linked == 0:
-            # An empty graph: the first node becomes the entry point.
-            x = new[done]
-            nbr[x, :] = -1
-            linked[x] = True
-            seeds[0] = x
-            n_linked = 1
-            done += 1
-            continue
-        size = max(1, min(n - done, max(n_linked // 50, 1), 4096))
-        if n_linked < 1000:
-            size = 1
-        part = new[done:done + size]
-        cs, cd = _candidates(part, efc, ip, vectors, vnorm, nbr, linked, seeds, visited, tags)
-        for i in range(size):
-            x = part[i]
-            _select(x, cs[i], cd[i], efc, R, ip, vectors, vnorm, nbr[x])
-            linked[x] = True
-            for j in range(R):
-                v = nbr[x, j]
-                if v < 0:
-                    break
-                _add_link(v, x, ip, vectors, vnorm, nbr, scratch_s, scratch_d)
-        done += size
-        n_linked += size
-    return done
+    for i in range(part.shape[0]):
+        x = part[i]
+        _select(x, cs[i], cd[i], cs.shape[1], R, ip, vectors, vnorm, nbr[x])
+        linked[x] = True
+        for j in range(R):
+            v = nbr[x, j]
+            if v < 0:
+                break
+            _add_link(v, x, ip, vectors, vnorm, nbr, scratch_s, scratch_d)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def repair(ip, vectors, vnorm, nbr, linked, high):  # pragma: no cover - compiled
     """Drop edges to unlinked (deleted) slots: a node that had one re-selects its neighbours
     among its live neighbours and the live neighbours of the deleted ones (whose rows are still
     intact). Afterwards the rows of unlinked slots are cleared. Returns nodes repaired."""
     R = nbr.shape[1]
     fixed = np.zeros(high, np.int32)
-    for u in numba.prange(high):
+    for u in range(high):
         if not linked[u]:
             continue
         bad = False
@@ -318,8 +298,7 @@ def repair(ip, vectors, vnorm, nbr, linked, high):  # pragma: no cover - compile
         fixed[u] = 1
         for j in range(R):
             nbr[u, j] = row[j]
-    # Every repaired row is written before any dead row is cleared.
-    for u in numba.prange(high):
+    for u in range(high):
         if not linked[u]:
             nbr[u, :] = -1
     return fixed.sum()
