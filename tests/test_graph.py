@@ -31,7 +31,7 @@ def small() -> tuple[np.ndarray, np.ndarray]:
 
 def test_unfiltered_recall_and_touched(small) -> None:
     x, q = small
-    st, slots = _store(x)
+    st, _slots = _store(x)
     g = ProximityGraph.build(st, ip=False, degree=16, ef_construction=64)
     assert g.n_linked == len(x) and not len(g.fresh)
     s, d, touched = g.search(q, 10, 64, st)

@@ -233,11 +233,13 @@ class ProximityGraph:
         allow: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
         two_hop: bool = False,
+        budget: int = 1 << 62,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nearest `k` of each query (nq, d) among linked and fresh slots, restricted to
         `allow` (capacity,) bool if given; `allowed` (m,) int32, the same set as slots, seeds
-        the filtered search. Returns slots (nq, k) int32, distances (nq, k) float32, vectors
-        touched per query (nq,) int64."""
+        the filtered search. A query that computes more than `budget` distances gives up.
+        Returns slots (nq, k) int32, distances (nq, k) float32, vectors touched per query (nq,)
+        int64, negative for a query that gave up (its row is incomplete)."""
         filtered = allow is not None
         if allow is None:
             mask = np.zeros(1, bool)
@@ -265,6 +267,7 @@ class ProximityGraph:
                 filtered,
                 two_hop,
                 seeds,
+                budget,
                 vis,
                 tags,
             )
@@ -273,7 +276,7 @@ class ProximityGraph:
             return out
         s2, d2, n2 = K.exact_batch(queries, k, self.ip, fresh, store.vectors, store.vnorm)
         s, d = K.merge_rows(np.hstack([out[0], s2]), np.hstack([out[1], d2]), k)
-        return s, d, out[2] + n2
+        return s, d, np.sign(out[2]) * (np.abs(out[2]) + n2)
 
     # -- snapshot ----------------------------------------------------------------------------
     def to_arrays(self, high: int) -> dict[str, np.ndarray]:

@@ -44,12 +44,13 @@ def _grow(a, n):  # pragma: no cover - compiled
 
 # fmt: off
 @_jit
-def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, ef,
+def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, ef, budget,
           vis, tag, rd, rs):  # pragma: no cover - compiled
     """Best-first search from `seeds`; keeps the `ef` nearest allowed nodes in the max-heap
     (rd, rs). Filtered search traverses every node but admits only allowed ones to the results
     (hnswlib's rule); with `two_hop`, candidates are allowed nodes only and a filtered-out
-    neighbour is looked through once (ACORN-1 style). Returns (results held, distances computed)."""
+    neighbour is looked through once (ACORN-1 style). Returns (results held, distances
+    computed); the distance count is negated if the search gave up past `budget` of them."""
     qn = np.float32(0.0)
     for j in range(q.shape[0]):
         qn += q[j] * q[j]
@@ -81,6 +82,8 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
         nc = _front_pop(cd, cs, nc)
         if nr >= ef and d0 > rd[0]:
             break
+        if touched > budget:
+            return nr, -touched
         for j in range(R):
             v = nbr[c, j]
             if v < 0:
@@ -122,12 +125,12 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
 
 @_jit
 def _search_one(queries, r, k, ef, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop,
-                seeds, visited, tags, row, out_s, out_d, out_n):  # pragma: no cover - compiled
+                seeds, budget, visited, tags, row, out_s, out_d, out_n):  # pragma: no cover - compiled
     tag = _next_tag(visited, tags, row)
     rd = np.empty(ef, np.float32)
     rs = np.empty(ef, np.int32)
     nr, touched = _beam(queries[r], ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop,
-                        seeds, ef, visited[row], tag, rd, rs)
+                        seeds, ef, budget, visited[row], tag, rd, rs)
     _top_sorted(rd, rs, nr, k, out_s[r], out_d[r])
     out_n[r] = touched
 
@@ -136,27 +139,28 @@ def _search_one(queries, r, k, ef, ip, vectors, vnorm, nbr, linked, allow, filte
 # by function name and place).
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _search_serial(queries, k, ef, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop,
-                   seeds, visited, tags):  # pragma: no cover - compiled
+                   seeds, budget, visited, tags):  # pragma: no cover - compiled
     nq = queries.shape[0]
     out_s = np.empty((nq, k), np.int32)
     out_d = np.empty((nq, k), np.float32)
     out_n = np.empty(nq, np.int64)
     for r in range(nq):
         _search_one(queries, r, k, max(ef, k), ip, vectors, vnorm, nbr, linked, allow, filtered,
-                    two_hop, seeds, visited, tags, 0, out_s, out_d, out_n)
+                    two_hop, seeds, budget, visited, tags, 0, out_s, out_d, out_n)
     return out_s, out_d, out_n
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, parallel=True)
 def _search_parallel(queries, k, ef, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop,
-                     seeds, visited, tags):  # pragma: no cover - compiled
+                     seeds, budget, visited, tags):  # pragma: no cover - compiled
     nq = queries.shape[0]
     out_s = np.empty((nq, k), np.int32)
     out_d = np.empty((nq, k), np.float32)
     out_n = np.empty(nq, np.int64)
     for r in numba.prange(nq):
         _search_one(queries, r, k, max(ef, k), ip, vectors, vnorm, nbr, linked, allow, filtered,
-                    two_hop, seeds, visited, tags, numba.get_thread_id(), out_s, out_d, out_n)
+                    two_hop, seeds, budget, visited, tags, numba.get_thread_id(), out_s, out_d,
+                    out_n)
     return out_s, out_d, out_n
 
 
@@ -227,7 +231,7 @@ def candidates(new, efc, ip, vectors, vnorm, nbr, linked, seeds, visited,
         x = new[i]
         q = vectors[x]
         nr, _ = _beam(q, ip, vectors, vnorm, nbr, linked, dummy, False, False, seeds, efc,
-                      visited[row], tag, rd, rs)
+                      np.iinfo(np.int64).max, visited[row], tag, rd, rs)
         _top_sorted(rd, rs, nr, efc, out_s[i], out_d[i])
     return out_s, out_d
 
@@ -327,8 +331,9 @@ def remap_rows(nbr, order, new_slot):  # pragma: no cover - compiled
 
 def search_batch(queries: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Graph search of each row of `queries` (nq, d); arguments as `_search_serial`: k, ef, ip,
-    vectors, vnorm, nbr, linked, allow (capacity,) bool, filtered, two_hop, seeds, visited,
-    tags. Returns slots (nq, k) int32 (-1 padded), distances (nq, k) float32 (inf padded) and
-    distances computed per query (nq,) int64."""
+    vectors, vnorm, nbr, linked, allow (capacity,) bool, filtered, two_hop, seeds, budget,
+    visited, tags. Returns slots (nq, k) int32 (-1 padded), distances (nq, k) float32 (inf
+    padded) and distances computed per query (nq,) int64, negative where the search gave up
+    past `budget` distances (its row is then incomplete)."""
     fn = _search_parallel if len(queries) >= PARALLEL_MIN_QUERIES else _search_serial
     return fn(queries, *args)

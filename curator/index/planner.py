@@ -7,6 +7,9 @@ grows as the filter gets more selective (it walks through vectors it may not ret
   - filter size m <= `exact_search_threshold`: exact scan (exact results, cheapest);
   - else, if the collection has a graph and m / n >= GRAPH_MIN_FRACTION: graph;
   - else the tenant's sub-tree (or, for a predicate / union, a temporary one).
+A filtered graph search that computes more distances than the filter has vectors (a query far
+from all of them) gives up and is scanned exactly instead, so the graph never costs more than
+about twice an exact scan.
 Graph width: `max(k, search_ef // 2)` (Curator v2's harness pairs tree ef = 8 x graph ef; at
 the default search_ef 128 this is 64, recall@10 >= 0.98 on Debian unfiltered).
 """
@@ -119,7 +122,15 @@ def _run(
         else:
             allow = np.zeros(len(st.live), bool)
             allow[slots] = True
-            s, d, n = g.search(q, k, ef, st, allow, slots)
+            # A filtered walk far from the filter's vectors can cost more than scanning them:
+            # past that budget it gives up, and those queries are scanned exactly.
+            s, d, n = g.search(q, k, ef, st, allow, slots, budget=max(len(slots), 1))
+            bad = np.flatnonzero(n < 0)
+            if len(bad):
+                s2, d2, n2 = K.exact_batch(q[bad], k, ip, slots, st.vectors, st.vnorm)
+                s[bad], d[bad] = s2, d2
+                n = np.abs(n)
+                n[bad] += n2
     else:
         temp = TenantTree()
         temp.add(index._tree, st.leaf, slots, index.config.max_sl_size)
