@@ -112,9 +112,11 @@ def _index(metric: str = "l2") -> tuple[CuratorIndex, np.ndarray, np.ndarray]:
     return idx, d.x, d.queries[:40]
 
 
-def test_index_builds_the_graph_at_training_and_maintains_it() -> None:
+def test_index_builds_the_graph_when_needed_and_maintains_it() -> None:
     idx, x, q = _index()
-    assert idx.is_trained and idx._graph is not None
+    assert idx.is_trained and idx._graph is None and idx.memory_usage()["graph"] == 0
+    _, _, plan = idx.search("t0", q, 10, explain=True)
+    assert plan.path == "graph" and idx._graph is not None
     assert idx.memory_usage()["graph"] >= len(x) * CFG.graph_degree * 4
     rng = np.random.default_rng(0)
     truth_x = {i: x[i] for i in range(len(x))}
@@ -166,6 +168,7 @@ def test_index_builds_the_graph_at_training_and_maintains_it() -> None:
 
 def test_snapshot_round_trip_keeps_the_graph(tmp_path) -> None:
     idx, _, q = _index("cosine")
+    idx.build_graph()
     idx.insert(np.arange(10_000, 10_050), np.ones((50, 16), np.float32), owner="t1")
     assert len(idx._graph.fresh) == 50
     idx.save(tmp_path / "s.npz")
@@ -181,7 +184,9 @@ def test_snapshot_round_trip_keeps_the_graph(tmp_path) -> None:
     assert a[2] == b[2]
     arrays = idx.snapshot()
     del arrays["graph_nbr"], arrays["graph_linked"], arrays["graph_fresh"], arrays["graph_params"]
-    rebuilt = CuratorIndex.from_snapshot(arrays)  # an old snapshot: graph rebuilt at load
+    rebuilt = CuratorIndex.from_snapshot(arrays)  # no graph saved: built when first needed
+    assert rebuilt._graph is None
+    rebuilt.search("t0", q, 10)
     assert rebuilt._graph is not None and rebuilt._graph.n_linked == len(rebuilt)
     arrays = idx.snapshot()
     arrays["graph_nbr"] = arrays["graph_nbr"].copy()

@@ -75,9 +75,9 @@ def test_union_and_exact_explain(tight) -> None:
 
 def test_tree_path_below_the_graph_fraction(tight) -> None:
     idx, x, _, q = tight
-    ids = np.arange(0, len(x), 97)  # 62 vectors: under 2 % of 6,000
+    ids = np.arange(0, len(x), 97)  # 62 vectors: ~1 % of 6,000
     idx.grant(ids, "sparse")
-    got, got_d, plan = idx.search(
+    got, _, plan = idx.search(
         "sparse", q, 10, SearchParams(exact_search_threshold=10), explain=True
     )
     assert plan.path == "tree" and plan.filter_size == len(ids)

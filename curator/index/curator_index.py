@@ -70,7 +70,7 @@ class CuratorIndex:
         self._trained_n = 0
         self._crad: np.ndarray | None = None
         self._defer_training = 0
-        self._graph: ProximityGraph | None = None  # built at the first training
+        self._graph: ProximityGraph | None = None  # built when first needed (build_graph)
 
     # -- introspection ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -306,19 +306,29 @@ class CuratorIndex:
     def _graph_after_relayout(
         self, order: np.ndarray, new_slot: np.ndarray, old_store: VectorStore
     ) -> None:
-        """Graph hook of train(): follow the new slot layout, or build the graph the first
-        time (linking every live vector; see curator.index.graph)."""
-        cfg = self.config
+        """Graph hook of train(): the graph follows the new slot layout."""
         if self._graph is not None:
             self._graph.relayout(order, new_slot, old_store, self._store)
-            return
-        if cfg.graph_degree:
+
+    @property
+    def graph_enabled(self) -> bool:
+        """Whether the planner may use the graph (trained, `config.graph_degree` > 0)."""
+        return self._tree.is_trained and self.config.graph_degree > 0
+
+    def build_graph(self) -> ProximityGraph | None:
+        """The proximity graph, linking every live vector the first time (seconds per 10^4
+        vectors: the planner calls this on the first search that needs it; call it after a
+        bulk load to pay that up front). None if the graph is disabled or untrained."""
+        cfg = self.config
+        if self._graph is None and self.graph_enabled:
+            log.info("linking %d vectors into the proximity graph", len(self._store))
             self._graph = ProximityGraph.build(
                 self._store,
                 self.metric is not Metric.L2,
                 cfg.graph_degree,
                 cfg.graph_ef_construction,
             )
+        return self._graph
 
     def _finish(self, slots: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         shift = np.float32(1.0 if self.metric is Metric.COSINE else 0.0)

@@ -125,7 +125,7 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
 
 @_jit
 def _search_one(queries, r, k, ef, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop,
-                seeds, budget, visited, tags, row, out_s, out_d, out_n):  # pragma: no cover - compiled
+                seeds, budget, visited, tags, row, out_s, out_d, out_n):  # pragma: no cover
     tag = _next_tag(visited, tags, row)
     rd = np.empty(ef, np.float32)
     rs = np.empty(ef, np.int32)

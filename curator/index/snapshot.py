@@ -4,7 +4,7 @@ A snapshot is a dict of arrays: the vector store, the shared tree, the access pa
 tenant's shortlists in CSR form, plus `meta` (UTF-8 JSON: format version, dimension, metric,
 config, tenant names). Expanded nodes are not stored: they are the ancestors of shortlist nodes.
 The proximity graph's links (`graph_*`, ~8 % of the vectors at d 384) are stored when there is
-a graph; a snapshot without them gets its graph rebuilt at load if the index is trained.
+a graph; without them the graph is built again when a search first needs it.
 Files are written with `np.savez` to a temporary name and renamed, so a crash never leaves a
 half-written snapshot under the final name.
 """
@@ -129,13 +129,8 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
         tt.size += len(sl)
         tt.expanded.update(tree.anc[node, : tree.depth[node]].tolist())
     ip = index.metric is not Metric.L2
-    if "graph_nbr" in arrays:
+    if "graph_nbr" in arrays:  # else built when first needed
         index._graph = ProximityGraph.from_arrays(arrays, ip, index._store)
-    elif tree.is_trained and index.config.graph_degree:  # a snapshot written without one
-        cfg = index.config
-        index._graph = ProximityGraph.build(
-            index._store, ip, cfg.graph_degree, cfg.graph_ef_construction
-        )
     return index
 
 
