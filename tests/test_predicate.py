@@ -98,7 +98,7 @@ def test_filtered_search_recall_and_isolation(labelled, where, expect) -> None:
     truth, truth_d = brute_force(x, allowed, q, 10, "l2")
     assert recall(got, got_d, truth, truth_d) >= 0.95, plan
     assert plan.filter_size == len(allowed)
-    assert plan.path == ("exact" if len(allowed) <= 1024 else "graph")
+    assert plan.path == "exact"  # qualifying sets up to SET_EXACT_MAX are scanned exactly
 
 
 def test_predicate_is_limited_to_what_the_caller_reads(labelled) -> None:
@@ -114,3 +114,18 @@ def test_search_and_is_the_and_predicate(labelled) -> None:
     a = idx.search_and(("big", "mid"), q, 10)
     b = idx.search("big", q, 10, where=And(Label("big"), Label("mid")))
     np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_large_predicate_results_go_through_the_graph(labelled, monkeypatch) -> None:
+    from curator.index import planner
+
+    monkeypatch.setattr(planner, "SET_EXACT_MAX", 500)
+    idx, sets, x, q = labelled
+    allowed = np.setdiff1d(sets["big"], sets["mid"])
+    got, got_d, plan = idx.search(
+        "owner", q, 10, where=And(Label("big"), Not(Label("mid"))), explain=True
+    )
+    assert plan.path == "graph" and plan.filter_size == len(allowed)
+    assert np.isin(got[got >= 0], allowed).all()
+    truth, truth_d = brute_force(x, allowed, q, 10, "l2")
+    assert recall(got, got_d, truth, truth_d) >= 0.95

@@ -29,13 +29,25 @@ from curator.index.tenant_tree import TenantTree, TenantView
 if TYPE_CHECKING:
     from curator.index.curator_index import CuratorIndex
 
-__all__ = ["GRAPH_MIN_FRACTION", "Plan", "choose", "search_slots", "search_tenants"]
+__all__ = [
+    "GRAPH_MIN_FRACTION",
+    "SET_EXACT_MAX",
+    "Plan",
+    "choose",
+    "choose_for_set",
+    "search_slots",
+    "search_tenants",
+]
 
 #: Smallest filter, as a fraction of the collection, that the graph serves. On Debian the
 #: tree was 2-6x faster than the filtered graph at every filter size measured (to 13 %), the
 #: graph far faster unfiltered; 0.2 is Curator v2's routing threshold, not located more
 #: precisely here (bench/RESULTS.md "Graph path").
 GRAPH_MIN_FRACTION = 0.2
+
+#: Predicate results up to this size are scanned exactly (measured crossover with the filtered
+#: graph at recall ~0.99 on Debian labels: 4-5k vectors at d 384).
+SET_EXACT_MAX = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +76,18 @@ def choose(m: int, n: int, trained: bool, has_graph: bool, p: SearchParams) -> s
     if has_graph and m >= GRAPH_MIN_FRACTION * n:
         return "graph"
     return "tree"
+
+
+def choose_for_set(m: int, has_graph: bool, p: SearchParams) -> str:
+    """The path for a predicate's (or label's) qualifying set of `m` vectors: such sets are
+    spread over the tree (Debian labels: tree recall 0.83-0.95 at the default search_ef), so
+    exact up to SET_EXACT_MAX (where exact and graph cost the same at recall ~0.99 on
+    Debian labels), the graph above it; a temporary tree only without a graph."""
+    if m <= p.exact_search_threshold:
+        return "exact"
+    if not has_graph:
+        return "tree"
+    return "exact" if m <= SET_EXACT_MAX else "graph"
 
 
 def graph_ef(k: int, p: SearchParams) -> int:
@@ -96,7 +120,7 @@ def search_slots(
 ) -> tuple[np.ndarray, np.ndarray, Plan]:
     """Search among `slots` (m,) int32, unique (a predicate's result)."""
     m = len(slots)
-    path = choose(m, len(index), index.is_trained, index.graph_enabled, p)
+    path = choose_for_set(m, index.graph_enabled, p) if index.is_trained else "exact"
     return _run(index, path, slots, q, k, p, m)
 
 

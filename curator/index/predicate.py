@@ -87,13 +87,13 @@ def evaluate(
     pred: Predicate, readable: np.ndarray, slots_of: Callable[[str], np.ndarray]
 ) -> np.ndarray:
     """Slots (sorted, unique, int32) in `readable` (sorted unique int32) that satisfy `pred`;
-    `slots_of(label)` gives a label's slots (any order). Checks the predicate first."""
+    `slots_of(label)` gives a label's slots, sorted and unique. Checks the predicate first."""
     labels(pred)
     cache: dict[str, np.ndarray] = {}
 
     def leaf(name: str) -> np.ndarray:
         if name not in cache:
-            cache[name] = np.unique(np.asarray(slots_of(name), np.int32))
+            cache[name] = np.asarray(slots_of(name), np.int32)
         return cache[name]
 
     neg, s = _eval(pred, leaf)
