@@ -32,7 +32,10 @@ from curator.index.vector_store import VectorStore
 
 __all__ = ["ProximityGraph"]
 
-_N_SEEDS = 16
+#: Entry points: one per 64 linked vectors, 16 to 256. The graph has one level, so on
+#: well-separated clusters few seeds leave clusters unreachable (12k x 24 clusters, graph ef
+#: 128: recall@10 0.91 with 16 seeds, 0.98 with 256); each seed costs one distance per query.
+_MIN_SEEDS, _MAX_SEEDS = 16, 256
 
 
 class ProximityGraph:
@@ -55,7 +58,7 @@ class ProximityGraph:
         self.repair_ratio = repair_ratio
         self.nbr = np.full((capacity, degree), -1, np.int32)
         self.linked = np.zeros(capacity, bool)
-        self.seeds = np.full(_N_SEEDS, -1, np.int32)
+        self.seeds = np.full(_MIN_SEEDS, -1, np.int32)
         self.n_linked = 0
         self.n_dead = 0  # deleted since the last repair (their rows still hold links)
         self.fresh = np.empty(0, np.int32)  # live slots not linked yet
@@ -218,9 +221,10 @@ class ProximityGraph:
         """Entry points spread over the linked slots (slots are laid out by tree leaf after
         training, so evenly spaced slots come from different clusters)."""
         nodes = np.flatnonzero(self.linked[: store.high]).astype(np.int32)
-        self.seeds = np.full(_N_SEEDS, -1, np.int32)
+        n = int(np.clip(len(nodes) // 64, _MIN_SEEDS, _MAX_SEEDS))
+        self.seeds = np.full(n, -1, np.int32)
         if len(nodes):
-            pick = np.linspace(0, len(nodes) - 1, min(_N_SEEDS, len(nodes))).astype(np.int64)
+            pick = np.linspace(0, len(nodes) - 1, min(n, len(nodes))).astype(np.int64)
             self.seeds[: len(pick)] = nodes[pick]
 
     # -- search ------------------------------------------------------------------------------
@@ -251,7 +255,7 @@ class ProximityGraph:
                 mask[: len(allow)] = allow
             seeds = self.seeds
             if allowed is not None and len(allowed):
-                pick = np.linspace(0, len(allowed) - 1, min(_N_SEEDS, len(allowed)))
+                pick = np.linspace(0, len(allowed) - 1, min(_MIN_SEEDS, len(allowed)))
                 seeds = np.concatenate([allowed[pick.astype(np.int64)], seeds]).astype(np.int32)
         with self._visited() as (vis, tags):
             out = G.search_batch(
