@@ -191,6 +191,7 @@ class CuratorIndex:
         self._delete_slots(owned)
         rest = tree.slots()
         self._access.remove(_pair(rest, t))
+        self._sorted.pop(id(tree), None)  # predicate hook: drop the tenant's sorted slots
         self._trees[t] = None
         self._names[t] = None
         del self._tenant_of[tenant]
@@ -361,6 +362,7 @@ class CuratorIndex:
             "id_map": self._ids.nbytes,
             "tenants": 100 * len(self._tenant_of) + 8 * len(self._trees),
             "graph": self._graph.nbytes if self._graph is not None else 0,
+            "sorted_slots": sum(v[1].nbytes for v in self._sorted.values()),
         }
         parts["total"] = sum(parts.values())
         return parts
