@@ -127,9 +127,9 @@ def test_index_builds_the_graph_when_needed_and_maintains_it() -> None:
     for step in range(10):
         op = step % 5
         if op == 0:
-            new = rng.standard_normal((80, 16)).astype(np.float32) * 3
-            ids = np.arange(next_id, next_id + 80)
-            next_id += 80
+            new = rng.standard_normal((150, 16)).astype(np.float32) * 3
+            ids = np.arange(next_id, next_id + 150)  # two batches pass link_min (256)
+            next_id += 150
             idx.insert(ids, new, owner="t0")
             truth_x.update(zip(ids.tolist(), new, strict=True))
             owners.update(dict.fromkeys(ids.tolist(), "t0"))
@@ -163,7 +163,8 @@ def test_index_builds_the_graph_when_needed_and_maintains_it() -> None:
             t_rows, truth_d = brute_force(xs, np.arange(len(ids)), q, 10, "l2")
             truth = np.where(t_rows >= 0, ids[np.maximum(t_rows, 0)], -1)
             assert recall(got, got_d, truth, truth_d) >= 0.95, (step, tenant, plan)
-    idx.check_invariants()
+        idx.check_invariants()  # includes the graph: live = linked + fresh, nothing dead
+    assert len(idx._graph.fresh) < 150, "the 300 inserted vectors were linked into the graph"
 
 
 def test_snapshot_round_trip_keeps_the_graph(tmp_path) -> None:

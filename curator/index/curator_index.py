@@ -403,6 +403,8 @@ class CuratorIndex:
         owners = set(zip(live.tolist(), self._store.owner[live].tolist(), strict=True))
         if not owners <= pairs:
             raise Internal("an owner lacks access to its own vector")
+        if self._graph is not None:  # graph hook
+            self._graph.check(self._store)
 
     # -- internals ----------------------------------------------------------------------------
     def _prepare(self, x: Any, what: str) -> np.ndarray:

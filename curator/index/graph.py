@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numba
 import numpy as np
 
-from curator.errors import FailedPrecondition
+from curator.errors import FailedPrecondition, Internal
 from curator.index import graph_kernels as G
 from curator.index import kernels as K
 from curator.index.vector_store import VectorStore
@@ -281,6 +281,24 @@ class ProximityGraph:
         s2, d2, n2 = K.exact_batch(queries, k, self.ip, fresh, store.vectors, store.vnorm)
         s, d = K.merge_rows(np.hstack([out[0], s2]), np.hstack([out[1], d2]), k)
         return s, d, np.sign(out[2]) * (np.abs(out[2]) + n2)
+
+    def check(self, store: VectorStore) -> None:
+        """Raise Internal unless every live slot is linked or fresh (not both), nothing dead
+        is linked, and no edge leaves the used slots."""
+        h = store.high
+        live = store.live[:h]
+        linked = self.linked[:h]
+        fresh = np.zeros(h, bool)
+        fresh[self.fresh] = True
+        if (linked & ~live).any() or (fresh & ~live).any():
+            raise Internal("a deleted slot is linked or fresh in the graph")
+        if (linked & fresh).any() or (live & ~linked & ~fresh).any():
+            raise Internal("a live slot is both linked and fresh, or neither")
+        if self.linked[h:].any() or int(linked.sum()) != self.n_linked:
+            raise Internal(f"expected {self.n_linked} linked slots, found {int(linked.sum())}")
+        edges = self.nbr[:h][linked]
+        if (edges >= h).any() or (edges < -1).any():
+            raise Internal("a graph edge points outside the store")
 
     # -- snapshot ----------------------------------------------------------------------------
     def to_arrays(self, high: int) -> dict[str, np.ndarray]:
