@@ -45,7 +45,7 @@ class IndexConfig:
     kmeans_niter / kmeans_max_points_per_centroid: faiss k-means per node.
     seed: makes training reproducible.
     graph_degree: links per vector of the proximity graph that serves large filters and
-        unfiltered search (built at the first training, then maintained); 0 = no graph.
+        unfiltered search (built when a search first needs it, then maintained); 0 = none.
     graph_ef_construction: search width when linking a vector into the graph.
     """
 
