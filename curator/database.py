@@ -37,6 +37,7 @@ from curator.errors import (
     ResourceExhausted,
 )
 from curator.results import Records, SearchResult, WriteResult
+from curator.startup_log import StartupLog
 from curator.storage import documents as docs_codec
 from curator.storage.collection import Collection, CollectionInfo
 from curator.storage.documents import Document
@@ -73,6 +74,7 @@ class Database(CacheFacade):
         self.config = config or DatabaseConfig()
         cfg = self.config
         self.path = Path(cfg.data_dir)
+        stages = StartupLog(log)
         self.store = Store(
             self.path / "lmdb",
             map_size=cfg.map_size,
@@ -84,6 +86,7 @@ class Database(CacheFacade):
         if not readonly:
             self._snap_dir.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.RLock()  # one writer at a time, database-wide
+        stages.done("open LMDB", str(self.path / "lmdb"))
         with self.store.read() as txn:
             self._tenants: dict[str, int] = {
                 n: d["id"] for n, d in self.store.all_json(txn, "tenants").items()
@@ -96,6 +99,7 @@ class Database(CacheFacade):
             self._collections[name] = Collection.open(
                 self.store, info, self._snap_dir, self._tenant_names()
             )
+        stages.done("load collections", f"{len(self._collections)} collections")
         self._snapshots = Snapshotter(
             self.store, self._snap_dir, self._collections, self._write_lock, cfg
         )
@@ -107,6 +111,7 @@ class Database(CacheFacade):
             background=background and not readonly,
             graph_dir=self.path / "cache-graphs",
         )
+        stages.done("cache rebuild")
         self._closed = False
         if background and not readonly:
             self._snapshots.start()
