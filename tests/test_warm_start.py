@@ -91,10 +91,10 @@ def test_cold_server_warms_kernels_before_serving(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     log = tmp_path / "server.log"
+    args = ["--data-dir", str(tmp_path / "data"), "--address", "127.0.0.1:0"]
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--data-dir", str(tmp_path / "data")]
-            + ["--address", "127.0.0.1:0", "--log-format", "json"],
+            [sys.executable, "-m", "server", *args, "--log-format", "json"],
             stderr=err,
             cwd=tmp_path,
             env=env,
