@@ -125,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
                 out[name] = (d["vectors"], d["tenants"])
             return out
 
-        serve_metrics(server_config.metrics_port, sizes, lambda: cache_state(server.database))
-        log.info("metrics on http://127.0.0.1:%d/metrics", server_config.metrics_port)
+        host = server_config.metrics_host
+        serve_metrics(
+            server_config.metrics_port, sizes, lambda: cache_state(server.database), host=host
+        )
+        log.info("metrics on http://%s:%d/metrics", host, server_config.metrics_port)
     server.wait()
     server.stop(server_config.grace_seconds)  # no-op if a signal already stopped it
     return 0

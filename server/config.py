@@ -15,7 +15,8 @@ class ServerConfig:
     tls_cert / tls_key: PEM files; both set -> TLS, else plaintext.
     threads: worker threads (parallel searches).
     max_message_bytes: largest request or response.
-    metrics_port: Prometheus metrics on 127.0.0.1:<port> (0 = off).
+    metrics_port: Prometheus metrics on <metrics_host>:<port> (0 = off).
+    metrics_host: the metrics' interface (loopback; 0.0.0.0 in a container, for Prometheus).
     backup_dir: where Backup RPCs write (default: <data_dir>/backups).
     grace_seconds: how long a shutdown lets in-flight calls finish.
     """
@@ -27,6 +28,7 @@ class ServerConfig:
     threads: int = 8
     max_message_bytes: int = 64 << 20
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     backup_dir: str = ""
     grace_seconds: float = 10.0
     log_level: str = "INFO"

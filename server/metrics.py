@@ -136,10 +136,11 @@ def serve_metrics(
     port: int,
     describe: Callable[[], dict[str, tuple[int, int]]],
     cache_state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]] | None = None,
+    host: str = "127.0.0.1",
 ) -> Any:
-    """Expose the metrics on http://127.0.0.1:<port>/metrics; returns the HTTP server."""
+    """Expose the metrics on http://<host>:<port>/metrics; returns the HTTP server."""
     REGISTRY.register(CollectionSizes(describe))
     if cache_state is not None:
         REGISTRY.register(CacheState(cache_state))
-    server, _ = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
     return server
