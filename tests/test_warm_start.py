@@ -113,12 +113,15 @@ def test_cold_server_warms_kernels_before_serving(tmp_path: Path) -> None:
         assert all(re.search(r"\d+\.\d\d s", s) for s in stages), stages
 
         rng = np.random.default_rng(0)
-        x = rng.standard_normal((3000, 16)).astype(np.float32)
-        with Client(f"127.0.0.1:{port}", "warm-admin", timeout=60) as c:
+        x = rng.standard_normal((12_000, 16)).astype(np.float32)  # past train_min_vectors
+        with Client(f"127.0.0.1:{port}", "warm-admin", timeout=120) as c:
             c.create_tenant("t")
-            c.create_collection("docs", 16, "cosine", train_min_vectors=2000)
+            c.create_collection("docs", 16, "cosine")
             c.upsert("docs", np.arange(len(x)), x, tenant="t")  # trains: tree search below
-            assert c.describe_collection("docs")["trained"]
+            trained_by = time.monotonic() + 120
+            while not any(m.startswith("trained shared tree") for m in _log_messages(log)):
+                assert time.monotonic() < trained_by, "the collection was never trained"
+                time.sleep(0.2)
 
             def query(i: int) -> float:
                 t0 = time.perf_counter()

@@ -8,31 +8,33 @@ from its on-disk cache (`cache=True`; under NUMBA_CACHE_DIR when set). A server 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numba
 import numpy as np
 
 from curator.config import IndexConfig, SearchParams
-from curator.index import kernels, sorted_map, tree
+from curator.index import kernels
 from curator.index.curator_index import CuratorIndex
 
 __all__ = ["compiled_signatures", "warm_kernels"]
 
 log = logging.getLogger(__name__)
 
-_MODULES = (kernels, sorted_map, tree)
 #: A tree this small trains in milliseconds, yet takes every path a large one does.
 _TINY = IndexConfig(branching=4, max_leaf_size=16, max_sl_size=8, train_min_vectors=256)
 
 
 def compiled_signatures() -> dict[str, int]:
-    """Number of compiled signatures of each numba kernel of the index, by qualified name."""
+    """Number of compiled signatures of each numba kernel in the loaded `curator` modules, by
+    qualified name (a kernel added anywhere in the core is counted without listing it)."""
     out = {}
-    for mod in _MODULES:
-        for name, obj in vars(mod).items():
-            if isinstance(obj, numba.core.registry.CPUDispatcher):
-                out[f"{mod.__name__}.{name}"] = len(obj.signatures)
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name == "curator" or mod_name.startswith("curator."):
+            for name, obj in vars(mod).items():
+                if isinstance(obj, numba.core.registry.CPUDispatcher):
+                    out[f"{mod_name}.{name}"] = len(obj.signatures)
     return out
 
 
