@@ -1,6 +1,6 @@
 """Compile the index's numba kernels before the first request needs them.
 
-numba compiles a kernel on its first call (~20 s for all of them on a cold cache) or loads it
+numba compiles a kernel on its first call (20-30 s of CPU for all of them) or loads it
 from its on-disk cache (`cache=True`; under NUMBA_CACHE_DIR when set). A server calls
 `warm_kernels()` while it still reports NOT_SERVING, so that no query pays for it.
 """
