@@ -16,6 +16,7 @@ import pytest
 from client import Client
 from curator.config import DatabaseConfig
 from curator.database import Database
+from server.health_probe import check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +93,9 @@ def test_generated_admin_key(tmp_path: Path) -> None:
         while not key_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # written once the database has opened
         assert key_file.exists() and oct(key_file.stat().st_mode)[-3:] == "600"
+        while check(f"127.0.0.1:{port}") != "SERVING":  # kernels warm after the key is written
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         with Client(f"127.0.0.1:{port}", key_file.read_text().strip(), timeout=30) as c:
             assert c.server_info()["principal"] == "admin"
     finally:
