@@ -70,7 +70,8 @@ def _engine() -> str:
 def _build(engine: str, tag: str, *args: str, dockerfile: str | None = None) -> None:
     cmd = [engine, "build", "--network=host", "-t", tag, *args]
     if Path(engine).name == "podman":
-        cmd.append("--isolation=chroot")  # RUN steps without an OCI runtime (sandboxes)
+        # chroot: RUN steps without an OCI runtime (sandboxes); docker: keeps the HEALTHCHECK
+        cmd += ["--isolation=chroot", "--format=docker"]
     cmd += ["-f", "-", "."] if dockerfile else ["."]
     done = subprocess.run(
         cmd, cwd=ROOT, input=dockerfile, capture_output=True, text=True, timeout=1500
