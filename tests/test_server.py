@@ -61,6 +61,7 @@ def _scenario(api: Any, create_collection: Any) -> list[Any]:
     x = _vecs(600)
     out.append(api.upsert("docs", np.arange(600), x, [f"d{i}" for i in range(600)], tenant="a"))
     out.append(api.upsert("docs", np.arange(600, 700), _vecs(100, 1), tenant="b"))
+    api.allow_sharing("a", "b")
     out.append(api.grant("docs", np.arange(0, 50), "b", tenant="a"))
     out.append(api.revoke("docs", np.arange(0, 10), "b", tenant="a"))
     out.append(api.delete("docs", np.arange(590, 620), tenant="a"))
@@ -70,10 +71,10 @@ def _scenario(api: Any, create_collection: Any) -> list[Any]:
         res = api.search(
             "docs", x[:20], 7, tenant=tenant, with_documents=True, params=SearchParams(search_ef=32)
         )
-        out.append((res.ids, res.distances, res.documents, res.seq))
+        out.append((res.ids, res.distances, res.documents, res.seq, res.owners))
     both = api.search("docs", x[:20], 7, tenant=["a", "b"], require_all=True)
     out.append((both.ids, both.distances))
-    assert set(both.ids[both.ids >= 0].tolist()) <= set(range(10, 50))  # a's ids granted to b
+    assert set(both.ids[both.found].tolist()) <= set(range(10, 50))  # a's ids granted to b
     rec = api.get("docs", [5, 20, 650, 9999], tenant="b")
     out.append((rec.ids, rec.vectors, rec.owners, rec.documents))
     for call in (
@@ -135,7 +136,8 @@ def test_isolation(served: Served) -> None:
         a.upsert("docs", np.arange(10), x[:10])
         b.upsert("docs", np.arange(10, 20), x[10:])
         # A sees only its own vectors, whatever it asks for
-        assert set(a.search("docs", x, 20).ids.ravel().tolist()) - {-1} == set(range(10))
+        hits = a.search("docs", x, 20)
+        assert set(hits.ids[hits.found].tolist()) == set(range(10))
         assert a.get("docs", np.arange(20)).ids.tolist() == list(range(10))
         assert a.count("docs") == 10
         with pytest.raises(errors.PermissionDenied):
@@ -144,9 +146,12 @@ def test_isolation(served: Served) -> None:
             a.search("docs", x, 5, tenant=["a", "b"])
         with pytest.raises(errors.PermissionDenied):
             a.upsert("docs", [100], x[:1], tenant="b")
+        # ids are scoped per owner: A's id 15 is its own vector, B's id 15 is untouched, and
+        # nothing tells A whether B has an id 15
+        a.upsert("docs", [15], x[:1])
+        assert a.delete("docs", [15, 16]).count == 1
         with pytest.raises(errors.PermissionDenied):
-            a.upsert("docs", [15], x[:1])  # B's id
-        assert a.delete("docs", [15, 16]).count == 0
+            a.delete("docs", [15], owner="b")
         with pytest.raises(errors.NotFound):
             a.grant("docs", [15], "a")
         with pytest.raises(errors.PermissionDenied):
@@ -164,11 +169,20 @@ def test_isolation(served: Served) -> None:
                 admin_call()
         assert a.describe_collection("docs")["vectors"] == 10  # its own count only
         assert b.count("docs") == 10 and b.get("docs", [15]).ids.tolist() == [15]
-        # sharing works through the owner only
+        # sharing works through the owner only, to tenants the admin allowed
+        with pytest.raises(errors.NotFound, match="may share with"):
+            a.grant("docs", [1, 2], "b")
+        with served.client() as admin:
+            admin.allow_sharing("a", "b")
         a.grant("docs", [1, 2], "b")
-        assert b.get("docs", np.arange(20)).ids.tolist() == [1, 2, *range(10, 20)]
+        assert b.get("docs", np.arange(20), owner="a").ids.tolist() == [1, 2]
+        res = b.search("docs", x[1:3], 1)
+        assert res.owners == [["a"], ["a"]] and res.ids[:, 0].tolist() == [1, 2]
         with pytest.raises(errors.PermissionDenied):
-            b.grant("docs", [1], "b")
+            b.grant("docs", [1], "b", owner="a")
+        # the grantee may always drop a share it received
+        assert b.revoke("docs", [1], "b", owner="a").count == 1
+        assert b.get("docs", np.arange(20), owner="a").ids.tolist() == [2]
     for key in ("", "nonsense", key_a + "x"):
         with served.client(key) as c, pytest.raises(errors.Unauthenticated):
             c.count("docs")
@@ -254,7 +268,7 @@ def test_concurrent_searches_while_writing(served: Served) -> None:
                     n = c.count("docs", tenant="a")
                     res = c.search("docs", x[:16], 10, tenant="a")
                     counts.append(n)
-                    if n >= 10 and (res.ids < 0).any():
+                    if n >= 10 and not res.found.all():
                         problems.append(("short result", n))
                 except Exception as e:
                     problems.append(e)

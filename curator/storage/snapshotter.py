@@ -79,6 +79,9 @@ class Snapshotter:
                 self.store.trim_ops(txn, floor)
 
             with self.write_lock:
+                if self.collections.get(c.info.name) is not c:  # dropped meanwhile
+                    (self.snap_dir / name).unlink(missing_ok=True)
+                    return seq
                 self.store.write(txn_fn)
                 c.snapshot_seq = seq
                 c.writes_since_snapshot = max(0, c.writes_since_snapshot - writes)
