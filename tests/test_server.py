@@ -403,3 +403,39 @@ def test_tls(tmp_path: Path) -> None:
             plain.server_info()  # plaintext to a TLS port fails
     finally:
         s.close()
+
+
+def test_hardening_over_the_wire(served: Served) -> None:
+    """#10 items 9 and 10 through the SDK: per-tenant seq, hidden tenant count, uint64 ids
+    end to end, an empty get, bad ids and deep documents as clear errors."""
+    with served.client() as admin:
+        for t in ("a", "b"):
+            admin.create_tenant(t)
+        admin.create_collection("docs", DIM)
+        _, key_a = admin.issue_key("a")
+        _, key_b = admin.issue_key("b")
+    x = _vecs(3)
+    ids = np.array([2**64 - 2, 2**63 + 5, 3], np.uint64)
+    with served.client(key_a) as a, served.client(key_b) as b:
+        assert a.upsert("docs", ids, x).seq == 1
+        for _ in range(3):
+            b.upsert("docs", [1], x[:1])
+        assert a.upsert("docs", [4], x[:1]).seq == 2  # its own count: b's writes are invisible
+        info = a.server_info()
+        assert info["tenants"] == 0 and info["seq"] == 2
+        res = a.search("docs", x, 1)
+        assert res.ids[:, 0].tolist() == ids.tolist() and res.seq == 2
+        assert a.get("docs", ids[:2]).ids.tolist() == ids[:2].tolist()
+        empty = a.get("docs", [999])
+        assert empty.ids.tolist() == [] and empty.vectors.shape[0] == 0
+        with pytest.raises(errors.InvalidArgument):
+            a.get("docs", [-1])
+        deep: Any = []
+        for _ in range(10_000):
+            deep = [deep]
+        with pytest.raises(errors.InvalidArgument, match="nested"):
+            a.upsert("docs", [5], x[:1], documents=[{"d": deep}])
+        with pytest.raises(errors.InvalidArgument, match="squared norm"):
+            a.upsert("docs", [6], np.full((1, DIM), 1e20, np.float32))
+    with served.client() as admin:
+        assert admin.server_info()["tenants"] == 2
