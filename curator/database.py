@@ -45,6 +45,7 @@ from curator.storage.dir_lock import DirLock
 from curator.storage.documents import Document
 from curator.storage.snapshotter import Snapshotter
 from curator.storage.store import OP_DELETE, OP_DROP_TENANT, OP_GRANT, OP_REVOKE, OP_UPSERT, Store
+from curator.storage.trainer import Trainer
 from curator.validation import as_ids, check_k, check_name, prepare_vectors
 
 __all__ = ["Database"]
@@ -118,9 +119,13 @@ class Database(CacheFacade):
         for name, d in colls.items():
             info = CollectionInfo.from_json(name, d)
             self._collections[name] = Collection.open(self.store, info, self._snap_dir, tids)
+        for c in self._collections.values():
+            c.index.auto_train = False  # trained off the write path, by the trainer
         self._snapshots = Snapshotter(
             self.store, self._snap_dir, self._collections, self._write_lock, cfg
         )
+        self._background = background and not readonly
+        self._trainer = Trainer(self.store, self._collections, self._write_lock, self.catalog.ids)
         self.cache = SemanticCache(
             self.store,
             cache_config,
@@ -130,8 +135,9 @@ class Database(CacheFacade):
             graph_dir=self.path / "cache-graphs",
         )
         self._closed = False
-        if background and not readonly:
+        if self._background:
             self._snapshots.start()
+            self._trainer.start()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self, snapshot: bool = True) -> None:
@@ -139,6 +145,7 @@ class Database(CacheFacade):
         if self._closed:
             return
         self._closed = True
+        self._trainer.stop()
         self._snapshots.stop()
         self.cache.close()
         if snapshot and not self.store.readonly:
@@ -258,7 +265,9 @@ class Database(CacheFacade):
             info = self.store.write(txn_fn)
             with self.store.read() as txn:
                 seq = self.store.seq(txn)
-            self._collections[name] = Collection(info, _new_index(info), seq)
+            index = _new_index(info)
+            index.auto_train = False
+            self._collections[name] = Collection(info, index, seq)
             return info
 
     def list_collections(self) -> list[str]:
@@ -351,7 +360,22 @@ class Database(CacheFacade):
             with c.lock.write_lock():
                 c.index.insert_prepared(ids, x, rec.id)
                 c.note_write(seq)
-            return WriteResult(seq, len(ids), new.seq)
+        self._after_write(c)
+        return WriteResult(seq, len(ids), new.seq)
+
+    def train(self, collection: str) -> bool:
+        """(Re)train the collection's shared tree now, without blocking its searches or other
+        writes (faiss-style bulk load: upsert everything, then train once). Returns False if
+        the collection holds fewer than two vectors."""
+        return self._trainer.train(self._collection(collection))
+
+    def _after_write(self, c: Collection) -> None:
+        if not c.index.wants_training():
+            return
+        if self._background:
+            self._trainer.notify()
+        else:  # deterministic for tests and tools: train now, in the caller's thread only
+            self._trainer.train(c, force=False)
 
     def delete(
         self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None

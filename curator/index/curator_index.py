@@ -78,6 +78,9 @@ class CuratorIndex:
         self._trained_n = 0
         self._crad: np.ndarray | None = None
         self._defer_training = 0
+        # Train inline when a write crosses a threshold. The Database turns this off and
+        # trains in the background instead (curator/storage/trainer.py).
+        self.auto_train = True
 
     # -- introspection ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -600,18 +603,20 @@ class CuratorIndex:
             self._defer_training -= 1
             self._maybe_train()
 
-    def _maybe_train(self) -> None:
-        if self._defer_training:
-            return
+    def wants_training(self) -> bool:
+        """The collection crossed `train_min_vectors` untrained, or grew `retrain_growth`
+        times since it was trained."""
         n = len(self._store)
         cfg = self.config
         if not self._tree.is_trained:
-            if n >= cfg.train_min_vectors:
-                log.info("collection reached %d vectors: training the shared tree", n)
-                self.train()
-        elif cfg.retrain_growth and n >= cfg.retrain_growth * self._trained_n:
-            log.info("collection grew from %d to %d vectors: retraining", self._trained_n, n)
-            self.train()
+            return n >= cfg.train_min_vectors
+        return bool(cfg.retrain_growth) and n >= cfg.retrain_growth * self._trained_n
+
+    def _maybe_train(self) -> None:
+        if self._defer_training or not self.auto_train or not self.wants_training():
+            return
+        log.info("collection of %d vectors: training the shared tree", len(self._store))
+        self.train()
 
 
 def _check_key(key: Any) -> TenantKey:

@@ -57,6 +57,9 @@ class Collection:
         self.dirty_since: float | None = None  # time of the first unsnapshotted write
         self.writes_since_snapshot = 0
         self.quarantined = 0  # stored rows start-up could not apply (see _quarantine)
+        # while a background training runs: the seq its copy reflects; the op log after it
+        # must be kept (the trainer replays it into the new index)
+        self.log_pin: int | None = None
 
     def note_write(self, seq: int) -> None:
         self.applied_seq = seq

@@ -76,7 +76,8 @@ class Snapshotter:
                     for o in self.collections.values()
                     if o is c or o.snapshot_seq
                 )
-                self.store.trim_ops(txn, floor)
+                pins = [o.log_pin for o in self.collections.values() if o.log_pin is not None]
+                self.store.trim_ops(txn, min([floor, *pins]))
 
             with self.write_lock:
                 if self.collections.get(c.info.name) is not c:  # dropped meanwhile
