@@ -13,12 +13,13 @@ writes logged after it; snapshots are taken in the background.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -369,8 +370,21 @@ class Database(CacheFacade):
         the collection holds fewer than two vectors."""
         return self._trainer.train(self._collection(collection))
 
+    @contextlib.contextmanager
+    def bulk_load(self, collection: str) -> Iterator[None]:
+        """Load, then train once: no automatic training while the block runs, one training
+        at its end (faiss-style load / train / add)."""
+        c = self._collection(collection)
+        c.bulk_loads += 1
+        try:
+            yield
+        finally:
+            c.bulk_loads -= 1
+        if not c.bulk_loads:
+            self._trainer.train(c)
+
     def _after_write(self, c: Collection) -> None:
-        if not c.index.wants_training():
+        if c.bulk_loads or not c.index.wants_training():
             return
         if self._background:
             self._trainer.notify()

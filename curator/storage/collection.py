@@ -60,6 +60,7 @@ class Collection:
         # while a background training runs: the seq its copy reflects; the op log after it
         # must be kept (the trainer replays it into the new index)
         self.log_pin: int | None = None
+        self.bulk_loads = 0  # Database.bulk_load blocks open: no automatic training
 
     def note_write(self, seq: int) -> None:
         self.applied_seq = seq
