@@ -141,6 +141,10 @@ class Client(CacheCalls):
     def drop_collection(self, name: str) -> None:
         self._call(self._admin.DropCollection, pb.CollectionRef(name=name))
 
+    def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now, e.g. after a bulk load (admin)."""
+        return bool(self._call(self._admin.Train, pb.CollectionRef(name=name)).trained)
+
     def create_tenant(self, name: str) -> None:
         self._call(self._admin.CreateTenant, pb.TenantRef(name=name))
 

@@ -147,6 +147,11 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         return pb.Empty()
 
     @rpc
+    def Train(self, request: pb.CollectionRef, context: Any) -> Any:
+        _admin()
+        return pb.TrainResponse(trained=self.db.train(request.name))
+
+    @rpc
     def CreateTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
         self.db.create_tenant(request.name)

@@ -437,5 +437,8 @@ def test_hardening_over_the_wire(served: Served) -> None:
             a.upsert("docs", [5], x[:1], documents=[{"d": deep}])
         with pytest.raises(errors.InvalidArgument, match="squared norm"):
             a.upsert("docs", [6], np.full((1, DIM), 1e20, np.float32))
+        a.upsert("docs", np.arange(100, 1100), _vecs(1000, 3))
     with served.client() as admin:
         assert admin.server_info()["tenants"] == 2
+        assert admin.train("docs")  # explicit training over the wire
+        assert admin.describe_collection("docs")["trained"]
