@@ -384,3 +384,30 @@ def test_store_format_1_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     _open(tmp_path / "other").close()  # and the failed open released its lock
     with pytest.raises(FailedPrecondition):  # still refused, not locked
         _open(tmp_path)
+
+
+# -- item 12: bookkeeping read while other threads change it -----------------------------------
+@pytest.mark.timeout(60)
+def test_key_listing_while_keys_are_issued_and_revoked(db: Database) -> None:
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                info, _ = db.issue_key("a")
+                db.keys.revoke(info.key_id)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(300):
+            db.keys.list_keys()
+            db.keys.has_admin()
+    finally:
+        stop.set()
+        t.join(30)
+    assert not errors, errors
+    assert [k for k in db.keys.list_keys() if k.tenant == "a"] == []
