@@ -41,6 +41,11 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
     ap.add_argument("--tls-cert", help="PEM certificate (with --tls-key: serve TLS)")
     ap.add_argument("--tls-key", help="PEM private key")
     ap.add_argument("--threads", type=int, help="worker threads (default 8)")
+    ap.add_argument(
+        "--max-tenant-inflight",
+        type=int,
+        help="worker threads one tenant may hold at once (default: half of --threads)",
+    )
     ap.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
     ap.add_argument(
         "--no-sync",
@@ -57,6 +62,7 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         threads=a.threads,
+        max_tenant_inflight=a.max_tenant_inflight,
         metrics_port=a.metrics_port,
         log_level=a.log_level,
     )
