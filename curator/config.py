@@ -144,6 +144,9 @@ class DatabaseConfig:
         background after this many writes, or this long after its first unsnapshotted write
         (0 disables that trigger).
     max_batch / max_queries / max_document_bytes: request limits (ResourceExhausted past them).
+    max_response_bytes: the largest search response (nq x k x (id + distance [+ vector]) plus
+        the documents); checked from the request before searching, and while documents are
+        fetched (ResourceExhausted past it). Keep it below the server's max_message_bytes.
     """
 
     data_dir: str = "curator-data"
@@ -155,6 +158,7 @@ class DatabaseConfig:
     max_batch: int = 100_000
     max_queries: int = 10_000
     max_document_bytes: int = 1 << 20
+    max_response_bytes: int = 32 << 20
 
     def __post_init__(self) -> None:
         _check_range("map_size", self.map_size, 1 << 16, 1 << 50)
@@ -163,6 +167,7 @@ class DatabaseConfig:
         _check_range("max_batch", self.max_batch, 1, 1 << 30)
         _check_range("max_queries", self.max_queries, 1, 1 << 30)
         _check_range("max_document_bytes", self.max_document_bytes, 0, 1 << 30)
+        _check_range("max_response_bytes", self.max_response_bytes, 1 << 10, 1 << 31)
         if self.snapshot_every_seconds < 0:
             raise InvalidArgument(
                 f"expected snapshot_every_seconds >= 0, got {self.snapshot_every_seconds}"

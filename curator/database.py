@@ -49,6 +49,11 @@ __all__ = ["Database"]
 log = logging.getLogger(__name__)
 
 _NAME_MAX = 128
+# Response bytes per hit on the wire: id (varint, <= 10) + distance (4), rounded up; with
+# documents, a document message's framing besides its payload.
+_HIT_BYTES = 16
+_DOC_BYTES = 8
+_DOC_CHUNK = 16  # documents fetched per step of the response budget
 
 
 class Database(CacheFacade):
@@ -406,6 +411,16 @@ class Database(CacheFacade):
             raise ResourceExhausted(
                 f"expected at most {self.config.max_queries} queries per request, got {len(q)}"
             )
+        # Bound the response from the request before any work: nq x k x what is asked for.
+        limit = self.config.max_response_bytes
+        per_hit = _HIT_BYTES + (_DOC_BYTES if with_documents else 0)
+        per_hit += 4 * c.info.dim if with_vectors else 0
+        fixed = len(q) * check_k(k) * per_hit
+        if fixed > limit:
+            raise ResourceExhausted(
+                f"expected a response of at most {limit} bytes (max_response_bytes), got "
+                f"{len(q)} queries x k={k} x {per_hit} bytes per hit = {fixed} bytes"
+            )
         with c.lock.read_lock():
             present = [n for n in names if n in c.index._tenant_of]
             if require_all and len(present) == 2:
@@ -423,8 +438,22 @@ class Database(CacheFacade):
                     vectors[found] = c.index.get_vectors(ids[found].view(np.uint64))
         docs = None
         if with_documents:
+            # A running budget: stop as soon as the documents pass what the response may hold,
+            # so memory stays bounded by the limit plus one chunk.
+            flat: list[bytes | None] = []
+            budget = limit - fixed
+            want = ids.ravel()
             with self.store.read() as txn:
-                flat = self.store.get_documents(txn, c.info.id, ids.ravel())
+                for at in range(0, len(want), _DOC_CHUNK):
+                    chunk = self.store.get_documents(txn, c.info.id, want[at : at + _DOC_CHUNK])
+                    budget -= sum(len(d) for d in chunk if d is not None)
+                    if budget < 0:
+                        raise ResourceExhausted(
+                            f"expected a response of at most {limit} bytes "
+                            "(max_response_bytes), got more with the documents of "
+                            f"{len(q)} queries x k={k}; ask for fewer hits or no documents"
+                        )
+                    flat.extend(chunk)
             k2 = ids.shape[1]
             docs = [
                 [docs_codec.decode(d) for d in flat[r * k2 : (r + 1) * k2]] for r in range(len(ids))
