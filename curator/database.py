@@ -38,6 +38,7 @@ from curator.errors import (
 )
 from curator.results import Records, SearchResult, WriteResult
 from curator.storage import documents as docs_codec
+from curator.storage import quota
 from curator.storage.collection import Collection, CollectionInfo
 from curator.storage.documents import Document
 from curator.storage.snapshotter import Snapshotter
@@ -84,6 +85,7 @@ class Database(CacheFacade):
             max_map_size=cfg.max_map_size or None,
             sync=cfg.sync,
             readonly=readonly,
+            reserve=cfg.write_reserve_bytes,
         )
         self._snap_dir = self.path / "snapshots"
         if not readonly:
@@ -182,11 +184,12 @@ class Database(CacheFacade):
                         txn, OP_DROP_TENANT, c.info.id, np.concatenate([owned, granted]), tid
                     )
                 self.store.delete_key(txn, "tenants", name)
+                quota.forget_tenant(self.store, txn, tid)
                 dropped_keys.extend(self.keys.revoke_tenant(name, txn))
                 return seq
 
             dropped_keys: list[str] = []
-            seq = self.store.write(txn_fn)
+            seq = self.store.write(txn_fn, frees=True)
             self.keys.forget(dropped_keys)
             for c, _, _ in plans:
                 with c.lock.write_lock():
@@ -247,12 +250,13 @@ class Database(CacheFacade):
         with self._write_lock:
 
             def txn_fn(txn: Any) -> None:
+                quota.release_collection(self.store, txn, c.info.id)
                 for db in ("vectors", "documents", "access"):
                     self.store.delete_prefix(txn, db, c.info.id)
                 self.store.delete_key(txn, "collections", name)
                 self.store.delete_key(txn, "snapshots", str(c.info.id))
 
-            self.store.write(txn_fn)
+            self.store.write(txn_fn, frees=True)
             with c.lock.write_lock():
                 del self._collections[name]
             for f in self._snap_dir.glob(f"{c.info.id}-*.npz"):
@@ -300,9 +304,14 @@ class Database(CacheFacade):
                         f"{foreign[0]} owned by another tenant"
                     )
             replaced = ids[exists]
-            estimate = x.nbytes + 64 * len(ids) + sum(len(d or b"") for d in raw_docs or [])
+            payload = x.nbytes + sum(len(d or b"") for d in raw_docs or [])
+            estimate = payload + 64 * len(ids)
 
             def txn_fn(txn: Any) -> int:
+                limit = self.config.tenant_max_bytes
+                quota.charge_upsert(
+                    self.store, txn, c.info.id, tid, tenant, replaced, payload, limit
+                )
                 self.store.delete_vectors(txn, c.info.id, replaced)
                 self.store.put_vectors(txn, c.info.id, ids, tid, x, raw_docs)
                 return self.store.log_op(txn, OP_UPSERT, c.info.id, ids)
@@ -332,10 +341,11 @@ class Database(CacheFacade):
                 return WriteResult(c.applied_seq, 0)
 
             def txn_fn(txn: Any) -> int:
+                quota.release_rows(self.store, txn, c.info.id, ids)
                 self.store.delete_vectors(txn, c.info.id, ids)
                 return self.store.log_op(txn, OP_DELETE, c.info.id, ids)
 
-            seq = self.store.write(txn_fn)
+            seq = self.store.write(txn_fn, frees=True)
             with c.lock.write_lock():
                 c.index.delete(ids)
                 c.note_write(seq)

@@ -739,7 +739,7 @@ class SemanticCache:
             for i in ids:
                 self.store.delete_raw(txn, "cache", _ID.pack(i))
 
-        self.store.write(txn_fn)
+        self.store.write(txn_fn, frees=True)
 
     def entries(self, tenant: str) -> Iterator[CacheEntry]:
         """Every stored entry of a tenant (for inspection and tests), in id order."""

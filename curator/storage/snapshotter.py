@@ -79,7 +79,7 @@ class Snapshotter:
                 self.store.trim_ops(txn, floor)
 
             with self.write_lock:
-                self.store.write(txn_fn)
+                self.store.write(txn_fn, frees=True)  # it trims the log: allowed when full
                 c.snapshot_seq = seq
                 c.writes_since_snapshot = max(0, c.writes_since_snapshot - writes)
                 if not c.writes_since_snapshot:
