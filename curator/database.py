@@ -38,7 +38,7 @@ from curator.errors import (
 )
 from curator.results import Records, SearchResult, WriteResult
 from curator.storage import documents as docs_codec
-from curator.storage import quota
+from curator.storage import files, quota
 from curator.storage.collection import Collection, CollectionInfo
 from curator.storage.documents import Document
 from curator.storage.snapshotter import Snapshotter
@@ -79,6 +79,8 @@ class Database(CacheFacade):
         self.config = config or DatabaseConfig()
         cfg = self.config
         self.path = Path(cfg.data_dir)
+        if not readonly:
+            files.private_dir(self.path)
         self.store = Store(
             self.path / "lmdb",
             map_size=cfg.map_size,
@@ -89,7 +91,8 @@ class Database(CacheFacade):
         )
         self._snap_dir = self.path / "snapshots"
         if not readonly:
-            self._snap_dir.mkdir(parents=True, exist_ok=True)
+            files.private_dir(self._snap_dir)
+            files.private_tree(self.path)  # 0700 / 0600, also what older versions left
         self._write_lock = threading.RLock()  # one writer at a time, database-wide
         with self.store.read() as txn:
             self._tenants: dict[str, int] = {

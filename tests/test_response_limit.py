@@ -20,6 +20,7 @@ from client import Client
 from curator import errors
 from curator.config import DatabaseConfig
 from curator.database import Database
+from tests.test_server_process import until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "resp-admin-" + "Zq8wX3kP" * 4
@@ -90,15 +91,7 @@ def test_huge_search_response_refused_over_grpc_with_bounded_rss(tmp_path: Path)
     proc, port = _start(tmp_path / "data", tmp_path / "server.log")
     try:
         with Client(f"127.0.0.1:{port}", ADMIN, timeout=60) as c:
-            deadline = time.monotonic() + 30
-            while True:  # serving once the database has loaded
-                try:
-                    c.create_tenant("a")
-                    break
-                except errors.Unavailable:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+            until_serving(lambda: c.create_tenant("a"))
             c.create_collection("c", 8)
             rng = np.random.default_rng(0)
             doc = "x" * 16_384

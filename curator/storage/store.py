@@ -43,6 +43,7 @@ import lmdb
 import numpy as np
 
 from curator.errors import FailedPrecondition, Internal, ResourceExhausted
+from curator.storage.files import FILE_MODE, private_dir
 
 __all__ = ["OP_DELETE", "OP_DROP_TENANT", "OP_GRANT", "OP_REVOKE", "OP_UPSERT", "Store"]
 
@@ -110,7 +111,7 @@ class Store:
         self.reserve = reserve if max_map_size is None else min(reserve, max_map_size // 8)
         self._allocated = 0  # bytes of the data file known to be allocated on disk
         if not readonly:
-            self.path.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path)
         if max_map_size is not None:
             map_size = min(map_size, max_map_size - self.reserve)
         try:
@@ -125,6 +126,7 @@ class Store:
                 lock=True,
                 subdir=True,
                 readahead=False,
+                mode=FILE_MODE,
             )
         except lmdb.Error as e:
             raise FailedPrecondition(
