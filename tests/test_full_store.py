@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(180)
 DOC = "d" * 16_384
 
 
-def _fill_and_free(db: Database) -> tuple[dict[int, str], str]:
+def _fill_and_free(db: Database) -> tuple[dict[int, str | None], str]:
     """Fill the store until it refuses a write, then free space through the API. Returns the
     acknowledged rows that must survive ({id: document}) and the refusal's message."""
     db.create_tenant("a")
@@ -35,21 +35,27 @@ def _fill_and_free(db: Database) -> tuple[dict[int, str], str]:
     rng = np.random.default_rng(0)
     db.upsert("junk", [1, 2], rng.standard_normal((2, 8)), tenant="b")
     assert db.cache_store("q", emb(0), b"r" * 1000, tenant="a", model="m").stored
-    acked: dict[int, str] = {}
+    acked: dict[int, str | None] = {}
     message = ""
-    for i in range(0, 100_000, 16):
-        ids = np.arange(i, i + 16)
-        docs = [f"{j}:{DOC}" for j in ids.tolist()]
-        try:
-            db.upsert("c", ids, rng.standard_normal((16, 8)), docs, tenant="a")
-        except errors.ResourceExhausted as e:
-            message = str(e)
-            break
-        acked.update(zip(ids.tolist(), docs, strict=True))
-    assert message, "the store never filled"
-    assert len(acked) >= 32
+    next_id = 0
+    # Big writes until one is refused, then ever smaller ones: the store ends up full to the
+    # last page (a small write's size estimate leaves no headroom of its own).
+    for batch, doc in ((16, DOC), (256, None), (16, None), (1, None)):
+        for _ in range(100_000):
+            ids = np.arange(next_id, next_id + batch)
+            docs = [None if doc is None else f"{j}:{doc}" for j in ids.tolist()]
+            try:
+                db.upsert("c", ids, rng.standard_normal((batch, 8)), docs, tenant="a")
+            except errors.ResourceExhausted as e:
+                message = message or str(e)
+                break
+            acked.update(zip(ids.tolist(), docs, strict=True))
+            next_id += batch
+        else:
+            raise AssertionError("the store never filled")
+    assert len(acked) >= 64
     with pytest.raises(errors.ResourceExhausted):  # still full: refused again, not INTERNAL
-        db.upsert("c", ids, rng.standard_normal((16, 8)), docs, tenant="a")
+        db.upsert("c", ids, rng.standard_normal((batch, 8)), docs, tenant="a")
     # Space can be freed through the API on the full store.
     gone = sorted(acked)[:64]
     assert db.delete("c", gone, tenant="a").count == len(gone)
@@ -64,7 +70,7 @@ def _fill_and_free(db: Database) -> tuple[dict[int, str], str]:
     return acked, message
 
 
-def _check_reopened(path: Path, acked: dict[int, str]) -> None:
+def _check_reopened(path: Path, acked: dict[int, str | None]) -> None:
     with Database(DatabaseConfig(data_dir=str(path)), background=False) as db:
         assert db.list_collections() == ["c"]
         assert db.list_tenants() == ["a"]
@@ -77,7 +83,7 @@ def _check_reopened(path: Path, acked: dict[int, str]) -> None:
 
 
 def test_full_map_is_resource_exhausted_and_frees_still_work(tmp_path: Path) -> None:
-    cfg = DatabaseConfig(data_dir=str(tmp_path), map_size=1 << 20, max_map_size=4 << 20)
+    cfg = DatabaseConfig(data_dir=str(tmp_path), map_size=1 << 20, max_map_size=4 << 20, sync=False)
     db = Database(cfg, background=False)
     acked, message = _fill_and_free(db)
     assert "max_map_size" in message
@@ -108,7 +114,9 @@ def test_full_disk_is_resource_exhausted_and_frees_still_work(tmp_path: Path) ->
     are all RESOURCE_EXHAUSTED, and the reserve allocated on disk lets deletes through."""
     with _tiny_tmpfs(tmp_path / "mnt", "6m") as mnt:
         data = mnt / "db"
-        cfg = DatabaseConfig(data_dir=str(data), map_size=1 << 20, write_reserve_bytes=1 << 20)
+        cfg = DatabaseConfig(
+            data_dir=str(data), map_size=1 << 20, write_reserve_bytes=1 << 20, sync=False
+        )
         db = Database(cfg, background=False)
         acked, message = _fill_and_free(db)
         assert "free disk space" in message

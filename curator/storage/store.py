@@ -217,16 +217,28 @@ class Store:
         cap = self._cap(frees)
         if need > size * 0.8 and (cap is None or size < cap):
             self._grow(max(size * 2, int(need * 1.5)), frees)
-        if not frees:  # keep `reserve` bytes allocated on disk past what this write may add
-            self._allocate(used + 2 * estimate + self.reserve)
+        # Keep `reserve` bytes writable on disk past what this write may add: free pages
+        # inside the file or blocks allocated past its used pages.
+        want = 2 * estimate + self.reserve
+        if not frees and self.reserve and used + want > self._allocated:
+            live = self._live()
+            if live + want > self._allocated:
+                self._allocate(max(used, live + want))
+
+    def _live(self) -> int:
+        """Bytes of the pages in use (the used pages less LMDB's free list)."""
+        with self._resize.read_lock(), self.env.begin() as txn:
+            stats = [self.env.stat()] + [txn.stat(db) for db in self.db.values()]
+        pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+        return (pages + 2) * stats[0]["psize"]  # + the two meta pages
 
     def _allocate(self, upto: int) -> None:
         """Make sure the data file has disk blocks up to `upto` bytes (ENOSPC if not)."""
-        if upto <= self._allocated:
-            return
         cap = self._cap(True)
         upto += self.reserve // 2  # ahead of need: one call per half reserve of growth
         upto = min(upto, self.env.info()["map_size"] if cap is None else cap)
+        if upto <= self._allocated:
+            return
         fd = os.open(self.path / "data.mdb", os.O_RDWR)
         try:
             os.posix_fallocate(fd, 0, upto)
