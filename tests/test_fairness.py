@@ -1,6 +1,6 @@
 """Per-tenant fairness over gRPC (issue #10 item 4): one tenant's flood of thread-holding calls
-cannot starve another tenant; its excess calls get RESOURCE_EXHAUSTED; the admin is not
-limited."""
+(waits on a pending cache answer, big exact searches) cannot starve another tenant; its excess
+calls get RESOURCE_EXHAUSTED; the admin is not limited."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def _setup(served: Served) -> tuple[str, str]:
         admin.create_collection("c", dim=16)
         x = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
         admin.upsert("c", np.arange(500), x, tenant="victim")
+        admin.create_collection("big", dim=64)  # below train_min_vectors: exact scans
+        for at in range(0, 8000, 2000):
+            xb = np.random.default_rng(at).standard_normal((2000, 64)).astype(np.float32)
+            admin.upsert("big", np.arange(at, at + 2000), xb, tenant="flood")
         flood_key = admin.issue_key("flood")[1]
         victim_key = admin.issue_key("victim")[1]
     with served.client(flood_key) as c:  # the flood's own pending prompt: lookups wait on it
@@ -57,6 +61,21 @@ def _hold(served: Served, key: str, tenant: str | None, stop: threading.Event) -
             except errors.ResourceExhausted as e:
                 out.append(str(e))
                 time.sleep(0.01)  # a client backing off; the refusal itself is immediate
+    return out
+
+
+def _search_big(served: Served, key: str, stop: threading.Event) -> list[str]:
+    """Big exact searches (256 queries x 8,000 vectors) until `stop`; returns outcomes."""
+    q = np.random.default_rng(2).standard_normal((256, 64)).astype(np.float32)
+    out: list[str] = []
+    with served.client(key, retries=0) as c:
+        while not stop.is_set():
+            try:
+                c.search("big", q, k=100)
+                out.append("ok")
+            except errors.ResourceExhausted as e:
+                out.append(str(e))
+                time.sleep(0.01)
     return out
 
 
@@ -81,6 +100,9 @@ def test_flood_by_one_tenant_leaves_another_tenants_searches_fast(served: Served
     floods = [
         threading.Thread(target=lambda: outcomes.append(_hold(served, flood_key, None, stop)))
         for _ in range(3 * THREADS)
+    ] + [
+        threading.Thread(target=lambda: outcomes.append(_search_big(served, flood_key, stop)))
+        for _ in range(2)
     ]
     for t in floods:
         t.start()
@@ -99,6 +121,7 @@ def test_flood_by_one_tenant_leaves_another_tenants_searches_fast(served: Served
     assert p99_loaded <= 3 * p99_unloaded + 0.1
     refused = [o for out in outcomes for o in out if o != "ok"]
     assert refused, "the flood was never limited"
+    assert len(outcomes) == len(floods)
     limit = default_tenant_limit(THREADS)
     assert f"expected at most {limit} concurrent calls per tenant" in refused[0]
     assert "max_tenant_inflight" in refused[0]
