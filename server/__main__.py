@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidArgument as e:
         log.error("refusing to start: %s", e)
         return 2
+    if db_config.max_response_bytes >= server_config.max_message_bytes:
+        log.warning(
+            "max_response_bytes (%d) is not below max_message_bytes (%d): gRPC, not the "
+            "database, will refuse the largest responses, after building them",
+            db_config.max_response_bytes,
+            server_config.max_message_bytes,
+        )
     os.umask(0o077)  # everything the server writes (data, backups, keys) is private
     private_dir(db_config.data_dir)
     server = create_server(lambda: _open(db_config, admin_key), server_config)

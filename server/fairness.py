@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from curator.errors import InvalidArgument
 from server.auth import current_principal
 
 __all__ = ["TenantLimiter", "default_tenant_limit"]
@@ -29,8 +30,8 @@ class TenantLimiter(grpc.ServerInterceptor):
     """Counts in-flight calls per tenant; `limit` is the most one tenant may run at once."""
 
     def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"expected a per-tenant limit >= 1, got {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgument(f"expected max_tenant_inflight an integer >= 1, got {limit!r}")
         self.limit = limit
         self._lock = threading.Lock()
         self._inflight: dict[str, int] = {}

@@ -160,6 +160,6 @@ def test_tenant_limiter_counts_and_releases() -> None:
     for t in ("a", "a", "b"):
         lim._leave(t)
     assert lim._inflight == {}
-    with pytest.raises(ValueError, match="expected a per-tenant limit >= 1"):
+    with pytest.raises(errors.InvalidArgument, match="expected max_tenant_inflight an integer"):
         TenantLimiter(0)
     assert default_tenant_limit(1) == 1 and default_tenant_limit(8) == 4
