@@ -50,11 +50,9 @@ def load_database(path: Path, data: Path = DATA) -> tuple[Database, np.ndarray, 
     db.create_collection("debian", base.shape[1], "cosine")
     order = np.argsort(tenant, kind="stable")
     bounds = np.flatnonzero(np.diff(tenant[order])) + 1
-    c = db._collection("debian")
-    with c.index.deferred_training():
+    with db.bulk_load("debian"):  # trains once, at the end
         for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant", leave=False):
             db.upsert("debian", rows.astype(np.uint64), base[rows], tenant=f"t{tenant[rows[0]]}")
-    c.index.train()
     return db, np.load(data / "queries.npy"), np.load(data / "query_tenant.npy")
 
 

@@ -76,7 +76,7 @@ def _check_reopened(path: Path, acked: dict[int, str | None]) -> None:
         assert db.list_tenants() == ["a"]
         assert db.count("c") == len(acked)
         ids = np.array(sorted(acked), np.uint64)
-        got = db.get("c", ids)
+        got = db.get("c", ids, owner="a")
         assert got.ids.tolist() == ids.tolist()
         assert got.documents == [acked[j] for j in sorted(acked)]
         assert db.cache_stats(tenant="a")["entries"] == 0

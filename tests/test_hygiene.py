@@ -172,3 +172,20 @@ def test_metrics_page_names_no_tenant_or_its_categories(tmp_path: Path) -> None:
     assert 'curator_cache_entries{category="other"} 1.0' in text  # aggregated, not dropped
     assert 'curator_cache_entries{category="chat"} 1.0' in text
     assert 'curator_cache_events_total{category="other",event="hit_exact"} 1.0' in text
+
+
+def test_a_snapshot_at_seq_0_still_holds_the_log(tmp_path: Path) -> None:
+    """Found by the database state machine: a collection snapshotted while empty (seq 0) was
+    taken for one without a snapshot, so another collection's snapshot trimmed its later
+    writes, and an unclean restart lost them."""
+    cfg = DatabaseConfig(data_dir=str(tmp_path))
+    db = Database(cfg, background=False)
+    db.create_collection("x", 4)
+    db.create_tenant("a")
+    db.snapshot("x")  # at seq 0
+    db.upsert("x", [0], np.ones((1, 4), np.float32), tenant="a")
+    db.create_collection("y", 4)
+    db.snapshot("y")  # must not trim x's upsert
+    db.close(snapshot=False)
+    with Database(cfg, background=False) as again:
+        assert again.count("x") == 1

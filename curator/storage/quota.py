@@ -56,7 +56,7 @@ def charge_upsert(
 ) -> None:
     """Before an upsert's rows are written: release the rows it replaces (owned by `tenant`),
     then charge `new_bytes`; past `limit` (0 = none) raise ResourceExhausted."""
-    _release(store, txn, store.row_sizes(txn, coll, replaced) if len(replaced) else {})
+    _release(store, txn, store.row_sizes(txn, coll, tenant, replaced) if len(replaced) else {})
     total = used(store, txn, tenant) + new_bytes
     if limit and total > limit:
         raise ResourceExhausted(
@@ -67,9 +67,9 @@ def charge_upsert(
     _set(store, txn, tenant, total)
 
 
-def release_rows(store: Store, txn: Any, coll: int, ids: np.ndarray) -> None:
-    """Before rows are deleted: take their bytes off their owners' totals."""
-    _release(store, txn, store.row_sizes(txn, coll, ids))
+def release_rows(store: Store, txn: Any, coll: int, owner: int, ids: np.ndarray) -> None:
+    """Before `owner`'s rows are deleted: take their bytes off its total."""
+    _release(store, txn, store.row_sizes(txn, coll, owner, ids))
 
 
 def release_collection(store: Store, txn: Any, coll: int) -> None:

@@ -85,14 +85,19 @@ class Snapshotter:
                     + [
                         o.snapshot_seq
                         for o in self.collections.values()
-                        if o is not c and o.snapshot_seq and o.writes_since_snapshot
+                        if o is not c and o.has_snapshot and o.writes_since_snapshot
                     ]
                 )
-                self.store.trim_ops(txn, floor)
+                pins = [o.log_pin for o in self.collections.values() if o.log_pin is not None]
+                self.store.trim_ops(txn, min([floor, *pins]))
 
             with self.write_lock:
+                if self.collections.get(c.info.name) is not c:  # dropped meanwhile
+                    (self.snap_dir / name).unlink(missing_ok=True)
+                    return seq
                 self.store.write(txn_fn, frees=True)  # it trims the log: allowed when full
                 c.snapshot_seq = seq
+                c.has_snapshot = True
                 c.writes_since_snapshot = max(0, c.writes_since_snapshot - writes)
                 if not c.writes_since_snapshot:
                     c.dirty_since = None

@@ -14,15 +14,19 @@ full store, so ordinary writes leave `reserve` bytes free: in the map (they may 
 used pages before an ordinary write; a freeing write may use that allocation without new
 blocks).
 
-Keys are big-endian so that LMDB's byte order is numeric order:
-  vectors    coll u32 | id u64           -> owner tenant u32 | float32[d]
-  documents  coll u32 | id u64           -> payload bytes
-  access     coll u32 | id u64 | tenant  -> b""   (grants besides the owner)
-  oplog      seq u64                     -> kind u8 | coll u32 | tenant u32 | ids u64[]
+Keys are big-endian so that LMDB's byte order is numeric order. Vector ids are scoped per
+owner: a vector's identity is (collection, owner tenant id, id).
+  vectors    coll u32 | owner u32 | id u64            -> float32[d]
+  documents  coll u32 | owner u32 | id u64            -> payload bytes
+  access     coll u32 | owner u32 | id u64 | tenant   -> b""   (grants besides the owner)
+  oplog      seq u64  -> kind u8 | coll u32 | owner u32 | tenant u32 | ids u64[]
+  quarantine sub-database name \x00 original key      -> original value (rows start-up
+             could not apply; kept for inspection, never read back)
   cache      entry id u64                -> cache entry record (curator/cache/entry.py)
   cache_policies / cache_examples: tenant \x1f category -> JSON / classifier centroid sums
-  collections / tenants / api_keys / snapshots: name -> JSON
+  collections / tenants / api_keys / snapshots: name -> JSON (tenants: numeric id, never reused)
   meta       b"seq", b"format_version", counters
+Format 1 (ids global per collection) is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ __all__ = ["OP_DELETE", "OP_DROP_TENANT", "OP_GRANT", "OP_REVOKE", "OP_UPSERT", 
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SUBDBS = (
     "meta",
     "collections",
@@ -63,15 +67,17 @@ SUBDBS = (
     "cache_examples",
     "snapshots",
     "oplog",
+    "quarantine",
 )
 
 OP_UPSERT, OP_DELETE, OP_GRANT, OP_REVOKE, OP_DROP_TENANT = 1, 2, 3, 4, 5
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-_VKEY = struct.Struct(">IQ")
-_AKEY = struct.Struct(">IQI")
-_OPHEAD = struct.Struct(">BII")
+_VKEY = struct.Struct(">IIQ")
+_AKEY = struct.Struct(">IIQI")
+_OPHEAD = struct.Struct(">BIII")
+_OWNER = struct.Struct(">II")
 
 T = TypeVar("T")
 
@@ -145,8 +151,16 @@ class Store:
                 if version is None:
                     txn.put(b"format_version", _U32.pack(FORMAT_VERSION), db=self.db["meta"])
                 elif _U32.unpack(version)[0] != FORMAT_VERSION:
+                    found = _U32.unpack(version)[0]
                     raise FailedPrecondition(
-                        f"expected storage format {FORMAT_VERSION}, got {_U32.unpack(version)[0]}"
+                        f"expected storage format {FORMAT_VERSION}, got {found} at {path}"
+                        + (
+                            " (format 1 kept vector ids global per collection; this release "
+                            "scopes them per owner: export the data with the release that wrote "
+                            "it and import it into a new data directory)"
+                            if found == 1
+                            else ""
+                        )
                     )
 
     def close(self) -> None:
@@ -311,15 +325,14 @@ class Store:
         self,
         txn: lmdb.Transaction,
         coll: int,
-        ids: np.ndarray,
         owner: int,
+        ids: np.ndarray,
         x: np.ndarray,
         docs: list[bytes | None] | None,
     ) -> None:
-        own = _U32.pack(owner)
-        keys = [_VKEY.pack(coll, vid) for vid in ids.tolist()]
+        keys = [_VKEY.pack(coll, owner, vid) for vid in ids.tolist()]
         with txn.cursor(db=self.db["vectors"]) as cur:
-            cur.putmulti(zip(keys, (own + row.tobytes() for row in x), strict=True))
+            cur.putmulti(zip(keys, (row.tobytes() for row in x), strict=True))
         ddb = self.db["documents"]
         for key, doc in zip(keys, docs or [None] * len(keys), strict=True):
             if doc is not None:
@@ -328,65 +341,70 @@ class Store:
                 txn.delete(key, db=ddb)
 
     def get_vectors(
-        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray, dim: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(found (n,) bool, owners (n,) int64 (-1 absent), vectors (n, dim) float32)."""
+        self, txn: lmdb.Transaction, coll: int, owner: int, ids: np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(found (n,) bool, vectors (n, dim) float32) of `owner`'s ids."""
         n = len(ids)
         found = np.zeros(n, bool)
-        owners = np.full(n, -1, np.int64)
         x = np.zeros((n, dim), np.float32)
         vdb = self.db["vectors"]
         for i, vid in enumerate(ids.tolist()):
-            raw = txn.get(_VKEY.pack(coll, vid), db=vdb)
+            raw = txn.get(_VKEY.pack(coll, owner, vid), db=vdb)
             if raw is not None:
                 found[i] = True
-                owners[i] = _U32.unpack_from(raw)[0]
-                x[i] = np.frombuffer(raw, np.float32, offset=4)
-        return found, owners, x
+                x[i] = np.frombuffer(raw, np.float32)
+        return found, x
 
     def get_documents(
-        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray
+        self, txn: lmdb.Transaction, coll: int, owners: np.ndarray, ids: np.ndarray
     ) -> list[bytes | None]:
+        """Documents of (owner, id) pairs; None where absent (or owner < 0: padding)."""
         ddb = self.db["documents"]
         out: list[bytes | None] = []
-        for v in ids.astype(np.uint64).tolist():
-            raw = txn.get(_VKEY.pack(coll, v), db=ddb)
+        for o, v in zip(
+            np.asarray(owners, np.int64).tolist(), ids.astype(np.uint64).tolist(), strict=True
+        ):
+            raw = txn.get(_VKEY.pack(coll, o, v), db=ddb) if o >= 0 else None
             out.append(None if raw is None else bytes(raw))
         return out
 
-    def delete_vectors(self, txn: lmdb.Transaction, coll: int, ids: np.ndarray) -> None:
+    def delete_vectors(self, txn: lmdb.Transaction, coll: int, owner: int, ids: np.ndarray) -> None:
         vdb, ddb, adb = self.db["vectors"], self.db["documents"], self.db["access"]
         with txn.cursor(db=adb) as cur:
             for vid in ids.tolist():
-                key = _VKEY.pack(coll, vid)
+                key = _VKEY.pack(coll, owner, vid)
                 txn.delete(key, db=vdb)
                 txn.delete(key, db=ddb)
-                # Drop every grant of the vector: keys coll|id|* are contiguous.
+                # Drop every grant of the vector: keys coll|owner|id|* are contiguous.
                 if cur.set_range(key):
-                    while cur.key()[:12] == key and cur.delete():
+                    while cur.key()[: _VKEY.size] == key and cur.delete():
                         pass
 
     def row_sizes(
-        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray | None = None
+        self,
+        txn: lmdb.Transaction,
+        coll: int,
+        owner: int | None = None,
+        ids: np.ndarray | None = None,
     ) -> dict[int, int]:
-        """Bytes of vectors plus documents per owner, of `ids` (those present) or of the
-        whole collection (ids None)."""
+        """Bytes of vectors plus documents per owner, of `owner`'s `ids` (those present) or
+        of the whole collection (owner and ids None)."""
         vdb, ddb = self.db["vectors"], self.db["documents"]
         rows: list[tuple[bytes, int, int]] = []  # (key, owner, vector bytes)
-        if ids is None:
+        if ids is None or owner is None:
             docs = {k: len(v) for k, v in self._scan_prefix(txn, ddb, coll)}
             for k, row in self._scan_prefix(txn, vdb, coll):
-                rows.append((k, _U32.unpack_from(row)[0], len(row) - 4))
+                rows.append((k, _VKEY.unpack(k)[1], len(row)))
         else:
-            keys = [_VKEY.pack(coll, vid) for vid in np.asarray(ids).tolist()]
+            keys = [_VKEY.pack(coll, owner, vid) for vid in np.asarray(ids).tolist()]
             docs = {k: len(d) for k in keys if (d := txn.get(k, db=ddb)) is not None}
             for k in keys:
                 v = txn.get(k, db=vdb)
                 if v is not None:
-                    rows.append((k, _U32.unpack_from(v)[0], len(v) - 4))
+                    rows.append((k, owner, len(v)))
         out: dict[int, int] = {}
-        for k, owner, n in rows:
-            out[owner] = out.get(owner, 0) + n + docs.get(k, 0)
+        for k, o, n in rows:
+            out[o] = out.get(o, 0) + n + docs.get(k, 0)
         return out
 
     def _scan_prefix(
@@ -400,23 +418,34 @@ class Store:
                         break
                     yield bytes(k), bytes(v)
 
-    def grants_of(self, txn: lmdb.Transaction, coll: int, vid: int) -> list[int]:
-        key = _VKEY.pack(coll, vid)
+    def delete_owner(self, txn: lmdb.Transaction, coll: int, owner: int) -> None:
+        """Delete every vector, document and grant of `owner` in a collection."""
+        for db in ("vectors", "documents", "access"):
+            self._delete_prefix_bytes(txn, db, _OWNER.pack(coll, owner))
+
+    def grants_of(self, txn: lmdb.Transaction, coll: int, owner: int, vid: int) -> list[int]:
+        key = _VKEY.pack(coll, owner, vid)
         out = []
         with txn.cursor(db=self.db["access"]) as cur:
             if cur.set_range(key):
                 for k in cur.iternext(values=False):
-                    if k[:12] != key:
+                    if k[: _VKEY.size] != key:
                         break
-                    out.append(_AKEY.unpack(k)[2])
+                    out.append(_AKEY.unpack(k)[3])
         return out
 
     def set_access(
-        self, txn: lmdb.Transaction, coll: int, ids: np.ndarray, tenant: int, granted: bool
+        self,
+        txn: lmdb.Transaction,
+        coll: int,
+        owner: int,
+        ids: np.ndarray,
+        tenant: int,
+        granted: bool,
     ) -> None:
         adb = self.db["access"]
         for vid in ids.tolist():
-            key = _AKEY.pack(coll, vid, tenant)
+            key = _AKEY.pack(coll, owner, vid, tenant)
             if granted:
                 txn.put(key, b"", db=adb)
             else:
@@ -424,8 +453,8 @@ class Store:
 
     def scan_vectors(
         self, txn: lmdb.Transaction, coll: int, dim: int
-    ) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(id, owner, vector) of every vector of a collection, in id order."""
+    ) -> Iterator[tuple[int, int, bytes]]:
+        """(owner, id, raw vector bytes) of every vector of a collection, in key order."""
         prefix = _U32.pack(coll)
         with txn.cursor(db=self.db["vectors"]) as cur:
             if not cur.set_range(prefix):
@@ -433,14 +462,11 @@ class Store:
             for k, v in cur:
                 if k[:4] != prefix:
                     break
-                yield (
-                    _VKEY.unpack(k)[1],
-                    _U32.unpack_from(v)[0],
-                    np.frombuffer(v, np.float32, offset=4),
-                )
+                _, owner, vid = _VKEY.unpack(k)
+                yield owner, vid, bytes(v)
 
-    def scan_access(self, txn: lmdb.Transaction, coll: int) -> Iterator[tuple[int, int]]:
-        """(id, tenant) of every grant in a collection."""
+    def scan_access(self, txn: lmdb.Transaction, coll: int) -> Iterator[tuple[int, int, int]]:
+        """(owner, id, tenant) of every grant in a collection."""
         prefix = _U32.pack(coll)
         with txn.cursor(db=self.db["access"]) as cur:
             if not cur.set_range(prefix):
@@ -448,8 +474,23 @@ class Store:
             for k in cur.iternext(values=False):
                 if k[:4] != prefix:
                     break
-                _, vid, t = _AKEY.unpack(k)
-                yield vid, t
+                _, owner, vid, t = _AKEY.unpack(k)
+                yield owner, vid, t
+
+    def quarantine(
+        self, txn: lmdb.Transaction, db: str, coll: int, owner: int, vid: int, tenant: int = -1
+    ) -> None:
+        """Move one stored row that start-up cannot apply out of `db` into `quarantine`."""
+        key = _VKEY.pack(coll, owner, vid) if tenant < 0 else _AKEY.pack(coll, owner, vid, tenant)
+        raw = txn.get(key, db=self.db[db])
+        if raw is not None:
+            txn.put(db.encode() + b"\x00" + key, bytes(raw), db=self.db["quarantine"])
+            txn.delete(key, db=self.db[db])
+            if db == "vectors":
+                doc = txn.get(key, db=self.db["documents"])
+                if doc is not None:
+                    txn.put(b"documents\x00" + key, bytes(doc), db=self.db["quarantine"])
+                    txn.delete(key, db=self.db["documents"])
 
     def count_prefix(self, txn: lmdb.Transaction, db: str, coll: int) -> int:
         prefix = _U32.pack(coll)
@@ -463,34 +504,44 @@ class Store:
         return n
 
     def delete_prefix(self, txn: lmdb.Transaction, db: str, coll: int) -> None:
-        prefix = _U32.pack(coll)
+        self._delete_prefix_bytes(txn, db, _U32.pack(coll))
+
+    def _delete_prefix_bytes(self, txn: lmdb.Transaction, db: str, prefix: bytes) -> None:
+        n = len(prefix)
         with txn.cursor(db=self.db[db]) as cur:
             if cur.set_range(prefix):
-                while cur.key()[:4] == prefix and cur.delete():
+                while cur.key()[:n] == prefix and cur.delete():
                     pass
 
     # -- the operation log ------------------------------------------------------------------
     def log_op(
-        self, txn: lmdb.Transaction, kind: int, coll: int, ids: np.ndarray, tenant: int = 0
+        self,
+        txn: lmdb.Transaction,
+        kind: int,
+        coll: int,
+        owner: int,
+        ids: np.ndarray,
+        tenant: int = 0,
     ) -> int:
-        """Append an operation (its ids) under the next write sequence number; returns it."""
+        """Append an operation (its owner, the other tenant involved, its ids) under the next
+        write sequence number; returns it."""
         seq = self.seq(txn) + 1
         txn.put(b"seq", _U64.pack(seq), db=self.db["meta"])
-        payload = _OPHEAD.pack(kind, coll, tenant) + np.asarray(ids, ">u8").tobytes()
+        payload = _OPHEAD.pack(kind, coll, owner, tenant) + np.asarray(ids, ">u8").tobytes()
         txn.put(_U64.pack(seq), payload, db=self.db["oplog"])
         return seq
 
     def ops_after(
         self, txn: lmdb.Transaction, seq: int
-    ) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
-        """(seq, kind, coll, tenant, ids) of every logged operation after `seq`."""
+    ) -> Iterator[tuple[int, int, int, int, int, np.ndarray]]:
+        """(seq, kind, coll, owner, tenant, ids) of every logged operation after `seq`."""
         with txn.cursor(db=self.db["oplog"]) as cur:
             if not cur.set_range(_U64.pack(seq + 1)):
                 return
             for k, v in cur:
-                kind, coll, tenant = _OPHEAD.unpack_from(v)
+                kind, coll, owner, tenant = _OPHEAD.unpack_from(v)
                 ids = np.frombuffer(v, ">u8", offset=_OPHEAD.size).astype(np.uint64)
-                yield _U64.unpack(k)[0], kind, coll, tenant, ids
+                yield _U64.unpack(k)[0], kind, coll, owner, tenant, ids
 
     def trim_ops(self, txn: lmdb.Transaction, upto: int) -> int:
         """Delete logged operations with seq <= upto; returns how many."""
