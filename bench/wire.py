@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from client import Client
 from curator.config import DatabaseConfig, SearchParams
 from curator.database import Database
 
+BENCH_ADMIN_KEY = "bench-admin-" + "Vw7pQ2rZk9" * 3  # configured admin keys must be strong
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
 
 
@@ -73,13 +75,12 @@ def start_server(path: Path) -> tuple[subprocess.Popen[str], int]:
             str(path),
             "--address",
             "127.0.0.1:0",
-            "--admin-key",
-            "bench-admin",
             "--threads",
             "4",
         ],
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "CURATOR_ADMIN_KEY": BENCH_ADMIN_KEY},  # not in the process list
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -121,7 +122,7 @@ def main() -> None:
         params = SearchParams()
         nq = min(args.queries, len(queries))
         bare = bare_rtt(port)
-        with Client(f"127.0.0.1:{port}", "bench-admin") as client:
+        with Client(f"127.0.0.1:{port}", BENCH_ADMIN_KEY) as client:
             single = {"in-process": [], "gRPC": []}
             for _ in range(2):  # warm-up pass, then the measured one
                 for name in single:

@@ -40,6 +40,7 @@ from curator.errors import (
 )
 from curator.results import Records, SearchResult, WriteResult
 from curator.storage import documents as docs_codec
+from curator.storage import files, quota
 from curator.storage.catalog import Catalog, TenantRecord
 from curator.storage.collection import Collection, CollectionInfo
 from curator.storage.dir_lock import DirLock
@@ -52,6 +53,12 @@ from curator.validation import as_ids, check_k, check_name, prepare_vectors
 __all__ = ["Database"]
 
 log = logging.getLogger(__name__)
+
+# Response bytes per hit on the wire: id (varint, <= 10) + distance (4) + owner index (varint,
+# <= 5), rounded up; with documents, a document message's framing besides its payload.
+_HIT_BYTES = 24
+_DOC_BYTES = 8
+_DOC_CHUNK = 16  # documents fetched per step of the response budget
 
 
 class Database(CacheFacade):
@@ -80,6 +87,8 @@ class Database(CacheFacade):
         self.config = config or DatabaseConfig()
         cfg = self.config
         self.path = Path(cfg.data_dir)
+        if not readonly:
+            files.private_dir(self.path)
         self._dir_lock = None if readonly else DirLock(self.path)
         try:
             self.store = Store(
@@ -88,6 +97,7 @@ class Database(CacheFacade):
                 max_map_size=cfg.max_map_size or None,
                 sync=cfg.sync,
                 readonly=readonly,
+                reserve=cfg.write_reserve_bytes,
             )
         except BaseException:
             self._release_dir()
@@ -109,7 +119,8 @@ class Database(CacheFacade):
     ) -> None:
         self._snap_dir = self.path / "snapshots"
         if not readonly:
-            self._snap_dir.mkdir(parents=True, exist_ok=True)
+            files.private_dir(self._snap_dir)
+            files.private_tree(self.path)  # 0700 / 0600, also what older versions left
         self._write_lock = threading.RLock()  # one writer at a time, database-wide
         self.catalog = Catalog(self.store)
         with self.store.read() as txn:
@@ -202,12 +213,13 @@ class Database(CacheFacade):
                             txn, c.info.id, int(owner), ids, rec.id, granted=False
                         )
                     seq = self.store.log_op(txn, OP_DROP_TENANT, c.info.id, rec.id, _NO_IDS)
+                quota.forget_tenant(self.store, txn, rec.id)
                 changed = self.catalog.delete(txn, rec)
                 dropped_keys.extend(self.keys.revoke_tenant(name, txn))
                 return seq, changed
 
             dropped_keys: list[str] = []
-            seq, changed = self.store.write(txn_fn)
+            seq, changed = self.store.write(txn_fn, frees=True)
             self.keys.forget(dropped_keys)
             self.catalog.forget(rec)
             self.catalog.apply(*changed)
@@ -300,12 +312,13 @@ class Database(CacheFacade):
             c = self._collection(name)
 
             def txn_fn(txn: Any) -> None:
+                quota.release_collection(self.store, txn, c.info.id)
                 for db in ("vectors", "documents", "access"):
                     self.store.delete_prefix(txn, db, c.info.id)
                 self.store.delete_key(txn, "collections", name)
                 self.store.delete_key(txn, "snapshots", str(c.info.id))
 
-            self.store.write(txn_fn)
+            self.store.write(txn_fn, frees=True)
             with c.lock.write_lock():
                 del self._collections[name]
             for f in self._snap_dir.glob(f"{c.info.id}-*.npz"):
@@ -348,9 +361,14 @@ class Database(CacheFacade):
             replaced = (
                 ids[c.index.contains(ids, owner=rec.id)] if c.index.has_tenant(rec.id) else ids[:0]
             )
-            estimate = x.nbytes + 64 * len(ids) + sum(len(d or b"") for d in raw_docs or [])
+            payload = x.nbytes + sum(len(d or b"") for d in raw_docs or [])
+            estimate = payload + 64 * len(ids)
 
             def txn_fn(txn: Any) -> tuple[int, TenantRecord]:
+                limit = self.config.tenant_max_bytes
+                quota.charge_upsert(
+                    self.store, txn, c.info.id, rec.id, tenant, replaced, payload, limit
+                )
                 self.store.delete_vectors(txn, c.info.id, rec.id, replaced)
                 self.store.put_vectors(txn, c.info.id, rec.id, ids, x, raw_docs)
                 seq = self.store.log_op(txn, OP_UPSERT, c.info.id, rec.id, ids)
@@ -407,11 +425,12 @@ class Database(CacheFacade):
                 return WriteResult(c.applied_seq, 0, actor.seq if actor else 0)
 
             def txn_fn(txn: Any) -> tuple[int, TenantRecord | None]:
+                quota.release_rows(self.store, txn, c.info.id, own.id, ids)
                 self.store.delete_vectors(txn, c.info.id, own.id, ids)
                 seq = self.store.log_op(txn, OP_DELETE, c.info.id, own.id, ids)
                 return seq, self.catalog.bump(txn, actor) if actor else None
 
-            seq, new = self.store.write(txn_fn)
+            seq, new = self.store.write(txn_fn, frees=True)
             if new is not None:
                 self.catalog.apply(new)
             with c.lock.write_lock():
@@ -538,6 +557,16 @@ class Database(CacheFacade):
             raise ResourceExhausted(
                 f"expected at most {self.config.max_queries} queries per request, got {len(q)}"
             )
+        # Bound the response from the request before any work: nq x k x what is asked for.
+        limit = self.config.max_response_bytes
+        per_hit = _HIT_BYTES + (_DOC_BYTES if with_documents else 0)
+        per_hit += 4 * c.info.dim if with_vectors else 0
+        fixed = len(q) * check_k(k) * per_hit
+        if fixed > limit:
+            raise ResourceExhausted(
+                f"expected a response of at most {limit} bytes (max_response_bytes), got "
+                f"{len(q)} queries x k={k} x {per_hit} bytes per hit = {fixed} bytes"
+            )
         with c.lock.read_lock():
             present = [r.id for r in recs if c.index.has_tenant(r.id)]
             if require_all and len(present) == 2:
@@ -559,8 +588,23 @@ class Database(CacheFacade):
         owners = [self.catalog.name_of(int(t)) if t >= 0 else "" for t in owner_ids.tolist()]
         docs = None
         if with_documents:
+            # A running budget: stop as soon as the documents pass what the response may hold,
+            # so memory stays bounded by the limit plus one chunk.
+            flat: list[bytes | None] = []
+            budget = limit - fixed
+            want = ids.ravel()
             with self.store.read() as txn:
-                flat = self.store.get_documents(txn, c.info.id, owner_ids, ids.ravel())
+                for at in range(0, len(want), _DOC_CHUNK):
+                    part = slice(at, at + _DOC_CHUNK)
+                    chunk = self.store.get_documents(txn, c.info.id, owner_ids[part], want[part])
+                    budget -= sum(len(d) for d in chunk if d is not None)
+                    if budget < 0:
+                        raise ResourceExhausted(
+                            f"expected a response of at most {limit} bytes "
+                            "(max_response_bytes), got more with the documents of "
+                            f"{len(q)} queries x k={k}; ask for fewer hits or no documents"
+                        )
+                    flat.extend(chunk)
             docs = [
                 [docs_codec.decode(d) for d in flat[r * k : (r + 1) * k]] for r in range(len(ids))
             ]

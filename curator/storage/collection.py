@@ -54,6 +54,7 @@ class Collection:
         self.lock = fasteners.ReaderWriterLock()
         self.applied_seq = applied_seq  # last write sequence reflected in the index
         self.snapshot_seq = 0
+        self.has_snapshot = False  # a snapshot record exists (its seq may be 0)
         self.dirty_since: float | None = None  # time of the first unsnapshotted write
         self.writes_since_snapshot = 0
         self.quarantined = 0  # stored rows start-up could not apply (see _quarantine)
@@ -100,6 +101,7 @@ class Collection:
             return coll
         coll = cls(info, index, record["seq"])
         coll.snapshot_seq = record["seq"]
+        coll.has_snapshot = True
         coll._replay(store, tenants)
         return coll
 

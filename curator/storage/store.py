@@ -6,6 +6,14 @@ power loss or kernel crash may be lost; a killed process loses nothing either wa
 grows before it fills; a configured `max_map_size` (or a full disk) turns into
 ResourceExhausted, and the write is not applied.
 
+Full store: every storage-full condition (the map at `max_map_size`, ENOSPC, and EIO on
+commit or sync, which is what a full tmpfs reports) is ResourceExhausted. Writes that free
+space (deletes, drops, cache invalidations: `write(..., frees=True)`) must keep working on a
+full store, so ordinary writes leave `reserve` bytes free: in the map (they may grow it only to
+`max_map_size - reserve`) and on disk (the data file is allocated `reserve` bytes past the
+used pages before an ordinary write; a freeing write may use that allocation without new
+blocks).
+
 Keys are big-endian so that LMDB's byte order is numeric order. Vector ids are scoped per
 owner: a vector's identity is (collection, owner tenant id, id).
   vectors    coll u32 | owner u32 | id u64            -> float32[d]
@@ -39,6 +47,7 @@ import lmdb
 import numpy as np
 
 from curator.errors import FailedPrecondition, Internal, ResourceExhausted
+from curator.storage.files import FILE_MODE, private_dir
 
 __all__ = ["OP_DELETE", "OP_DROP_TENANT", "OP_GRANT", "OP_REVOKE", "OP_UPSERT", "Store"]
 
@@ -73,6 +82,19 @@ _OWNER = struct.Struct(">II")
 T = TypeVar("T")
 
 
+def _is_full(e: BaseException) -> bool:
+    """Is `e` a storage-full condition? A full tmpfs makes LMDB's commit fail with EIO."""
+    code = getattr(e, "errno", None)
+    text = str(e)
+    return (
+        isinstance(e, lmdb.MapFullError | lmdb.DiskError)
+        or code in (errno.ENOSPC, errno.EIO, errno.EDQUOT)
+        or "No space" in text
+        or "Input/output error" in text
+        or "quota exceeded" in text.lower()
+    )
+
+
 class Store:
     """The LMDB environment of one data directory."""
 
@@ -85,14 +107,19 @@ class Store:
         sync: bool = True,
         readonly: bool = False,
         max_readers: int = 1024,
+        reserve: int = 8 << 20,
     ) -> None:
+        """reserve: bytes ordinary writes leave free for writes that free space (at most an
+        eighth of max_map_size)."""
         self.path = Path(path)
         self.readonly = readonly
         self.max_map_size = max_map_size
+        self.reserve = reserve if max_map_size is None else min(reserve, max_map_size // 8)
+        self._allocated = 0  # bytes of the data file known to be allocated on disk
         if not readonly:
-            self.path.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path)
         if max_map_size is not None:
-            map_size = min(map_size, max_map_size)
+            map_size = min(map_size, max_map_size - self.reserve)
         try:
             self.env = lmdb.open(
                 str(self.path),
@@ -105,6 +132,7 @@ class Store:
                 lock=True,
                 subdir=True,
                 readahead=False,
+                mode=FILE_MODE,
             )
         except lmdb.Error as e:
             raise FailedPrecondition(
@@ -146,50 +174,110 @@ class Store:
         with self._resize.read_lock(), self.env.begin(write=False, buffers=False) as txn:
             yield txn
 
-    def write(self, fn: Callable[[lmdb.Transaction], T], estimate: int = 0) -> T:
+    def write(
+        self, fn: Callable[[lmdb.Transaction], T], estimate: int = 0, *, frees: bool = False
+    ) -> T:
         """Run `fn(txn)` in one durable write transaction and return its result. `estimate`
         is the bytes the write adds; the map is grown first if it might not fit, and once
-        more (the transaction re-run) if LMDB still reports it full."""
+        more (the transaction re-run) if LMDB still reports it full. `frees`: the write
+        frees space (a delete or drop) and may use the reserve. A full store raises
+        ResourceExhausted and applies nothing."""
         if self.readonly:
             raise FailedPrecondition("expected a writable database, it was opened read-only")
         with self._write_mutex:
-            self._ensure_room(estimate)
-            for attempt in range(2):
-                try:
-                    with self._resize.read_lock(), self.env.begin(write=True) as txn:
-                        return fn(txn)
-                except lmdb.MapFullError:
-                    if attempt:
-                        raise
-                    self._grow(self.env.info()["map_size"] * 2)
-                except lmdb.Error as e:
-                    if getattr(e, "errno", None) == errno.ENOSPC or "No space" in str(e):
-                        raise ResourceExhausted(f"expected free disk space, got {e}") from e
+            try:
+                self._ensure_room(estimate, frees)
+                for attempt in range(2):
+                    try:
+                        with self._resize.read_lock(), self.env.begin(write=True) as txn:
+                            return fn(txn)
+                    except lmdb.MapFullError:
+                        if attempt:
+                            raise ResourceExhausted(self._full_message()) from None
+                        self._grow(self.env.info()["map_size"] * 2, frees)
+            except (lmdb.Error, OSError) as e:
+                if not _is_full(e):
                     raise
+                raise ResourceExhausted(
+                    f"expected free disk space for the store, got {e} (free space, or delete "
+                    "data: deletes and drops keep working)"
+                ) from e
+            finally:
+                if frees:
+                    self._shrink_to_cap()
         raise Internal("unreachable")  # pragma: no cover
 
     def _used(self) -> int:
         info = self.env.info()
         return (info["last_pgno"] + 1) * self.env.stat()["psize"]
 
-    def _ensure_room(self, estimate: int) -> None:
-        size = self.env.info()["map_size"]
-        need = self._used() + 2 * estimate + (1 << 20)
-        if need > size * 0.8:
-            self._grow(max(size * 2, int(need * 1.5)))
+    def _cap(self, frees: bool) -> int | None:
+        """The largest map a write may use: ordinary writes leave the reserve."""
+        if self.max_map_size is None:
+            return None
+        return self.max_map_size if frees else self.max_map_size - self.reserve
 
-    def _grow(self, new_size: int) -> None:
+    def _full_message(self) -> str:
+        return (
+            f"expected room in the store, got it full at its cap of {self.max_map_size} bytes "
+            f"(max_map_size, {self.reserve} of them kept for deletes and drops); delete data "
+            "or raise max_map_size"
+        )
+
+    def _ensure_room(self, estimate: int, frees: bool) -> None:
         size = self.env.info()["map_size"]
-        if self.max_map_size is not None:
-            if size >= self.max_map_size:
-                raise ResourceExhausted(
-                    f"expected room in the store, got it full at its cap of {self.max_map_size} "
-                    "bytes (max_map_size)"
-                )
-            new_size = min(new_size, self.max_map_size)
+        used = self._used()
+        need = used + 2 * estimate + (1 << 20)
+        cap = self._cap(frees)
+        if need > size * 0.8 and (cap is None or size < cap):
+            self._grow(max(size * 2, int(need * 1.5)), frees)
+        # Keep `reserve` bytes writable on disk past what this write may add: free pages
+        # inside the file or blocks allocated past its used pages.
+        want = 2 * estimate + self.reserve
+        if not frees and self.reserve and used + want > self._allocated:
+            live = self._live()
+            if live + want > self._allocated:
+                self._allocate(max(used, live + want))
+
+    def _live(self) -> int:
+        """Bytes of the pages in use (the used pages less LMDB's free list)."""
+        with self._resize.read_lock(), self.env.begin() as txn:
+            stats = [self.env.stat()] + [txn.stat(db) for db in self.db.values()]
+        pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+        return (pages + 2) * stats[0]["psize"]  # + the two meta pages
+
+    def _allocate(self, upto: int) -> None:
+        """Make sure the data file has disk blocks up to `upto` bytes (ENOSPC if not)."""
+        cap = self._cap(True)
+        upto += self.reserve // 2  # ahead of need: one call per half reserve of growth
+        upto = min(upto, self.env.info()["map_size"] if cap is None else cap)
+        if upto <= self._allocated:
+            return
+        fd = os.open(self.path / "data.mdb", os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, upto)
+        finally:
+            os.close(fd)
+        self._allocated = upto
+
+    def _grow(self, new_size: int, frees: bool = False) -> None:
+        size = self.env.info()["map_size"]
+        cap = self._cap(frees)
+        if cap is not None:
+            if size >= cap:
+                raise ResourceExhausted(self._full_message())
+            new_size = min(new_size, cap)
         with self._resize.write_lock():
             self.env.set_mapsize(new_size)
         log.info("grew the LMDB map from %d to %d bytes", size, new_size)
+
+    def _shrink_to_cap(self) -> None:
+        """After a freeing write used the reserve, give it back (LMDB keeps the map at least
+        as large as its used pages)."""
+        cap = self._cap(False)
+        if cap is not None and self.env.info()["map_size"] > cap:
+            with self._resize.write_lock():
+                self.env.set_mapsize(cap)
 
     # -- small records ----------------------------------------------------------------------
     def next_counter(self, txn: lmdb.Transaction, name: bytes) -> int:
@@ -291,6 +379,44 @@ class Store:
                 if cur.set_range(key):
                     while cur.key()[: _VKEY.size] == key and cur.delete():
                         pass
+
+    def row_sizes(
+        self,
+        txn: lmdb.Transaction,
+        coll: int,
+        owner: int | None = None,
+        ids: np.ndarray | None = None,
+    ) -> dict[int, int]:
+        """Bytes of vectors plus documents per owner, of `owner`'s `ids` (those present) or
+        of the whole collection (owner and ids None)."""
+        vdb, ddb = self.db["vectors"], self.db["documents"]
+        rows: list[tuple[bytes, int, int]] = []  # (key, owner, vector bytes)
+        if ids is None or owner is None:
+            docs = {k: len(v) for k, v in self._scan_prefix(txn, ddb, coll)}
+            for k, row in self._scan_prefix(txn, vdb, coll):
+                rows.append((k, _VKEY.unpack(k)[1], len(row)))
+        else:
+            keys = [_VKEY.pack(coll, owner, vid) for vid in np.asarray(ids).tolist()]
+            docs = {k: len(d) for k in keys if (d := txn.get(k, db=ddb)) is not None}
+            for k in keys:
+                v = txn.get(k, db=vdb)
+                if v is not None:
+                    rows.append((k, owner, len(v)))
+        out: dict[int, int] = {}
+        for k, o, n in rows:
+            out[o] = out.get(o, 0) + n + docs.get(k, 0)
+        return out
+
+    def _scan_prefix(
+        self, txn: lmdb.Transaction, db: Any, coll: int
+    ) -> Iterator[tuple[bytes, bytes]]:
+        prefix = _U32.pack(coll)
+        with txn.cursor(db=db) as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if k[:4] != prefix:
+                        break
+                    yield bytes(k), bytes(v)
 
     def delete_owner(self, txn: lmdb.Transaction, coll: int, owner: int) -> None:
         """Delete every vector, document and grant of `owner` in a collection."""
