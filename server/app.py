@@ -23,6 +23,7 @@ from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import AuthInterceptor
 from server.config import ServerConfig
+from server.fairness import TenantLimiter, default_tenant_limit
 from server.metrics import MetricsInterceptor
 from server.service import AdminServicer, CacheServicer, VectorsServicer
 
@@ -108,9 +109,11 @@ def create_server(
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    limiter = TenantLimiter(config.max_tenant_inflight or default_tenant_limit(config.threads))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="curator-rpc"),
-        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate)],
+        # Outermost first: the limiter runs after authentication has named the tenant.
+        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate), limiter],
         options=opts,
         maximum_concurrent_rpcs=config.threads * 16,
     )

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from curator.config import DatabaseConfig
+from server.config import ServerConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
@@ -89,3 +92,35 @@ def test_python_block_runs_twice(served: tuple[Path, int], section: str) -> None
         assert done.returncode == 0, f"run {run}:\n{done.stderr}"
         for expected in EXPECTED[section]:
             assert expected in done.stdout, f"run {run}: {expected!r} not in\n{done.stdout}"
+
+
+def _bytes_or_count(text: str) -> int:
+    """ "1 MiB" -> 1048576, "100,000" -> 100000."""
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    number, _, unit = text.strip().partition(" ")
+    return int(number.replace(",", "")) * units.get(unit, 1)
+
+
+def test_limits_section_states_the_real_defaults() -> None:
+    """Every `XConfig.field` of "Limits a tenant is held to" exists with the default stated."""
+    from curator.cache.config import CacheConfig
+    from curator.validation import MAX_K
+    from server.fairness import default_tenant_limit
+
+    section = README.split("## Limits a tenant is held to")[1].split("\n## ")[0]
+    configs = {c.__name__: c() for c in (DatabaseConfig, ServerConfig, CacheConfig)}
+    checked = 0
+    for row in re.findall(r"^\| .*? \| (.*?) \| (.*?) \|$", section, re.M):
+        settings = re.findall(r"`(\w+Config)\.(\w+)`", row[0])
+        for (cls, field), default in zip(settings, row[1].split(" / "), strict=False):
+            value = getattr(configs[cls], field)
+            if field == "max_tenant_inflight":
+                assert value == 0 and default.startswith("half of `threads`")
+                threads = ServerConfig().threads
+                assert f"{threads} threads: {default_tenant_limit(threads)}" in default
+            else:
+                assert _bytes_or_count(default) == value, (cls, field, default)
+            checked += 1
+        if "MAX_K" in row[0]:
+            assert _bytes_or_count(row[1]) == MAX_K
+    assert checked >= 10

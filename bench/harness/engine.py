@@ -94,10 +94,12 @@ class Engine:
                     self.collection, rows, x[rows], tenant=self._tenant(str(owners[rows[0]]))
                 )
             for tenant, ids in grants.items():
-                self._client.grant(self.collection, ids, self._tenant(tenant))
+                for owner, part in _by_owner(owners, ids):
+                    self._client.grant(
+                        self.collection, part, self._tenant(tenant), owner=self._tenant(owner)
+                    )
             return
-        c = self.db._collection("bench")
-        with c.index.deferred_training():
+        with self.db.bulk_load("bench"):  # trains once, at the end
             order = np.argsort(owners, kind="stable")
             bounds = np.flatnonzero(owners[order][1:] != owners[order][:-1]) + 1
             for rows in np.split(order, bounds):
@@ -105,8 +107,8 @@ class Engine:
                     "bench", rows.astype(np.uint64), x[rows], tenant=str(owners[rows[0]])
                 )
             for tenant, ids in grants.items():
-                self.db.grant("bench", ids.astype(np.uint64), tenant)
-        c.index.train()
+                for owner, part in _by_owner(owners, ids):
+                    self.db.grant("bench", part.astype(np.uint64), tenant, owner=owner)
 
     def search(
         self,
@@ -126,7 +128,7 @@ class Engine:
             params=params,
             require_all=require_all,
         )
-        return np.asarray(res.ids)
+        return np.asarray(res.ids).view(np.int64)  # NO_ID padding reads as -1
 
     def memory_kb(self) -> int:
         """RSS of this process (with an external server, of this client only)."""
@@ -146,3 +148,12 @@ class Engine:
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
         self.db = self._server = self._client = None
+
+
+def _by_owner(owners: np.ndarray, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Row ids grouped by their owner (ids are scoped per owner, so grants name one)."""
+    ids = np.asarray(ids)
+    own = owners[ids]
+    order = np.argsort(own, kind="stable")
+    bounds = np.flatnonzero(own[order][1:] != own[order][:-1]) + 1
+    return [(str(own[part[0]]), ids[part]) for part in np.split(order, bounds) if len(part)]
