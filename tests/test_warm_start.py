@@ -39,6 +39,7 @@ def test_warm_up_compiles_every_kernel_a_database_workload_calls(tmp_path: Path)
             db.create_collection(metric, 12, metric, IndexConfig(train_min_vectors=400))
         for t in ("a", "b"):
             db.create_tenant(t)
+        db.allow_sharing("a", "b")
         for c in ("l2", "ip", "cosine"):
             db.upsert(c, ids[:500], x[:500], tenant="a")  # trains the tree
             db.upsert(c, ids[500:], x[500:], tenant="b")
@@ -50,10 +51,13 @@ def test_warm_up_compiles_every_kernel_a_database_workload_calls(tmp_path: Path)
                 db.search(c, x[:nq], k=10, tenant="b", with_vectors=True)
                 db.search(c, x[:nq], k=4, tenant=["a", "b"])
                 db.search(c, x[:nq], k=4, tenant=("a", "b"), require_all=True)
-            db.get(c, ids[:30], tenant="b")
+            db.get(c, ids[:30], tenant="b", owner="a")
             db.delete(c, ids[:5], tenant="a")
     after = compiled_signatures()
     assert {k: v for k, v in after.items() if v != before.get(k, 0)} == {}
+
+
+WARM_KEY = "warm-start-test-admin-key-0123456789abcdef"  # strong: weak keys are refused
 
 
 def _log_messages(path: Path) -> list[str]:
@@ -86,7 +90,7 @@ def test_cold_server_warms_kernels_before_serving(tmp_path: Path) -> None:
     # An empty numba cache: the server must compile every kernel, as after a fresh install.
     env = {
         **os.environ,
-        "CURATOR_ADMIN_KEY": "warm-admin",
+        "CURATOR_ADMIN_KEY": WARM_KEY,
         "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
@@ -114,7 +118,7 @@ def test_cold_server_warms_kernels_before_serving(tmp_path: Path) -> None:
 
         rng = np.random.default_rng(0)
         x = rng.standard_normal((12_000, 16)).astype(np.float32)  # past train_min_vectors
-        with Client(f"127.0.0.1:{port}", "warm-admin", timeout=120) as c:
+        with Client(f"127.0.0.1:{port}", WARM_KEY, timeout=120) as c:
             c.create_tenant("t")
             c.create_collection("docs", 16, "cosine")
             c.upsert("docs", np.arange(len(x)), x, tenant="t")  # trains: tree search below

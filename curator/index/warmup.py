@@ -52,16 +52,17 @@ def warm_kernels() -> float:
         idx.insert(ids[:200], x[:200], owner="a")
         idx.insert(ids[200:320], x[200:320], owner="b")  # crosses train_min_vectors: trains
         idx.insert(ids[320:], x[320:], owner="b")  # a small batch into a trained tree
-        idx.grant(ids[:50], "b")
-        idx.revoke(ids[:10], "b")
+        idx.grant(ids[:50], "b", owner="a")
+        idx.revoke(ids[:10], "b", owner="a")
         for nq in (1, kernels.PARALLEL_MIN_QUERIES):
             q = x[:nq]
             idx.search("a", q, k=5, params=tree_scan)
             idx.search("a", q, k=5)  # exact
             idx.search(["a", "b"], q, k=5, params=tree_scan)
             idx.search_and(("a", "b"), q, k=5, params=tree_scan)
-        idx.delete(ids[:5])
-        idx.get_vectors(ids[5:10])
+        idx.delete(ids[:5], owner="a")
+        idx.get_vectors(ids[5:10], owner="a")
+        idx.can_read(ids[5:10], "a", "b")
     dt = time.perf_counter() - t0
     log.info("start-up: warm kernels in %.2f s (%d kernels)", dt, len(compiled_signatures()))
     return dt
