@@ -98,9 +98,7 @@ class Engine:
 
     def _load(self, x: np.ndarray, owners: np.ndarray, grants: dict[str, np.ndarray]) -> None:
         if self.db is None:  # an external server
-            order = np.argsort(owners, kind="stable")
-            bounds = np.flatnonzero(owners[order][1:] != owners[order][:-1]) + 1
-            for rows in np.split(order, bounds):
+            for rows in _runs(owners):
                 self._client.upsert(
                     self.collection, rows, x[rows], tenant=self._tenant(str(owners[rows[0]]))
                 )
@@ -112,9 +110,7 @@ class Engine:
             self._client.train(self.collection)  # once, after the load (faiss-style)
             return
         with self.db.bulk_load("bench"):  # trains once, at the end
-            order = np.argsort(owners, kind="stable")
-            bounds = np.flatnonzero(owners[order][1:] != owners[order][:-1]) + 1
-            for rows in np.split(order, bounds):
+            for rows in _runs(owners):
                 self.db.upsert(
                     "bench", rows.astype(np.uint64), x[rows], tenant=str(owners[rows[0]])
                 )
@@ -182,7 +178,7 @@ class Engine:
         before `open`). Both harnesses record after-fit minus before-fit, so the figure they
         store is the index's size, not the process's RSS growth: that also counts the LMDB
         pages the load touched (the durable copy of every vector), numba's compiled code and
-        the allocator's slack (both recorded apart by `additional`)."""
+        the allocator's slack (that growth is recorded apart, by `additional`)."""
         return -(-self.index_bytes()["total"] // 1024)
 
     def additional(self) -> dict[str, int]:
@@ -215,13 +211,18 @@ class Engine:
         self.db = self._server = self._client = None
 
 
+def _runs(values: np.ndarray) -> list[np.ndarray]:
+    """Positions of `values` grouped by value (each group ascending), in order of value."""
+    order = np.argsort(values, kind="stable")
+    bounds = np.flatnonzero(values[order][1:] != values[order][:-1]) + 1
+    return [part for part in np.split(order, bounds) if len(part)]
+
+
 def _by_owner(owners: np.ndarray, ids: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Row ids grouped by their owner (ids are scoped per owner, so grants name one)."""
     ids = np.asarray(ids)
     own = owners[ids]
-    order = np.argsort(own, kind="stable")
-    bounds = np.flatnonzero(own[order][1:] != own[order][:-1]) + 1
-    return [(str(own[part[0]]), ids[part]) for part in np.split(order, bounds) if len(part)]
+    return [(str(own[part[0]]), ids[part]) for part in _runs(own)]
 
 
 _FIELDS = [f.name for f in dataclasses.fields(SearchParams)]
