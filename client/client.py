@@ -4,7 +4,7 @@
 >>> with Client("127.0.0.1:50051", api_key="cdb_...") as db:          # doctest: +SKIP
 ...     db.upsert("docs", ids, vectors, documents=texts)
 ...     hits = db.search("docs", queries, k=10, with_documents=True)
-...     hits.ids, hits.distances                       # (nq, k) int64, (nq, k) float32
+...     hits.ids, hits.distances, hits.owners          # (nq, k) uint64, (nq, k) float32
 
 Errors raise the same classes as the in-process database (curator.errors). Calls that fail
 with UNAVAILABLE are retried with exponential backoff by gRPC itself (its retry policy); no
@@ -25,6 +25,7 @@ from client.cache import CacheCalls
 from curator import errors
 from curator.config import Metric, SearchParams
 from curator.results import Document, Records, SearchResult, WriteResult
+from curator.validation import as_ids
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
@@ -140,6 +141,10 @@ class Client(CacheCalls):
     def drop_collection(self, name: str) -> None:
         self._call(self._admin.DropCollection, pb.CollectionRef(name=name))
 
+    def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now, e.g. after a bulk load (admin)."""
+        return bool(self._call(self._admin.Train, pb.CollectionRef(name=name)).trained)
+
     def create_tenant(self, name: str) -> None:
         self._call(self._admin.CreateTenant, pb.TenantRef(name=name))
 
@@ -209,7 +214,7 @@ class Client(CacheCalls):
         """Insert or replace vectors (owned by the key's tenant, or by `tenant` for the admin).
         Large inputs are sent in batches (each one atomic) with an optional progress bar;
         the result carries the last batch's seq and the total count."""
-        ids = np.asarray(ids, np.uint64).reshape(-1)
+        ids = as_ids(ids)
         x = np.asarray(vectors, np.float32)
         if x.ndim == 1:
             x = x.reshape(1, -1)
@@ -223,7 +228,7 @@ class Client(CacheCalls):
             )
         if batch_size is None:  # keep each request well under the message limit
             batch_size = max(1, min(10_000, self.max_message_bytes // 4 // (4 * x.shape[1] + 64)))
-        seq, count = 0, 0
+        seq, count, tseq = 0, 0, 0
         starts = range(0, max(len(ids), 1), batch_size)
         for s in tqdm(starts, desc="upsert", unit="batch", disable=not progress):
             part = slice(s, s + batch_size)
@@ -236,60 +241,96 @@ class Client(CacheCalls):
             if documents is not None:
                 req.documents.extend(convert.encode_document(d) for d in documents[part])
             r = self._call(self._vectors.Upsert, req)
-            seq, count = r.seq, count + r.count
-        return WriteResult(seq, count)
+            seq, count, tseq = r.seq, count + r.count, r.tenant_seq
+        return WriteResult(seq, count, tseq)
 
-    def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records:
+    def get(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> Records:
+        """`owner`'s vectors among `ids` (default: the acting tenant's) that the acting tenant
+        may read, in request order."""
         r = self._call(
             self._vectors.Get,
             pb.GetRequest(
                 collection=collection,
                 tenant=tenant or "",
-                ids=np.asarray(ids, np.uint64).reshape(-1).tolist(),
+                owner=owner or "",
+                ids=as_ids(ids, unique=False).tolist(),
             ),
         )
-        x = convert.decode_matrix(r.vectors)
         return Records(
             np.array(r.ids, np.uint64),
-            x.reshape(len(r.ids), -1),
+            convert.decode_matrix(r.vectors),
             list(r.owners),
             [convert.decode_document(d) for d in r.documents],
         )
 
-    def delete(self, collection: str, ids: Any, *, tenant: str | None = None) -> WriteResult:
+    def delete(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> WriteResult:
         r = self._call(
             self._vectors.Delete,
             pb.DeleteRequest(
                 collection=collection,
                 tenant=tenant or "",
-                ids=np.asarray(ids, np.uint64).reshape(-1).tolist(),
+                owner=owner or "",
+                ids=as_ids(ids, unique=False).tolist(),
             ),
         )
-        return WriteResult(r.seq, r.count)
+        return WriteResult(r.seq, r.count, r.tenant_seq)
 
     def grant(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return self._access(self._vectors.Grant, collection, ids, to_tenant, tenant)
+        """Share `owner`'s vectors (default: the key's tenant's) with `to_tenant`."""
+        return self._access(self._vectors.Grant, collection, ids, to_tenant, tenant, owner)
 
     def revoke(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return self._access(self._vectors.Revoke, collection, ids, to_tenant, tenant)
+        """Take `to_tenant`'s access away; a grantee drops a share it received by naming
+        itself as `to_tenant` and the `owner`."""
+        return self._access(self._vectors.Revoke, collection, ids, to_tenant, tenant, owner)
+
+    def allow_sharing(self, tenant: str, with_tenant: str, allowed: bool = True) -> None:
+        """Let `tenant`'s key grant to `with_tenant` (admin)."""
+        self._call(
+            self._admin.AllowSharing,
+            pb.AllowSharingRequest(tenant=tenant, with_tenant=with_tenant, allowed=allowed),
+        )
 
     def _access(
-        self, method: Any, collection: str, ids: Any, to_tenant: str, tenant: str | None
+        self,
+        method: Any,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        tenant: str | None,
+        owner: str | None,
     ) -> WriteResult:
         r = self._call(
             method,
             pb.AccessRequest(
                 collection=collection,
                 tenant=tenant or "",
+                owner=owner or "",
                 to_tenant=to_tenant,
-                ids=np.asarray(ids, np.uint64).reshape(-1).tolist(),
+                ids=as_ids(ids, unique=False).tolist(),
             ),
         )
-        return WriteResult(r.seq, r.count)
+        return WriteResult(r.seq, r.count, r.tenant_seq)
 
     def count(self, collection: str, *, tenant: str | None = None) -> int:
         return int(
@@ -311,9 +352,9 @@ class Client(CacheCalls):
         require_all: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
-        """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
-        (-1 padded), distances (nq, k) float32 (inf padded). A tenant key searches its own
-        tenant; the admin names the tenant(s) whose union to search."""
+        """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) uint64
+        (padded with NO_ID), distances (nq, k) float32 (inf padded), owners. A tenant key
+        searches its own tenant; the admin names the tenant(s) whose union to search."""
         q = np.asarray(queries, np.float32)
         if q.ndim == 1:
             q = q.reshape(1, -1)
@@ -333,7 +374,10 @@ class Client(CacheCalls):
             req.params.variance_boost = params.variance_boost
             req.params.exact_search_threshold = params.exact_search_threshold
         r = self._call(self._vectors.Search, req, timeout)
-        ids = np.array(r.ids, np.int64).reshape(r.nq, r.k)
+        ids = np.array(r.ids, np.uint64).reshape(r.nq, r.k)
+        table = list(r.owner_names)
+        flat_owners = [table[i] if 0 <= i < len(table) else "" for i in r.owners]
+        owners = [flat_owners[i * r.k : (i + 1) * r.k] for i in range(r.nq)]
         dist = np.frombuffer(r.distances, "<f4").astype(np.float32).reshape(r.nq, r.k)
         docs = None
         if with_documents:
@@ -342,7 +386,7 @@ class Client(CacheCalls):
         vecs = None
         if with_vectors:
             vecs = convert.decode_matrix(r.vectors).reshape(r.nq, r.k, -1)
-        return SearchResult(ids, dist, docs, vecs, r.seq)
+        return SearchResult(ids, dist, docs, vecs, r.seq, owners)
 
 
 def _info(c: pb.CollectionInfo) -> dict[str, Any]:
@@ -355,6 +399,7 @@ def _info(c: pb.CollectionInfo) -> dict[str, Any]:
         "trained": c.trained,
         "seq": c.seq,
         "memory": dict(c.memory_bytes),
+        "quarantined": c.quarantined,
         "index": {
             f: getattr(c.index, f)
             for f in ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")

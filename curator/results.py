@@ -6,31 +6,52 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CacheLookup", "CacheStored", "Document", "Records", "SearchResult", "WriteResult"]
+__all__ = [
+    "NO_ID",
+    "CacheLookup",
+    "CacheStored",
+    "Document",
+    "Records",
+    "SearchResult",
+    "WriteResult",
+]
 
 Document = bytes | str | dict | list | None
+
+#: Padding of search result ids (2**64 - 1, an id no vector may have; -1 as int64 bits).
+NO_ID = np.uint64(2**64 - 1)
 
 
 @dataclass(frozen=True)
 class WriteResult:
     """seq: write sequence number of the write (durable and visible once returned);
-    count: ids affected."""
+    count: ids affected; tenant_seq: the acting tenant's own write counter after this write
+    (what a tenant key is shown as `seq`: the database-wide number would reveal other
+    tenants' writes; 0 for the admin)."""
 
     seq: int
     count: int
+    tenant_seq: int = 0
 
 
 @dataclass
 class SearchResult:
-    """ids (nq, k) int64 (-1 padded), distances (nq, k) float32 (inf padded, smaller is
-    closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked for; seq: the
-    write sequence the answer reflects."""
+    """ids (nq, k) uint64 (padded with NO_ID), distances (nq, k) float32 (inf padded,
+    smaller is closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked
+    for; seq: the write sequence the answer reflects; owners: nq lists of k owner tenant
+    names ("" for padding): ids are scoped per owner, so (owner, id) names a vector."""
 
     ids: np.ndarray
     distances: np.ndarray
     documents: list[list[Document]] | None = None
     vectors: np.ndarray | None = None
     seq: int = 0
+    owners: list[list[str]] | None = None
+
+    @property
+    def found(self) -> np.ndarray:
+        """(nq, k) bool: which entries are hits (not padding)."""
+        return np.asarray(self.ids) != NO_ID
 
 
 @dataclass

@@ -8,6 +8,7 @@ Imports only numpy, protobuf and the light `curator.errors` / `curator.results` 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from curator.cache.policy import CategoryPolicy
 from curator.errors import InvalidArgument
 from curator.results import CacheLookup, CacheStored, Document
+from curator.storage.documents import MAX_DEPTH, check_depth
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = [
@@ -91,6 +93,7 @@ def encode_document(doc: Document) -> pb.Document:
         return pb.Document(raw=bytes(doc))
     if isinstance(doc, str):
         return pb.Document(text=doc)
+    check_depth(doc)
     return pb.Document(json=json.dumps(doc, separators=(",", ":")))
 
 
@@ -102,11 +105,28 @@ def decode_document(d: pb.Document) -> Document:
         return bytes(d.raw)
     if kind == "text":
         return str(d.text)
+    if _json_depth(d.json) > MAX_DEPTH:
+        raise InvalidArgument(f"expected a JSON document nested at most {MAX_DEPTH} deep")
     try:
         value: Any = json.loads(d.json)
     except json.JSONDecodeError as e:
         raise InvalidArgument(f"expected a JSON document, got invalid JSON ({e})") from None
     return value
+
+
+def _json_depth(text: str) -> int:
+    """Bracket nesting depth of JSON text (string contents skipped), without parsing it."""
+    outside = _JSON_STRING.sub("", text).encode()
+    if not outside:
+        return 0
+    b = np.frombuffer(outside, np.uint8)
+    step = np.isin(b, _OPEN).astype(np.int64) - np.isin(b, _CLOSE)
+    return int(np.cumsum(step).max(initial=0))
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPEN = np.frombuffer(b"[{", np.uint8)
+_CLOSE = np.frombuffer(b"]}", np.uint8)
 
 
 def metric_to_pb(name: str) -> pb.Metric:

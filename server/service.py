@@ -4,7 +4,6 @@ may act as which tenant) are applied here, before the call."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from curator.auth import Principal
 from curator.config import IndexConfig, SearchParams
 from curator.database import Database
 from curator.errors import InvalidArgument, NotFound, PermissionDenied
+from curator.results import WriteResult
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
@@ -113,6 +113,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
             info.vector_count, info.tenant_count = d["vectors"], d["tenants"]
             info.trained, info.seq = d["trained"], d["seq"]
             info.memory_bytes.update(d["memory"])
+            info.quarantined = d["quarantined"]
         else:  # a tenant learns only about its own vectors
             info.vector_count = self.db.count(name, tenant=p.tenant)
         return info
@@ -146,6 +147,11 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         return pb.Empty()
 
     @rpc
+    def Train(self, request: pb.CollectionRef, context: Any) -> Any:
+        _admin()
+        return pb.TrainResponse(trained=self.db.train(request.name))
+
+    @rpc
     def CreateTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
         self.db.create_tenant(request.name)
@@ -164,11 +170,17 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         return pb.Empty()
 
     @rpc
+    def AllowSharing(self, request: pb.AllowSharingRequest, context: Any) -> Any:
+        _admin()
+        self.db.allow_sharing(request.tenant, request.with_tenant, request.allowed)
+        return pb.Empty()
+
+    @rpc
     def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
         _admin()
-        if not self.db.has_tenant(request.tenant):  # a key is always for an existing tenant
-            raise NotFound(f"expected a known tenant, got {request.tenant!r}")
-        info, secret = self.db.keys.issue(request.tenant, request.description)
+        # a key is always for an existing tenant, checked under the writer lock (no race
+        # with a drop)
+        info, secret = self.db.issue_key(request.tenant, request.description)
         return pb.IssueKeyResponse(key_id=info.key_id, api_key=secret)
 
     @rpc
@@ -212,13 +224,14 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
 
     @rpc
     def ServerInfo(self, request: pb.Empty, context: Any) -> Any:
+        p = current_principal.get()
         stats = self.db.stats()
         return pb.ServerInfoResponse(
             version=VERSION,
-            principal=str(current_principal.get()),
-            seq=stats["seq"],
+            principal=str(p),
+            seq=stats["seq"] if p.is_admin else self.db.tenant_seq(p.tenant or ""),
             collections=stats["collections"],
-            tenants=stats["tenants"],
+            tenants=stats["tenants"] if p.is_admin else 0,
             uptime_seconds=time.monotonic() - self._state.started,
         )
 
@@ -235,12 +248,17 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             else None
         )
         res = self.db.upsert(request.collection, ids, x, docs, tenant=tenant or "")
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return _written(res)
 
     @rpc
     def Get(self, request: pb.GetRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        rec = self.db.get(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
+        rec = self.db.get(
+            request.collection,
+            np.array(request.ids, np.uint64),
+            tenant=tenant,
+            owner=request.owner or None,
+        )
         return pb.GetResponse(
             ids=rec.ids.tolist(),
             vectors=convert.encode_matrix(rec.vectors),
@@ -251,24 +269,37 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Delete(self, request: pb.DeleteRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        res = self.db.delete(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        res = self.db.delete(
+            request.collection,
+            np.array(request.ids, np.uint64),
+            tenant=tenant,
+            owner=request.owner or None,
+        )
+        return _written(res)
 
     @rpc
     def Grant(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.grant(
-            request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
+            request.collection,
+            np.array(request.ids, np.uint64),
+            request.to_tenant,
+            tenant=tenant,
+            owner=request.owner or None,
         )
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return _written(res)
 
     @rpc
     def Revoke(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.revoke(
-            request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
+            request.collection,
+            np.array(request.ids, np.uint64),
+            request.to_tenant,
+            tenant=tenant,
+            owner=request.owner or None,
         )
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return _written(res)
 
     @rpc
     def Count(self, request: pb.CountRequest, context: Any) -> Any:
@@ -297,18 +328,29 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             require_all=request.require_all,
         )
         nq, k = res.ids.shape
+        names = sorted({o for row in res.owners or [] for o in row if o})
+        slot = {n: i for i, n in enumerate(names)}
         out = pb.SearchResponse(
             nq=nq,
             k=k,
             ids=res.ids.ravel().tolist(),
-            seq=res.seq,
+            seq=res.seq if p.is_admin else self.db.tenant_seq(p.tenant or ""),
             distances=res.distances.astype("<f4").tobytes(),
+            owner_names=names,
+            owners=[slot.get(o, -1) for row in res.owners or [] for o in row],
         )
         if res.documents is not None:
             out.documents.extend(convert.encode_document(d) for row in res.documents for d in row)
         if res.vectors is not None:
             out.vectors.CopyFrom(convert.encode_matrix(res.vectors.reshape(nq * k, -1)))
         return out
+
+
+def _written(res: WriteResult) -> pb.WriteResponse:
+    """A write's answer: a tenant key sees its own write counter, never the global seq."""
+    p = current_principal.get()
+    seq = res.seq if p.is_admin else res.tenant_seq
+    return pb.WriteResponse(seq=seq, count=res.count, tenant_seq=res.tenant_seq)
 
 
 class CacheServicer(_Base, pb_grpc.CacheServicer):

@@ -58,8 +58,9 @@ def test_predicates_are_checked() -> None:
         labels(And())
     with pytest.raises(InvalidArgument, match="expected a Label"):
         labels(And(Label("a"), "b"))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match="label name"):
-        labels(Label(7))  # type: ignore[arg-type]
+    for bad in (-7, 1.5, True):  # names, or the database's (non-negative) tenant ids
+        with pytest.raises(InvalidArgument, match="label name"):
+            labels(Label(bad))  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="at most"):
         labels(Or(*[Label(f"x{i}") for i in range(300)]))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curator.cache.policy import CategoryPolicy
+from curator.cache.policy import CategoryPolicy, check_category
 from curator.cache.semantic_cache import SemanticCache
 from curator.results import CacheLookup, CacheStored
 
@@ -18,7 +18,9 @@ __all__ = ["CacheFacade"]
 class CacheFacade:
     cache: SemanticCache
 
-    def _tenant_id(self, name: str) -> int:  # provided by Database
+    _write_lock: Any  # the Database's writer lock: cache writes never race a tenant drop
+
+    def _cache_tenant(self, name: str) -> str:  # provided by Database
         raise NotImplementedError
 
     def cache_lookup(
@@ -34,9 +36,8 @@ class CacheFacade:
     ) -> CacheLookup:
         """A cached answer to `prompt` (embedding (dim,)) for the tenant's partition
         (model, fingerprint), or a miss with its reason; see SemanticCache.lookup."""
-        self._tenant_id(tenant)
         return self.cache.lookup(
-            tenant,
+            self._cache_tenant(tenant),
             prompt,
             embedding,
             model=model,
@@ -60,19 +61,19 @@ class CacheFacade:
         tokens: int = 0,
     ) -> CacheStored:
         """Cache an answer (durable when this returns); see SemanticCache.store_entry."""
-        self._tenant_id(tenant)
-        return self.cache.store_entry(
-            tenant,
-            prompt,
-            embedding,
-            response,
-            model=model,
-            fingerprint=fingerprint,
-            category=category,
-            ttl_s=ttl_s,
-            latency_s=latency_s,
-            tokens=tokens,
-        )
+        with self._write_lock:  # the tenant is resolved and written for atomically
+            return self.cache.store_entry(
+                self._cache_tenant(tenant),
+                prompt,
+                embedding,
+                response,
+                model=model,
+                fingerprint=fingerprint,
+                category=category,
+                ttl_s=ttl_s,
+                latency_s=latency_s,
+                tokens=tokens,
+            )
 
     def cache_invalidate(
         self,
@@ -83,33 +84,35 @@ class CacheFacade:
         fingerprint: str | None = None,
     ) -> int:
         """Remove the tenant's entries (of a category / model / fingerprint); returns how many."""
-        self._tenant_id(tenant)
-        return self.cache.invalidate(
-            tenant, category=category, model=model, fingerprint=fingerprint
-        )
+        with self._write_lock:
+            return self.cache.invalidate(
+                self._cache_tenant(tenant), category=category, model=model, fingerprint=fingerprint
+            )
 
     def cache_set_policy(
         self, category: str, *, tenant: str | None, **fields: Any
     ) -> CategoryPolicy:
         """Change a category's policy fields for a tenant (None: the database-wide default)."""
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.categories.set_policy(tenant, category, **fields)
+        with self._write_lock:
+            key = self._cache_tenant(tenant) if tenant is not None else None
+            return self.cache.categories.set_policy(key, category, **fields)
 
     def cache_reset_policy(self, category: str, *, tenant: str | None) -> bool:
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.categories.reset_policy(tenant, category)
+        category = check_category(category)
+        with self._write_lock:
+            key = self._cache_tenant(tenant) if tenant is not None else None
+            return self.cache.categories.reset_policy(key, category)
 
     def cache_policies(self, *, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
         """Each category's policy and its current threshold and TTL for `model`."""
-        self._tenant_id(tenant)
-        return self.cache.policies(tenant, model)
+        return self.cache.policies(self._cache_tenant(tenant), model)
 
     def cache_add_examples(self, category: str, embeddings: Any, *, tenant: str) -> int:
         """Labelled examples for the tenant's category classifier; returns their count."""
-        self._tenant_id(tenant)
-        return self.cache.categories.add_examples(tenant, category, embeddings)
+        with self._write_lock:
+            return self.cache.categories.add_examples(
+                self._cache_tenant(tenant), category, embeddings
+            )
 
     def cache_report_load(self, model: str, load: float) -> dict[str, Any]:
         """The gateway's measure of a model's utilisation (1.0 = at capacity)."""
@@ -121,6 +124,4 @@ class CacheFacade:
         self.cache.set_capacity(model, rps)
 
     def cache_stats(self, *, tenant: str | None = None) -> dict[str, Any]:
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.stats(tenant)
+        return self.cache.stats(self._cache_tenant(tenant) if tenant is not None else None)

@@ -29,7 +29,7 @@ MAX_LABELS = 256
 
 @dataclass(frozen=True)
 class Label:
-    name: str
+    name: str | int  # a label (tenant) name, or the database's numeric tenant id
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,20 @@ class Or:
 Predicate = Label | Not | And | Or
 
 
-def labels(pred: Predicate) -> list[str]:
+def labels(pred: Predicate) -> list[str | int]:
     """The label names a predicate mentions; InvalidArgument if it is malformed or too big."""
-    out: list[str] = []
+    out: list[str | int] = []
     _walk(pred, 0, out)
     return out
 
 
-def _walk(pred: object, depth: int, out: list[str]) -> None:
+def _walk(pred: object, depth: int, out: list[str | int]) -> None:
     if depth > MAX_DEPTH:
         raise InvalidArgument(f"expected a predicate at most {MAX_DEPTH} deep, got deeper")
     if isinstance(pred, Label):
-        if not isinstance(pred.name, str):
+        if isinstance(pred.name, bool) or not (
+            isinstance(pred.name, str) or (isinstance(pred.name, int) and pred.name >= 0)
+        ):
             raise InvalidArgument(f"expected a label name string, got {pred.name!r}")
         out.append(pred.name)
         if len(out) > MAX_LABELS:
@@ -84,14 +86,14 @@ def _walk(pred: object, depth: int, out: list[str]) -> None:
 
 
 def evaluate(
-    pred: Predicate, readable: np.ndarray, slots_of: Callable[[str], np.ndarray]
+    pred: Predicate, readable: np.ndarray, slots_of: Callable[[str | int], np.ndarray]
 ) -> np.ndarray:
     """Slots (sorted, unique, int32) in `readable` (sorted unique int32) that satisfy `pred`;
     `slots_of(label)` gives a label's slots, sorted and unique. Checks the predicate first."""
     labels(pred)
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str | int, np.ndarray] = {}
 
-    def leaf(name: str) -> np.ndarray:
+    def leaf(name: str | int) -> np.ndarray:
         if name not in cache:
             cache[name] = np.asarray(slots_of(name), np.int32)
         return cache[name]
@@ -101,7 +103,7 @@ def evaluate(
     return out.astype(np.int32)
 
 
-def _eval(pred: Predicate, leaf: Callable[[str], np.ndarray]) -> tuple[bool, np.ndarray]:
+def _eval(pred: Predicate, leaf: Callable[[str | int], np.ndarray]) -> tuple[bool, np.ndarray]:
     """(False, S) means the set S; (True, S) means everything readable except S."""
     if isinstance(pred, Label):
         return False, leaf(pred.name)

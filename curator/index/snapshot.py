@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT_VERSION", "from_arrays", "load", "save", "save_arrays", "to_arrays"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ids scoped per owner, tenant keys may be integers
 
 _REQUIRED = (
     "meta",
@@ -107,14 +107,12 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
     index = CuratorIndex(meta["dim"], meta["metric"], IndexConfig(**meta["config"]))
     index._store = VectorStore.from_arrays(index.dim, arrays)
     index._tree = SharedTree.from_arrays(arrays)
-    live = index._store.live_slots()
-    ext = index._store.ext_id[live].view(np.int64)
-    order = np.argsort(ext, kind="stable")
-    index._ids = SortedMap.from_sorted(ext[order], live[order])
     index._access = SortedMap.from_sorted(arrays["access_keys"])
     index._names = list(meta["tenants"])
     index._tenant_of = {n: t for t, n in enumerate(index._names) if n is not None}
     index._trees = [TenantTree() if n is not None else None for n in index._names]
+    index._free = [t for t, n in enumerate(index._names) if n is None]
+    index._rebuild_owned()
     index._trained_n = int(meta["trained_n"])
     tree = index._tree
     ptr, slots = arrays["sl_ptr"], arrays["sl_slots"]

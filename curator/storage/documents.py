@@ -7,7 +7,10 @@ import json
 from curator.errors import InvalidArgument, ResourceExhausted
 from curator.results import Document
 
-__all__ = ["Document", "decode", "encode"]
+__all__ = ["MAX_DEPTH", "Document", "check_depth", "decode", "encode"]
+
+#: JSON documents may nest at most this deep (deeper ones would exhaust the stack).
+MAX_DEPTH = 64
 
 
 _BYTES, _TEXT, _JSON = b"b", b"s", b"j"
@@ -22,6 +25,7 @@ def encode(doc: Document, limit: int) -> bytes | None:
     elif isinstance(doc, str):
         raw = _TEXT + doc.encode()
     elif isinstance(doc, dict | list):
+        check_depth(doc)
         try:
             raw = _JSON + json.dumps(doc, separators=(",", ":")).encode()
         except (TypeError, ValueError) as e:
@@ -45,3 +49,18 @@ def decode(raw: bytes | None) -> Document:
         return bytes(body).decode()
     value: Document = json.loads(bytes(body))
     return value
+
+
+def check_depth(doc: object) -> None:
+    """InvalidArgument if `doc` nests dicts/lists deeper than MAX_DEPTH (checked without
+    recursion, so a 100,000-deep document cannot overflow the stack here)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidArgument(
+                    f"expected a JSON document nested at most {MAX_DEPTH} deep, got deeper"
+                )
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
