@@ -129,6 +129,14 @@ class AsyncClient:
     async def drop_tenant(self, name: str) -> None:
         await self._run(calls.drop_tenant(name))
 
+    async def allow_sharing(self, tenant: str, with_tenant: str, allowed: bool = True) -> None:
+        """Let `tenant`'s key grant its vectors to `with_tenant` (admin)."""
+        await self._run(calls.allow_sharing(tenant, with_tenant, allowed))
+
+    async def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now, e.g. after a bulk load (admin)."""
+        return await self._run(calls.train(name))
+
     async def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
         """A new key for `tenant` (None: an admin key): (key_id, secret), shown only here."""
         return await self._run(calls.issue_key(tenant, description))
@@ -176,21 +184,42 @@ class AsyncClient:
         )
         return await self._run(plan)
 
-    async def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records:
-        return await self._run(calls.get(collection, ids, tenant))
+    async def get(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> Records:
+        """`owner`'s vectors among `ids` (default: the acting tenant's) that the acting tenant
+        may read, in request order."""
+        return await self._run(calls.get(collection, ids, tenant, owner))
 
-    async def delete(self, collection: str, ids: Any, *, tenant: str | None = None) -> WriteResult:
-        return await self._run(calls.delete(collection, ids, tenant))
+    async def delete(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> WriteResult:
+        return await self._run(calls.delete(collection, ids, tenant, owner))
 
     async def grant(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return await self._run(calls.access("Grant", collection, ids, to_tenant, tenant))
+        """Share `owner`'s vectors (default: the key's tenant's) with `to_tenant`."""
+        return await self._run(calls.access("Grant", collection, ids, to_tenant, tenant, owner))
 
     async def revoke(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return await self._run(calls.access("Revoke", collection, ids, to_tenant, tenant))
+        """Take `to_tenant`'s access away; a grantee drops a share it received by naming
+        itself as `to_tenant` and the `owner`."""
+        return await self._run(calls.access("Revoke", collection, ids, to_tenant, tenant, owner))
 
     async def count(self, collection: str, *, tenant: str | None = None) -> int:
         return await self._run(calls.count(collection, tenant))

@@ -234,7 +234,9 @@ def commit_chunk(db: VectorsAPI, collection: str, chunk: Chunk, tenant: str | No
                 for label in chunk.labels[i]:
                     by_label.setdefault(label, []).append(int(chunk.ids[i]))
             for label, ids in sorted(by_label.items()):
-                seq = db.grant(collection, ids, label, tenant=owner).seq or seq
+                # the owner's ids (ids are scoped per owner); the caller acts as itself (an
+                # admin key grants freely, a tenant key only to tenants it may share with)
+                seq = db.grant(collection, ids, label, owner=owner).seq or seq
     return seq
 
 
@@ -287,16 +289,17 @@ def export_jsonl(
     ids: np.ndarray,
     *,
     tenant: str | None = None,
+    owner: str | None = None,
     chunk_size: int = 5000,
     bar: bool = True,
 ) -> int:
-    """Write the vectors among `ids` that exist (and `tenant` may read) to `out` as JSON
-    lines that `import_file` reads back; returns the rows written."""
+    """Write `owner`'s vectors (default: `tenant`'s) among `ids` that exist (and `tenant` may
+    read) to `out` as JSON lines that `import_file` reads back; returns the rows written."""
     written = 0
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w") as f, tqdm(total=len(ids), unit="id", desc="export", disable=not bar) as pb:
         for s in range(0, len(ids), chunk_size):
-            rec = db.get(collection, ids[s : s + chunk_size], tenant=tenant)
+            rec = db.get(collection, ids[s : s + chunk_size], tenant=tenant, owner=owner)
             for i, v, o, d in zip(rec.ids, rec.vectors, rec.owners, rec.documents, strict=True):
                 row: dict[str, Any] = {"id": int(i), "vector": v.tolist(), "owner": o}
                 if isinstance(d, bytes):

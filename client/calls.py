@@ -27,6 +27,7 @@ from curator.results import (
     ServerInfo,
     WriteResult,
 )
+from curator.validation import as_ids
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 
@@ -74,7 +75,7 @@ def service_config(retries: int) -> str:
 
 
 def _ids(ids: Any) -> list[int]:
-    return np.asarray(ids, np.uint64).reshape(-1).tolist()
+    return as_ids(ids, unique=False).tolist()  # negatives, floats, 2**64-1: InvalidArgument
 
 
 def _pages(service: str, method: str, request_type: Any, field: str, **kw: Any) -> Plan[list[Any]]:
@@ -128,6 +129,15 @@ def drop_tenant(name: str) -> Plan[None]:
     yield Call("Admin", "DropTenant", pb.TenantRef(name=name))
 
 
+def allow_sharing(tenant: str, with_tenant: str, allowed: bool) -> Plan[None]:
+    req = pb.AllowSharingRequest(tenant=tenant, with_tenant=with_tenant, allowed=allowed)
+    yield Call("Admin", "AllowSharing", req)
+
+
+def train(name: str) -> Plan[bool]:
+    return bool((yield Call("Admin", "Train", pb.CollectionRef(name=name))).trained)
+
+
 def issue_key(tenant: str | None, description: str) -> Plan[IssuedKey]:
     req = pb.IssueKeyRequest(tenant=tenant or "", description=description, admin=tenant is None)
     return convert.issued_key_from_pb((yield Call("Admin", "IssueKey", req)))
@@ -178,7 +188,7 @@ def upsert(
         )
     if batch_size is None:  # keep each request well under the message limit
         batch_size = max(1, min(10_000, max_message_bytes // 4 // (4 * x.shape[1] + 64)))
-    seq, count = 0, 0
+    seq, count, tseq = 0, 0, 0
     starts = range(0, max(len(ids), 1), batch_size)
     for s in tqdm(starts, desc="upsert", unit="batch", disable=not progress):
         part = slice(s, s + batch_size)
@@ -191,26 +201,39 @@ def upsert(
         if documents is not None:
             req.documents.extend(convert.encode_document(d) for d in documents[part])
         r = convert.write_result_from_pb((yield Call("Vectors", "Upsert", req)))
-        seq, count = r.seq, count + r.count
-    return WriteResult(seq, count)
+        seq, count, tseq = r.seq, count + r.count, r.tenant_seq
+    return WriteResult(seq, count, tseq)
 
 
-def get(collection: str, ids: Any, tenant: str | None) -> Plan[Records]:
-    req = pb.GetRequest(collection=collection, tenant=tenant or "", ids=_ids(ids))
+def get(collection: str, ids: Any, tenant: str | None, owner: str | None) -> Plan[Records]:
+    req = pb.GetRequest(
+        collection=collection, tenant=tenant or "", owner=owner or "", ids=_ids(ids)
+    )
     return convert.records_from_pb((yield Call("Vectors", "Get", req)))
 
 
-def delete(collection: str, ids: Any, tenant: str | None) -> Plan[WriteResult]:
-    req = pb.DeleteRequest(collection=collection, tenant=tenant or "", ids=_ids(ids))
+def delete(collection: str, ids: Any, tenant: str | None, owner: str | None) -> Plan[WriteResult]:
+    req = pb.DeleteRequest(
+        collection=collection, tenant=tenant or "", owner=owner or "", ids=_ids(ids)
+    )
     return convert.write_result_from_pb((yield Call("Vectors", "Delete", req)))
 
 
 def access(
-    method: str, collection: str, ids: Any, to_tenant: str, tenant: str | None
+    method: str,
+    collection: str,
+    ids: Any,
+    to_tenant: str,
+    tenant: str | None,
+    owner: str | None,
 ) -> Plan[WriteResult]:
     """method: "Grant" or "Revoke"."""
     req = pb.AccessRequest(
-        collection=collection, tenant=tenant or "", to_tenant=to_tenant, ids=_ids(ids)
+        collection=collection,
+        tenant=tenant or "",
+        owner=owner or "",
+        to_tenant=to_tenant,
+        ids=_ids(ids),
     )
     return convert.write_result_from_pb((yield Call("Vectors", method, req)))
 

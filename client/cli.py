@@ -132,7 +132,13 @@ def _id_list(a: argparse.Namespace) -> np.ndarray:
 
 def _export(c: Client, a: argparse.Namespace) -> Any:
     n = bulk.export_jsonl(
-        c, a.collection, Path(a.out), _id_list(a), tenant=a.tenant, bar=not a.quiet
+        c,
+        a.collection,
+        Path(a.out),
+        _id_list(a),
+        tenant=a.tenant,
+        owner=a.owner,
+        bar=not a.quiet,
     )
     return {"rows": n, "file": a.out}
 
@@ -265,7 +271,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--ids", help="a .npy of the ids to export")
     p.add_argument("--id-range", help="START:END (END excluded)")
-    p.add_argument("--tenant", help="read as this tenant (default: everything, as the admin)")
+    p.add_argument("--tenant", help="read as this tenant (default: the key's, or the admin)")
+    p.add_argument("--owner", help="whose ids (ids are scoped per owner; default: --tenant)")
     p.add_argument("--quiet", action="store_true")
 
     verb(

@@ -4,7 +4,7 @@
 >>> with Client("127.0.0.1:50051", api_key="cdb_...") as db:          # doctest: +SKIP
 ...     db.upsert("docs", ids, vectors, documents=texts)
 ...     hits = db.search("docs", queries, k=10, with_documents=True)
-...     hits.ids, hits.distances                       # (nq, k) int64, (nq, k) float32
+...     hits.ids, hits.distances, hits.owners          # (nq, k) uint64, (nq, k) float32
 
 Implements curator.api.CuratorAPI, like the in-process `Database` and the `AsyncClient`
 (client.aio); every call's encoding lives once, in client.calls / client.cache. Errors raise
@@ -143,6 +143,14 @@ class Client:
     def drop_tenant(self, name: str) -> None:
         self._run(calls.drop_tenant(name))
 
+    def allow_sharing(self, tenant: str, with_tenant: str, allowed: bool = True) -> None:
+        """Let `tenant`'s key grant its vectors to `with_tenant` (admin)."""
+        self._run(calls.allow_sharing(tenant, with_tenant, allowed))
+
+    def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now, e.g. after a bulk load (admin)."""
+        return self._run(calls.train(name))
+
     def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
         """A new key for `tenant` (None: an admin key): (key_id, secret), shown only here."""
         return self._run(calls.issue_key(tenant, description))
@@ -190,21 +198,42 @@ class Client:
         )
         return self._run(plan)
 
-    def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records:
-        return self._run(calls.get(collection, ids, tenant))
+    def get(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> Records:
+        """`owner`'s vectors among `ids` (default: the acting tenant's) that the acting tenant
+        may read, in request order."""
+        return self._run(calls.get(collection, ids, tenant, owner))
 
-    def delete(self, collection: str, ids: Any, *, tenant: str | None = None) -> WriteResult:
-        return self._run(calls.delete(collection, ids, tenant))
+    def delete(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> WriteResult:
+        return self._run(calls.delete(collection, ids, tenant, owner))
 
     def grant(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return self._run(calls.access("Grant", collection, ids, to_tenant, tenant))
+        """Share `owner`'s vectors (default: the key's tenant's) with `to_tenant`."""
+        return self._run(calls.access("Grant", collection, ids, to_tenant, tenant, owner))
 
     def revoke(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return self._run(calls.access("Revoke", collection, ids, to_tenant, tenant))
+        """Take `to_tenant`'s access away; a grantee drops a share it received by naming
+        itself as `to_tenant` and the `owner`."""
+        return self._run(calls.access("Revoke", collection, ids, to_tenant, tenant, owner))
 
     def count(self, collection: str, *, tenant: str | None = None) -> int:
         return self._run(calls.count(collection, tenant))

@@ -70,6 +70,14 @@ class AdminAPI(Protocol):
 
     def drop_tenant(self, name: str) -> None: ...
 
+    def allow_sharing(self, tenant: str, with_tenant: str, allowed: bool = True) -> None:
+        """Let `tenant`'s key grant its vectors to `with_tenant` (or no longer)."""
+        ...
+
+    def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now (after a bulk load)."""
+        ...
+
     def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
         """A new key for `tenant` (None: an admin key); the secret is shown only here."""
         ...
@@ -107,16 +115,32 @@ class VectorsAPI(Protocol):
         tenant: str | None = None,
     ) -> WriteResult: ...
 
-    def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records: ...
+    def get(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> Records: ...
 
-    def delete(self, collection: str, ids: Any, *, tenant: str | None = None) -> WriteResult: ...
+    def delete(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> WriteResult: ...
 
     def grant(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult: ...
 
     def revoke(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult: ...
 
     def count(self, collection: str, *, tenant: str | None = None) -> int: ...
@@ -221,6 +245,14 @@ class AsyncAdminAPI(Protocol):
 
     async def drop_tenant(self, name: str) -> None: ...
 
+    async def allow_sharing(self, tenant: str, with_tenant: str, allowed: bool = True) -> None:
+        """Let `tenant`'s key grant its vectors to `with_tenant` (or no longer)."""
+        ...
+
+    async def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now (after a bulk load)."""
+        ...
+
     async def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey: ...
 
     async def list_keys(self, tenant: str | None = None) -> list[KeyInfo]: ...
@@ -245,18 +277,32 @@ class AsyncVectorsAPI(Protocol):
         tenant: str | None = None,
     ) -> WriteResult: ...
 
-    async def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records: ...
+    async def get(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> Records: ...
 
     async def delete(
-        self, collection: str, ids: Any, *, tenant: str | None = None
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
     ) -> WriteResult: ...
 
     async def grant(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult: ...
 
     async def revoke(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult: ...
 
     async def count(self, collection: str, *, tenant: str | None = None) -> int: ...

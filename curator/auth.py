@@ -80,11 +80,13 @@ class KeyRing:
             self.issue(tenant, description, key)
 
     def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
-        keys = [k for k in self._keys.values() if tenant is None or k.tenant == tenant]
+        with self._lock:  # a copy: other threads issue and revoke meanwhile
+            keys = [k for k in self._keys.values() if tenant is None or k.tenant == tenant]
         return sorted(keys, key=lambda k: (k.created, k.key_id))
 
     def has_admin(self) -> bool:
-        return any(k.tenant is None for k in self._keys.values())
+        with self._lock:
+            return any(k.tenant is None for k in self._keys.values())
 
     def revoke(self, key_id: str) -> KeyInfo:
         """FailedPrecondition for the last admin key (nobody could manage keys after it)."""
@@ -126,7 +128,8 @@ class KeyRing:
     def revoke_tenant(self, tenant: str, txn: Any) -> list[str]:
         """Delete every key of `tenant` inside the caller's write transaction; returns their
         digests, to be forgotten with `forget` once the transaction committed."""
-        hits = [h for h, k in self._keys.items() if k.tenant == tenant]
+        with self._lock:
+            hits = [h for h, k in self._keys.items() if k.tenant == tenant]
         for h in hits:
             self.store.delete_key(txn, "api_keys", h)
         return hits

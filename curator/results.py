@@ -11,6 +11,7 @@ from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig
 
 __all__ = [
+    "NO_ID",
     "CacheLookup",
     "CacheStats",
     "CacheStored",
@@ -28,27 +29,40 @@ __all__ = [
 
 Document = bytes | str | dict | list | None
 
+#: Padding of search result ids (2**64 - 1, an id no vector may have; -1 as int64 bits).
+NO_ID = np.uint64(2**64 - 1)
+
 
 @dataclass(frozen=True)
 class WriteResult:
     """seq: write sequence number of the write (durable and visible once returned);
-    count: ids affected."""
+    count: ids affected; tenant_seq: the acting tenant's own write counter after this write
+    (what a tenant key is shown as `seq`: the database-wide number would reveal other
+    tenants' writes; 0 for the admin)."""
 
     seq: int
     count: int
+    tenant_seq: int = 0
 
 
 @dataclass
 class SearchResult:
-    """ids (nq, k) int64 (-1 padded), distances (nq, k) float32 (inf padded, smaller is
-    closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked for; seq: the
-    write sequence the answer reflects."""
+    """ids (nq, k) uint64 (padded with NO_ID), distances (nq, k) float32 (inf padded,
+    smaller is closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked
+    for; seq: the write sequence the answer reflects; owners: nq lists of k owner tenant
+    names ("" for padding): ids are scoped per owner, so (owner, id) names a vector."""
 
     ids: np.ndarray
     distances: np.ndarray
     documents: list[list[Document]] | None = None
     vectors: np.ndarray | None = None
     seq: int = 0
+    owners: list[list[str]] | None = None
+
+    @property
+    def found(self) -> np.ndarray:
+        """(nq, k) bool: which entries are hits (not padding)."""
+        return np.asarray(self.ids) != NO_ID
 
 
 @dataclass
@@ -103,7 +117,8 @@ class CollectionInfo:
     """What `create_collection` / `describe_collection` report. metric: "l2", "ip" or
     "cosine"; vectors / tenants: counts (a tenant key sees only its own vectors, and 0
     tenants); trained: the shared tree is trained; seq: the last write the index reflects;
-    memory: bytes by component ("total" included; empty for a tenant key)."""
+    memory: bytes by component ("total" included; empty for a tenant key); quarantined:
+    stored rows start-up could not apply (moved aside and logged; admin only)."""
 
     name: str
     dim: int
@@ -114,6 +129,7 @@ class CollectionInfo:
     trained: bool = False
     seq: int = 0
     memory: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,7 +152,8 @@ class IssuedKey(NamedTuple):
 @dataclass(frozen=True)
 class ServerInfo:
     """version of the server; principal: "admin" or "tenant:<name>"; seq: the last write
-    sequence number; collections / tenants: counts; uptime_seconds since the database (or
+    sequence number (a tenant key: its own write counter); collections / tenants: counts
+    (a tenant key: 0 tenants); uptime_seconds since the database (or
     server) started."""
 
     version: str

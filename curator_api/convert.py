@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from curator.results import (
     ServerInfo,
     WriteResult,
 )
+from curator.validation import MAX_DEPTH, check_depth
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = [
@@ -125,6 +127,7 @@ def encode_document(doc: Document) -> pb.Document:
         return pb.Document(raw=bytes(doc))
     if isinstance(doc, str):
         return pb.Document(text=doc)
+    check_depth(doc)
     return pb.Document(json=json.dumps(doc, separators=(",", ":")))
 
 
@@ -136,11 +139,28 @@ def decode_document(d: pb.Document) -> Document:
         return bytes(d.raw)
     if kind == "text":
         return str(d.text)
+    if _json_depth(d.json) > MAX_DEPTH:
+        raise InvalidArgument(f"expected a JSON document nested at most {MAX_DEPTH} deep")
     try:
         value: Any = json.loads(d.json)
     except json.JSONDecodeError as e:
         raise InvalidArgument(f"expected a JSON document, got invalid JSON ({e})") from None
     return value
+
+
+def _json_depth(text: str) -> int:
+    """Bracket nesting depth of JSON text (string contents skipped), without parsing it."""
+    outside = _JSON_STRING.sub("", text).encode()
+    if not outside:
+        return 0
+    b = np.frombuffer(outside, np.uint8)
+    step = np.isin(b, _OPEN).astype(np.int64) - np.isin(b, _CLOSE)
+    return int(np.cumsum(step).max(initial=0))
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPEN = np.frombuffer(b"[{", np.uint8)
+_CLOSE = np.frombuffer(b"]}", np.uint8)
 
 
 def metric_to_pb(name: str) -> pb.Metric:
@@ -332,6 +352,7 @@ def collection_info_to_pb(c: CollectionInfo) -> pb.CollectionInfo:
         tenant_count=c.tenants,
         trained=c.trained,
         seq=c.seq,
+        quarantined=c.quarantined,
     )
     out.memory_bytes.update(c.memory)
     return out
@@ -348,6 +369,7 @@ def collection_info_from_pb(m: pb.CollectionInfo) -> CollectionInfo:
         trained=m.trained,
         seq=m.seq,
         memory=dict(m.memory_bytes),
+        quarantined=m.quarantined,
     )
 
 
@@ -383,11 +405,11 @@ def server_info_from_pb(m: pb.ServerInfoResponse) -> ServerInfo:
 
 # -- vectors ---------------------------------------------------------------------------------
 def write_result_to_pb(r: WriteResult) -> pb.WriteResponse:
-    return pb.WriteResponse(seq=r.seq, count=r.count)
+    return pb.WriteResponse(seq=r.seq, count=r.count, tenant_seq=r.tenant_seq)
 
 
 def write_result_from_pb(m: pb.WriteResponse) -> WriteResult:
-    return WriteResult(m.seq, m.count)
+    return WriteResult(m.seq, m.count, m.tenant_seq)
 
 
 def records_to_pb(r: Records) -> pb.GetResponse:
@@ -407,12 +429,16 @@ def records_from_pb(m: pb.GetResponse) -> Records:
 
 def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
     nq, k = r.ids.shape
+    names = sorted({o for row in r.owners or [] for o in row if o})
+    slot = {n: i for i, n in enumerate(names)}
     out = pb.SearchResponse(
         nq=nq,
         k=k,
-        ids=r.ids.ravel().tolist(),
+        ids=np.asarray(r.ids).view(np.uint64).ravel().tolist(),
         seq=r.seq,
         distances=np.ascontiguousarray(r.distances, _LE_F32).tobytes(),
+        owner_names=names,
+        owners=[slot.get(o, -1) for row in r.owners or [] for o in row],
     )
     if r.documents is not None:
         out.documents.extend(encode_document(d) for row in r.documents for d in row)
@@ -423,8 +449,11 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
 
 def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchResult:
     """with_documents: whether documents were asked for (an empty list is then nq empty rows)."""
-    ids = np.array(m.ids, np.int64).reshape(m.nq, m.k)
+    ids = np.array(m.ids, np.uint64).reshape(m.nq, m.k)
     dist = np.frombuffer(m.distances, _LE_F32).astype(np.float32).reshape(m.nq, m.k)
+    table = list(m.owner_names)
+    flat_owners = [table[i] if 0 <= i < len(table) else "" for i in m.owners]
+    owners = [flat_owners[i * m.k : (i + 1) * m.k] for i in range(m.nq)] if m.owners else None
     docs = None
     if with_documents:
         flat = [decode_document(d) for d in m.documents]
@@ -433,4 +462,4 @@ def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchR
     if m.HasField("vectors"):
         x = decode_matrix(m.vectors, "vectors", rows=m.nq * m.k)
         vecs = x.reshape(m.nq, m.k, m.vectors.dim)
-    return SearchResult(ids, dist, docs, vecs, m.seq)
+    return SearchResult(ids, dist, docs, vecs, m.seq, owners)

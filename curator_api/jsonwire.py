@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from curator.errors import InvalidArgument
-from curator.results import CacheLookup, Document, Records, SearchResult
+from curator.results import NO_ID, CacheLookup, Document, Records, SearchResult
 
 __all__ = [
     "document_from_json",
@@ -74,9 +74,15 @@ def number_or_null(v: float) -> float | None:
 
 
 def search_result_to_json(r: SearchResult) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ids": r.ids.tolist(),
+    found = np.asarray(r.ids) != NO_ID
+    ids = np.asarray(r.ids).view(np.uint64).tolist()
+    out: dict[str, Any] = {  # padding: null id, null distance, "" owner
+        "ids": [
+            [i if f else None for i, f in zip(row, fr, strict=True)]
+            for row, fr in zip(ids, found.tolist(), strict=True)
+        ],
         "distances": [[number_or_null(v) for v in row] for row in r.distances.tolist()],
+        "owners": r.owners,
         "seq": r.seq,
     }
     if r.documents is not None:

@@ -18,10 +18,12 @@ from grpc_reflection.v1alpha import reflection
 from curator.auth import Principal
 from curator.database import Database
 from curator.errors import FailedPrecondition, InvalidArgument, Unavailable
+from curator.index.warmup import warm_kernels
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import AuthInterceptor
 from server.config import ServerConfig
+from server.fairness import TenantLimiter, default_tenant_limit
 from server.metrics import MetricsInterceptor
 from server.service import AdminServicer, CacheServicer, VectorsServicer
 
@@ -101,8 +103,9 @@ def create_server(
     database: Database | Callable[[], Database], config: ServerConfig | None = None
 ) -> Server:
     """Bind and start a server for `database` (or for the database a factory opens, in the
-    background: health reports NOT_SERVING until it has loaded). Returns the Server, whose
-    `port` is the port bound (config.address may use port 0)."""
+    background: health reports NOT_SERVING until it has loaded and the search kernels are
+    compiled). Returns the Server, whose `port` is the port bound (config.address may use
+    port 0)."""
     config = config or ServerConfig()
     state = _State()
     opts = [
@@ -110,9 +113,11 @@ def create_server(
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    limiter = TenantLimiter(config.max_tenant_inflight or default_tenant_limit(config.threads))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="curator-rpc"),
-        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate)],
+        # Outermost first: the limiter runs after authentication has named the tenant.
+        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate), limiter],
         options=opts,
         maximum_concurrent_rpcs=config.threads * 16,
     )
@@ -144,7 +149,8 @@ def create_server(
             db.backup_dir = Path(config.backup_dir)
         state.ready.set()
         set_serving(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on port %d", port)
+        since = time.monotonic() - state.started
+        log.info("start-up: serving on port %d, %.2f s after start", port, since)
 
     set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
     http = _start_http(state, config) if config.http_address else None
@@ -157,9 +163,15 @@ def create_server(
 
         def load() -> None:
             try:
-                attach(factory())
+                db = factory()
             except Exception:
                 log.exception("the database failed to open; the server keeps NOT_SERVING")
+                return
+            try:
+                warm_kernels()  # so that no query waits for numba
+            except Exception:
+                log.exception("warming the kernels failed; the first queries will compile them")
+            attach(db)
 
         threading.Thread(target=load, name="curator-load", daemon=True).start()
     return wrapper

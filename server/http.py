@@ -259,23 +259,31 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
     @app.post("/v1/collections/{collection}/get", tags=["vectors"])
     def get(collection: str, body: IdsBody, p: Principal = P) -> JSON:
         tenant = rules.acting_tenant(p, body.tenant, required=False)
-        return jw.records_to_json(db().get(collection, body.ids, tenant=tenant))
+        return jw.records_to_json(
+            db().get(collection, body.ids, tenant=tenant, owner=body.owner or None)
+        )
 
     @app.post("/v1/collections/{collection}/delete", tags=["vectors"])
     def delete(collection: str, body: IdsBody, p: Principal = P) -> JSON:
         tenant = rules.acting_tenant(p, body.tenant, required=False)
-        return jw.to_json(db().delete(collection, body.ids, tenant=tenant))
+        return jw.to_json(
+            db().delete(collection, body.ids, tenant=tenant, owner=body.owner or None)
+        )
 
     @app.post("/v1/collections/{collection}/grant", tags=["vectors"])
     def grant(collection: str, body: AccessBody, p: Principal = P) -> JSON:
         tenant = rules.acting_tenant(p, body.tenant, required=False)
-        res = db().grant(collection, body.ids, body.to_tenant, tenant=tenant)
+        res = db().grant(
+            collection, body.ids, body.to_tenant, tenant=tenant, owner=body.owner or None
+        )
         return jw.to_json(res)
 
     @app.post("/v1/collections/{collection}/revoke", tags=["vectors"])
     def revoke(collection: str, body: AccessBody, p: Principal = P) -> JSON:
         tenant = rules.acting_tenant(p, body.tenant, required=False)
-        res = db().revoke(collection, body.ids, body.to_tenant, tenant=tenant)
+        res = db().revoke(
+            collection, body.ids, body.to_tenant, tenant=tenant, owner=body.owner or None
+        )
         return jw.to_json(res)
 
     @app.get("/v1/collections/{collection}/count", tags=["vectors"])

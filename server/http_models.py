@@ -65,12 +65,14 @@ class UpsertBody(_Body):
 class IdsBody(_Body):
     ids: Ids
     tenant: str = ""
+    owner: str = ""  # whose ids (ids are scoped per owner); default: the acting tenant
 
 
 class AccessBody(_Body):
     ids: Ids
     to_tenant: str
     tenant: str = ""
+    owner: str = ""  # whose ids; a grantee drops a received share naming the owner
 
 
 class SearchParamsBody(_Body):

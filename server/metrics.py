@@ -1,4 +1,9 @@
-"""Prometheus metrics: requests, latencies and errors by method; collection sizes."""
+"""Prometheus metrics: requests, latencies and errors by method; collection sizes.
+
+The page is unauthenticated (bound to 127.0.0.1), so it names no tenant and no category a
+tenant made up: the cache series are labelled with the built-in categories only, every other
+category is summed into "other".
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from curator.cache.policy import CATALOGUE
 from curator.results import CacheStats
 
 __all__ = ["REGISTRY", "CacheState", "MetricsInterceptor", "serve_metrics"]
@@ -103,7 +109,7 @@ class CacheState:
             "curator_cache_entries", "Entries by category", labels=["category"]
         )
         size = GaugeMetricFamily("curator_cache_bytes", "Bytes by category", labels=["category"])
-        for cat, counters in (stats.categories if stats else {}).items():
+        for cat, counters in _public(stats.categories if stats else {}).items():
             for what, n in counters.items():
                 if what == "entries":
                     entries.add_metric([cat], n)
@@ -129,19 +135,33 @@ class CacheState:
             labels=["category", "model"],
         )
         for (cat, model), (t, life) in current.items():
+            if cat not in CATALOGUE:
+                continue  # a setting of a category that is not public has no aggregate
             threshold.add_metric([cat, model], t)
             ttl.add_metric([cat, model], life)
         yield from (events, entries, size, load, pressure, threshold, ttl)
+
+
+def _public(by_cat: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Counters by category with every non-built-in category summed into "other"."""
+    out: dict[str, dict[str, int]] = {}
+    for cat, counters in by_cat.items():
+        public = cat in CATALOGUE or cat == "*"  # "*": invalidations of every category
+        d = out.setdefault(cat if public else "other", {})
+        for what, n in counters.items():
+            d[what] = d.get(what, 0) + n
+    return out
 
 
 def serve_metrics(
     port: int,
     describe: Callable[[], dict[str, tuple[int, int]]],
     cache_state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]] | None = None,
+    host: str = "127.0.0.1",
 ) -> Any:
-    """Expose the metrics on http://127.0.0.1:<port>/metrics; returns the HTTP server."""
+    """Expose the metrics on http://<host>:<port>/metrics; returns the HTTP server."""
     REGISTRY.register(CollectionSizes(describe))
     if cache_state is not None:
         REGISTRY.register(CacheState(cache_state))
-    server, _ = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
     return server

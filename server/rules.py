@@ -86,12 +86,16 @@ def rotate_key(db: Database, p: Principal, key_id: str) -> IssuedKey:
 
 def server_info(db: Database, p: Principal, started: float) -> ServerInfo:
     """started: time.monotonic() when the server started."""
-    return dataclasses.replace(
+    info = dataclasses.replace(
         db.server_info(),
         version=__version__,
         principal=str(p),
         uptime_seconds=time.monotonic() - started,
     )
+    if p.is_admin:
+        return info
+    # a tenant key sees neither the database-wide seq nor how many tenants there are
+    return dataclasses.replace(info, seq=db.tenant_seq(p.tenant or ""), tenants=0)
 
 
 def page(items: Sequence[str], size: int, token: str) -> tuple[list[str], str]:

@@ -3,12 +3,14 @@ may act as which tenant, server/rules.py) are applied before the call."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from curator.database import Database
 from curator.errors import NotFound
+from curator.results import WriteResult
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
@@ -72,6 +74,11 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         return pb.Empty()
 
     @rpc
+    def Train(self, request: pb.CollectionRef, context: Any) -> Any:
+        _admin()
+        return pb.TrainResponse(trained=self.db.train(request.name))
+
+    @rpc
     def CreateTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
         self.db.create_tenant(request.name)
@@ -87,6 +94,12 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     def DropTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
         self.db.drop_tenant(request.name)
+        return pb.Empty()
+
+    @rpc
+    def AllowSharing(self, request: pb.AllowSharingRequest, context: Any) -> Any:
+        _admin()
+        self.db.allow_sharing(request.tenant, request.with_tenant, request.allowed)
         return pb.Empty()
 
     @rpc
@@ -138,35 +151,53 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             else None
         )
         res = self.db.upsert(request.collection, ids, x, docs, tenant=tenant)
-        return convert.write_result_to_pb(res)
+        return _written(res)
 
     @rpc
     def Get(self, request: pb.GetRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        rec = self.db.get(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
+        rec = self.db.get(
+            request.collection,
+            np.array(request.ids, np.uint64),
+            tenant=tenant,
+            owner=request.owner or None,
+        )
         return convert.records_to_pb(rec)
 
     @rpc
     def Delete(self, request: pb.DeleteRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        res = self.db.delete(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
-        return convert.write_result_to_pb(res)
+        res = self.db.delete(
+            request.collection,
+            np.array(request.ids, np.uint64),
+            tenant=tenant,
+            owner=request.owner or None,
+        )
+        return _written(res)
 
     @rpc
     def Grant(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.grant(
-            request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
+            request.collection,
+            np.array(request.ids, np.uint64),
+            request.to_tenant,
+            tenant=tenant,
+            owner=request.owner or None,
         )
-        return convert.write_result_to_pb(res)
+        return _written(res)
 
     @rpc
     def Revoke(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.revoke(
-            request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
+            request.collection,
+            np.array(request.ids, np.uint64),
+            request.to_tenant,
+            tenant=tenant,
+            owner=request.owner or None,
         )
-        return convert.write_result_to_pb(res)
+        return _written(res)
 
     @rpc
     def Count(self, request: pb.CountRequest, context: Any) -> Any:
@@ -175,7 +206,8 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
 
     @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
-        tenants = rules.search_tenants(current_principal.get(), request.tenants)
+        p = current_principal.get()
+        tenants = rules.search_tenants(p, request.tenants)
         q = convert.decode_matrix(request.queries, "queries")
         res = self.db.search(
             request.collection,
@@ -187,7 +219,16 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             with_vectors=request.with_vectors,
             require_all=request.require_all,
         )
+        if not p.is_admin:  # a tenant key sees its own write counter, not the global seq
+            res = dataclasses.replace(res, seq=self.db.tenant_seq(p.tenant or ""))
         return convert.search_result_to_pb(res)
+
+
+def _written(res: WriteResult) -> pb.WriteResponse:
+    """A write's answer: a tenant key sees its own write counter, never the global seq."""
+    if not current_principal.get().is_admin:
+        res = dataclasses.replace(res, seq=res.tenant_seq)
+    return convert.write_result_to_pb(res)
 
 
 class CacheServicer(_Base, pb_grpc.CacheServicer):

@@ -85,9 +85,11 @@ def test_import_commits_owners_documents_and_labels(db: Database, tmp_path: Path
     assert (report.rows, report.chunks, report.skipped_chunks) == (9, 3, 0)
     assert (db.count("c", tenant="acme"), db.count("c", tenant="beta")) == (6, 3)
     assert db.count("c", tenant="lab") == 3  # ids 0, 3, 6 granted
-    rec = db.get("c", [1, 7])
-    assert rec.owners == ["acme", "beta"] and rec.documents == [b"\x00\x01", {"i": 7}]
+    a, b = db.get("c", [1, 7], owner="acme"), db.get("c", [1, 7], owner="beta")
+    assert (a.owners, b.owners) == (["acme"], ["beta"])  # ids are scoped per owner
+    assert (a.documents, b.documents) == ([b"\x00\x01"], [{"i": 7}])
     out = tmp_path / "out.jsonl"
-    assert bulk.export_jsonl(db, "c", out, np.arange(20, dtype=np.uint64), bar=False) == 9
+    ids = np.arange(20, dtype=np.uint64)
+    assert bulk.export_jsonl(db, "c", out, ids, owner="acme", bar=False) == 6
     back = [json.loads(line) for line in out.read_text().splitlines()]
     assert back[1] == {**back[1], "id": 1, "owner": "acme", "document_b64": "AAE="}

@@ -196,11 +196,11 @@ def test_category_quota_evicts_expired_first_then_lowest_utility(
     clock.t += 60  # "short-lived" has expired
     s = store(db, "new1", emb(24), category="chat")
     assert s.evicted == 1
-    left = {e.prompt for e in db.cache.entries("a")}
+    left = {e.prompt for e in db.cache.entries(db._cache_tenant("a"))}
     assert left == {"hot", "costly", "cold", "new1"}  # the expired one went first
     s = store(db, "new2", emb(25), category="chat")
     assert s.evicted == 1
-    left = {e.prompt for e in db.cache.entries("a")}
+    left = {e.prompt for e in db.cache.entries(db._cache_tenant("a"))}
     assert "cold" not in left and {"hot", "costly", "new1", "new2"} == left  # lowest utility
     db.close()
 
@@ -329,7 +329,7 @@ def test_sweep_and_invalidate(db: Database, clock: Clock) -> None:
     assert db.cache_invalidate(tenant="a", fingerprint="f1") == 1
     assert db.cache_invalidate(tenant="a", category="code", model="m") == 1
     assert db.cache_invalidate(tenant="b") == 0
-    assert [x.prompt for x in db.cache.entries("a")] == ["c3"]
+    assert [x.prompt for x in db.cache.entries(db._cache_tenant("a"))] == ["c3"]
     assert lookup(db, "c3", emb(63), model="other", category="code").hit
 
 
@@ -355,13 +355,15 @@ def test_store_entries_batch(db: Database) -> None:
     e = np.stack([emb(500 + i) for i in range(50)])
     prompts = [f"p{i}" for i in range(50)]
     prompts[49] = "p0"  # a later duplicate in the batch replaces the earlier one
-    res = db.cache.store_entries("a", prompts, e, [f"r{i}" for i in range(50)], model="m")
+    res = db.cache.store_entries(
+        db._cache_tenant("a"), prompts, e, [f"r{i}" for i in range(50)], model="m"
+    )
     assert len(res) == 50 and res[0].entry_id == res[49].entry_id
     assert db.cache_stats(tenant="a").entries == 49
     assert lookup(db, "p0", e[49]).response == b"r49"
     assert lookup(db, "p7 reworded", near(e[7], 0.99)).response == b"r7"
     with pytest.raises(errors.InvalidArgument):
-        db.cache.store_entries("a", ["x", "y"], e[:1], ["r", "s"], model="m")
+        db.cache.store_entries(db._cache_tenant("a"), ["x", "y"], e[:1], ["r", "s"], model="m")
     assert db.cache_stats(tenant="a").entries == 49
 
 
@@ -426,7 +428,7 @@ def test_saved_graphs_reload_and_reconcile(
     db.cache_set_policy("chat", tenant="a", quota_entries=320)
     for i in range(300, 400):  # 100 more: 80 of the first ones are evicted
         store(db, f"prompt {i}", e[i], f"r{i}", category="chat")
-    live = {x.prompt for x in db.cache.entries("a")}
+    live = {x.prompt for x in db.cache.entries(db._cache_tenant("a"))}
     assert len(live) == 320
     db.close()
 
@@ -473,12 +475,12 @@ def test_hit_counts_are_written_back(tmp_path: Path, clock: Clock) -> None:
         clock.t += 10
         assert lookup(db, "popular", emb(900), category="chat").hit
     db.cache.sweep()  # the background write-back, run by hand
-    got = {e.prompt: (e.hits, e.last_hit) for e in db.cache.entries("a")}
+    got = {e.prompt: (e.hits, e.last_hit) for e in db.cache.entries(db._cache_tenant("a"))}
     assert got == {"popular": (3, clock.t), "ignored": (0, 0.0)}
     assert lookup(db, "popular", emb(900), category="chat").hit
     db.close()  # close writes back the fourth hit
     db = open_db(tmp_path, clock)
-    stored = {e.prompt: e for e in db.cache.entries("a")}
+    stored = {e.prompt: e for e in db.cache.entries(db._cache_tenant("a"))}
     assert {p: e.hits for p, e in stored.items()} == {"popular": 4, "ignored": 0}
     assert db.cache._metas[stored["popular"].entry_id].hits == 4  # eviction utility sees it
     db.close()

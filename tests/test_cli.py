@@ -135,7 +135,7 @@ def test_import_jsonl_with_owners_labels_and_resume(server: Proc, tmp_path: Path
     assert json.loads(progress.read_text())["chunks_done"] == 3
     with server.client() as c:
         assert c.count("resumed") == 15  # rows 0..9 were skipped, not re-sent
-        assert c.get("resumed", np.arange(10)).ids.size == 0
+        assert c.get("resumed", np.arange(10), owner="acme").ids.size == 0
         assert c.count("resumed", tenant="lab") == 7  # odd ids 11..23 granted to the label
         rec = c.get("resumed", [12], tenant="acme")
         assert rec.owners == ["acme"] and rec.documents == [{"n": 12}]
@@ -162,11 +162,13 @@ def test_import_npy_and_export_round_trip(server: Proc, tmp_path: Path) -> None:
     )  # fmt: skip
     assert (got["rows"], got["chunks"]) == (30, 4)
     out = tmp_path / "out.jsonl"
-    assert server.run("export", "docs", str(out), "--id-range", "1000:1100")["rows"] == 30
+    exported = server.run("export", "docs", str(out), "--id-range", "1000:1100", "--owner", "acme")
+    assert exported["rows"] == 30
     server.run("collections", "create", "copy", "--dim", str(DIM), "--metric", "cosine")
     server.run("import", "copy", str(out))  # owners come from the exported rows
     with server.client() as c:
-        a, b = c.get("docs", np.arange(1000, 1030)), c.get("copy", np.arange(1000, 1030))
+        ids = np.arange(1000, 1030)
+        a, b = c.get("docs", ids, owner="acme"), c.get("copy", ids, owner="acme")
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-6)
         assert b.owners == ["acme"] * 30
@@ -187,7 +189,7 @@ def test_import_parquet(server: Proc, tmp_path: Path) -> None:
     got = server.run("import", "docs", str(tmp_path / "rows.parquet"), "--chunk-size", "5")
     assert (got["rows"], got["chunks"]) == (12, 3)
     with server.client() as c:
-        rec = c.get("docs", [5003])
+        rec = c.get("docs", [5003], owner="acme")
         assert rec.owners == ["acme"] and rec.documents == ['{"n": 3}']
         np.testing.assert_allclose(
             rec.vectors[0] / np.linalg.norm(rec.vectors[0]),

@@ -175,8 +175,11 @@ async def _scenario(db: Any) -> list[Any]:
     docs = [f"d{i}" if i % 3 else {"n": i} for i in range(400)]
     out.append(await db.upsert("docs", np.arange(400), x, docs, tenant="a"))
     out.append(await db.upsert("docs", np.arange(400, 450), _vecs(50, 1), tenant="b"))
+    await expect_error(db.grant("docs", [1], "b", tenant="a"))  # not allowed to share yet
+    await db.allow_sharing("a", "b")
     out.append(await db.grant("docs", np.arange(0, 30), "b", tenant="a"))
     out.append(await db.revoke("docs", np.arange(0, 5), "b", tenant="a"))
+    out.append(await db.revoke("docs", [5], "b", tenant="b", owner="a"))  # a grantee drops it
     out.append(await db.delete("docs", np.arange(390, 410), tenant="a"))
     out.append((await db.count("docs"), await db.count("docs", tenant="b")))
     for tenant in ("a", ["a", "b"]):
@@ -190,7 +193,8 @@ async def _scenario(db: Any) -> list[Any]:
             with_vectors=True,
         )
         out.append(res)
-    out.append(await db.get("docs", [3, 20, 420, 9999], tenant="b"))
+    out.append(await db.get("docs", [3, 20, 420, 9999], tenant="b", owner="a"))
+    out.append(await db.get("docs", [3, 20, 420, 9999], tenant="b"))  # b's own ids
     out.append(await db.get("docs", [9999], tenant="b"))  # nothing found
     out.append(await db.describe_collection("docs"))
     info = await db.server_info()
@@ -201,7 +205,8 @@ async def _scenario(db: Any) -> list[Any]:
     await expect_error(db.upsert("docs", [1], x[:1]))  # the admin must name an owner
     await expect_error(db.search("docs", x[:1], 3))
     await expect_error(db.search("docs", x[:1, :4], 3, tenant="a"))
-    await expect_error(db.grant("docs", [10], "a", tenant="b"))  # shared with b, not its own
+    await expect_error(db.grant("docs", [10], "a", tenant="b", owner="a"))  # a's, not b's
+    out.append(await db.train("docs"))
     # semantic cache
     e = [_unit(i) for i in range(4)]
     stored = await db.cache_store("hello?", e[0], "hi", tenant="a", model="m", category="chat")

@@ -239,18 +239,22 @@ def test_records(data: Any) -> None:
 @given(st.data())
 def test_search_result(data: Any) -> None:
     nq, k, d = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4)), 3
-    ids = np.array(
-        data.draw(st.lists(st.integers(-1, 2**63 - 1), min_size=nq * k, max_size=nq * k))
+    ids = np.array(  # uint64 ids up to 2**64 - 2, NO_ID padding
+        data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=nq * k, max_size=nq * k)),
+        np.uint64,
     ).reshape(nq, k)
+    names = ["a", "b\u00e9", ""]
+    owners = [[data.draw(st.sampled_from(names)) for _ in range(k)] for _ in range(nq)]
     dist = data.draw(matrices(rows=nq, dim=k))
     with_docs = data.draw(st.booleans())
     docs = [data.draw(st.lists(documents, min_size=k, max_size=k)) for _ in range(nq)]
     vecs = data.draw(st.none() | matrices(rows=nq * k, dim=d).map(lambda v: v.reshape(nq, k, d)))
-    r = SearchResult(ids, dist, docs if with_docs else None, vecs, data.draw(u64))
+    r = SearchResult(ids, dist, docs if with_docs else None, vecs, data.draw(u64), owners)
     got = convert.search_result_from_pb(wire(convert.search_result_to_pb(r)), with_docs)
     np.testing.assert_array_equal(got.ids, r.ids)
     np.testing.assert_array_equal(got.distances, r.distances)
-    assert got.ids.dtype == np.int64 and got.distances.dtype == np.float32
+    assert got.ids.dtype == np.uint64 and got.distances.dtype == np.float32
+    assert got.owners == owners
     assert got.documents == r.documents and got.seq == r.seq
     if vecs is None:
         assert got.vectors is None

@@ -174,7 +174,7 @@ def test_same_results_as_the_grpc_sdk(live: Live) -> None:
         c.create_collection("c", 8, "cosine")
         c.upsert("c", np.arange(300), x, [{"i": i} for i in range(300)], tenant="a")
         res = c.search("c", x[:3], 5, tenant="a", with_documents=True)
-        rec = c.get("c", [3, 7, 999])
+        rec = c.get("c", [3, 7, 999], owner="a")
         info = c.describe_collection("c")
     status, got = call(
         live.base,
@@ -186,7 +186,7 @@ def test_same_results_as_the_grpc_sdk(live: Live) -> None:
     assert got["ids"] == res.ids.tolist() and got["seq"] == res.seq
     np.testing.assert_array_equal(np.array(got["distances"], np.float32), res.distances)
     assert got["documents"] == res.documents
-    _, g = call(live.base, "POST", "/v1/collections/c/get", {"ids": [3, 7, 999]})
+    _, g = call(live.base, "POST", "/v1/collections/c/get", {"ids": [3, 7, 999], "owner": "a"})
     assert g["ids"] == rec.ids.tolist() and g["owners"] == rec.owners
     np.testing.assert_array_equal(np.array(g["vectors"], np.float32), rec.vectors)
     _, d = call(live.base, "GET", "/v1/collections/c")
@@ -260,11 +260,11 @@ def test_readme_curl_examples(tmp_path: Path) -> None:
             assert all(o["error"] == "AlreadyExists" for o in failed), failed
             assert len(failed) == (0 if run == 1 else 3)
             search = next(o for o in printed if "distances" in o)
-            assert search["ids"][0] == [1, -1] and search["documents"][0][0] == "first"
+            assert search["ids"][0] == [1, None] and search["documents"][0][0] == "first"
             assert search["distances"][0][1] is None  # padding: partner reads one vector
             lookup = next(o for o in printed if "hit" in o)
             assert lookup["hit"] and lookup["response"] == "A multi-tenant vector database."
-            got = next(o for o in printed if "owners" in o)
+            got = next(o for o in printed if "owners" in o and "distances" not in o)
             assert got["ids"] == [1, 2] and got["documents"] == ["first", {"title": "second"}]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -45,7 +45,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_acknowledged(tmp_path: P
         DatabaseConfig(data_dir=str(tmp_path), max_map_size=2 << 20), background=False
     ) as db:
         assert db.count("c") == acked
-        np.testing.assert_array_equal(db.get("c", np.arange(acked)).vectors, x[:acked])
+        np.testing.assert_array_equal(db.get("c", np.arange(acked), owner="a").vectors, x[:acked])
 
 
 @pytest.mark.timeout(60)
@@ -97,7 +97,7 @@ def test_rejected_batch_leaves_no_trace(tmp_path: Path) -> None:
                 call()
         assert db.server_info().seq == seq
         assert db.count("c") == 2
-        assert db.get("c", [3, 4, 5]).ids.tolist() == []
+        assert db.get("c", [3, 4, 5], owner="a").ids.tolist() == []
         with db.store.read() as txn:
             assert db.store.count_prefix(txn, "vectors", 1) == 2
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from curator.cache.policy import CategoryPolicy
+from curator.cache.policy import CategoryPolicy, check_category
 from curator.cache.semantic_cache import SemanticCache
 from curator.errors import InvalidArgument
 from curator.results import CacheLookup, CacheStats, CacheStored, ModelLoad, PolicyState
@@ -20,13 +20,15 @@ __all__ = ["CacheFacade"]
 class CacheFacade:
     cache: SemanticCache
 
-    def _tenant_id(self, name: str) -> int:  # provided by Database
+    _write_lock: Any  # the Database's writer lock: cache writes never race a tenant drop
+
+    def _cache_tenant(self, name: str) -> str:  # provided by Database
         raise NotImplementedError
 
     def _partition_tenant(self, tenant: str | None) -> str:
         if tenant is None:
             raise InvalidArgument("expected a tenant to act as (the admin key acts for none)")
-        self._tenant_id(tenant)
+        self._cache_tenant(tenant)  # NotFound for an unknown tenant
         return tenant
 
     def cache_lookup(
@@ -44,7 +46,7 @@ class CacheFacade:
         (model, fingerprint), or a miss with its reason; see SemanticCache.lookup."""
         tenant = self._partition_tenant(tenant)
         return self.cache.lookup(
-            tenant,
+            self._cache_tenant(tenant),
             prompt,
             embedding,
             model=model,
@@ -69,18 +71,19 @@ class CacheFacade:
     ) -> CacheStored:
         """Cache an answer (durable when this returns); see SemanticCache.store_entry."""
         tenant = self._partition_tenant(tenant)
-        return self.cache.store_entry(
-            tenant,
-            prompt,
-            embedding,
-            response,
-            model=model,
-            fingerprint=fingerprint,
-            category=category,
-            ttl_s=ttl_s,
-            latency_s=latency_s,
-            tokens=tokens,
-        )
+        with self._write_lock:  # the tenant is resolved and written for atomically
+            return self.cache.store_entry(
+                self._cache_tenant(tenant),
+                prompt,
+                embedding,
+                response,
+                model=model,
+                fingerprint=fingerprint,
+                category=category,
+                ttl_s=ttl_s,
+                latency_s=latency_s,
+                tokens=tokens,
+            )
 
     def cache_invalidate(
         self,
@@ -92,40 +95,43 @@ class CacheFacade:
     ) -> int:
         """Remove the tenant's entries (of a category / model / fingerprint); returns how many."""
         tenant = self._partition_tenant(tenant)
-        return self.cache.invalidate(
-            tenant, category=category, model=model, fingerprint=fingerprint
-        )
+        with self._write_lock:
+            return self.cache.invalidate(
+                self._cache_tenant(tenant), category=category, model=model, fingerprint=fingerprint
+            )
 
     def cache_set_policy(
         self, category: str, *, tenant: str | None = None, **fields: Any
     ) -> CategoryPolicy:
         """Change a category's policy fields for a tenant (None: the database-wide default)."""
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.categories.set_policy(tenant, category, **fields)
+        with self._write_lock:
+            key = self._cache_tenant(tenant) if tenant is not None else None
+            return self.cache.categories.set_policy(key, category, **fields)
 
     def cache_reset_policy(self, category: str, *, tenant: str | None = None) -> bool:
         """Back to the default policy; False when there was nothing to reset."""
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.categories.reset_policy(tenant, category)
+        category = check_category(category)
+        with self._write_lock:
+            key = self._cache_tenant(tenant) if tenant is not None else None
+            return self.cache.categories.reset_policy(key, category)
 
     def cache_policies(
         self, *, tenant: str | None = None, model: str = ""
     ) -> dict[str, PolicyState]:
         """Each category's policy and its current threshold and TTL for `model` (tenant None:
         the database-wide defaults)."""
-        if tenant is not None:
-            self._tenant_id(tenant)
         # "" is the cache's owner of the database-wide defaults (curator.cache.categories)
-        return self.cache.policies(tenant or "", model)
+        return self.cache.policies(self._cache_tenant(tenant) if tenant is not None else "", model)
 
     def cache_add_examples(
         self, category: str, embeddings: Any, *, tenant: str | None = None
     ) -> int:
         """Labelled examples for the tenant's category classifier; returns their count."""
         tenant = self._partition_tenant(tenant)
-        return self.cache.categories.add_examples(tenant, category, embeddings)
+        with self._write_lock:
+            return self.cache.categories.add_examples(
+                self._cache_tenant(tenant), category, embeddings
+            )
 
     def cache_report_load(self, model: str, load: float) -> ModelLoad:
         """The gateway's measure of a model's utilisation (1.0 = at capacity)."""
@@ -138,6 +144,4 @@ class CacheFacade:
 
     def cache_stats(self, *, tenant: str | None = None) -> CacheStats:
         """Counters of `tenant` (None: the whole database)."""
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.stats(tenant)
+        return self.cache.stats(self._cache_tenant(tenant) if tenant is not None else None)

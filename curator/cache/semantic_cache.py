@@ -55,6 +55,7 @@ from curator.cache.validation import (
 )
 from curator.errors import InvalidArgument, ResourceExhausted
 from curator.results import CacheLookup, CacheStats, CacheStored, ModelLoad, PolicyState
+from curator.storage.files import private_dir, private_tree
 from curator.storage.store import Store
 
 __all__ = ["CacheConfig", "SemanticCache"]
@@ -716,7 +717,7 @@ class SemanticCache:
         number saved."""
         if self.graph_dir is None or self.store.readonly:
             return 0
-        self.graph_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.graph_dir)
         written: set[Path] = set()
         with self._write, self._lock.read_lock():
             for key, part in self._partitions.items():
@@ -729,6 +730,7 @@ class SemanticCache:
         for f in self.graph_dir.iterdir():
             if f not in written:
                 f.unlink(missing_ok=True)
+        private_tree(self.graph_dir)  # manifests name tenants: 0600 like the rest
         return len(written) // 2
 
     def _delete_records(self, ids: list[int]) -> None:
@@ -736,7 +738,7 @@ class SemanticCache:
             for i in ids:
                 self.store.delete_raw(txn, "cache", _ID.pack(i))
 
-        self.store.write(txn_fn)
+        self.store.write(txn_fn, frees=True)
 
     def entries(self, tenant: str) -> Iterator[CacheEntry]:
         """Every stored entry of a tenant (for inspection and tests), in id order."""
