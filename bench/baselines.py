@@ -40,18 +40,24 @@ class CuratorBaseline:
         owners = ds.tenants[ds.indptr[:-1]]
         order = np.argsort(owners, kind="stable")
         bounds = np.flatnonzero(np.diff(owners[order])) + 1
-        with self.index.deferred_training():
-            for rows in np.split(order, bounds):
-                self.index.insert(rows.astype(np.uint64), ds.base[rows], owner=str(owners[rows[0]]))
-            extra = np.ones(len(ds.tenants), bool)
-            extra[ds.indptr[:-1]] = False  # first entry of each list is the owner
-            rows = np.repeat(np.arange(len(ds.base)), np.diff(ds.indptr))[extra]
-            tens = ds.tenants[extra]
-            order = np.argsort(tens, kind="stable")
-            bounds = np.flatnonzero(np.diff(tens[order])) + 1
-            for part in np.split(order, bounds) if len(order) else []:
-                self.index.grant(rows[part].astype(np.uint64), str(tens[part[0]]))
+        self.index.auto_train = False  # load everything, then train once
+        for rows in np.split(order, bounds):
+            self.index.insert(rows.astype(np.uint64), ds.base[rows], owner=str(owners[rows[0]]))
+        extra = np.ones(len(ds.tenants), bool)
+        extra[ds.indptr[:-1]] = False  # first entry of each list is the owner
+        rows = np.repeat(np.arange(len(ds.base)), np.diff(ds.indptr))[extra]
+        tens = ds.tenants[extra]
+        row_owner = owners[rows]
+        # grants name (owner, ids): ids are scoped per owner
+        order = np.lexsort((row_owner, tens))
+        keys = tens[order].astype(np.int64) * (int(owners.max()) + 1) + row_owner[order]
+        bounds = np.flatnonzero(np.diff(keys)) + 1
+        for part in np.split(order, bounds) if len(order) else []:
+            self.index.grant(
+                rows[part].astype(np.uint64), str(tens[part[0]]), owner=str(row_owner[part[0]])
+            )
         self.index.train()
+        self.index.auto_train = True
 
     def search(self, tenant: int, q: np.ndarray, k: int, setting: dict[str, Any]) -> Any:
         return self.index.search(str(tenant), q, k, SearchParams(**setting))
@@ -59,18 +65,19 @@ class CuratorBaseline:
     def insert_one(self, row: int, x: np.ndarray, tenants: np.ndarray) -> None:
         self.index.insert([row], x[None], owner=str(tenants[0]))
         for t in tenants[1:]:
-            self.index.grant([row], str(t))
+            self.index.grant([row], str(t), owner=str(tenants[0]))
 
     def insert_batch(self, ids: np.ndarray, x: np.ndarray, lists: list[np.ndarray]) -> None:
         owners = np.array([t[0] for t in lists])
         for o in np.unique(owners):
             m = owners == o
             self.index.insert(ids[m].astype(np.uint64), x[m], owner=str(o))
-        pairs = [(i, t) for i, ts in zip(ids, lists, strict=True) for t in ts[1:]]
-        if pairs:
-            arr = np.array(pairs)
-            for t in np.unique(arr[:, 1]):
-                self.index.grant(arr[arr[:, 1] == t, 0].astype(np.uint64), str(t))
+        triples = [(i, t, ts[0]) for i, ts in zip(ids, lists, strict=True) for t in ts[1:]]
+        if triples:
+            arr = np.array(triples)
+            for t, o in np.unique(arr[:, 1:], axis=0):
+                m = (arr[:, 1] == t) & (arr[:, 2] == o)
+                self.index.grant(arr[m, 0].astype(np.uint64), str(t), owner=str(o))
 
     def nbytes(self) -> int:
         return self.index.memory_usage()["total"]

@@ -29,7 +29,7 @@ import psutil
 from tqdm import tqdm
 
 from bench.metrics import latency_stats, trim_memory
-from bench.wire import bare_rtt, start_server
+from bench.wire import BENCH_ADMIN_KEY, bare_rtt, start_server
 from client import Client
 from curator.cache import CacheConfig
 from curator.config import DatabaseConfig
@@ -133,7 +133,7 @@ def run_size(n: int, n_lookups: int, root: Path) -> dict[str, Any]:
     server_open_s = time.perf_counter() - t0
     try:
         bare = bare_rtt(port, 500)
-        with Client(f"127.0.0.1:{port}", "bench-admin") as client:
+        with Client(f"127.0.0.1:{port}", BENCH_ADMIN_KEY) as client:
 
             def remote(p: str, v: np.ndarray) -> Any:
                 return client.cache_lookup(p, v, tenant="t", model=MODEL, category="chat")

@@ -38,16 +38,18 @@ def build(path: Path, n: int, dim: int, n_tenants: int, seed: int = 0) -> None:
         db.create_collection("bench", dim, "l2")
         order = np.argsort(owner, kind="stable")
         bounds = np.flatnonzero(np.diff(owner[order])) + 1
-        for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant"):
-            x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
-                (len(rows), dim)
-            ).astype(np.float32)
-            db.upsert("bench", rows.astype(np.uint64), x, tenant=f"t{owner[rows[0]]}")
+        with db.bulk_load("bench"):
+            for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant"):
+                x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
+                    (len(rows), dim)
+                ).astype(np.float32)
+                db.upsert("bench", rows.astype(np.uint64), x, tenant=f"t{owner[rows[0]]}")
         shared = np.flatnonzero(rng.random(n) < 1 / 3)
         second = (owner[shared] + 1 + rng.integers(0, n_tenants - 1, len(shared))) % n_tenants
-        for t in tqdm(np.unique(second), desc="granting", unit="tenant"):
-            ids = shared[second == t]
-            db.grant("bench", ids.astype(np.uint64), f"t{t}")
+        pairs = np.stack([second, owner[shared]], 1)
+        for t, o in tqdm(np.unique(pairs, axis=0), desc="granting", unit="grant"):
+            ids = shared[(second == t) & (owner[shared] == o)]
+            db.grant("bench", ids.astype(np.uint64), f"t{t}", owner=f"t{o}")
         db.snapshot("bench")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from client import Client
 from curator.config import DatabaseConfig, SearchParams
 from curator.database import Database
 
+BENCH_ADMIN_KEY = "bench-admin-" + "Vw7pQ2rZk9" * 3  # configured admin keys must be strong
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
 
 
@@ -48,11 +50,9 @@ def load_database(path: Path, data: Path = DATA) -> tuple[Database, np.ndarray, 
     db.create_collection("debian", base.shape[1], "cosine")
     order = np.argsort(tenant, kind="stable")
     bounds = np.flatnonzero(np.diff(tenant[order])) + 1
-    c = db._collection("debian")
-    with c.index.deferred_training():
+    with db.bulk_load("debian"):  # trains once, at the end
         for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant", leave=False):
             db.upsert("debian", rows.astype(np.uint64), base[rows], tenant=f"t{tenant[rows[0]]}")
-    c.index.train()
     return db, np.load(data / "queries.npy"), np.load(data / "query_tenant.npy")
 
 
@@ -75,13 +75,12 @@ def start_server(path: Path) -> tuple[subprocess.Popen[str], int]:
             str(path),
             "--address",
             "127.0.0.1:0",
-            "--admin-key",
-            "bench-admin",
             "--threads",
             "4",
         ],
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "CURATOR_ADMIN_KEY": BENCH_ADMIN_KEY},  # not in the process list
     )
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -123,7 +122,7 @@ def main() -> None:
         params = SearchParams()
         nq = min(args.queries, len(queries))
         bare = bare_rtt(port)
-        with Client(f"127.0.0.1:{port}", "bench-admin") as client:
+        with Client(f"127.0.0.1:{port}", BENCH_ADMIN_KEY) as client:
             single = {"in-process": [], "gRPC": []}
             for _ in range(2):  # warm-up pass, then the measured one
                 for name in single:

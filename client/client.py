@@ -1,68 +1,61 @@
-"""Client: the Python SDK of Curator DB (numpy in, numpy out).
+"""Client: the Python SDK of Curator DB (numpy in, numpy out), blocking gRPC.
 
 >>> from client import Client
 >>> with Client("127.0.0.1:50051", api_key="cdb_...") as db:          # doctest: +SKIP
 ...     db.upsert("docs", ids, vectors, documents=texts)
 ...     hits = db.search("docs", queries, k=10, with_documents=True)
-...     hits.ids, hits.distances                       # (nq, k) int64, (nq, k) float32
+...     hits.ids, hits.distances, hits.owners          # (nq, k) uint64, (nq, k) float32
 
-Errors raise the same classes as the in-process database (curator.errors). Calls that fail
-with UNAVAILABLE are retried with exponential backoff by gRPC itself (its retry policy); no
-other error is retried. Imports neither faiss, hnswlib nor LMDB.
+Implements curator.api.CuratorAPI, like the in-process `Database` and the `AsyncClient`
+(client.aio); every call's encoding lives once, in client.calls / client.cache. Errors raise
+the same classes as the in-process database (curator.errors). Calls that fail with
+UNAVAILABLE are retried with exponential backoff by gRPC itself; no other error is retried.
+Imports neither faiss, hnswlib nor LMDB.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import grpc
-import numpy as np
-from tqdm import tqdm
 
-from client.cache import CacheCalls
-from curator import errors
-from curator.config import Metric, SearchParams
-from curator.results import Document, Records, SearchResult, WriteResult
-from curator_api import convert
-from curator_api.v1 import curator_pb2 as pb
+from client import cache, calls
+from client.calls import Plan
+from curator.cache.policy import CategoryPolicy
+from curator.config import IndexConfig, Metric, SearchParams
+from curator.results import (
+    CacheLookup,
+    CacheStats,
+    CacheStored,
+    CollectionInfo,
+    Document,
+    IssuedKey,
+    KeyInfo,
+    ModelLoad,
+    PolicyState,
+    Records,
+    SearchResult,
+    ServerInfo,
+    WriteResult,
+)
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 
-__all__ = ["Client"]
+__all__ = ["Client", "channel_options"]
 
-# The status code of each error class is its `code` (as the server maps them), so the same
-# mistake raises the same class in-process and over the wire.
-_ERRORS: dict[grpc.StatusCode, type[errors.CuratorError]] = {
-    grpc.StatusCode[cls.code]: cls for cls in errors.CuratorError.__subclasses__()
-}
+T = TypeVar("T")
 
 
-def _service_config(retries: int) -> str:
-    policy = {
-        "maxAttempts": max(2, retries + 1),
-        "initialBackoff": "0.1s",
-        "maxBackoff": "2s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    return json.dumps(
-        {
-            "methodConfig": [
-                {
-                    "name": [
-                        {"service": "curator.v1.Admin"},
-                        {"service": "curator.v1.Vectors"},
-                        {"service": "curator.v1.Cache"},
-                    ],
-                    "retryPolicy": policy,
-                }
-            ]
-        }
-    )
+def channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", calls.service_config(retries)),
+    ]
 
 
-class Client(CacheCalls):
+class Client:
     """A connection to a Curator DB server; use it as a context manager.
 
     address: "host:port"; api_key: an admin or tenant key; tls: use TLS (root_certificates:
@@ -81,20 +74,17 @@ class Client(CacheCalls):
         retries: int = 4,
         max_message_bytes: int = 64 << 20,
     ) -> None:
-        opts = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _service_config(retries)),
-        ]
+        opts = channel_options(retries, max_message_bytes)
         if tls:
             creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(address, creds, options=opts)
         else:
             self._channel = grpc.insecure_channel(address, options=opts)
-        self._admin = pb_grpc.AdminStub(self._channel)
-        self._vectors = pb_grpc.VectorsStub(self._channel)
-        self._cache = pb_grpc.CacheStub(self._channel)
+        self._stubs = {
+            "Admin": pb_grpc.AdminStub(self._channel),
+            "Vectors": pb_grpc.VectorsStub(self._channel),
+            "Cache": pb_grpc.CacheStub(self._channel),
+        }
         self._metadata = (("authorization", f"Bearer {api_key}"),)
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
@@ -108,93 +98,81 @@ class Client(CacheCalls):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+    def _run(self, plan: Plan[T]) -> T:
+        """Make the plan's calls in turn, feeding each response back."""
         try:
-            return method(request, metadata=self._metadata, timeout=timeout or self.timeout)
-        except grpc.RpcError as e:
-            cls = _ERRORS.get(e.code())
-            if cls is None:
-                raise
-            raise cls(e.details()) from None
+            call = next(plan)
+            while True:
+                method = getattr(self._stubs[call.service], call.method)
+                try:
+                    r = method(
+                        call.request, metadata=self._metadata, timeout=call.timeout or self.timeout
+                    )
+                except grpc.RpcError as e:
+                    raise calls.error_from(e) from None
+                call = plan.send(r)
+        except StopIteration as done:
+            return done.value
 
-    # -- administration ------------------------------------------------------------------
+    # -- administration (curator.api.AdminAPI) ---------------------------------------------
     def create_collection(
-        self, name: str, dim: int, metric: str = "l2", **index_params: int
-    ) -> dict[str, Any]:
-        """index_params: branching, max_leaf_size, max_sl_size, train_min_vectors."""
-        req = pb.CreateCollectionRequest(
-            name=name,
-            dim=dim,
-            metric=convert.metric_to_pb(Metric.parse(metric).value),
-            index=pb.IndexParams(**index_params),
-        )
-        return _info(self._call(self._admin.CreateCollection, req))
+        self,
+        name: str,
+        dim: int,
+        metric: str | Metric = "l2",
+        config: IndexConfig | None = None,
+    ) -> CollectionInfo:
+        return self._run(calls.create_collection(name, dim, metric, config))
 
     def list_collections(self) -> list[str]:
-        pages = self._pages(self._admin.ListCollections, pb.ListRequest, "collections")
-        return [c.name for c in pages]
+        return self._run(calls.list_collections())
 
-    def describe_collection(self, name: str) -> dict[str, Any]:
-        return _info(self._call(self._admin.DescribeCollection, pb.CollectionRef(name=name)))
+    def describe_collection(self, name: str) -> CollectionInfo:
+        """A tenant key sees its own vector count only."""
+        return self._run(calls.describe_collection(name))
 
     def drop_collection(self, name: str) -> None:
-        self._call(self._admin.DropCollection, pb.CollectionRef(name=name))
+        self._run(calls.drop_collection(name))
 
     def create_tenant(self, name: str) -> None:
-        self._call(self._admin.CreateTenant, pb.TenantRef(name=name))
+        self._run(calls.create_tenant(name))
 
     def list_tenants(self) -> list[str]:
-        return list(self._pages(self._admin.ListTenants, pb.ListRequest, "tenants"))
+        return self._run(calls.list_tenants())
 
     def drop_tenant(self, name: str) -> None:
-        self._call(self._admin.DropTenant, pb.TenantRef(name=name))
+        self._run(calls.drop_tenant(name))
 
-    def issue_key(self, tenant: str, description: str = "") -> tuple[str, str]:
-        """A new API key for `tenant`: (key_id, secret). The secret is shown only here."""
-        r = self._call(
-            self._admin.IssueKey, pb.IssueKeyRequest(tenant=tenant, description=description)
-        )
-        return r.key_id, r.api_key
+    def allow_sharing(self, tenant: str, with_tenant: str, allowed: bool = True) -> None:
+        """Let `tenant`'s key grant its vectors to `with_tenant` (admin)."""
+        self._run(calls.allow_sharing(tenant, with_tenant, allowed))
 
-    def list_keys(self, tenant: str = "") -> list[dict[str, Any]]:
-        return [
-            {
-                "key_id": k.key_id,
-                "tenant": k.tenant,
-                "description": k.description,
-                "created": k.created,
-            }
-            for k in self._pages(self._admin.ListKeys, pb.ListKeysRequest, "keys", tenant=tenant)
-        ]
+    def train(self, name: str) -> bool:
+        """(Re)train a collection's shared tree now, e.g. after a bulk load (admin)."""
+        return self._run(calls.train(name))
+
+    def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
+        """A new key for `tenant` (None: an admin key): (key_id, secret), shown only here."""
+        return self._run(calls.issue_key(tenant, description))
+
+    def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
+        return self._run(calls.list_keys(tenant))
 
     def revoke_key(self, key_id: str) -> None:
-        self._call(self._admin.RevokeKey, pb.RevokeKeyRequest(key_id=key_id))
+        self._run(calls.revoke_key(key_id))
+
+    def rotate_key(self, key_id: str) -> IssuedKey:
+        """key_id "": the key this client uses (which then stops working)."""
+        return self._run(calls.rotate_key(key_id))
 
     def backup(self, name: str) -> str:
         """Consistent copy of the live database in the server's backup directory."""
-        return str(self._call(self._admin.Backup, pb.BackupRequest(name=name)).path)
+        return self._run(calls.backup(name))
 
-    def server_info(self) -> dict[str, Any]:
-        r = self._call(self._admin.ServerInfo, pb.Empty())
-        return {
-            "version": r.version,
-            "principal": r.principal,
-            "seq": r.seq,
-            "collections": r.collections,
-            "tenants": r.tenants,
-            "uptime_seconds": r.uptime_seconds,
-        }
+    def server_info(self) -> ServerInfo:
+        return self._run(calls.server_info())
 
-    def _pages(self, method: Any, request_type: Any, field: str, **kw: Any) -> Iterator[Any]:
-        token = ""
-        while True:
-            r = self._call(method, request_type(page_token=token, **kw))
-            yield from getattr(r, field)
-            token = r.next_page_token
-            if not token:
-                return
-
-    # -- vectors -------------------------------------------------------------------------
+    # -- vectors (curator.api.VectorsAPI) --------------------------------------------------
     def upsert(
         self,
         collection: str,
@@ -206,97 +184,59 @@ class Client(CacheCalls):
         batch_size: int | None = None,
         progress: bool = False,
     ) -> WriteResult:
-        """Insert or replace vectors (owned by the key's tenant, or by `tenant` for the admin).
-        Large inputs are sent in batches (each one atomic) with an optional progress bar;
-        the result carries the last batch's seq and the total count."""
-        ids = np.asarray(ids, np.uint64).reshape(-1)
-        x = np.asarray(vectors, np.float32)
-        if x.ndim == 1:
-            x = x.reshape(1, -1)
-        if x.ndim != 2 or len(x) != len(ids):
-            raise errors.InvalidArgument(
-                f"expected vectors of shape ({len(ids)}, d), got {x.shape}"
-            )
-        if documents is not None and len(documents) != len(ids):
-            raise errors.InvalidArgument(
-                f"expected one document per id, got {len(documents)} documents for {len(ids)} ids"
-            )
-        if batch_size is None:  # keep each request well under the message limit
-            batch_size = max(1, min(10_000, self.max_message_bytes // 4 // (4 * x.shape[1] + 64)))
-        seq, count = 0, 0
-        starts = range(0, max(len(ids), 1), batch_size)
-        for s in tqdm(starts, desc="upsert", unit="batch", disable=not progress):
-            part = slice(s, s + batch_size)
-            req = pb.UpsertRequest(
-                collection=collection,
-                tenant=tenant or "",
-                ids=ids[part].tolist(),
-                vectors=convert.encode_matrix(x[part]),
-            )
-            if documents is not None:
-                req.documents.extend(convert.encode_document(d) for d in documents[part])
-            r = self._call(self._vectors.Upsert, req)
-            seq, count = r.seq, count + r.count
-        return WriteResult(seq, count)
+        """Insert or replace vectors (owned by the key's tenant, or by `tenant` for the admin),
+        in batches (each atomic) with an optional progress bar."""
+        plan = calls.upsert(
+            collection,
+            ids,
+            vectors,
+            documents,
+            tenant,
+            batch_size,
+            progress,
+            self.max_message_bytes,
+        )
+        return self._run(plan)
 
-    def get(self, collection: str, ids: Any, *, tenant: str | None = None) -> Records:
-        r = self._call(
-            self._vectors.Get,
-            pb.GetRequest(
-                collection=collection,
-                tenant=tenant or "",
-                ids=np.asarray(ids, np.uint64).reshape(-1).tolist(),
-            ),
-        )
-        x = convert.decode_matrix(r.vectors)
-        return Records(
-            np.array(r.ids, np.uint64),
-            x.reshape(len(r.ids), -1),
-            list(r.owners),
-            [convert.decode_document(d) for d in r.documents],
-        )
+    def get(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> Records:
+        """`owner`'s vectors among `ids` (default: the acting tenant's) that the acting tenant
+        may read, in request order."""
+        return self._run(calls.get(collection, ids, tenant, owner))
 
-    def delete(self, collection: str, ids: Any, *, tenant: str | None = None) -> WriteResult:
-        r = self._call(
-            self._vectors.Delete,
-            pb.DeleteRequest(
-                collection=collection,
-                tenant=tenant or "",
-                ids=np.asarray(ids, np.uint64).reshape(-1).tolist(),
-            ),
-        )
-        return WriteResult(r.seq, r.count)
+    def delete(
+        self, collection: str, ids: Any, *, tenant: str | None = None, owner: str | None = None
+    ) -> WriteResult:
+        return self._run(calls.delete(collection, ids, tenant, owner))
 
     def grant(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return self._access(self._vectors.Grant, collection, ids, to_tenant, tenant)
+        """Share `owner`'s vectors (default: the key's tenant's) with `to_tenant`."""
+        return self._run(calls.access("Grant", collection, ids, to_tenant, tenant, owner))
 
     def revoke(
-        self, collection: str, ids: Any, to_tenant: str, *, tenant: str | None = None
+        self,
+        collection: str,
+        ids: Any,
+        to_tenant: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
     ) -> WriteResult:
-        return self._access(self._vectors.Revoke, collection, ids, to_tenant, tenant)
-
-    def _access(
-        self, method: Any, collection: str, ids: Any, to_tenant: str, tenant: str | None
-    ) -> WriteResult:
-        r = self._call(
-            method,
-            pb.AccessRequest(
-                collection=collection,
-                tenant=tenant or "",
-                to_tenant=to_tenant,
-                ids=np.asarray(ids, np.uint64).reshape(-1).tolist(),
-            ),
-        )
-        return WriteResult(r.seq, r.count)
+        """Take `to_tenant`'s access away; a grantee drops a share it received by naming
+        itself as `to_tenant` and the `owner`."""
+        return self._run(calls.access("Revoke", collection, ids, to_tenant, tenant, owner))
 
     def count(self, collection: str, *, tenant: str | None = None) -> int:
-        return int(
-            self._call(
-                self._vectors.Count, pb.CountRequest(collection=collection, tenant=tenant or "")
-            ).count
-        )
+        return self._run(calls.count(collection, tenant))
 
     def search(
         self,
@@ -314,49 +254,110 @@ class Client(CacheCalls):
         """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
         (-1 padded), distances (nq, k) float32 (inf padded). A tenant key searches its own
         tenant; the admin names the tenant(s) whose union to search."""
-        q = np.asarray(queries, np.float32)
-        if q.ndim == 1:
-            q = q.reshape(1, -1)
-        tenants = [tenant] if isinstance(tenant, str) else list(tenant or [])
-        req = pb.SearchRequest(
-            collection=collection,
-            tenants=tenants,
-            queries=convert.encode_matrix(q),
-            k=k,
-            with_documents=with_documents,
-            with_vectors=with_vectors,
-            require_all=require_all,
+        plan = calls.search(
+            collection,
+            queries,
+            k,
+            tenant,
+            params,
+            with_documents,
+            with_vectors,
+            require_all,
+            timeout,
         )
-        if params is not None:
-            req.params.search_ef = params.search_ef
-            req.params.beam_size = params.beam_size
-            req.params.variance_boost = params.variance_boost
-            req.params.exact_search_threshold = params.exact_search_threshold
-        r = self._call(self._vectors.Search, req, timeout)
-        ids = np.array(r.ids, np.int64).reshape(r.nq, r.k)
-        dist = np.frombuffer(r.distances, "<f4").astype(np.float32).reshape(r.nq, r.k)
-        docs = None
-        if with_documents:
-            flat = [convert.decode_document(d) for d in r.documents]
-            docs = [flat[i * r.k : (i + 1) * r.k] for i in range(r.nq)]
-        vecs = None
-        if with_vectors:
-            vecs = convert.decode_matrix(r.vectors).reshape(r.nq, r.k, -1)
-        return SearchResult(ids, dist, docs, vecs, r.seq)
+        return self._run(plan)
 
+    # -- semantic cache (curator.api.CacheAPI) -----------------------------------------------
+    def cache_lookup(
+        self,
+        prompt: str,
+        embedding: Any,
+        *,
+        tenant: str | None = None,
+        model: str,
+        fingerprint: str = "",
+        category: str | None = None,
+        wait_s: float = 0.0,
+    ) -> CacheLookup:
+        """embedding None: the server embeds the prompt (if it runs an embedder)."""
+        plan = cache.lookup(prompt, embedding, tenant, model, fingerprint, category, wait_s)
+        return self._run(plan)
 
-def _info(c: pb.CollectionInfo) -> dict[str, Any]:
-    return {
-        "name": c.name,
-        "dim": c.dim,
-        "metric": convert.METRIC_NAMES.get(c.metric, "l2"),
-        "vectors": c.vector_count,
-        "tenants": c.tenant_count,
-        "trained": c.trained,
-        "seq": c.seq,
-        "memory": dict(c.memory_bytes),
-        "index": {
-            f: getattr(c.index, f)
-            for f in ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")
-        },
-    }
+    def cache_store(
+        self,
+        prompt: str,
+        embedding: Any,
+        response: bytes | str,
+        *,
+        tenant: str | None = None,
+        model: str,
+        fingerprint: str = "",
+        category: str | None = None,
+        ttl_s: float | None = None,
+        latency_s: float = 0.0,
+        tokens: int = 0,
+    ) -> CacheStored:
+        plan = cache.store(
+            prompt,
+            embedding,
+            response,
+            tenant,
+            model,
+            fingerprint,
+            category,
+            ttl_s,
+            latency_s,
+            tokens,
+        )
+        return self._run(plan)
+
+    def cache_invalidate(
+        self,
+        *,
+        tenant: str | None = None,
+        category: str | None = None,
+        model: str | None = None,
+        fingerprint: str | None = None,
+    ) -> int:
+        return self._run(cache.invalidate(tenant, category, model, fingerprint))
+
+    def cache_feedback(
+        self,
+        *,
+        tenant: str | None = None,
+        lookup_id: int = 0,
+        entry_id: int = 0,
+        correct: bool,
+    ) -> dict[str, Any]:
+        """Was the answer of a lookup (`lookup_id`, or the latest lookup served by
+        `entry_id`) right? Returns the category's calibration state."""
+        return self._run(cache.feedback(tenant, lookup_id, entry_id, correct))
+
+    def cache_set_policy(
+        self, category: str, *, tenant: str | None = None, **fields: Any
+    ) -> CategoryPolicy:
+        return self._run(cache.set_policy(category, tenant, fields))
+
+    def cache_reset_policy(self, category: str, *, tenant: str | None = None) -> bool:
+        return self._run(cache.reset_policy(category, tenant))
+
+    def cache_policies(
+        self, *, tenant: str | None = None, model: str = ""
+    ) -> dict[str, PolicyState]:
+        return self._run(cache.policies(tenant, model))
+
+    def cache_add_examples(
+        self, category: str, embeddings: Any, *, tenant: str | None = None
+    ) -> int:
+        return self._run(cache.add_examples(category, embeddings, tenant))
+
+    def cache_report_load(self, model: str, load: float) -> ModelLoad:
+        """Admin only: a model's utilisation (1.0 = at capacity)."""
+        return self._run(cache.report_load(model, load))
+
+    def cache_set_capacity(self, model: str, rps: float) -> None:
+        """Admin only: the model's capacity; the server then measures its load."""
+        self._run(cache.set_capacity(model, rps))
+
+    def cache_stats(self, *, tenant: str | None = None) -> CacheStats:
+        return self._run(cache.stats(tenant))

@@ -55,6 +55,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 
 from client.served import Served
 from curator import errors
+from curator.api import CacheAPI
 from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLangChainCache", "model_from_llm_string", "split_prompt"]
@@ -176,7 +177,7 @@ class CuratorLangChainCache(BaseCache):
 
     def __init__(
         self,
-        backend: Any,
+        backend: CacheAPI,
         *,
         tenant: str | None,
         embed: Callable[[str], np.ndarray] | None,
@@ -240,7 +241,7 @@ class CuratorLangChainCache(BaseCache):
         except _OUTAGE as e:
             log.warning("cache lookup failed, treated as a miss: %s", e)
             return None
-        if not found.hit:
+        if not found.hit or found.response is None:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
         raw = found.response

@@ -56,6 +56,7 @@ from litellm.caching.caching import Cache
 from litellm.types.caching import LiteLLMCacheType
 
 from client.served import Served
+from curator.api import CacheAPI
 from curator.cache.fingerprint import make_fingerprint
 
 __all__ = ["CuratorLiteLLMCache", "semantic_cache", "split_messages"]
@@ -141,7 +142,7 @@ class CuratorLiteLLMCache(BaseCache):
 
     def __init__(
         self,
-        backend: Any,
+        backend: CacheAPI,
         *,
         tenant: str | None,
         embed: Callable[[str], np.ndarray] | None,
@@ -230,7 +231,7 @@ class CuratorLiteLLMCache(BaseCache):
         if isinstance(metadata, dict):  # nan (no candidate at all) reads as 0, as in LiteLLM
             sim = float(found.similarity)
             metadata["semantic-similarity"] = sim if math.isfinite(sim) else 0.0
-        if not found.hit:
+        if not found.hit or found.response is None:
             log.debug("miss (%s) for tenant %s model %s", found.reason, self.tenant, model)
             return None
         if isinstance(metadata, dict) and found.lookup_id:

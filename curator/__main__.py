@@ -1,7 +1,8 @@
 """`python -m curator [demo|backup]`: command-line tools of the core.
 
 `demo` (the default) is an end-to-end demo of the index on the Debian dataset: it loads the
-real multi-tenant data (tenants = Debian maintainers) from `--data`, inserts every vector with
+real multi-tenant data (tenants = Debian maintainers) from `--data` (or CURATOR_DEMO_DATA; not
+CURATOR_DATA_DIR, which is the server's database folder), inserts every vector with
 its owner, searches the held-out queries within their tenant and prints recall@10
 against the shipped ground truth and the per-query latency. Falls back to a small synthetic
 set when the data directory is absent.
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     backup.add_argument("dest", type=Path)
     for p in (ap, demo):
         p.add_argument(
-            "--data", type=Path, default=Path(os.environ.get("CURATOR_DATA_DIR", _DEFAULT_DATA))
+            "--data", type=Path, default=Path(os.environ.get("CURATOR_DEMO_DATA", _DEFAULT_DATA))
         )
         p.add_argument("--search-ef", type=int, default=SearchParams.search_ef)
         p.add_argument("--queries", type=int, default=1000)

@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Any
 
-from curator.errors import NotFound, Unauthenticated
+from curator.errors import FailedPrecondition, NotFound, Unauthenticated
+from curator.results import KeyInfo
 from curator.storage.store import Store
 
 __all__ = ["ADMIN", "KeyInfo", "KeyRing", "Principal"]
@@ -23,9 +24,11 @@ __all__ = ["ADMIN", "KeyInfo", "KeyRing", "Principal"]
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who a request acts for: the admin (tenant None) or one tenant."""
+    """Who a request acts for: the admin (tenant None) or one tenant; key_id: the key the
+    request was made with ("" when none)."""
 
     tenant: str | None
+    key_id: str = dataclasses.field(default="", compare=False)
 
     @property
     def is_admin(self) -> bool:
@@ -36,14 +39,6 @@ class Principal:
 
 
 ADMIN = Principal(None)
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyInfo:
-    key_id: str
-    tenant: str | None
-    description: str
-    created: float
 
 
 def _digest(key: str) -> str:
@@ -63,7 +58,7 @@ class KeyRing:
         info = self._keys.get(_digest(key))
         if info is None:
             raise Unauthenticated("expected a valid API key, got an unknown or revoked one")
-        return Principal(info.tenant)
+        return Principal(info.tenant, info.key_id)
 
     def issue(
         self, tenant: str | None, description: str = "", key: str | None = None
@@ -85,24 +80,56 @@ class KeyRing:
             self.issue(tenant, description, key)
 
     def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
-        keys = [k for k in self._keys.values() if tenant is None or k.tenant == tenant]
+        with self._lock:  # a copy: other threads issue and revoke meanwhile
+            keys = [k for k in self._keys.values() if tenant is None or k.tenant == tenant]
         return sorted(keys, key=lambda k: (k.created, k.key_id))
 
     def has_admin(self) -> bool:
-        return any(k.tenant is None for k in self._keys.values())
+        with self._lock:
+            return any(k.tenant is None for k in self._keys.values())
 
     def revoke(self, key_id: str) -> KeyInfo:
+        """FailedPrecondition for the last admin key (nobody could manage keys after it)."""
         with self._lock:
-            hits = [h for h, k in self._keys.items() if k.key_id == key_id]
-            if not hits:
-                raise NotFound(f"expected a known key id, got {key_id!r}")
-            self._delete(hits)
-            return self._keys.pop(hits[0])
+            digest = self._find(key_id)
+            info = self._keys[digest]
+            if info.tenant is None and sum(k.tenant is None for k in self._keys.values()) == 1:
+                raise FailedPrecondition(
+                    f"expected another admin key to remain, got the last one {key_id!r} "
+                    "(rotate it instead)"
+                )
+            self._delete([digest])
+            return self._keys.pop(digest)
+
+    def rotate(self, key_id: str) -> tuple[KeyInfo, str]:
+        """Replace a key (admin keys included) by a new one for the same tenant and
+        description, in one transaction; returns the new key's info and secret."""
+        with self._lock:
+            old = self._find(key_id)
+            info, key = self._keys[old], "cdb_" + secrets.token_urlsafe(32)
+            digest = _digest(key)
+            new = KeyInfo(digest[:12], info.tenant, info.description, time.time())
+
+            def txn_fn(txn: Any) -> None:
+                self.store.delete_key(txn, "api_keys", old)
+                self.store.put_json(txn, "api_keys", digest, dataclasses.asdict(new))
+
+            self.store.write(txn_fn)
+            del self._keys[old]
+            self._keys[digest] = new
+        return new, key
+
+    def _find(self, key_id: str) -> str:
+        hits = [h for h, k in self._keys.items() if k.key_id == key_id]
+        if not hits:
+            raise NotFound(f"expected a known key id, got {key_id!r}")
+        return hits[0]
 
     def revoke_tenant(self, tenant: str, txn: Any) -> list[str]:
         """Delete every key of `tenant` inside the caller's write transaction; returns their
         digests, to be forgotten with `forget` once the transaction committed."""
-        hits = [h for h, k in self._keys.items() if k.tenant == tenant]
+        with self._lock:
+            hits = [h for h, k in self._keys.items() if k.tenant == tenant]
         for h in hits:
             self.store.delete_key(txn, "api_keys", h)
         return hits

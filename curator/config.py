@@ -44,6 +44,9 @@ class IndexConfig:
         past the size the tree was trained on (0 disables).
     kmeans_niter / kmeans_max_points_per_centroid: faiss k-means per node.
     seed: makes training reproducible.
+    graph_degree: links per vector of the proximity graph that serves large filters and
+        unfiltered search (built when a search first needs it, then maintained); 0 = none.
+    graph_ef_construction: search width when linking a vector into the graph.
     """
 
     branching: int = 32
@@ -55,6 +58,8 @@ class IndexConfig:
     kmeans_niter: int = 20
     kmeans_max_points_per_centroid: int = 256
     seed: int = 1234
+    graph_degree: int = 32
+    graph_ef_construction: int = 100
 
     def __post_init__(self) -> None:
         _check_range("branching", self.branching, 2, 64)
@@ -63,6 +68,8 @@ class IndexConfig:
         _check_range("max_depth", self.max_depth, 1, 16)
         _check_range("train_min_vectors", self.train_min_vectors, 1, 1 << 40)
         _check_range("kmeans_niter", self.kmeans_niter, 1, 1000)
+        _check_range("graph_degree", self.graph_degree, 0, 256)
+        _check_range("graph_ef_construction", self.graph_ef_construction, 1, 4096)
         _check_range(
             "kmeans_max_points_per_centroid", self.kmeans_max_points_per_centroid, 1, 1 << 20
         )
@@ -144,6 +151,14 @@ class DatabaseConfig:
         background after this many writes, or this long after its first unsnapshotted write
         (0 disables that trigger).
     max_batch / max_queries / max_document_bytes: request limits (ResourceExhausted past them).
+    max_response_bytes: the largest search response (nq x k x (id + distance [+ vector]) plus
+        the documents); checked from the request before searching, and while documents are
+        fetched (ResourceExhausted past it). Keep it below the server's max_message_bytes.
+    tenant_max_bytes: the most bytes of vectors (float32 payload) and documents one tenant may
+        own, over all collections (0 = no quota); an upsert past it is ResourceExhausted.
+    write_reserve_bytes: space ordinary writes leave free (in the map and allocated on disk)
+        so that deletes, drops and cache invalidations work on a full store (at most an eighth
+        of max_map_size).
     """
 
     data_dir: str = "curator-data"
@@ -155,6 +170,9 @@ class DatabaseConfig:
     max_batch: int = 100_000
     max_queries: int = 10_000
     max_document_bytes: int = 1 << 20
+    max_response_bytes: int = 32 << 20
+    tenant_max_bytes: int = 16 << 30
+    write_reserve_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
         _check_range("map_size", self.map_size, 1 << 16, 1 << 50)
@@ -163,6 +181,9 @@ class DatabaseConfig:
         _check_range("max_batch", self.max_batch, 1, 1 << 30)
         _check_range("max_queries", self.max_queries, 1, 1 << 30)
         _check_range("max_document_bytes", self.max_document_bytes, 0, 1 << 30)
+        _check_range("max_response_bytes", self.max_response_bytes, 1 << 10, 1 << 31)
+        _check_range("tenant_max_bytes", self.tenant_max_bytes, 0, 1 << 50)
+        _check_range("write_reserve_bytes", self.write_reserve_bytes, 0, 1 << 40)
         if self.snapshot_every_seconds < 0:
             raise InvalidArgument(
                 f"expected snapshot_every_seconds >= 0, got {self.snapshot_every_seconds}"

@@ -3,35 +3,67 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CacheLookup", "CacheStored", "Document", "Records", "SearchResult", "WriteResult"]
+from curator.cache.policy import CategoryPolicy
+from curator.config import IndexConfig
+
+__all__ = [
+    "NO_ID",
+    "CacheLookup",
+    "CacheStats",
+    "CacheStored",
+    "CollectionInfo",
+    "Document",
+    "IssuedKey",
+    "KeyInfo",
+    "ModelLoad",
+    "PolicyState",
+    "Records",
+    "SearchResult",
+    "ServerInfo",
+    "WriteResult",
+]
 
 Document = bytes | str | dict | list | None
+
+#: Padding of search result ids (2**64 - 1, an id no vector may have; -1 as int64 bits).
+NO_ID = np.uint64(2**64 - 1)
 
 
 @dataclass(frozen=True)
 class WriteResult:
     """seq: write sequence number of the write (durable and visible once returned);
-    count: ids affected."""
+    count: ids affected; tenant_seq: the acting tenant's own write counter after this write
+    (what a tenant key is shown as `seq`: the database-wide number would reveal other
+    tenants' writes; 0 for the admin)."""
 
     seq: int
     count: int
+    tenant_seq: int = 0
 
 
 @dataclass
 class SearchResult:
-    """ids (nq, k) int64 (-1 padded), distances (nq, k) float32 (inf padded, smaller is
-    closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked for; seq: the
-    write sequence the answer reflects."""
+    """ids (nq, k) uint64 (padded with NO_ID), distances (nq, k) float32 (inf padded,
+    smaller is closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked
+    for; seq: the write sequence the answer reflects; owners: nq lists of k owner tenant
+    names ("" for padding): ids are scoped per owner, so (owner, id) names a vector."""
 
     ids: np.ndarray
     distances: np.ndarray
     documents: list[list[Document]] | None = None
     vectors: np.ndarray | None = None
     seq: int = 0
+    owners: list[list[str]] | None = None
+
+    @property
+    def found(self) -> np.ndarray:
+        """(nq, k) bool: which entries are hits (not padding)."""
+        return np.asarray(self.ids) != NO_ID
 
 
 @dataclass
@@ -87,3 +119,94 @@ class CacheStored:
     expires_at: float
     evicted: int
     stored: bool = True
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What `create_collection` / `describe_collection` report. metric: "l2", "ip" or
+    "cosine"; vectors / tenants: counts (a tenant key sees only its own vectors, and 0
+    tenants); trained: the shared tree is trained; seq: the last write the index reflects;
+    memory: bytes by component ("total" included; empty for a tenant key); quarantined:
+    stored rows start-up could not apply (moved aside and logged; admin only)."""
+
+    name: str
+    dim: int
+    metric: str
+    index: IndexConfig = field(default_factory=IndexConfig)
+    vectors: int = 0
+    tenants: int = 0
+    trained: bool = False
+    seq: int = 0
+    memory: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key's public record (the secret is never stored). tenant None: an admin key."""
+
+    key_id: str
+    tenant: str | None
+    description: str
+    created: float
+
+
+class IssuedKey(NamedTuple):
+    """A new key: its id and the secret (shown only here). Unpacks as (key_id, secret)."""
+
+    key_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """version of the server; principal: "admin" or "tenant:<name>"; seq: the last write
+    sequence number (a tenant key: its own write counter); collections / tenants: counts
+    (a tenant key: 0 tenants); uptime_seconds since the database (or
+    server) started."""
+
+    version: str
+    principal: str
+    seq: int
+    collections: int
+    tenants: int
+    uptime_seconds: float
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """The cache's view of a model's load: load (1.0 = at capacity, smoothed), overloaded
+    (hysteresis state), pressure in [0, 1] (how far thresholds are relaxed), source
+    ("reported", "measured" or "none"), capacity_rps (0 = unknown)."""
+
+    load: float
+    overloaded: bool
+    pressure: float
+    source: str
+    capacity_rps: float
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """A category's policy and what applies now for a model: the load-adjusted threshold and
+    TTL, and the pressure behind them; feedback / feedback_wrong: outcome reports received,
+    learned_threshold: the threshold calibrated from them (nan until enough feedback)."""
+
+    policy: CategoryPolicy
+    threshold: float
+    ttl_s: float
+    pressure: float
+    feedback: int = 0
+    feedback_wrong: int = 0
+    learned_threshold: float = math.nan
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Semantic-cache counters: per category, outcome counters plus "entries" and "bytes";
+    partitions and entries in total; models: the load of each model with a known load."""
+
+    categories: dict[str, dict[str, int]]
+    partitions: int
+    entries: int
+    models: dict[str, ModelLoad]

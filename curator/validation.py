@@ -9,12 +9,34 @@ import numpy as np
 
 from curator.errors import InvalidArgument
 
-__all__ = ["MAX_ID", "MAX_K", "as_ids", "as_matrix", "check_k", "check_tenant", "check_tenants"]
+__all__ = [
+    "MAX_ID",
+    "MAX_K",
+    "MAX_NAME_BYTES",
+    "MAX_SQ_NORM",
+    "as_ids",
+    "as_matrix",
+    "MAX_DEPTH",
+    "check_depth",
+    "check_k",
+    "check_name",
+    "check_tenant",
+    "check_tenants",
+    "prepare_vectors",
+]
 
 #: 2**64 - 1 is reserved (it marks "no id" in some encodings); every other uint64 is valid.
 MAX_ID = np.uint64(2**64 - 2)
 MAX_K = 4096
-MAX_TENANT_LEN = 256
+#: Names (tenants, collections, categories, labels) are 1..MAX_NAME_BYTES bytes of UTF-8,
+#: so that every LMDB key built from two of them stays under LMDB's 511-byte key limit.
+MAX_NAME_BYTES = 128
+#: A vector's squared L2 norm may not exceed this (a quarter of float32's largest value), so
+#: that every distance between two accepted vectors is finite in float32.
+MAX_SQ_NORM = 8.0e37
+_NAME_PUNCT = frozenset("-_.:@+/=#")
+#: JSON documents may nest at most this deep (deeper ones would exhaust the stack).
+MAX_DEPTH = 64
 
 
 def as_ids(ids: Any, unique: bool = True) -> np.ndarray:
@@ -78,13 +100,26 @@ def check_k(k: Any) -> int:
     return int(k)
 
 
-def check_tenant(name: Any) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_TENANT_LEN:
+def check_name(name: Any, what: str = "tenant") -> str:
+    """A valid name: 1..MAX_NAME_BYTES bytes of UTF-8, of letters and digits (any script) and
+    the punctuation `- _ . : @ + / = #`; no spaces, control or format characters."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"expected {what} a non-empty string, got {name!r}")
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
         raise InvalidArgument(
-            f"expected tenant a non-empty string of at most {MAX_TENANT_LEN} characters, "
-            f"got {name!r}"
+            f"expected {what} of at most {MAX_NAME_BYTES} bytes of UTF-8, got {size} bytes"
+        )
+    bad = next((ch for ch in name if not (ch.isalnum() or ch in _NAME_PUNCT)), None)
+    if bad is not None or not name.isprintable():
+        raise InvalidArgument(
+            f"expected {what} of letters, digits and '-_.:@+/=#', got {name!r} (character {bad!r})"
         )
     return name
+
+
+def check_tenant(name: Any) -> str:
+    return check_name(name, "tenant")
 
 
 def check_tenants(names: str | Sequence[str]) -> list[str]:
@@ -94,3 +129,38 @@ def check_tenants(names: str | Sequence[str]) -> list[str]:
     if not out:
         raise InvalidArgument("expected at least one tenant, got none")
     return out
+
+
+def prepare_vectors(x: Any, dim: int, normalize: bool, what: str = "vectors") -> np.ndarray:
+    """(n, dim) float32 copy of `x`, checked once for every row: finite, squared norm at most
+    MAX_SQ_NORM (summed in float64: no overflow), non-zero and scaled to unit length when
+    `normalize` (cosine). Raises InvalidArgument naming the first bad row."""
+    from curator.index.kernels import prepare_rows  # compiled; imported late (layering)
+
+    arr = as_matrix(x, dim, what, check_finite=False)
+    out, bad = prepare_rows(arr, normalize, MAX_SQ_NORM)
+    if bad >= 0:
+        row = arr[bad].astype(np.float64)
+        if not np.isfinite(row).all():
+            problem = "NaN or inf"
+        elif float(np.dot(row, row)) > MAX_SQ_NORM:
+            problem = f"a squared norm above {MAX_SQ_NORM:g}"
+        else:
+            problem = "a zero vector"
+        raise InvalidArgument(f"expected finite, non-zero {what}, got {problem} in row {bad}")
+    return out
+
+
+def check_depth(doc: object) -> None:
+    """InvalidArgument if `doc` nests dicts/lists deeper than MAX_DEPTH (checked without
+    recursion, so a 100,000-deep document cannot overflow the stack here)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_DEPTH:
+                raise InvalidArgument(
+                    f"expected a JSON document nested at most {MAX_DEPTH} deep, got deeper"
+                )
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))

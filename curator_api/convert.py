@@ -7,15 +7,32 @@ Imports only numpy, protobuf and the light `curator.errors` / `curator.results` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+import re
 from typing import Any
 
 import numpy as np
 
 from curator.cache.policy import CategoryPolicy
+from curator.config import IndexConfig, SearchParams
 from curator.errors import InvalidArgument
-from curator.results import CacheLookup, CacheStored, Document
+from curator.results import (
+    CacheLookup,
+    CacheStats,
+    CacheStored,
+    CollectionInfo,
+    Document,
+    IssuedKey,
+    KeyInfo,
+    ModelLoad,
+    PolicyState,
+    Records,
+    SearchResult,
+    ServerInfo,
+    WriteResult,
+)
+from curator.validation import MAX_DEPTH, check_depth
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = [
@@ -23,10 +40,24 @@ __all__ = [
     "as_rows",
     "cache_stats_from_pb",
     "cache_stats_to_pb",
+    "collection_info_from_pb",
+    "collection_info_to_pb",
+    "decode_document",
+    "decode_matrix",
     "decode_vector",
+    "encode_document",
+    "encode_matrix",
     "encode_vector",
+    "index_config_from_pb",
+    "index_config_to_pb",
+    "issued_key_from_pb",
+    "issued_key_to_pb",
+    "key_info_from_pb",
+    "key_info_to_pb",
     "lookup_from_pb",
     "lookup_to_pb",
+    "metric_from_pb",
+    "metric_to_pb",
     "model_load_from_pb",
     "model_load_to_pb",
     "policies_from_pb",
@@ -34,14 +65,18 @@ __all__ = [
     "policy_fields_from_pb",
     "policy_from_pb",
     "policy_to_pb",
+    "records_from_pb",
+    "records_to_pb",
+    "search_params_from_pb",
+    "search_params_to_pb",
+    "search_result_from_pb",
+    "search_result_to_pb",
+    "server_info_from_pb",
+    "server_info_to_pb",
     "stored_from_pb",
     "stored_to_pb",
-    "decode_document",
-    "decode_matrix",
-    "encode_document",
-    "encode_matrix",
-    "metric_from_pb",
-    "metric_to_pb",
+    "write_result_from_pb",
+    "write_result_to_pb",
 ]
 
 METRIC_NAMES: dict[int, str] = {
@@ -92,6 +127,7 @@ def encode_document(doc: Document) -> pb.Document:
         return pb.Document(raw=bytes(doc))
     if isinstance(doc, str):
         return pb.Document(text=doc)
+    check_depth(doc)
     return pb.Document(json=json.dumps(doc, separators=(",", ":")))
 
 
@@ -103,11 +139,28 @@ def decode_document(d: pb.Document) -> Document:
         return bytes(d.raw)
     if kind == "text":
         return str(d.text)
+    if _json_depth(d.json) > MAX_DEPTH:
+        raise InvalidArgument(f"expected a JSON document nested at most {MAX_DEPTH} deep")
     try:
         value: Any = json.loads(d.json)
     except json.JSONDecodeError as e:
         raise InvalidArgument(f"expected a JSON document, got invalid JSON ({e})") from None
     return value
+
+
+def _json_depth(text: str) -> int:
+    """Bracket nesting depth of JSON text (string contents skipped), without parsing it."""
+    outside = _JSON_STRING.sub("", text).encode()
+    if not outside:
+        return 0
+    b = np.frombuffer(outside, np.uint8)
+    step = np.isin(b, _OPEN).astype(np.int64) - np.isin(b, _CLOSE)
+    return int(np.cumsum(step).max(initial=0))
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPEN = np.frombuffer(b"[{", np.uint8)
+_CLOSE = np.frombuffer(b"]}", np.uint8)
 
 
 def metric_to_pb(name: str) -> pb.Metric:
@@ -238,72 +291,213 @@ def stored_from_pb(m: pb.CacheStoreResponse) -> CacheStored:
     return CacheStored(m.entry_id, m.expires_at, m.evicted, m.stored)
 
 
-def model_load_to_pb(model: str, d: dict[str, Any]) -> pb.ModelLoad:
-    return pb.ModelLoad(
-        model=model,
-        load=d["load"],
-        overloaded=d["overloaded"],
-        pressure=d["pressure"],
-        source=d["source"],
-        capacity_rps=d["capacity_rps"],
-    )
+def model_load_to_pb(model: str, m: ModelLoad) -> pb.ModelLoad:
+    return pb.ModelLoad(model=model, **dataclasses.asdict(m))
 
 
-def model_load_from_pb(m: pb.ModelLoad) -> dict[str, Any]:
-    return {
-        "load": m.load,
-        "overloaded": m.overloaded,
-        "pressure": m.pressure,
-        "source": m.source,
-        "capacity_rps": m.capacity_rps,
-    }
+def model_load_from_pb(m: pb.ModelLoad) -> ModelLoad:
+    return ModelLoad(m.load, m.overloaded, m.pressure, m.source, m.capacity_rps)
 
 
-def policies_to_pb(policies: dict[str, dict[str, Any]]) -> pb.GetCachePoliciesResponse:
+def policies_to_pb(policies: dict[str, PolicyState]) -> pb.GetCachePoliciesResponse:
     return pb.GetCachePoliciesResponse(
         categories=[
             pb.CategoryState(
                 category=c,
-                policy=policy_to_pb(d["policy"]),
-                threshold=d["threshold"],
-                ttl_s=d["ttl_s"],
-                pressure=d["pressure"],
-                feedback=d.get("feedback", 0),
-                feedback_wrong=d.get("feedback_wrong", 0),
-                learned_threshold=d.get("learned_threshold", math.nan),
+                policy=policy_to_pb(st.policy),
+                threshold=st.threshold,
+                ttl_s=st.ttl_s,
+                pressure=st.pressure,
+                feedback=st.feedback,
+                feedback_wrong=st.feedback_wrong,
+                learned_threshold=st.learned_threshold,
             )
-            for c, d in policies.items()
+            for c, st in policies.items()
         ]
     )
 
 
-def policies_from_pb(m: pb.GetCachePoliciesResponse) -> dict[str, dict[str, Any]]:
+def policies_from_pb(m: pb.GetCachePoliciesResponse) -> dict[str, PolicyState]:
     return {
-        s.category: {
-            "policy": policy_from_pb(s.policy),
-            "threshold": s.threshold,
-            "ttl_s": s.ttl_s,
-            "pressure": s.pressure,
-            "feedback": s.feedback,
-            "feedback_wrong": s.feedback_wrong,
-            "learned_threshold": s.learned_threshold,
-        }
+        s.category: PolicyState(
+            policy_from_pb(s.policy),
+            s.threshold,
+            s.ttl_s,
+            s.pressure,
+            s.feedback,
+            s.feedback_wrong,
+            s.learned_threshold,
+        )
         for s in m.categories
     }
 
 
-def cache_stats_to_pb(stats: dict[str, Any]) -> pb.CacheStatsResponse:
-    out = pb.CacheStatsResponse(entries=stats["entries"], partitions=stats["partitions"])
-    for c, counters in stats["categories"].items():
+def cache_stats_to_pb(stats: CacheStats) -> pb.CacheStatsResponse:
+    out = pb.CacheStatsResponse(entries=stats.entries, partitions=stats.partitions)
+    for c, counters in stats.categories.items():
         out.categories[c].counters.update(counters)
-    out.models.extend(model_load_to_pb(m, d) for m, d in stats["models"].items())
+    out.models.extend(model_load_to_pb(m, x) for m, x in stats.models.items())
     return out
 
 
-def cache_stats_from_pb(m: pb.CacheStatsResponse) -> dict[str, Any]:
-    return {
-        "categories": {c: dict(v.counters) for c, v in m.categories.items()},
-        "partitions": m.partitions,
-        "entries": m.entries,
-        "models": {x.model: model_load_from_pb(x) for x in m.models},
-    }
+def cache_stats_from_pb(m: pb.CacheStatsResponse) -> CacheStats:
+    return CacheStats(
+        categories={c: dict(v.counters) for c, v in m.categories.items()},
+        partitions=m.partitions,
+        entries=m.entries,
+        models={x.model: model_load_from_pb(x) for x in m.models},
+    )
+
+
+# -- administration ------------------------------------------------------------------------------
+_INDEX_FIELDS = tuple(f.name for f in dataclasses.fields(IndexConfig))
+_SEARCH_FIELDS = tuple(f.name for f in dataclasses.fields(SearchParams))
+
+
+def index_config_to_pb(c: IndexConfig) -> pb.IndexParams:
+    return pb.IndexParams(**{f: getattr(c, f) for f in _INDEX_FIELDS})
+
+
+def index_config_from_pb(m: pb.IndexParams) -> IndexConfig:
+    """Unset fields (and 0 in the first four, as older clients send) take the defaults."""
+    first = ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")
+    return IndexConfig(
+        **{
+            f: getattr(m, f)
+            for f in _INDEX_FIELDS
+            if m.HasField(f) and not (f in first and getattr(m, f) == 0)
+        }
+    )
+
+
+def search_params_to_pb(p: SearchParams) -> pb.SearchParams:
+    return pb.SearchParams(**{f: getattr(p, f) for f in _SEARCH_FIELDS})
+
+
+def search_params_from_pb(m: pb.SearchParams) -> SearchParams | None:
+    """None when no field is set (the collection's defaults apply)."""
+    fields = {f: getattr(m, f) for f in _SEARCH_FIELDS if m.HasField(f)}
+    return SearchParams(**fields) if fields else None
+
+
+def collection_info_to_pb(c: CollectionInfo) -> pb.CollectionInfo:
+    out = pb.CollectionInfo(
+        name=c.name,
+        dim=c.dim,
+        metric=metric_to_pb(c.metric),
+        index=index_config_to_pb(c.index),
+        vector_count=c.vectors,
+        tenant_count=c.tenants,
+        trained=c.trained,
+        seq=c.seq,
+        quarantined=c.quarantined,
+    )
+    out.memory_bytes.update(c.memory)
+    return out
+
+
+def collection_info_from_pb(m: pb.CollectionInfo) -> CollectionInfo:
+    return CollectionInfo(
+        name=m.name,
+        dim=m.dim,
+        metric=metric_from_pb(m.metric),
+        index=index_config_from_pb(m.index),
+        vectors=m.vector_count,
+        tenants=m.tenant_count,
+        trained=m.trained,
+        seq=m.seq,
+        memory=dict(m.memory_bytes),
+        quarantined=m.quarantined,
+    )
+
+
+def key_info_to_pb(k: KeyInfo) -> pb.KeyInfo:
+    return pb.KeyInfo(
+        key_id=k.key_id,
+        tenant=k.tenant or "",
+        description=k.description,
+        created=k.created,
+        admin=k.tenant is None,
+    )
+
+
+def key_info_from_pb(m: pb.KeyInfo) -> KeyInfo:
+    return KeyInfo(m.key_id, None if m.admin else m.tenant, m.description, m.created)
+
+
+def issued_key_to_pb(k: IssuedKey) -> pb.IssueKeyResponse:
+    return pb.IssueKeyResponse(key_id=k.key_id, api_key=k.secret)
+
+
+def issued_key_from_pb(m: pb.IssueKeyResponse) -> IssuedKey:
+    return IssuedKey(m.key_id, m.api_key)
+
+
+def server_info_to_pb(i: ServerInfo) -> pb.ServerInfoResponse:
+    return pb.ServerInfoResponse(**dataclasses.asdict(i))
+
+
+def server_info_from_pb(m: pb.ServerInfoResponse) -> ServerInfo:
+    return ServerInfo(m.version, m.principal, m.seq, m.collections, m.tenants, m.uptime_seconds)
+
+
+# -- vectors ---------------------------------------------------------------------------------
+def write_result_to_pb(r: WriteResult) -> pb.WriteResponse:
+    return pb.WriteResponse(seq=r.seq, count=r.count, tenant_seq=r.tenant_seq)
+
+
+def write_result_from_pb(m: pb.WriteResponse) -> WriteResult:
+    return WriteResult(m.seq, m.count, m.tenant_seq)
+
+
+def records_to_pb(r: Records) -> pb.GetResponse:
+    return pb.GetResponse(
+        ids=r.ids.tolist(),
+        vectors=encode_matrix(r.vectors),
+        documents=[encode_document(d) for d in r.documents],
+        owners=r.owners,
+    )
+
+
+def records_from_pb(m: pb.GetResponse) -> Records:
+    ids = np.array(m.ids, np.uint64)
+    x = decode_matrix(m.vectors, "vectors", rows=len(ids))
+    return Records(ids, x, list(m.owners), [decode_document(d) for d in m.documents])
+
+
+def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
+    nq, k = r.ids.shape
+    names = sorted({o for row in r.owners or [] for o in row if o})
+    slot = {n: i for i, n in enumerate(names)}
+    out = pb.SearchResponse(
+        nq=nq,
+        k=k,
+        ids=np.asarray(r.ids).view(np.uint64).ravel().tolist(),
+        seq=r.seq,
+        distances=np.ascontiguousarray(r.distances, _LE_F32).tobytes(),
+        owner_names=names,
+        owners=[slot.get(o, -1) for row in r.owners or [] for o in row],
+    )
+    if r.documents is not None:
+        out.documents.extend(encode_document(d) for row in r.documents for d in row)
+    if r.vectors is not None:
+        out.vectors.CopyFrom(encode_matrix(r.vectors.reshape(nq * k, -1)))
+    return out
+
+
+def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchResult:
+    """with_documents: whether documents were asked for (an empty list is then nq empty rows)."""
+    ids = np.array(m.ids, np.uint64).reshape(m.nq, m.k)
+    dist = np.frombuffer(m.distances, _LE_F32).astype(np.float32).reshape(m.nq, m.k)
+    table = list(m.owner_names)
+    flat_owners = [table[i] if 0 <= i < len(table) else "" for i in m.owners]
+    owners = [flat_owners[i * m.k : (i + 1) * m.k] for i in range(m.nq)] if m.owners else None
+    docs = None
+    if with_documents:
+        flat = [decode_document(d) for d in m.documents]
+        docs = [flat[i * m.k : (i + 1) * m.k] for i in range(m.nq)]
+    vecs = None
+    if m.HasField("vectors"):
+        x = decode_matrix(m.vectors, "vectors", rows=m.nq * m.k)
+        vecs = x.reshape(m.nq, m.k, m.vectors.dim)
+    return SearchResult(ids, dist, docs, vecs, m.seq, owners)

@@ -1,15 +1,18 @@
 """`python -m server` (or `curator-server`): run the Curator DB gRPC service.
 
 Settings come from defaults, then CURATOR_* environment variables (e.g. CURATOR_DATA_DIR,
-CURATOR_ADDRESS, CURATOR_ADMIN_KEY, CURATOR_SYNC; the semantic cache's CURATOR_CACHE_<FIELD>
-of curator.cache.CacheConfig), then the flags below. The data directory
-defaults to ./curator-data. If no admin key is configured and none exists yet, one is
-generated and written to <data-dir>/admin.key (mode 0600).
+CURATOR_ADDRESS, CURATOR_ADMIN_KEY_FILE, CURATOR_ADMIN_KEY, CURATOR_SYNC; the semantic cache's
+CURATOR_CACHE_<FIELD> of curator.cache.CacheConfig), then the flags below. The data directory
+defaults to ./curator-data (mode 0700, its files 0600). If no admin key is configured and none
+exists yet, one is generated and written to <data-dir>/admin.key (mode 0600). A configured
+admin key must be strong (at least 32 characters, not a repeated pattern); prefer
+--admin-key-file or the environment to --admin-key, which shows in the process list.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import secrets
@@ -22,8 +25,11 @@ from pythonjsonlogger.json import JsonFormatter
 from curator.cache.config import CacheConfig
 from curator.config import DatabaseConfig, from_env
 from curator.database import Database
+from curator.errors import InvalidArgument
+from curator.results import CacheStats
+from curator.storage.files import private_dir
 from server.app import create_server, install_signal_handlers
-from server.config import ServerConfig
+from server.config import ServerConfig, configured_admin_key
 from server.metrics import serve_metrics
 
 log = logging.getLogger("server")
@@ -37,11 +43,23 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
     )
     ap.add_argument("--data-dir", help="LMDB data directory (default ./curator-data)")
     ap.add_argument("--address", help="host:port to listen on (default 127.0.0.1:50051)")
-    ap.add_argument("--admin-key", help="admin API key to register")
+    ap.add_argument("--admin-key", help="admin API key to register (visible in the process list)")
+    ap.add_argument("--admin-key-file", help="file holding the admin API key to register")
     ap.add_argument("--tls-cert", help="PEM certificate (with --tls-key: serve TLS)")
     ap.add_argument("--tls-key", help="PEM private key")
     ap.add_argument("--threads", type=int, help="worker threads (default 8)")
+    ap.add_argument(
+        "--max-tenant-inflight",
+        type=int,
+        help="worker threads one tenant may hold at once (default: half of --threads)",
+    )
     ap.add_argument("--metrics-port", type=int, help="Prometheus metrics port (0 = off)")
+    ap.add_argument(
+        "--http-port",
+        type=int,
+        help="serve the HTTP/JSON API on this port too, on the --address host (default off; "
+        "needs the http extra)",
+    )
     ap.add_argument(
         "--no-sync",
         action="store_true",
@@ -54,12 +72,17 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
         ServerConfig,
         address=a.address,
         admin_key=a.admin_key,
+        admin_key_file=a.admin_key_file,
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         threads=a.threads,
+        max_tenant_inflight=a.max_tenant_inflight,
         metrics_port=a.metrics_port,
         log_level=a.log_level,
     )
+    if a.http_port is not None:
+        host = server.address.rpartition(":")[0]
+        server = dataclasses.replace(server, http_address=f"{host}:{a.http_port}")
     db = from_env(DatabaseConfig, data_dir=a.data_dir, sync=False if a.no_sync else None)
     return server, db, a.log_format
 
@@ -88,24 +111,37 @@ def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
     return db
 
 
-def cache_state(db: Database | None) -> tuple[dict[str, Any], dict[Any, Any]]:
+def cache_state(db: Database | None) -> tuple[CacheStats | None, dict[Any, Any]]:
     """Database-wide cache stats and the current default threshold / TTL of each category for
     each model with a known load (for the metrics)."""
     if db is None:
-        return {}, {}
+        return None, {}
     stats = db.cache_stats()
     current = {}
-    for model in stats["models"]:
-        for cat, d in db.cache.policies("", model).items():
-            current[(cat, model)] = (d["threshold"], d["ttl_s"])
+    for model in stats.models:
+        for cat, st in db.cache_policies(model=model).items():
+            current[(cat, model)] = (st.threshold, st.ttl_s)
     return stats, current
 
 
 def main(argv: list[str] | None = None) -> int:
     server_config, db_config, log_format = _parse(argv)
     _setup_logging(server_config.log_level, log_format)
-    Path(db_config.data_dir).mkdir(parents=True, exist_ok=True)
-    server = create_server(lambda: _open(db_config, server_config.admin_key), server_config)
+    try:
+        admin_key = configured_admin_key(server_config)
+    except InvalidArgument as e:
+        log.error("refusing to start: %s", e)
+        return 2
+    if db_config.max_response_bytes >= server_config.max_message_bytes:
+        log.warning(
+            "max_response_bytes (%d) is not below max_message_bytes (%d): gRPC, not the "
+            "database, will refuse the largest responses, after building them",
+            db_config.max_response_bytes,
+            server_config.max_message_bytes,
+        )
+    os.umask(0o077)  # everything the server writes (data, backups, keys) is private
+    private_dir(db_config.data_dir)
+    server = create_server(lambda: _open(db_config, admin_key), server_config)
     install_signal_handlers(server, server_config.grace_seconds)
     log.info(
         "listening on %s (port %d), data in %s",
@@ -121,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
                 return {}
             out = {}
             for name in db.list_collections():
-                d = db.describe_collection(name)
-                out[name] = (d["vectors"], d["tenants"])
+                info = db.describe_collection(name)
+                out[name] = (info.vectors, info.tenants)
             return out
 
-        serve_metrics(server_config.metrics_port, sizes, lambda: cache_state(server.database))
-        log.info("metrics on http://127.0.0.1:%d/metrics", server_config.metrics_port)
+        host = server_config.metrics_host
+        serve_metrics(
+            server_config.metrics_port, sizes, lambda: cache_state(server.database), host=host
+        )
+        log.info("metrics on http://%s:%d/metrics", host, server_config.metrics_port)
     server.wait()
     server.stop(server_config.grace_seconds)  # no-op if a signal already stopped it
     return 0

@@ -17,11 +17,13 @@ from grpc_reflection.v1alpha import reflection
 
 from curator.auth import Principal
 from curator.database import Database
-from curator.errors import Unavailable
+from curator.errors import FailedPrecondition, InvalidArgument, Unavailable
+from curator.index.warmup import warm_kernels
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import AuthInterceptor
 from server.config import ServerConfig
+from server.fairness import TenantLimiter, default_tenant_limit
 from server.metrics import MetricsInterceptor
 from server.service import AdminServicer, CacheServicer, VectorsServicer
 
@@ -47,8 +49,11 @@ class Server:
         state: Any,
         health_servicer: health.HealthServicer,
         owns_db: bool,
+        http: Any = None,
     ) -> None:
         self.grpc = grpc_server
+        self.http = http  # server.http.HttpServer, or None
+        self.http_port: int | None = http.port if http is not None else None
         self.port = port
         self._state = state
         self._health = health_servicer
@@ -70,6 +75,8 @@ class Server:
             if self._stopped:
                 return
             self._health.enter_graceful_shutdown()
+            if self.http is not None:
+                self.http.stop(grace)
             self.grpc.stop(grace).wait()
             if self._owns_db and self._state.db is not None:
                 self._state.db.close()
@@ -81,11 +88,10 @@ class Server:
 
 
 class _State:
-    def __init__(self, backup_dir: str) -> None:
+    def __init__(self) -> None:
         self.db: Database | None = None
         self.ready = threading.Event()
         self.started = time.monotonic()
-        self.backup_dir = backup_dir
 
     def authenticate(self, key: str | None) -> Principal:
         if self.db is None:
@@ -97,18 +103,21 @@ def create_server(
     database: Database | Callable[[], Database], config: ServerConfig | None = None
 ) -> Server:
     """Bind and start a server for `database` (or for the database a factory opens, in the
-    background: health reports NOT_SERVING until it has loaded). Returns the Server, whose
-    `port` is the port bound (config.address may use port 0)."""
+    background: health reports NOT_SERVING until it has loaded and the search kernels are
+    compiled). Returns the Server, whose `port` is the port bound (config.address may use
+    port 0)."""
     config = config or ServerConfig()
-    state = _State(config.backup_dir)
+    state = _State()
     opts = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    limiter = TenantLimiter(config.max_tenant_inflight or default_tenant_limit(config.threads))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="curator-rpc"),
-        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate)],
+        # Outermost first: the limiter runs after authentication has named the tenant.
+        interceptors=[MetricsInterceptor(), AuthInterceptor(state.authenticate), limiter],
         options=opts,
         maximum_concurrent_rpcs=config.threads * 16,
     )
@@ -136,15 +145,17 @@ def create_server(
 
     def attach(db: Database) -> None:
         state.db = db
-        if not state.backup_dir:
-            state.backup_dir = str(db.path / "backups")
+        if config.backup_dir:
+            db.backup_dir = Path(config.backup_dir)
         state.ready.set()
         set_serving(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving on port %d", port)
+        since = time.monotonic() - state.started
+        log.info("start-up: serving on port %d, %.2f s after start", port, since)
 
     set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
+    http = _start_http(state, config) if config.http_address else None
     server.start()
-    wrapper = Server(server, port, state, health_servicer, owns_db=callable(database))
+    wrapper = Server(server, port, state, health_servicer, callable(database), http)
     if isinstance(database, Database):
         attach(database)
     else:
@@ -152,12 +163,36 @@ def create_server(
 
         def load() -> None:
             try:
-                attach(factory())
+                db = factory()
             except Exception:
                 log.exception("the database failed to open; the server keeps NOT_SERVING")
+                return
+            try:
+                warm_kernels()  # so that no query waits for numba
+            except Exception:
+                log.exception("warming the kernels failed; the first queries will compile them")
+            attach(db)
 
         threading.Thread(target=load, name="curator-load", daemon=True).start()
     return wrapper
+
+
+def _start_http(state: _State, config: ServerConfig) -> Any:
+    try:
+        from server.http import serve_http
+    except ImportError as e:
+        raise FailedPrecondition(
+            f"expected fastapi and uvicorn for the HTTP API (pip install 'curator-db[http]'), "
+            f"got {e}"
+        ) from None
+    host, _, port = config.http_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidArgument(f"expected http_address host:port, got {config.http_address!r}")
+    http = serve_http(
+        state, host.strip("[]"), int(port), config.max_message_bytes, config.threads * 16
+    )
+    log.info("HTTP API on http://%s:%d (OpenAPI at /openapi.json)", host, http.port)
+    return http
 
 
 def install_signal_handlers(server: Server, grace: float) -> None:

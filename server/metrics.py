@@ -1,4 +1,9 @@
-"""Prometheus metrics: requests, latencies and errors by method; collection sizes."""
+"""Prometheus metrics: requests, latencies and errors by method; collection sizes.
+
+The page is unauthenticated (bound to 127.0.0.1), so it names no tenant and no category a
+tenant made up: the cache series are labelled with the built-in categories only, every other
+category is summed into "other".
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from curator.cache.policy import CATALOGUE
+from curator.results import CacheStats
 
 __all__ = ["REGISTRY", "CacheState", "MetricsInterceptor", "serve_metrics"]
 
@@ -86,7 +94,7 @@ class CacheState:
     `state()` returns (cache stats of the whole database, {(category, model): (threshold,
     ttl_s)})."""
 
-    def __init__(self, state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]]) -> None:
+    def __init__(self, state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]]) -> None:
         self._state = state
 
     def collect(self) -> Any:
@@ -101,7 +109,7 @@ class CacheState:
             "curator_cache_entries", "Entries by category", labels=["category"]
         )
         size = GaugeMetricFamily("curator_cache_bytes", "Bytes by category", labels=["category"])
-        for cat, counters in stats.get("categories", {}).items():
+        for cat, counters in _public(stats.categories if stats else {}).items():
             for what, n in counters.items():
                 if what == "entries":
                     entries.add_metric([cat], n)
@@ -113,9 +121,9 @@ class CacheState:
         pressure = GaugeMetricFamily(
             "curator_model_pressure", "Load pressure on cache policies (0..1)", labels=["model"]
         )
-        for model, d in stats.get("models", {}).items():
-            load.add_metric([model], d["load"])
-            pressure.add_metric([model], d["pressure"])
+        for model, m in (stats.models if stats else {}).items():
+            load.add_metric([model], m.load)
+            pressure.add_metric([model], m.pressure)
         threshold = GaugeMetricFamily(
             "curator_cache_threshold",
             "Current similarity threshold by category and model",
@@ -127,19 +135,33 @@ class CacheState:
             labels=["category", "model"],
         )
         for (cat, model), (t, life) in current.items():
+            if cat not in CATALOGUE:
+                continue  # a setting of a category that is not public has no aggregate
             threshold.add_metric([cat, model], t)
             ttl.add_metric([cat, model], life)
         yield from (events, entries, size, load, pressure, threshold, ttl)
 
 
+def _public(by_cat: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Counters by category with every non-built-in category summed into "other"."""
+    out: dict[str, dict[str, int]] = {}
+    for cat, counters in by_cat.items():
+        public = cat in CATALOGUE or cat == "*"  # "*": invalidations of every category
+        d = out.setdefault(cat if public else "other", {})
+        for what, n in counters.items():
+            d[what] = d.get(what, 0) + n
+    return out
+
+
 def serve_metrics(
     port: int,
     describe: Callable[[], dict[str, tuple[int, int]]],
-    cache_state: Callable[[], tuple[dict[str, Any], dict[Any, Any]]] | None = None,
+    cache_state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]] | None = None,
+    host: str = "127.0.0.1",
 ) -> Any:
-    """Expose the metrics on http://127.0.0.1:<port>/metrics; returns the HTTP server."""
+    """Expose the metrics on http://<host>:<port>/metrics; returns the HTTP server."""
     REGISTRY.register(CollectionSizes(describe))
     if cache_state is not None:
         REGISTRY.register(CacheState(cache_state))
-    server, _ = start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
     return server

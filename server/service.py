@@ -1,91 +1,37 @@
 """The gRPC servicers: decode, one call into the Database, encode. Authorisation rules (who
-may act as which tenant) are applied here, before the call."""
+may act as which tenant, server/rules.py) are applied before the call."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curator.auth import Principal
-from curator.config import IndexConfig, SearchParams
 from curator.database import Database
-from curator.errors import InvalidArgument, NotFound, PermissionDenied
+from curator.errors import NotFound
+from curator.results import WriteResult
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
+from server import rules
 from server.auth import current_principal
 from server.status import rpc
 
 __all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
 
-VERSION = "0.1.0"
-_MAX_PAGE = 1000
-_NAME_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
-
-def _admin() -> Principal:
-    p = current_principal.get()
-    if not p.is_admin:
-        raise PermissionDenied(f"expected an admin key, got a key of {p}")
-    return p
+def _admin() -> None:
+    rules.require_admin(current_principal.get())
 
 
 def _act_as(requested: str, required: bool) -> str | None:
-    """The tenant a call acts for: a tenant key acts for itself only; the admin names one
-    (or, where allowed, none: every tenant)."""
-    p = current_principal.get()
-    if not p.is_admin:
-        if requested and requested != p.tenant:
-            raise PermissionDenied("expected the key's own tenant, got another tenant")
-        return p.tenant
-    if not requested and required:
-        raise InvalidArgument("expected a tenant to act as (the admin key acts for none)")
-    return requested or None
-
-
-def _page(items: Sequence[str], size: int, token: str) -> tuple[list[str], str]:
-    size = min(size or 100, _MAX_PAGE)
-    start = 0
-    if token:
-        try:
-            after = base64.urlsafe_b64decode(token.encode()).decode()
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidArgument("expected a page_token from a previous response") from None
-        start = (
-            int(np.searchsorted(np.array(items, dtype=object), after, side="right")) if items else 0
-        )
-    page = list(items[start : start + size])
-    more = start + size < len(items)
-    return page, base64.urlsafe_b64encode(page[-1].encode()).decode() if more and page else ""
-
-
-def _index_config(p: pb.IndexParams) -> IndexConfig:
-    fields = {
-        f: getattr(p, f)
-        for f in ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")
-        if getattr(p, f)
-    }
-    return IndexConfig(**fields)
-
-
-def _search_params(p: pb.SearchParams) -> SearchParams | None:
-    fields = {
-        f: getattr(p, f)
-        for f in ("search_ef", "beam_size", "variance_boost", "exact_search_threshold")
-        if p.HasField(f)
-    }
-    return SearchParams(**fields) if fields else None
+    return rules.acting_tenant(current_principal.get(), requested, required)
 
 
 class _Base:
     def __init__(self, state: Any) -> None:
-        self._state = state  # .db: Database, .started: float, .backup_dir: Path
+        self._state = state  # .db: Database, .started: float
 
     @property
     def db(self) -> Database:
@@ -95,27 +41,9 @@ class _Base:
 
 class AdminServicer(_Base, pb_grpc.AdminServicer):
     def _info(self, name: str) -> pb.CollectionInfo:
-        d = self.db.describe_collection(name)
-        cfg = d["config"]
-        info = pb.CollectionInfo(
-            name=name,
-            dim=d["dim"],
-            metric=convert.metric_to_pb(d["metric"]),
-            index=pb.IndexParams(
-                **{
-                    k: getattr(cfg, k)
-                    for k in ("branching", "max_leaf_size", "max_sl_size", "train_min_vectors")
-                }
-            ),
+        return convert.collection_info_to_pb(
+            rules.collection_view(self.db, name, current_principal.get())
         )
-        p = current_principal.get()
-        if p.is_admin:
-            info.vector_count, info.tenant_count = d["vectors"], d["tenants"]
-            info.trained, info.seq = d["trained"], d["seq"]
-            info.memory_bytes.update(d["memory"])
-        else:  # a tenant learns only about its own vectors
-            info.vector_count = self.db.count(name, tenant=p.tenant)
-        return info
 
     @rpc
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: Any) -> Any:
@@ -124,13 +52,13 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
             request.name,
             request.dim,
             convert.metric_from_pb(request.metric),
-            _index_config(request.index),
+            convert.index_config_from_pb(request.index),
         )
         return self._info(request.name)
 
     @rpc
     def ListCollections(self, request: pb.ListRequest, context: Any) -> Any:
-        names, token = _page(self.db.list_collections(), request.page_size, request.page_token)
+        names, token = rules.page(self.db.list_collections(), request.page_size, request.page_token)
         return pb.ListCollectionsResponse(
             collections=[self._info(n) for n in names], next_page_token=token
         )
@@ -146,6 +74,11 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         return pb.Empty()
 
     @rpc
+    def Train(self, request: pb.CollectionRef, context: Any) -> Any:
+        _admin()
+        return pb.TrainResponse(trained=self.db.train(request.name))
+
+    @rpc
     def CreateTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
         self.db.create_tenant(request.name)
@@ -154,7 +87,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def ListTenants(self, request: pb.ListRequest, context: Any) -> Any:
         _admin()
-        names, token = _page(self.db.list_tenants(), request.page_size, request.page_token)
+        names, token = rules.page(self.db.list_tenants(), request.page_size, request.page_token)
         return pb.ListTenantsResponse(tenants=names, next_page_token=token)
 
     @rpc
@@ -164,63 +97,46 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         return pb.Empty()
 
     @rpc
-    def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
+    def AllowSharing(self, request: pb.AllowSharingRequest, context: Any) -> Any:
         _admin()
-        if not self.db.has_tenant(request.tenant):  # a key is always for an existing tenant
-            raise NotFound(f"expected a known tenant, got {request.tenant!r}")
-        info, secret = self.db.keys.issue(request.tenant, request.description)
-        return pb.IssueKeyResponse(key_id=info.key_id, api_key=secret)
+        self.db.allow_sharing(request.tenant, request.with_tenant, request.allowed)
+        return pb.Empty()
+
+    @rpc
+    def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
+        p = current_principal.get()
+        key = rules.issue_key(self.db, p, request.tenant, request.admin, request.description)
+        return convert.issued_key_to_pb(key)
 
     @rpc
     def ListKeys(self, request: pb.ListKeysRequest, context: Any) -> Any:
         _admin()
-        keys = {
-            k.key_id: k
-            for k in self.db.keys.list_keys()
-            if k.tenant is not None and (not request.tenant or k.tenant == request.tenant)
-        }
-        ids, token = _page(sorted(keys), request.page_size, request.page_token)
+        keys = {k.key_id: k for k in self.db.list_keys(request.tenant or None)}
+        ids, token = rules.page(sorted(keys), request.page_size, request.page_token)
         return pb.ListKeysResponse(
-            keys=[
-                pb.KeyInfo(
-                    key_id=i,
-                    tenant=keys[i].tenant or "",
-                    description=keys[i].description,
-                    created=keys[i].created,
-                )
-                for i in ids
-            ],
-            next_page_token=token,
+            keys=[convert.key_info_to_pb(keys[i]) for i in ids], next_page_token=token
         )
 
     @rpc
     def RevokeKey(self, request: pb.RevokeKeyRequest, context: Any) -> Any:
         _admin()
-        self.db.keys.revoke(request.key_id)
+        self.db.revoke_key(request.key_id)
         return pb.Empty()
+
+    @rpc
+    def RotateKey(self, request: pb.RotateKeyRequest, context: Any) -> Any:
+        key = rules.rotate_key(self.db, current_principal.get(), request.key_id)
+        return convert.issued_key_to_pb(key)
 
     @rpc
     def Backup(self, request: pb.BackupRequest, context: Any) -> Any:
         _admin()
-        if not request.name or set(request.name) - _NAME_SAFE or request.name.startswith("."):
-            raise InvalidArgument(
-                f"expected a backup name of letters, digits, '-', '_', '.', got {request.name!r}"
-            )
-        dest = Path(self._state.backup_dir) / request.name
-        self.db.backup(dest)
-        return pb.BackupResponse(path=str(dest))
+        return pb.BackupResponse(path=self.db.backup(request.name))
 
     @rpc
     def ServerInfo(self, request: pb.Empty, context: Any) -> Any:
-        stats = self.db.stats()
-        return pb.ServerInfoResponse(
-            version=VERSION,
-            principal=str(current_principal.get()),
-            seq=stats["seq"],
-            collections=stats["collections"],
-            tenants=stats["tenants"],
-            uptime_seconds=time.monotonic() - self._state.started,
-        )
+        info = rules.server_info(self.db, current_principal.get(), self._state.started)
+        return convert.server_info_to_pb(info)
 
 
 class VectorsServicer(_Base, pb_grpc.VectorsServicer):
@@ -234,41 +150,54 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             if len(request.documents)
             else None
         )
-        res = self.db.upsert(request.collection, ids, x, docs, tenant=tenant or "")
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        res = self.db.upsert(request.collection, ids, x, docs, tenant=tenant)
+        return _written(res)
 
     @rpc
     def Get(self, request: pb.GetRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        rec = self.db.get(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
-        return pb.GetResponse(
-            ids=rec.ids.tolist(),
-            vectors=convert.encode_matrix(rec.vectors),
-            documents=[convert.encode_document(d) for d in rec.documents],
-            owners=rec.owners,
+        rec = self.db.get(
+            request.collection,
+            np.array(request.ids, np.uint64),
+            tenant=tenant,
+            owner=request.owner or None,
         )
+        return convert.records_to_pb(rec)
 
     @rpc
     def Delete(self, request: pb.DeleteRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        res = self.db.delete(request.collection, np.array(request.ids, np.uint64), tenant=tenant)
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        res = self.db.delete(
+            request.collection,
+            np.array(request.ids, np.uint64),
+            tenant=tenant,
+            owner=request.owner or None,
+        )
+        return _written(res)
 
     @rpc
     def Grant(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.grant(
-            request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
+            request.collection,
+            np.array(request.ids, np.uint64),
+            request.to_tenant,
+            tenant=tenant,
+            owner=request.owner or None,
         )
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return _written(res)
 
     @rpc
     def Revoke(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         res = self.db.revoke(
-            request.collection, np.array(request.ids, np.uint64), request.to_tenant, tenant=tenant
+            request.collection,
+            np.array(request.ids, np.uint64),
+            request.to_tenant,
+            tenant=tenant,
+            owner=request.owner or None,
         )
-        return pb.WriteResponse(**dataclasses.asdict(res))
+        return _written(res)
 
     @rpc
     def Count(self, request: pb.CountRequest, context: Any) -> Any:
@@ -278,37 +207,28 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
         p = current_principal.get()
-        tenants = list(request.tenants)
-        if not p.is_admin:
-            if any(t != p.tenant for t in tenants):
-                raise PermissionDenied("expected to search the key's own tenant, got another")
-            tenants = [p.tenant or ""]
-        elif not tenants:
-            raise InvalidArgument("expected tenants to search for (the admin key acts for none)")
+        tenants = rules.search_tenants(p, request.tenants)
         q = convert.decode_matrix(request.queries, "queries")
         res = self.db.search(
             request.collection,
             q,
             request.k,
             tenant=tenants,
-            params=_search_params(request.params),
+            params=convert.search_params_from_pb(request.params),
             with_documents=request.with_documents,
             with_vectors=request.with_vectors,
             require_all=request.require_all,
         )
-        nq, k = res.ids.shape
-        out = pb.SearchResponse(
-            nq=nq,
-            k=k,
-            ids=res.ids.ravel().tolist(),
-            seq=res.seq,
-            distances=res.distances.astype("<f4").tobytes(),
-        )
-        if res.documents is not None:
-            out.documents.extend(convert.encode_document(d) for row in res.documents for d in row)
-        if res.vectors is not None:
-            out.vectors.CopyFrom(convert.encode_matrix(res.vectors.reshape(nq * k, -1)))
-        return out
+        if not p.is_admin:  # a tenant key sees its own write counter, not the global seq
+            res = dataclasses.replace(res, seq=self.db.tenant_seq(p.tenant or ""))
+        return convert.search_result_to_pb(res)
+
+
+def _written(res: WriteResult) -> pb.WriteResponse:
+    """A write's answer: a tenant key sees its own write counter, never the global seq."""
+    if not current_principal.get().is_admin:
+        res = dataclasses.replace(res, seq=res.tenant_seq)
+    return convert.write_result_to_pb(res)
 
 
 class CacheServicer(_Base, pb_grpc.CacheServicer):
@@ -386,12 +306,12 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def ResetPolicy(self, request: pb.ResetCachePolicyRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        self.db.cache_reset_policy(request.category, tenant=tenant)
-        return pb.Empty()
+        reset = self.db.cache_reset_policy(request.category, tenant=tenant)
+        return pb.ResetCachePolicyResponse(reset=reset)
 
     @rpc
     def GetPolicies(self, request: pb.GetCachePoliciesRequest, context: Any) -> Any:
-        tenant = _act_as(request.tenant, required=True) or ""
+        tenant = _act_as(request.tenant, required=False)  # admin, none: the defaults
         return convert.policies_to_pb(self.db.cache_policies(tenant=tenant, model=request.model))
 
     @rpc
@@ -406,12 +326,13 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         _admin()
         if request.HasField("capacity_rps"):
             self.db.cache_set_capacity(request.model, request.capacity_rps)
-        if request.HasField("load"):
-            state = self.db.cache_report_load(request.model, request.load)
-        else:
-            state = self.db.cache_stats()["models"].get(request.model)
-            if state is None:
-                raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
+        state = (
+            self.db.cache_report_load(request.model, request.load)
+            if request.HasField("load")
+            else self.db.cache_stats().models.get(request.model)
+        )
+        if state is None:
+            raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
         return convert.model_load_to_pb(request.model, state)
 
     @rpc

@@ -1,4 +1,4 @@
-"""Domain errors -> gRPC status codes, in one place."""
+"""Domain errors -> gRPC status codes and HTTP statuses, in one place."""
 
 from __future__ import annotations
 
@@ -11,11 +11,27 @@ import grpc
 
 from curator.errors import CuratorError
 
-__all__ = ["STATUS_OF", "rpc"]
+__all__ = ["HTTP_STATUS_OF", "STATUS_OF", "rpc"]
 
 log = logging.getLogger(__name__)
 
 STATUS_OF = {code.name: code for code in grpc.StatusCode}
+
+#: The HTTP API's status for each error `code` (the usual gRPC <-> HTTP correspondence); the
+#: body names the error class, as over gRPC: {"error": "NotFound", "message": "expected ..."}.
+HTTP_STATUS_OF = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 

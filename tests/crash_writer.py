@@ -44,6 +44,7 @@ def main() -> None:
         db.create_collection("c", DIM, "l2", IndexConfig(train_min_vectors=400, max_sl_size=16))
     except AlreadyExists:
         pass
+    db.allow_sharing("owner", "reader")
     print("ready", flush=True)
     b = start
     while cache_mode:

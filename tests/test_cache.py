@@ -115,7 +115,7 @@ def test_ttl_is_absolute_and_clamped(db: Database, clock: Clock) -> None:
 
 def test_bad_input_changes_nothing(db: Database) -> None:
     store(db, "p", emb(0))
-    before = db.cache_stats(tenant="a")["entries"]
+    before = db.cache_stats(tenant="a").entries
     cases = [
         (errors.InvalidArgument, lambda: lookup(db, "", emb(0))),
         (errors.InvalidArgument, lambda: lookup(db, "   ", emb(0))),
@@ -137,8 +137,8 @@ def test_bad_input_changes_nothing(db: Database) -> None:
     for exc, call in cases:
         with pytest.raises(exc):
             call()
-    assert db.cache_stats(tenant="a")["entries"] == before
-    assert db.cache_policies(tenant="a")["chat"]["policy"].threshold == 0.90
+    assert db.cache_stats(tenant="a").entries == before
+    assert db.cache_policies(tenant="a")["chat"].policy.threshold == 0.90
 
 
 def test_not_cacheable_and_exact_only(db: Database) -> None:
@@ -196,11 +196,11 @@ def test_category_quota_evicts_expired_first_then_lowest_utility(
     clock.t += 60  # "short-lived" has expired
     s = store(db, "new1", emb(24), category="chat")
     assert s.evicted == 1
-    left = {e.prompt for e in db.cache.entries("a")}
+    left = {e.prompt for e in db.cache.entries(db._cache_tenant("a"))}
     assert left == {"hot", "costly", "cold", "new1"}  # the expired one went first
     s = store(db, "new2", emb(25), category="chat")
     assert s.evicted == 1
-    left = {e.prompt for e in db.cache.entries("a")}
+    left = {e.prompt for e in db.cache.entries(db._cache_tenant("a"))}
     assert "cold" not in left and {"hot", "costly", "new1", "new2"} == left  # lowest utility
     db.close()
 
@@ -214,7 +214,7 @@ def test_tenant_quota_keeps_each_category_floor(tmp_path: Path, clock: Clock) ->
     for i in range(60):  # a busy head category
         clock.t += 1
         store(db, f"head {i}", emb(200 + i), category="chat")
-    cats = db.cache_stats(tenant="a")["categories"]
+    cats = db.cache_stats(tenant="a").categories
     assert cats["news"]["entries"] == 5  # evicted down to its floor, not below
     assert cats["chat"]["entries"] == 15
     assert cats["chat"]["evicted"] + cats["news"].get("evicted", 0) == 48
@@ -234,21 +234,21 @@ def test_load_loosens_threshold_and_stretches_ttl_with_hysteresis(
     r = lookup(db, "joke please", para, category="chat")
     assert r.hit and r.threshold == pytest.approx(0.85)
     pol = db.cache_policies(tenant="a", model="m")
-    assert pol["health"]["threshold"] == pol["health"]["policy"].threshold  # pinned
-    assert pol["news"]["ttl_s"] == 2 * 3600
+    assert pol["health"].threshold == pol["health"].policy.threshold  # pinned
+    assert pol["news"].ttl_s == 2 * 3600
     assert not lookup(db, "dose of X", near(emb(32), 0.95), category="health").hit
     clock.t += 1.5 * 3600  # past the news entry's 1 h TTL, within the stretched 2 h
-    assert db.cache_stats()["models"]["m"]["source"] == "none"  # a stale report counts no more
+    assert db.cache_stats().models["m"].source == "none"  # a stale report counts no more
     assert lookup(db, "latest headline", emb(31), category="news").reason == "expired"
     db.cache_report_load("m", 0.95)
     assert lookup(db, "latest headline", emb(31), category="news").hit
     db.cache_report_load("m", 0.7)  # EWMA 0.825: between exit (0.6) and enter: stays relaxed
-    state = db.cache_stats()["models"]["m"]
-    assert state["overloaded"] and 0 < state["pressure"] < 1
+    state = db.cache_stats().models["m"]
+    assert state.overloaded and 0 < state.pressure < 1
     db.cache_report_load("m", 0.3)
     db.cache_report_load("m", 0.3)  # EWMA below exit: back to normal
-    state = db.cache_stats()["models"]["m"]
-    assert not state["overloaded"] and state["pressure"] == 0
+    state = db.cache_stats().models["m"]
+    assert not state.overloaded and state.pressure == 0
     r = lookup(db, "a joke?", para, category="chat")
     assert (r.hit, r.reason) == (False, "below_threshold")
     assert lookup(db, "headlines?", emb(31), category="news").reason == "expired"
@@ -303,12 +303,12 @@ def test_restart_rebuilds_and_drops_expired(tmp_path: Path, clock: Clock) -> Non
     db.close()
     clock.t += 2 * 3600  # news entries (1 h) expire while the server is down
     db = open_db(tmp_path, clock)
-    assert db.cache_stats(tenant="a")["entries"] == 20
+    assert db.cache_stats(tenant="a").entries == 20
     for i in range(10, 30):
         r = lookup(db, f"paraphrase {i}", near(e[i], 0.99), category="code")
         assert r.hit and r.response == f"r{i}".encode()
     assert lookup(db, "p3", e[3], category="news").reason == "empty"
-    assert db.cache_policies(tenant="a")["chat"]["policy"].threshold == 0.8
+    assert db.cache_policies(tenant="a")["chat"].policy.threshold == 0.8
     assert lookup(db, "x", near(e[20], 0.9)).category_source == "classifier"
     assert lookup(db, "b's", e[0], tenant="b").response == b"secret"
     db.drop_tenant("b")
@@ -329,7 +329,7 @@ def test_sweep_and_invalidate(db: Database, clock: Clock) -> None:
     assert db.cache_invalidate(tenant="a", fingerprint="f1") == 1
     assert db.cache_invalidate(tenant="a", category="code", model="m") == 1
     assert db.cache_invalidate(tenant="b") == 0
-    assert [x.prompt for x in db.cache.entries("a")] == ["c3"]
+    assert [x.prompt for x in db.cache.entries(db._cache_tenant("a"))] == ["c3"]
     assert lookup(db, "c3", emb(63), model="other", category="code").hit
 
 
@@ -355,14 +355,16 @@ def test_store_entries_batch(db: Database) -> None:
     e = np.stack([emb(500 + i) for i in range(50)])
     prompts = [f"p{i}" for i in range(50)]
     prompts[49] = "p0"  # a later duplicate in the batch replaces the earlier one
-    res = db.cache.store_entries("a", prompts, e, [f"r{i}" for i in range(50)], model="m")
+    res = db.cache.store_entries(
+        db._cache_tenant("a"), prompts, e, [f"r{i}" for i in range(50)], model="m"
+    )
     assert len(res) == 50 and res[0].entry_id == res[49].entry_id
-    assert db.cache_stats(tenant="a")["entries"] == 49
+    assert db.cache_stats(tenant="a").entries == 49
     assert lookup(db, "p0", e[49]).response == b"r49"
     assert lookup(db, "p7 reworded", near(e[7], 0.99)).response == b"r7"
     with pytest.raises(errors.InvalidArgument):
-        db.cache.store_entries("a", ["x", "y"], e[:1], ["r", "s"], model="m")
-    assert db.cache_stats(tenant="a")["entries"] == 49
+        db.cache.store_entries(db._cache_tenant("a"), ["x", "y"], e[:1], ["r", "s"], model="m")
+    assert db.cache_stats(tenant="a").entries == 49
 
 
 def test_prompt_without_embedding_needs_a_server_embedder(db: Database) -> None:
@@ -426,7 +428,7 @@ def test_saved_graphs_reload_and_reconcile(
     db.cache_set_policy("chat", tenant="a", quota_entries=320)
     for i in range(300, 400):  # 100 more: 80 of the first ones are evicted
         store(db, f"prompt {i}", e[i], f"r{i}", category="chat")
-    live = {x.prompt for x in db.cache.entries("a")}
+    live = {x.prompt for x in db.cache.entries(db._cache_tenant("a"))}
     assert len(live) == 320
     db.close()
 
@@ -473,12 +475,12 @@ def test_hit_counts_are_written_back(tmp_path: Path, clock: Clock) -> None:
         clock.t += 10
         assert lookup(db, "popular", emb(900), category="chat").hit
     db.cache.sweep()  # the background write-back, run by hand
-    got = {e.prompt: (e.hits, e.last_hit) for e in db.cache.entries("a")}
+    got = {e.prompt: (e.hits, e.last_hit) for e in db.cache.entries(db._cache_tenant("a"))}
     assert got == {"popular": (3, clock.t), "ignored": (0, 0.0)}
     assert lookup(db, "popular", emb(900), category="chat").hit
     db.close()  # close writes back the fourth hit
     db = open_db(tmp_path, clock)
-    stored = {e.prompt: e for e in db.cache.entries("a")}
+    stored = {e.prompt: e for e in db.cache.entries(db._cache_tenant("a"))}
     assert {p: e.hits for p, e in stored.items()} == {"popular": 4, "ignored": 0}
     assert db.cache._metas[stored["popular"].entry_id].hits == 4  # eviction utility sees it
     db.close()

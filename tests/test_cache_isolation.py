@@ -85,12 +85,13 @@ class CacheIsolation(RuleBasedStateMachine):
     def counts_match(self) -> None:
         for t in TENANTS:
             n = sum(1 for k in self.model if k[0] == t)
-            assert self.db.cache_stats(tenant=t)["entries"] == n
+            assert self.db.cache_stats(tenant=t).entries == n
             # the running totals quota checks read agree with the entries themselves
-            total_n, total_b = self.db.cache.ledger.tenant_totals.get(t, (0, 0))
+            key = self.db._cache_tenant(t)  # the cache keys tenants by their stable id
+            total_n, total_b = self.db.cache.ledger.tenant_totals.get(key, (0, 0))
             assert total_n == n
             assert total_b == sum(
-                m.size for m in self.db.cache._metas.values() if m.key.tenant == t
+                m.size for m in self.db.cache._metas.values() if m.key.tenant == key
             )
 
 

@@ -97,19 +97,19 @@ def test_feedback_calibrates_the_category_threshold(db: Database) -> None:
     base = emb(1)
     store(db, "the cached question", base, "answer", category="chat")
     before = db.cache_policies(tenant="a")["chat"]
-    assert before["threshold"] == pytest.approx(0.90) and before["feedback"] == 0
-    assert math.isnan(before["learned_threshold"])
+    assert before.threshold == pytest.approx(0.90) and before.feedback == 0
+    assert math.isnan(before.learned_threshold)
     # candidates between the floor (0.80) and 0.89 are wrong, from 0.95 up right
     for i in range(40):
         _candidate(db, base, i, correct=False, sim=0.80 + 0.09 * i / 40)
     for i in range(40, 120):
         _candidate(db, base, i, correct=True, sim=0.95 + 0.04 * (i - 40) / 80)
     after = db.cache_policies(tenant="a")["chat"]
-    assert after["feedback"] == 120 and after["feedback_wrong"] == 40
-    assert 0.89 < after["learned_threshold"] <= 0.96
-    assert after["threshold"] == after["learned_threshold"]
-    assert db.cache_policies(tenant="b")["chat"]["feedback"] == 0  # per tenant
-    assert db.cache_stats(tenant="a")["categories"]["chat"]["feedback_wrong"] == 40
+    assert after.feedback == 120 and after.feedback_wrong == 40
+    assert 0.89 < after.learned_threshold <= 0.96
+    assert after.threshold == after.learned_threshold
+    assert db.cache_policies(tenant="b")["chat"].feedback == 0  # per tenant
+    assert db.cache_stats(tenant="a").categories["chat"]["feedback_wrong"] == 40
     # 0.92 was a hit at the policy's 0.90; the learned threshold refuses it
     assert not lookup(db, "another", near(base, 0.92, seed=7), category="chat").hit
 
@@ -135,7 +135,7 @@ def test_feedback_is_checked_and_counted_once(db: Database) -> None:
     ):
         with pytest.raises(errors.InvalidArgument):
             db.cache_feedback(tenant="a", **{"correct": True, **bad})  # type: ignore[arg-type]
-    assert db.cache_policies(tenant="a")["chat"]["feedback"] == 2
+    assert db.cache_policies(tenant="a")["chat"].feedback == 2
 
 
 def test_calibration_survives_a_restart(tmp_path: Path) -> None:
@@ -145,14 +145,14 @@ def test_calibration_survives_a_restart(tmp_path: Path) -> None:
     store(d, "cached", base, category="chat")
     for i in range(30):
         _candidate(d, base, i, correct=i % 2 == 0, sim=0.93)
-    learned = d.cache_policies(tenant="a")["chat"]["learned_threshold"]
+    learned = d.cache_policies(tenant="a")["chat"].learned_threshold
     d.close()
     d = open_db(tmp_path, Clock(), calibration_min_obs=10)
     got = d.cache_policies(tenant="a")["chat"]
-    assert got["feedback"] == 30 and got["learned_threshold"] == learned
+    assert got.feedback == 30 and got.learned_threshold == learned
     d.drop_tenant("a")
     d.create_tenant("a")
-    assert d.cache_policies(tenant="a")["chat"]["feedback"] == 0
+    assert d.cache_policies(tenant="a")["chat"].feedback == 0
     d.close()
 
 

@@ -61,13 +61,13 @@ def test_a_wait_over_the_wire_ends_at_the_deadline(tmp_path: Path) -> None:
                                         embedding=convert.encode_vector(e))  # fmt: skip
             t0 = time.monotonic()
             try:  # the server stops waiting at the deadline: the reply may just make it
-                reply = admin._cache.Lookup(req, timeout=0.5, metadata=admin._metadata)
+                reply = admin._stubs["Cache"].Lookup(req, timeout=0.5, metadata=admin._metadata)
                 assert reply.reason == "pending"
             except grpc.RpcError as err:
                 assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # the server's worker returns soon after the deadline, not after wait_s (20 s)
             while time.monotonic() - t0 < 10:
-                counters = served.db.cache_stats(tenant="a")["categories"]["general"]
+                counters = served.db.cache_stats(tenant="a").categories["general"]
                 if counters.get("miss_pending"):
                     break
                 time.sleep(0.05)
@@ -108,7 +108,7 @@ def test_no_hit_is_lost_between_a_lookup_and_the_write_back(db: Database) -> Non
         sys.setswitchinterval(old)
     db.cache._flush_hits()
     assert ledger.metas[stored.entry_id].hits == 201
-    assert next(db.cache.entries("a")).hits == 201  # every hit written back
+    assert next(db.cache.entries(db._cache_tenant("a"))).hits == 201  # every hit written back
 
 
 def test_a_classifier_view_never_outlives_new_examples(monkeypatch: Any) -> None:

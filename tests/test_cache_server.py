@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from client.calls import Call, Plan
 from curator import errors
 from curator.config import DatabaseConfig
 from curator.database import Database
@@ -58,11 +59,11 @@ def _scenario(api: Any, admin_load: Any) -> list[Any]:
     out.append((r.category, r.category_source))
     admin_load("m", 0.99)
     pol = api.cache_policies(tenant="a", model="m")
-    out.append({c: (d["threshold"], d["ttl_s"], d["pressure"]) for c, d in pol.items()})
+    out.append({c: (st.threshold, st.ttl_s, st.pressure) for c, st in pol.items()})
     out.append(api.cache_invalidate(tenant="a", category="code"))
     stats = api.cache_stats(tenant="a")
-    out.append((stats["entries"], stats["partitions"], sorted(stats["categories"])))
-    out.append(api.cache_stats(tenant="a")["categories"]["chat"])
+    out.append((stats.entries, stats.partitions, sorted(stats.categories)))
+    out.append(api.cache_stats(tenant="a").categories["chat"])
     for call in (
         lambda: api.cache_lookup("", e[0], tenant="a", model="m"),
         lambda: api.cache_lookup("q", e[0][:4], tenant="a", model="m"),
@@ -121,10 +122,14 @@ def test_tenant_keys_are_isolated_and_load_is_admin_only(served: Served) -> None
                     call()
             assert b.cache_invalidate() == 0
             assert a.cache_lookup("shared prompt", e, model="m").hit
-            assert b.cache_stats()["entries"] == 0 and a.cache_stats()["entries"] == 1
+            assert b.cache_stats().entries == 0 and a.cache_stats().entries == 1
         with pytest.raises(errors.InvalidArgument, match="tenant"):
             admin.cache_lookup("q", e, model="m")  # the admin must name a tenant
         assert admin.cache_lookup("shared prompt", e, tenant="a", model="m").hit
+
+
+def _one(call: Call) -> Plan[Any]:
+    return (yield call)
 
 
 def test_malformed_embedding_bytes(served: Served) -> None:
@@ -134,7 +139,7 @@ def test_malformed_embedding_bytes(served: Served) -> None:
         admin.create_tenant("a")
         req = pb.CacheLookupRequest(tenant="a", model="m", prompt="q", embedding=b"\x00" * 7)
         with pytest.raises(errors.InvalidArgument, match="float32"):
-            admin._call(admin._cache.Lookup, req)
+            admin._run(_one(Call("Cache", "Lookup", req)))
 
 
 def test_cache_metrics(served: Served) -> None:
@@ -208,7 +213,7 @@ def test_feedback_over_the_wire(served: Served) -> None:
         with pytest.raises(errors.InvalidArgument):
             admin.cache_feedback(tenant="a", lookup_id=-1, correct=True)
         state = admin.cache_policies(tenant="a")["chat"]
-        assert state["feedback"] == 1 and math.isnan(state["learned_threshold"])
+        assert state.feedback == 1 and math.isnan(state.learned_threshold)
         admin.cache_set_policy("chat", tenant="a", verify=True, max_false_hit_rate=0.02)
-        policy = admin.cache_policies(tenant="a")["chat"]["policy"]
+        policy = admin.cache_policies(tenant="a")["chat"].policy
         assert policy.verify and policy.max_false_hit_rate == 0.02

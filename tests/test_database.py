@@ -37,27 +37,34 @@ def _vecs(n: int, seed: int = 0) -> np.ndarray:
 def test_owner_reads_writes_and_shares(db: Database) -> None:
     x = _vecs(1000)
     db.upsert("docs", np.arange(1000), x, documents=[{"n": i} for i in range(1000)], tenant="a")
+    with pytest.raises(NotFound, match="may share with"):  # not allowed by the admin yet
+        db.grant("docs", np.arange(10), "b", tenant="a")
+    db.allow_sharing("a", "b")
     db.grant("docs", np.arange(10), "b", tenant="a")
     res = db.search("docs", x[:10], k=3, with_documents=True, tenant="b")
-    assert set(res.ids[res.ids >= 0].tolist()) <= set(range(10))
+    assert set(res.ids[res.found].tolist()) <= set(range(10))
     assert res.ids[:, 0].tolist() == list(range(10))
+    assert res.owners is not None and res.owners[0][0] == "a"
     assert res.documents is not None and res.documents[0][0] == {"n": 0}
     assert db.count("docs", tenant="b") == 10
     assert db.count("docs", tenant="c") == 0
-    assert (db.search("docs", x[:2], k=3, tenant="c").ids == -1).all()  # nothing readable
-    # b may read but not delete, grant or revoke a's vectors; deleting is silently nothing
+    assert not db.search("docs", x[:2], k=3, tenant="c").found.any()  # nothing readable
+    # b may read but not delete, grant or revoke a's vectors: b's ids are its own, so a
+    # delete of ids 1, 2 is b's (none), and naming a's ids is refused
     assert db.delete("docs", [1, 2], tenant="b").count == 0
     with pytest.raises(PermissionDenied):
-        db.grant("docs", [1], "c", tenant="b")
-    with pytest.raises(NotFound):  # c cannot even see id 1: same answer as a missing id
-        db.grant("docs", [1], "c", tenant="c")
+        db.delete("docs", [1, 2], tenant="b", owner="a")
     with pytest.raises(PermissionDenied):
-        db.upsert("docs", [1], x[:1], tenant="b")
+        db.grant("docs", [1], "c", tenant="b", owner="a")
+    with pytest.raises(NotFound):  # c has no id 1 of its own
+        db.grant("docs", [1], "c", tenant="c")
+    db.upsert("docs", [1], x[:1], tenant="b")  # b's own id 1: a different vector
+    assert db.get("docs", [1], tenant="a").documents == [{"n": 1}]
     with pytest.raises(FailedPrecondition):
         db.revoke("docs", [1], "a", tenant="a")
     db.revoke("docs", np.arange(5), "b", tenant="a")
-    assert db.get("docs", np.arange(10), tenant="b").ids.tolist() == list(range(5, 10))
-    assert db.get("docs", np.arange(10), tenant="c").ids.tolist() == []
+    assert db.get("docs", np.arange(10), tenant="b", owner="a").ids.tolist() == list(range(5, 10))
+    assert db.get("docs", np.arange(10), tenant="c", owner="a").ids.tolist() == []
 
 
 def test_search_over_several_tenants_and_vectors(db: Database) -> None:
@@ -78,6 +85,7 @@ def test_drop_tenant_removes_its_vectors_and_grants(db: Database) -> None:
     db.upsert("docs", np.arange(20), x[:20], tenant="a")
     db.upsert("docs", np.arange(20, 40), x[20:], tenant="b")
     db.upsert("other", [1], x[:1], tenant="b")
+    db.allow_sharing("a", "b")
     db.grant("docs", np.arange(5), "b", tenant="a")
     db.drop_tenant("b")
     assert db.count("docs") == 20 and db.count("other") == 0
@@ -96,7 +104,7 @@ def test_collections_lifecycle(db: Database) -> None:
     with pytest.raises(InvalidArgument):
         db.create_collection("x", 4, metric="hamming")
     db.upsert("docs", [1], _vecs(1), tenant="a")
-    assert db.describe_collection("docs")["vectors"] == 1
+    assert db.describe_collection("docs").vectors == 1
     db.drop_collection("docs")
     with pytest.raises(NotFound):
         db.count("docs")
@@ -128,7 +136,7 @@ def test_readers_never_see_half_a_batch(db: Database) -> None:
             while not stop.is_set():
                 seen.append(db.count("docs", tenant="a"))
                 res = db.search("docs", x[:4], k=5, tenant="a")
-                assert ((res.ids == -1) | (res.ids < 2000)).all()
+                assert (~res.found | (res.ids < 2000)).all()
         except BaseException as e:
             errors.append(e)
 

@@ -12,7 +12,7 @@ from curator import CuratorIndex
 
 DATA = Path(
     os.environ.get(
-        "CURATOR_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
+        "CURATOR_DEMO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "debian"
     )
 )
 pytestmark = pytest.mark.skipif(

@@ -133,7 +133,7 @@ def test_clear_empties_only_its_tenant_and_category(backend: Any) -> None:
     assert [m.i for m in models] == [1, 0, 1]
     docs_a.update("a docs-only question", "llm", [])  # an entry of docs alone
     chat_a.clear()
-    assert backend.cache_stats(tenant="a")["categories"]["docs"]["entries"] == 1
+    assert backend.cache_stats(tenant="a").categories["docs"]["entries"] == 1
     for m in models:
         m.invoke(Q)
     assert [m.i for m in models] == [2, 0, 1]  # chat_a generates again; tenant b untouched
@@ -296,4 +296,4 @@ def test_feedback_reports_on_the_served_answer(backend: Any) -> None:
     assert cache.feedback(PARAPHRASE, "llm", correct=False)
     assert not cache.feedback(PARAPHRASE, "llm", correct=False)  # once per answer
     state = backend.cache_policies(tenant="a")["chat"]
-    assert state["feedback"] == 1 and state["feedback_wrong"] == 1
+    assert state.feedback == 1 and state.feedback_wrong == 1

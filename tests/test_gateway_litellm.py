@@ -295,4 +295,4 @@ def test_feedback_reports_on_the_served_answer(backend: Any) -> None:
     assert adapter.feedback("k", correct=True)
     assert not adapter.feedback("k", correct=True)  # once per answer
     state = backend.cache_policies(tenant="a")["chat"]
-    assert state["feedback"] == 1 and state["feedback_wrong"] == 0
+    assert state.feedback == 1 and state.feedback_wrong == 0

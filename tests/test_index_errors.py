@@ -51,7 +51,12 @@ CASES: list[tuple[type[CuratorError], str, Any]] = [
     ),
     (InvalidArgument, "integer ids", lambda i: i.insert([1.5], np.ones((1, 4)), "a")),
     (InvalidArgument, "tenant", lambda i: i.insert([100], np.ones((1, 4)), "")),
-    (InvalidArgument, "tenant", lambda i: i.insert([100], np.ones((1, 4)), 7)),
+    (InvalidArgument, "tenant", lambda i: i.insert([100], np.ones((1, 4)), -7)),
+    (InvalidArgument, "tenant", lambda i: i.insert([100], np.ones((1, 4)), "a b")),
+    (InvalidArgument, "bytes", lambda i: i.insert([100], np.ones((1, 4)), "\U0001f600" * 40)),
+    # a component above ~1.8e19 overflows a float32 squared norm: refused, not stored as zeros
+    (InvalidArgument, "squared norm", lambda i: i.insert([100], np.full((1, 4), 1e20), "a")),
+    (InvalidArgument, "squared norm", lambda i: i.search("a", np.full((1, 4), 1e20), 5)),
     (InvalidArgument, "k", lambda i: i.search("a", np.ones((1, 4)), 0)),
     (InvalidArgument, "k", lambda i: i.search("a", np.ones((1, 4)), 4097)),
     (InvalidArgument, "k", lambda i: i.search("a", np.ones((1, 4)), 2.5)),
@@ -101,7 +106,16 @@ def test_bad_configuration() -> None:
 
 def test_delete_ignores_unknown_ids_and_upsert_replaces(idx: CuratorIndex) -> None:
     assert idx.delete([1, 999]) == 1
-    idx.insert([2], np.full((1, 4), 9, np.float32), owner="c")  # replace: new owner, no grants
-    assert idx.owner_of([2]) == ["c"]
-    assert 2 not in idx.readable_ids("b").tolist() and 2 not in idx.readable_ids("a").tolist()
+    before_b = idx.readable_ids("b").tolist()
+    # ids are scoped per owner: "c" inserting id 2 creates its own vector, a's id 2 stays
+    idx.insert([2], np.full((1, 4), 9, np.float32), owner="c")
+    assert idx.owner_of([2], owner="c") == ["c"] and idx.owner_of([2], owner="a") == ["a"]
+    assert idx.readable_ids("b").tolist() == before_b
+    with pytest.raises(InvalidArgument, match="name the owner"):
+        idx.owner_of([2])
+    # replacing one's own id drops its grants
+    granted = [i for i in before_b if i in idx.owned_ids("a").tolist()]
+    idx.insert([granted[0]], np.full((1, 4), 3, np.float32), owner="a")
+    assert granted[0] not in idx.readable_ids("b").tolist()
+    assert idx.delete([2], owner="c") == 1 and idx.owner_of([2]) == ["a"]
     idx.check_invariants()

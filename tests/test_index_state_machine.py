@@ -33,49 +33,55 @@ class IsolationMachine(RuleBasedStateMachine):
             retrain_growth=2.0,
         )
         self.idx = CuratorIndex(4, "l2", cfg)
-        self.owner: dict[int, str] = {}
-        self.access: dict[int, set[str]] = {}
+        # ids are scoped per owner: the model keys vectors by (owner, id)
+        self.access: dict[tuple[str, int], set[str]] = {}
         self.tenants: set[str] = set()
 
     @rule(ids=st.lists(IDS, min_size=1, max_size=12, unique=True), owner=st.sampled_from(TENANTS))
     def insert(self, ids: list[int], owner: str) -> None:
         self.idx.insert(ids, np.vstack([vec(i) for i in ids]), owner=owner)
         for i in ids:
-            self.owner[i] = owner
-            self.access[i] = {owner}
+            self.access[(owner, i)] = {owner}
         self.tenants.add(owner)
 
-    @rule(ids=st.lists(IDS, min_size=1, max_size=12), tenant=st.sampled_from(TENANTS))
-    def grant(self, ids: list[int], tenant: str) -> None:
-        if any(i not in self.owner for i in ids):
+    @rule(
+        ids=st.lists(IDS, min_size=1, max_size=12),
+        tenant=st.sampled_from(TENANTS),
+        owner=st.sampled_from(TENANTS),
+    )
+    def grant(self, ids: list[int], tenant: str, owner: str) -> None:
+        if any((owner, i) not in self.access for i in ids):
             with pytest.raises(NotFound):
-                self.idx.grant(ids, tenant)
+                self.idx.grant(ids, tenant, owner=owner)
             return
-        self.idx.grant(ids, tenant)
+        self.idx.grant(ids, tenant, owner=owner)
         self.tenants.add(tenant)
         for i in ids:
-            self.access[i].add(tenant)
+            self.access[(owner, i)].add(tenant)
 
-    @rule(ids=st.lists(IDS, min_size=1, max_size=12), tenant=st.sampled_from(TENANTS))
-    def revoke(self, ids: list[int], tenant: str) -> None:
-        if tenant not in self.tenants or any(i not in self.owner for i in ids):
+    @rule(
+        ids=st.lists(IDS, min_size=1, max_size=12),
+        tenant=st.sampled_from(TENANTS),
+        owner=st.sampled_from(TENANTS),
+    )
+    def revoke(self, ids: list[int], tenant: str, owner: str) -> None:
+        if tenant not in self.tenants or any((owner, i) not in self.access for i in ids):
             with pytest.raises(NotFound):
-                self.idx.revoke(ids, tenant)
-        elif any(self.owner[i] == tenant for i in ids):
+                self.idx.revoke(ids, tenant, owner=owner)
+        elif owner == tenant:
             with pytest.raises(FailedPrecondition):
-                self.idx.revoke(ids, tenant)
+                self.idx.revoke(ids, tenant, owner=owner)
         else:
-            self.idx.revoke(ids, tenant)
+            self.idx.revoke(ids, tenant, owner=owner)
             for i in ids:
-                self.access[i].discard(tenant)
+                self.access[(owner, i)].discard(tenant)
 
-    @rule(ids=st.lists(IDS, min_size=1, max_size=12))
-    def delete(self, ids: list[int]) -> None:
-        expected = len({i for i in ids if i in self.owner})
-        assert self.idx.delete(ids) == expected
+    @rule(ids=st.lists(IDS, min_size=1, max_size=12), owner=st.sampled_from(TENANTS))
+    def delete(self, ids: list[int], owner: str) -> None:
+        expected = len({i for i in ids if (owner, i) in self.access})
+        assert self.idx.delete(ids, owner=owner) == expected
         for i in ids:
-            self.owner.pop(i, None)
-            self.access.pop(i, None)
+            self.access.pop((owner, i), None)
 
     @precondition(lambda self: bool(self.tenants))
     @rule(data=st.data())
@@ -83,8 +89,8 @@ class IsolationMachine(RuleBasedStateMachine):
         tenant = data.draw(st.sampled_from(sorted(self.tenants)))
         self.idx.drop_tenant(tenant)
         self.tenants.discard(tenant)
-        for i in [i for i, o in self.owner.items() if o == tenant]:
-            del self.owner[i], self.access[i]
+        for key in [key for key in self.access if key[0] == tenant]:
+            del self.access[key]
         for readers in self.access.values():
             readers.discard(tenant)
 
@@ -96,10 +102,10 @@ class IsolationMachine(RuleBasedStateMachine):
     def each_tenant_reads_exactly_its_vectors(self) -> None:
         self.idx.check_invariants()
         assert sorted(self.idx.tenants()) == sorted(self.tenants)
-        assert len(self.idx) == len(self.owner)
+        assert len(self.idx) == len(self.access)
         q = np.zeros((1, 4), np.float32)
         for t in self.tenants:
-            allowed = sorted(i for i, readers in self.access.items() if t in readers)
+            allowed = sorted(i for (_, i), readers in self.access.items() if t in readers)
             assert self.idx.readable_ids(t).tolist() == allowed
             k = max(1, min(len(allowed), 4096))
             got = self.idx.search(t, q, k, EXACT)[0][0]

@@ -22,7 +22,7 @@ from curator.database import Database
 from server.app import create_server
 from server.config import ServerConfig
 
-ADMIN = "test-admin-key"
+ADMIN = "test-admin-key-" + "Hq7xW2mZ" * 3  # strong: a server process refuses weak keys
 DIM = 8
 
 
@@ -61,6 +61,7 @@ def _scenario(api: Any, create_collection: Any) -> list[Any]:
     x = _vecs(600)
     out.append(api.upsert("docs", np.arange(600), x, [f"d{i}" for i in range(600)], tenant="a"))
     out.append(api.upsert("docs", np.arange(600, 700), _vecs(100, 1), tenant="b"))
+    api.allow_sharing("a", "b")
     out.append(api.grant("docs", np.arange(0, 50), "b", tenant="a"))
     out.append(api.revoke("docs", np.arange(0, 10), "b", tenant="a"))
     out.append(api.delete("docs", np.arange(590, 620), tenant="a"))
@@ -70,10 +71,10 @@ def _scenario(api: Any, create_collection: Any) -> list[Any]:
         res = api.search(
             "docs", x[:20], 7, tenant=tenant, with_documents=True, params=SearchParams(search_ef=32)
         )
-        out.append((res.ids, res.distances, res.documents, res.seq))
+        out.append((res.ids, res.distances, res.documents, res.seq, res.owners))
     both = api.search("docs", x[:20], 7, tenant=["a", "b"], require_all=True)
     out.append((both.ids, both.distances))
-    assert set(both.ids[both.ids >= 0].tolist()) <= set(range(10, 50))  # a's ids granted to b
+    assert set(both.ids[both.found].tolist()) <= set(range(10, 50))  # a's ids granted to b
     rec = api.get("docs", [5, 20, 650, 9999], tenant="b")
     out.append((rec.ids, rec.vectors, rec.owners, rec.documents))
     for call in (
@@ -105,9 +106,7 @@ def test_same_results_in_process_and_over_the_wire(tmp_path: Path) -> None:
         with s.client() as c:
             got = _scenario(
                 c,
-                lambda n: c.create_collection(
-                    n, DIM, "cosine", train_min_vectors=200, max_sl_size=16
-                ),
+                lambda n: c.create_collection(n, DIM, "cosine", idx),
             )
     finally:
         s.close()
@@ -135,7 +134,8 @@ def test_isolation(served: Served) -> None:
         a.upsert("docs", np.arange(10), x[:10])
         b.upsert("docs", np.arange(10, 20), x[10:])
         # A sees only its own vectors, whatever it asks for
-        assert set(a.search("docs", x, 20).ids.ravel().tolist()) - {-1} == set(range(10))
+        hits = a.search("docs", x, 20)
+        assert set(hits.ids[hits.found].tolist()) == set(range(10))
         assert a.get("docs", np.arange(20)).ids.tolist() == list(range(10))
         assert a.count("docs") == 10
         with pytest.raises(errors.PermissionDenied):
@@ -144,9 +144,12 @@ def test_isolation(served: Served) -> None:
             a.search("docs", x, 5, tenant=["a", "b"])
         with pytest.raises(errors.PermissionDenied):
             a.upsert("docs", [100], x[:1], tenant="b")
+        # ids are scoped per owner: A's id 15 is its own vector, B's id 15 is untouched, and
+        # nothing tells A whether B has an id 15
+        a.upsert("docs", [15], x[:1])
+        assert a.delete("docs", [15, 16]).count == 1
         with pytest.raises(errors.PermissionDenied):
-            a.upsert("docs", [15], x[:1])  # B's id
-        assert a.delete("docs", [15, 16]).count == 0
+            a.delete("docs", [15], owner="b")
         with pytest.raises(errors.NotFound):
             a.grant("docs", [15], "a")
         with pytest.raises(errors.PermissionDenied):
@@ -162,13 +165,22 @@ def test_isolation(served: Served) -> None:
         ):
             with pytest.raises(errors.PermissionDenied):
                 admin_call()
-        assert a.describe_collection("docs")["vectors"] == 10  # its own count only
+        assert a.describe_collection("docs").vectors == 10  # its own count only
         assert b.count("docs") == 10 and b.get("docs", [15]).ids.tolist() == [15]
-        # sharing works through the owner only
+        # sharing works through the owner only, to tenants the admin allowed
+        with pytest.raises(errors.NotFound, match="may share with"):
+            a.grant("docs", [1, 2], "b")
+        with served.client() as admin:
+            admin.allow_sharing("a", "b")
         a.grant("docs", [1, 2], "b")
-        assert b.get("docs", np.arange(20)).ids.tolist() == [1, 2, *range(10, 20)]
+        assert b.get("docs", np.arange(20), owner="a").ids.tolist() == [1, 2]
+        res = b.search("docs", x[1:3], 1)
+        assert res.owners == [["a"], ["a"]] and res.ids[:, 0].tolist() == [1, 2]
         with pytest.raises(errors.PermissionDenied):
-            b.grant("docs", [1], "b")
+            b.grant("docs", [1], "b", owner="a")
+        # the grantee may always drop a share it received
+        assert b.revoke("docs", [1], "b", owner="a").count == 1
+        assert b.get("docs", np.arange(20), owner="a").ids.tolist() == [2]
     for key in ("", "nonsense", key_a + "x"):
         with served.client(key) as c, pytest.raises(errors.Unauthenticated):
             c.count("docs")
@@ -202,7 +214,7 @@ def test_bad_input(served: Served) -> None:
             with pytest.raises(exc):
                 call()
         assert c.count("docs") == 0
-        assert c.server_info()["seq"] == 0  # nothing was written
+        assert c.server_info().seq == 0  # nothing was written
 
 
 def test_oversized_message_is_rejected(tmp_path: Path) -> None:
@@ -254,7 +266,7 @@ def test_concurrent_searches_while_writing(served: Served) -> None:
                     n = c.count("docs", tenant="a")
                     res = c.search("docs", x[:16], 10, tenant="a")
                     counts.append(n)
-                    if n >= 10 and (res.ids < 0).any():
+                    if n >= 10 and not res.found.all():
                         problems.append(("short result", n))
                 except Exception as e:
                     problems.append(e)
@@ -381,7 +393,7 @@ def test_tls(tmp_path: Path) -> None:
             root_certificates=cert.read_bytes(),
             timeout=20,
         ) as c:
-            assert c.server_info()["principal"] == "admin"
+            assert c.server_info().principal == "admin"
         with (
             Client(f"localhost:{s.server.port}", ADMIN, retries=1, timeout=5) as plain,
             pytest.raises(errors.Unavailable),
@@ -389,3 +401,42 @@ def test_tls(tmp_path: Path) -> None:
             plain.server_info()  # plaintext to a TLS port fails
     finally:
         s.close()
+
+
+def test_hardening_over_the_wire(served: Served) -> None:
+    """#10 items 9 and 10 through the SDK: per-tenant seq, hidden tenant count, uint64 ids
+    end to end, an empty get, bad ids and deep documents as clear errors."""
+    with served.client() as admin:
+        for t in ("a", "b"):
+            admin.create_tenant(t)
+        admin.create_collection("docs", DIM)
+        _, key_a = admin.issue_key("a")
+        _, key_b = admin.issue_key("b")
+    x = _vecs(3)
+    ids = np.array([2**64 - 2, 2**63 + 5, 3], np.uint64)
+    with served.client(key_a) as a, served.client(key_b) as b:
+        assert a.upsert("docs", ids, x).seq == 1
+        for _ in range(3):
+            b.upsert("docs", [1], x[:1])
+        assert a.upsert("docs", [4], x[:1]).seq == 2  # its own count: b's writes are invisible
+        info = a.server_info()
+        assert info.tenants == 0 and info.seq == 2
+        res = a.search("docs", x, 1)
+        assert res.ids[:, 0].tolist() == ids.tolist() and res.seq == 2
+        assert a.get("docs", ids[:2]).ids.tolist() == ids[:2].tolist()
+        empty = a.get("docs", [999])
+        assert empty.ids.tolist() == [] and empty.vectors.shape[0] == 0
+        with pytest.raises(errors.InvalidArgument):
+            a.get("docs", [-1])
+        deep: Any = []
+        for _ in range(10_000):
+            deep = [deep]
+        with pytest.raises(errors.InvalidArgument, match="nested"):
+            a.upsert("docs", [5], x[:1], documents=[{"d": deep}])
+        with pytest.raises(errors.InvalidArgument, match="squared norm"):
+            a.upsert("docs", [6], np.full((1, DIM), 1e20, np.float32))
+        a.upsert("docs", np.arange(100, 1100), _vecs(1000, 3))
+    with served.client() as admin:
+        assert admin.server_info().tenants == 2
+        assert admin.train("docs")  # explicit training over the wire
+        assert admin.describe_collection("docs").trained

@@ -25,7 +25,7 @@ def test_map_grows_before_it_fills(tmp_path: Path) -> None:
                 "c", np.arange(i, i + 500), x[i : i + 500], documents=["d" * 200] * 500, tenant="a"
             )
         assert db.count("c") == 2000
-        assert db.stats()["map_size"] > 1 << 16
+        assert db.store.stats()["map_size"] > 1 << 16
 
 
 @pytest.mark.timeout(60)
@@ -45,7 +45,7 @@ def test_full_store_is_a_clear_error_and_keeps_what_was_acknowledged(tmp_path: P
         DatabaseConfig(data_dir=str(tmp_path), max_map_size=2 << 20), background=False
     ) as db:
         assert db.count("c") == acked
-        np.testing.assert_array_equal(db.get("c", np.arange(acked)).vectors, x[:acked])
+        np.testing.assert_array_equal(db.get("c", np.arange(acked), owner="a").vectors, x[:acked])
 
 
 @pytest.mark.timeout(60)
@@ -70,7 +70,7 @@ def test_rejected_batch_leaves_no_trace(tmp_path: Path) -> None:
         db.create_tenant("a")
         db.create_collection("c", 4)
         db.upsert("c", [1, 2], np.ones((2, 4), np.float32), tenant="a")
-        seq = db.stats()["seq"]
+        seq = db.server_info().seq
         bad = np.ones((3, 4), np.float32)
         bad[2, 1] = np.nan
         cases = [
@@ -95,9 +95,9 @@ def test_rejected_batch_leaves_no_trace(tmp_path: Path) -> None:
         for exc, call in cases:
             with pytest.raises(exc):
                 call()
-        assert db.stats()["seq"] == seq
+        assert db.server_info().seq == seq
         assert db.count("c") == 2
-        assert db.get("c", [3, 4, 5]).ids.tolist() == []
+        assert db.get("c", [3, 4, 5], owner="a").ids.tolist() == []
         with db.store.read() as txn:
             assert db.store.count_prefix(txn, "vectors", 1) == 2
 

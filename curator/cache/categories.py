@@ -133,7 +133,7 @@ class Categories:
                         self.store.delete_raw(txn, db, k)
 
         with self._lock:
-            self.store.write(txn_fn)
+            self.store.write(txn_fn, frees=True)
             for k in [k for k in self._policies if k[0] == tenant]:
                 del self._policies[k]
             self.classifier.forget(tenant)

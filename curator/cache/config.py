@@ -15,7 +15,9 @@ __all__ = ["CacheConfig"]
 class CacheConfig:
     """candidates: neighbours the semantic tier examines (k > 1: the nearest may be expired).
     hnsw_*: a partition turns from an exact scan into an HNSW graph past hnsw_min entries.
-    tenant_max_entries / tenant_max_bytes: a tenant's quota over all its categories (0 = none).
+    tenant_max_entries / tenant_max_bytes: a tenant's quota over all its categories (0 = none;
+        default 1M entries and 1 GiB of prompts, responses and embeddings): past it the
+        tenant's least useful entries are evicted (eviction.py), not other tenants'.
     max_prompt_bytes / max_response_bytes: request limits (ResourceExhausted past them).
     pending_ttl_s: a single-flight slot is given up if its leader has not stored by then.
     sweep_every_s: background expiry sweep and hit-count write-back (0 = no thread).
@@ -39,7 +41,7 @@ class CacheConfig:
     hnsw_ef_construction: int = 100
     hnsw_ef_search: int = 128
     tenant_max_entries: int = 1_000_000
-    tenant_max_bytes: int = 0
+    tenant_max_bytes: int = 1 << 30
     max_prompt_bytes: int = 64 << 10
     max_response_bytes: int = 4 << 20
     pending_ttl_s: float = 30.0

@@ -1,7 +1,8 @@
 """The semantic-cache methods of the Database (a mixin): tenant checks, then the cache.
 
-The same method names and arguments exist on the client SDK (`client.Client`), so that code
-written against one runs against the other (the gateway adapters rely on that).
+The contract is curator.api.CacheAPI, which the client SDKs implement too (the gateway
+adapters accept either). `tenant=None` is the admin, who must name a tenant for the calls on
+a partition; for policies and stats None means the database-wide defaults / totals.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from curator.cache.policy import CategoryPolicy
+from curator.cache.policy import CategoryPolicy, check_category
 from curator.cache.semantic_cache import SemanticCache
-from curator.results import CacheLookup, CacheStored
+from curator.errors import InvalidArgument
+from curator.results import CacheLookup, CacheStats, CacheStored, ModelLoad, PolicyState
 
 __all__ = ["CacheFacade"]
 
@@ -19,15 +21,23 @@ __all__ = ["CacheFacade"]
 class CacheFacade:
     cache: SemanticCache
 
-    def _tenant_id(self, name: str) -> int:  # provided by Database
+    _write_lock: Any  # the Database's writer lock: cache writes never race a tenant drop
+
+    def _cache_tenant(self, name: str) -> str:  # provided by Database
         raise NotImplementedError
+
+    def _partition_tenant(self, tenant: str | None) -> str:
+        if tenant is None:
+            raise InvalidArgument("expected a tenant to act as (the admin key acts for none)")
+        self._cache_tenant(tenant)  # NotFound for an unknown tenant
+        return tenant
 
     def cache_lookup(
         self,
         prompt: str,
         embedding: Any,
         *,
-        tenant: str,
+        tenant: str | None = None,
         model: str,
         fingerprint: str = "",
         category: str | None = None,
@@ -37,9 +47,9 @@ class CacheFacade:
         """A cached answer to `prompt` (embedding (dim,)) for the tenant's partition
         (model, fingerprint), or a miss with its reason; see SemanticCache.lookup. `active`:
         while waiting for a pending prompt, stop as soon as it returns False."""
-        self._tenant_id(tenant)
+        tenant = self._partition_tenant(tenant)
         return self.cache.lookup(
-            tenant,
+            self._cache_tenant(tenant),
             prompt,
             embedding,
             model=model,
@@ -50,13 +60,19 @@ class CacheFacade:
         )
 
     def cache_feedback(
-        self, *, tenant: str, lookup_id: int = 0, entry_id: int = 0, correct: bool
+        self,
+        *,
+        tenant: str | None = None,
+        lookup_id: int = 0,
+        entry_id: int = 0,
+        correct: bool,
     ) -> dict[str, Any]:
         """Was the answer of a lookup (`lookup_id`, or the latest lookup served by
         `entry_id`) right? Calibrates the category's threshold (SemanticCache.feedback);
         returns the category's calibration state."""
-        self._tenant_id(tenant)
-        return self.cache.feedback(tenant, lookup_id=lookup_id, entry_id=entry_id, correct=correct)
+        key = self._cache_tenant(self._partition_tenant(tenant))
+        with self._write_lock:  # persisted calibration: never racing a drop of the tenant
+            return self.cache.feedback(key, lookup_id=lookup_id, entry_id=entry_id, correct=correct)
 
     def cache_store(
         self,
@@ -64,7 +80,7 @@ class CacheFacade:
         embedding: Any,
         response: bytes | str,
         *,
-        tenant: str,
+        tenant: str | None = None,
         model: str,
         fingerprint: str = "",
         category: str | None = None,
@@ -73,58 +89,70 @@ class CacheFacade:
         tokens: int = 0,
     ) -> CacheStored:
         """Cache an answer (durable when this returns); see SemanticCache.store_entry."""
-        self._tenant_id(tenant)
-        return self.cache.store_entry(
-            tenant,
-            prompt,
-            embedding,
-            response,
-            model=model,
-            fingerprint=fingerprint,
-            category=category,
-            ttl_s=ttl_s,
-            latency_s=latency_s,
-            tokens=tokens,
-        )
+        tenant = self._partition_tenant(tenant)
+        with self._write_lock:  # the tenant is resolved and written for atomically
+            return self.cache.store_entry(
+                self._cache_tenant(tenant),
+                prompt,
+                embedding,
+                response,
+                model=model,
+                fingerprint=fingerprint,
+                category=category,
+                ttl_s=ttl_s,
+                latency_s=latency_s,
+                tokens=tokens,
+            )
 
     def cache_invalidate(
         self,
         *,
-        tenant: str,
+        tenant: str | None = None,
         category: str | None = None,
         model: str | None = None,
         fingerprint: str | None = None,
     ) -> int:
         """Remove the tenant's entries (of a category / model / fingerprint); returns how many."""
-        self._tenant_id(tenant)
-        return self.cache.invalidate(
-            tenant, category=category, model=model, fingerprint=fingerprint
-        )
+        tenant = self._partition_tenant(tenant)
+        with self._write_lock:
+            return self.cache.invalidate(
+                self._cache_tenant(tenant), category=category, model=model, fingerprint=fingerprint
+            )
 
     def cache_set_policy(
-        self, category: str, *, tenant: str | None, **fields: Any
+        self, category: str, *, tenant: str | None = None, **fields: Any
     ) -> CategoryPolicy:
         """Change a category's policy fields for a tenant (None: the database-wide default)."""
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.categories.set_policy(tenant, category, **fields)
+        with self._write_lock:
+            key = self._cache_tenant(tenant) if tenant is not None else None
+            return self.cache.categories.set_policy(key, category, **fields)
 
-    def cache_reset_policy(self, category: str, *, tenant: str | None) -> bool:
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.categories.reset_policy(tenant, category)
+    def cache_reset_policy(self, category: str, *, tenant: str | None = None) -> bool:
+        """Back to the default policy; False when there was nothing to reset."""
+        category = check_category(category)
+        with self._write_lock:
+            key = self._cache_tenant(tenant) if tenant is not None else None
+            return self.cache.categories.reset_policy(key, category)
 
-    def cache_policies(self, *, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
-        """Each category's policy and its current threshold and TTL for `model`."""
-        self._tenant_id(tenant)
-        return self.cache.policies(tenant, model)
+    def cache_policies(
+        self, *, tenant: str | None = None, model: str = ""
+    ) -> dict[str, PolicyState]:
+        """Each category's policy and its current threshold and TTL for `model` (tenant None:
+        the database-wide defaults)."""
+        # "" is the cache's owner of the database-wide defaults (curator.cache.categories)
+        return self.cache.policies(self._cache_tenant(tenant) if tenant is not None else "", model)
 
-    def cache_add_examples(self, category: str, embeddings: Any, *, tenant: str) -> int:
+    def cache_add_examples(
+        self, category: str, embeddings: Any, *, tenant: str | None = None
+    ) -> int:
         """Labelled examples for the tenant's category classifier; returns their count."""
-        self._tenant_id(tenant)
-        return self.cache.categories.add_examples(tenant, category, embeddings)
+        tenant = self._partition_tenant(tenant)
+        with self._write_lock:
+            return self.cache.categories.add_examples(
+                self._cache_tenant(tenant), category, embeddings
+            )
 
-    def cache_report_load(self, model: str, load: float) -> dict[str, Any]:
+    def cache_report_load(self, model: str, load: float) -> ModelLoad:
         """The gateway's measure of a model's utilisation (1.0 = at capacity)."""
         return self.cache.report_load(model, load)
 
@@ -133,7 +161,6 @@ class CacheFacade:
         from its own misses whenever the gateway does not report."""
         self.cache.set_capacity(model, rps)
 
-    def cache_stats(self, *, tenant: str | None = None) -> dict[str, Any]:
-        if tenant is not None:
-            self._tenant_id(tenant)
-        return self.cache.stats(tenant)
+    def cache_stats(self, *, tenant: str | None = None) -> CacheStats:
+        """Counters of `tenant` (None: the whole database)."""
+        return self.cache.stats(self._cache_tenant(tenant) if tenant is not None else None)

@@ -20,8 +20,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
+from curator import results
 from curator.errors import InvalidArgument
 
 __all__ = ["LoadConfig", "LoadController", "ModelLoad"]
@@ -62,15 +62,11 @@ class ModelLoad:
     reported_at: float = -math.inf
     capacity_rps: float = 0.0
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> results.ModelLoad:
         """What the API shows of it."""
-        return {
-            "load": self.load,
-            "overloaded": self.overloaded,
-            "pressure": self.pressure,
-            "source": self.source,
-            "capacity_rps": self.capacity_rps,
-        }
+        return results.ModelLoad(
+            self.load, self.overloaded, self.pressure, self.source, self.capacity_rps
+        )
 
 
 class LoadController:

@@ -14,12 +14,12 @@ import math
 from typing import Any
 
 from curator.errors import InvalidArgument
+from curator.validation import check_name
 
 __all__ = ["CATALOGUE", "DEFAULT_CATEGORY", "CategoryPolicy", "check_category"]
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 DEFAULT_CATEGORY = "general"
-_CATEGORY_MAX = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,14 +145,5 @@ CATALOGUE: dict[str, CategoryPolicy] = {
 
 
 def check_category(name: Any) -> str:
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) > _CATEGORY_MAX
-        or not name.isprintable()
-        or "\0" in name
-    ):
-        raise InvalidArgument(
-            f"expected a category name of 1..{_CATEGORY_MAX} printable characters, got {name!r}"
-        )
-    return name
+    """A category name follows the rule for names (curator.validation.check_name)."""
+    return check_name(name, "category")

@@ -21,6 +21,7 @@ import numpy as np
 from curator.cache import entry as entry_codec
 from curator.cache.entry import EntryMeta
 from curator.cache.partition import Partition, PartitionKey
+from curator.storage.files import private_dir, private_tree
 
 if TYPE_CHECKING:
     from curator.cache.semantic_cache import SemanticCache
@@ -134,7 +135,7 @@ def save_graphs(cache: SemanticCache) -> int:
     graph_dir = cache.graph_dir
     if graph_dir is None or cache.store.readonly:
         return 0
-    graph_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(graph_dir)
     written: set[Path] = set()
     with cache._lock.read_lock():
         for key, part in cache._partitions.items():
@@ -147,4 +148,5 @@ def save_graphs(cache: SemanticCache) -> int:
     for f in graph_dir.iterdir():
         if f not in written:
             f.unlink(missing_ok=True)
+    private_tree(graph_dir)  # manifests name tenants: 0600 like the rest
     return len(written) // 2

@@ -57,7 +57,7 @@ from curator.cache.validation import (
 from curator.cache.verifier import LexicalVerifier, Verifier
 from curator.cache.writes import CacheWrites
 from curator.errors import InvalidArgument, NotFound
-from curator.results import CacheLookup
+from curator.results import CacheLookup, CacheStats, ModelLoad, PolicyState
 from curator.storage.store import Store
 
 __all__ = ["CacheConfig", "SemanticCache"]
@@ -351,32 +351,37 @@ class SemanticCache(CacheWrites):
     def policy(self, tenant: str, category: str) -> CategoryPolicy:
         return self.categories.policy(tenant, category)
 
-    def policies(self, tenant: str, model: str = "") -> dict[str, dict[str, Any]]:
-        """Every category of the tenant: its policy, its current threshold (learned from
-        feedback, else load-adjusted for `model`) and TTL, and its calibration state
-        (feedback, feedback_wrong, learned_threshold: NaN until learned)."""
+    def policies(self, tenant: str, model: str = "") -> dict[str, PolicyState]:
+        """Every category of the tenant ("": the database-wide defaults): its policy, its
+        current threshold (learned from feedback, else load-adjusted for `model`) and TTL,
+        and its calibration state (feedback, feedback_wrong, learned_threshold: NaN until
+        learned)."""
         pressure = self.load.pressure(model) if model else 0.0
         out = {}
         for c in self.categories.names(tenant):
             p = self.policy(tenant, c)
-            out[c] = {
-                "policy": p,
-                "threshold": self.threshold(tenant, c, p, pressure),
-                "ttl_s": p.effective_ttl(p.ttl_s, pressure),
-                "pressure": pressure,
-                **self.calibration.view(tenant, c),
-            }
+            threshold = self.threshold(tenant, c, p, pressure)  # learns lazily: first
+            cal = self.calibration.view(tenant, c)
+            out[c] = PolicyState(
+                p,
+                threshold,
+                p.effective_ttl(p.ttl_s, pressure),
+                pressure,
+                int(cal.get("feedback", 0)),
+                int(cal.get("feedback_wrong", 0)),
+                float(cal.get("learned_threshold", float("nan"))),
+            )
         return out
 
     # -- load -------------------------------------------------------------------------------
-    def report_load(self, model: str, load: float) -> dict[str, Any]:
+    def report_load(self, model: str, load: float) -> ModelLoad:
         return self.load.report(check_model(model), load).view()
 
     def set_capacity(self, model: str, rps: float) -> None:
         self.load.set_capacity(check_model(model), rps)
 
     # -- stats, sweeping ---------------------------------------------------------------------
-    def stats(self, tenant: str | None = None) -> dict[str, Any]:
+    def stats(self, tenant: str | None = None) -> CacheStats:
         """Counters by category and outcome, entries and bytes by category, model loads.
         A tenant sees only its own numbers; None: the whole database."""
         with self._counter_lock:
@@ -392,12 +397,12 @@ class SemanticCache(CacheWrites):
                 d["entries"] = d.get("entries", 0) + n
                 d["bytes"] = d.get("bytes", 0) + b
             partitions = sum(1 for k in self._partitions if tenant is None or k.tenant == tenant)
-        return {
-            "categories": by_cat,
-            "partitions": partitions,
-            "entries": sum(d.get("entries", 0) for d in by_cat.values()),
-            "models": {m: s.view() for m, s in self.load.state().items()},
-        }
+        return CacheStats(
+            categories=by_cat,
+            partitions=partitions,
+            entries=sum(d.get("entries", 0) for d in by_cat.values()),
+            models={m: s.view() for m, s in self.load.state().items()},
+        )
 
     def sweep(self) -> int:
         """Remove entries past their (load-adjusted) expiry, give up stale single-flight slots

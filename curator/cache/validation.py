@@ -14,7 +14,7 @@ __all__ = ["check_model", "check_prompt", "check_ttl", "partition_key", "unit_ve
 
 
 def partition_key(tenant: str, model: str, fingerprint: str, category: str) -> PartitionKey:
-    if not isinstance(fingerprint, str) or len(fingerprint) > 256:
+    if not isinstance(fingerprint, str) or len(fingerprint.encode("utf-8", "replace")) > 256:
         raise InvalidArgument(
             f"expected fingerprint a string of at most 256 characters, got {fingerprint!r}"
         )
@@ -22,7 +22,7 @@ def partition_key(tenant: str, model: str, fingerprint: str, category: str) -> P
 
 
 def check_model(model: Any) -> str:
-    if not isinstance(model, str) or not model or len(model) > 256:
+    if not isinstance(model, str) or not model or len(model.encode("utf-8", "replace")) > 256:
         raise InvalidArgument(f"expected model a non-empty string, got {model!r}")
     return model
 
@@ -54,7 +54,8 @@ def unit_vector(embedding: Any) -> np.ndarray:
         raise InvalidArgument(f"expected an embedding of shape (dim,), got {v.shape}")
     if not np.isfinite(v).all():
         raise InvalidArgument("expected a finite embedding, got NaN or inf")
-    norm = float(np.linalg.norm(v))
+    v64 = v.astype(np.float64)  # a float32 norm overflows above ~1.8e19 per component
+    norm = float(np.linalg.norm(v64))
     if norm == 0:
         raise InvalidArgument("expected a non-zero embedding, got all zeros")
-    return np.ascontiguousarray(v / norm, np.float32)
+    return np.ascontiguousarray(v64 / norm, np.float32)

@@ -282,4 +282,4 @@ class CacheWrites:
             for i in ids:
                 self.store.delete_raw(txn, "cache", _ID.pack(i))
 
-        self.store.write(txn_fn)
+        self.store.write(txn_fn, frees=True)  # frees space: allowed on a full store

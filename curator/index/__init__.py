@@ -3,7 +3,8 @@
 Modules: `curator_index` (CuratorIndex, the entry class), `tree` (shared clustering tree),
 `tenant_tree` (a tenant's sub-tree of shortlists), `vector_store` (the vectors, stored once),
 `sorted_map` (compact id and access maps), `kernels` (compiled search kernels), `snapshot`
-(index state as named arrays).
+(index state as named arrays), `graph` / `graph_kernels` (proximity graph over the store's
+slots), `planner` (exact / tree / graph per query), `predicate` (AND / OR / NOT over labels).
 """
 
 from curator.index.curator_index import CuratorIndex

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,14 +16,26 @@ from tqdm import tqdm
 from curator.config import IndexConfig, Metric, SearchParams
 from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from curator.index import kernels as K
+from curator.index import planner as _planner
 from curator.index import snapshot as _snapshot
+from curator.index.graph import ProximityGraph
+from curator.index.predicate import And, Label, Predicate
+from curator.index.predicate import evaluate as _evaluate
 from curator.index.sorted_map import SortedMap
-from curator.index.tenant_tree import TenantTree, TenantView
+from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
-from curator.validation import as_ids, as_matrix, check_k, check_tenant, check_tenants
+from curator.validation import (
+    as_ids,
+    check_k,
+    check_tenant,
+    prepare_vectors,
+)
 
-__all__ = ["CuratorIndex"]
+__all__ = ["CuratorIndex", "TenantKey"]
+
+#: A tenant as the index knows it: a name (standalone use) or the database's numeric tenant id.
+TenantKey = str | int
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +53,12 @@ class CuratorIndex:
     >>> ids.tolist()
     [[2, -1]]
 
-    Every vector is stored once and has an owner tenant; `grant`/`revoke` share it with more
-    tenants. A search for a tenant walks only that tenant's sub-tree (its shortlists), so it
-    only ever returns vectors the tenant may read. Until the collection holds
+    Every vector is stored once and has an owner tenant; ids are scoped per owner (two
+    owners may both use id 7), so calls that name ids take the `owner` whose ids they are
+    (`owner=None`: the one owner that has each id; ambiguous ids are refused). `grant`/`revoke`
+    share a vector with more tenants. Tenants are names or non-negative integer keys. A
+    search for a tenant walks only that tenant's sub-tree (its shortlists), so it only ever
+    returns vectors the tenant may read. Until the collection holds
     `config.train_min_vectors` vectors, the tree is a single node and every search is exact.
     Search results: ids (nq, k) int64 (-1 padded; ids >= 2**63 read back as negative int64,
     view them as uint64) and distances (nq, k) float32 (inf padded, smaller is closer).
@@ -57,15 +73,24 @@ class CuratorIndex:
         self.metric = Metric.parse(metric)
         self.config = config or IndexConfig()
         self._store = VectorStore(dim)
-        self._ids = SortedMap()  # client id (as int64 bits) -> slot
+        self._owned: list[SortedMap | None] = []  # per tenant: client id (int64 bits) -> slot
         self._access = SortedMap(values=False)  # slot << 32 | tenant
-        self._tenant_of: dict[str, int] = {}
-        self._names: list[str | None] = []
+        self._tenant_of: dict[TenantKey, int] = {}
+        self._names: list[TenantKey | None] = []
         self._trees: list[TenantTree | None] = []
+        self._free: list[int] = []  # tenant numbers free for reuse (O(1) tenant creation)
         self._tree = SharedTree.untrained(dim)
         self._trained_n = 0
         self._crad: np.ndarray | None = None
         self._defer_training = 0
+        self._graph: ProximityGraph | None = None  # built when first needed (build_graph)
+        self._sorted: dict[int, tuple[Any, np.ndarray]] = {}  # id(TenantTree) -> (view, slots)
+        # Searches share the index (the Database's read lock); what a search may build lazily
+        # (the graph, sorted slot caches) is built under this lock.
+        self._lazy = threading.Lock()
+        # Train inline when a write crosses a threshold. The Database turns this off and
+        # trains in the background instead (curator/storage/trainer.py).
+        self.auto_train = True
 
     # -- introspection ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -75,55 +100,107 @@ class CuratorIndex:
     def is_trained(self) -> bool:
         return self._tree.is_trained
 
-    def tenants(self) -> list[str]:
-        return sorted(self._tenant_of)
+    def tenants(self) -> list[TenantKey]:
+        return sorted(self._tenant_of, key=lambda k: (isinstance(k, str), k))
 
-    def tenant_size(self, tenant: str) -> int:
+    def has_tenant(self, tenant: TenantKey) -> bool:
+        return tenant in self._tenant_of
+
+    def tenant_size(self, tenant: TenantKey) -> int:
         return self._tenant_tree(tenant).size
 
-    def readable_ids(self, tenant: str) -> np.ndarray:
+    def owned_count(self, tenant: TenantKey) -> int:
+        t = self._tenant_of.get(tenant)
+        m = self._owned[t] if t is not None else None
+        return len(m) if m is not None else 0
+
+    def readable_ids(self, tenant: TenantKey) -> np.ndarray:
         """Ids the tenant may read (owned or granted), sorted (n,) uint64."""
         slots = self._tenant_tree(tenant).slots()
         return np.sort(self._store.ext_id[slots])
 
-    def owner_of(self, ids: Any) -> list[str]:
-        slots = self._slots_of(as_ids(ids, unique=False))
+    def owned_ids(self, tenant: TenantKey) -> np.ndarray:
+        """Ids the tenant owns, sorted (n,) uint64."""
+        t = self._tenant_of.get(tenant)
+        m = self._owned[t] if t is not None else None
+        if m is None:
+            return np.empty(0, np.uint64)
+        return np.sort(m.items()[0].view(np.uint64))
+
+    def received(self, tenant: TenantKey) -> list[tuple[TenantKey, np.ndarray]]:
+        """The shares `tenant` received: (owner, ids (n,) uint64) per owner."""
+        t = self._tenant_of.get(tenant)
+        if t is None:
+            return []
+        slots = self._live_tree(t).slots()
+        owners = self._store.owner[slots]
+        slots, owners = slots[owners != t], owners[owners != t]
+        out = []
+        for o in np.unique(owners).tolist():
+            key = self._names[o]
+            if key is not None:
+                out.append((key, np.sort(self._store.ext_id[slots[owners == o]])))
+        return out
+
+    def owner_of(self, ids: Any, owner: TenantKey | None = None) -> list[TenantKey]:
+        slots = self._slots_of(as_ids(ids, unique=False), owner)
         return [self._names[t] or "" for t in self._store.owner[slots].tolist()]
 
-    def get_vectors(self, ids: Any) -> np.ndarray:
+    def get_vectors(self, ids: Any, owner: TenantKey | None = None) -> np.ndarray:
         """Stored vectors of `ids` (n, d) float32 (normalised for cosine); NotFound if absent."""
-        return self._store.vectors[self._slots_of(as_ids(ids, unique=False))].copy()
+        return self._store.vectors[self._slots_of(as_ids(ids, unique=False), owner)].copy()
 
-    def contains(self, ids: Any) -> np.ndarray:
-        ids = as_ids(ids, unique=False)
-        return self._ids.get(ids.view(np.int64)) >= 0
+    def contains(self, ids: Any, owner: TenantKey | None = None) -> np.ndarray:
+        """(n,) bool: which ids exist (of `owner`, or of any owner)."""
+        return self._lookup(as_ids(ids, unique=False), owner) >= 0
+
+    def can_read(self, ids: Any, owner: TenantKey, tenant: TenantKey) -> np.ndarray:
+        """(n,) bool: which of `owner`'s ids exist and `tenant` may read (O(log n) each)."""
+        slots = self._lookup(as_ids(ids, unique=False), owner)
+        t = self._tenant_of.get(tenant)
+        out = np.zeros(len(slots), bool)
+        if t is None:
+            return out
+        found = slots >= 0
+        out[found] = self._access.contains(_pair(slots[found], t))
+        return out
 
     # -- writes -----------------------------------------------------------------------------
-    def add_tenant(self, tenant: str) -> None:
-        self._ensure_tenant(check_tenant(tenant))
+    def add_tenant(self, tenant: TenantKey) -> None:
+        self._ensure_tenant(_check_key(tenant))
 
-    def insert(self, ids: Any, vectors: Any, owner: str) -> None:
-        """Insert (n,) ids with (n, d) vectors owned by `owner`. An id that exists is replaced
-        entirely (its old grants are dropped). All or nothing: bad input changes nothing."""
+    def insert(self, ids: Any, vectors: Any, owner: TenantKey) -> None:
+        """Insert (n,) ids with (n, d) vectors owned by `owner`. An id the owner already has is
+        replaced entirely (its old grants are dropped). All or nothing: bad input changes
+        nothing."""
         ids = as_ids(ids)
         x = self._prepare(vectors, "vectors")
         if len(ids) != len(x):
             raise InvalidArgument(
                 f"expected one vector per id, got {len(ids)} ids and {len(x)} vectors"
             )
-        owner = check_tenant(owner)
+        self.insert_prepared(ids, x, _check_key(owner))
+
+    def insert_prepared(self, ids: np.ndarray, x: np.ndarray, owner: TenantKey) -> None:
+        """`insert` of input already checked at the edge: unique (n,) uint64 ids and (n, d)
+        float32 rows as `prepare_vectors` returns them (unit length for cosine)."""
         if not len(ids):
             return
-        old = self._ids.get(ids.view(np.int64))
+        t = self._ensure_tenant(owner)
+        owned = self._owned[t]
+        if owned is None:
+            owned = self._owned[t] = SortedMap()
+        old = owned.get(ids.view(np.int64))
         if (old >= 0).any():
             self._delete_slots(old[old >= 0])
-        t = self._ensure_tenant(owner)
         slots = self._store.allocate(len(ids))
         leaves = self._tree.route(x)
         self._store.put(slots, ids, x, t, leaves)
+        if self._graph is not None:  # graph hook: new slots are searchable (fresh) at once
+            self._graph.add(slots, self._store)
         self._tree.update_radius(x, leaves)
         self._crad = None
-        self._ids.put(ids.view(np.int64), slots)
+        owned.put(ids.view(np.int64), slots)
         self._access.put(_pair(slots, t))
         self._live_tree(t).add(
             self._tree,
@@ -133,10 +210,11 @@ class CuratorIndex:
         )
         self._maybe_train()
 
-    def grant(self, ids: Any, tenant: str) -> int:
-        """Let `tenant` read `ids` (created if new); returns how many grants were new."""
-        slots = self._slots_of(as_ids(ids, unique=False))
-        t = self._ensure_tenant(check_tenant(tenant))
+    def grant(self, ids: Any, tenant: TenantKey, owner: TenantKey | None = None) -> int:
+        """Let `tenant` read `owner`'s `ids` (tenant created if new); returns how many grants
+        were new."""
+        slots = self._slots_of(as_ids(ids, unique=False), owner)
+        t = self._ensure_tenant(_check_key(tenant))
         slots = np.unique(slots)
         keys = _pair(slots, t)
         new = ~self._access.contains(keys)
@@ -149,12 +227,12 @@ class CuratorIndex:
         )
         return int(new.sum())
 
-    def revoke(self, ids: Any, tenant: str) -> int:
-        """Take `tenant`'s access to `ids` away; returns how many grants existed. The owner's
-        own access cannot be revoked (delete the vector instead)."""
+    def revoke(self, ids: Any, tenant: TenantKey, owner: TenantKey | None = None) -> int:
+        """Take `tenant`'s access to `owner`'s `ids` away; returns how many grants existed. The
+        owner's own access cannot be revoked (delete the vector instead)."""
         tree = self._tenant_tree(tenant)
         t = self._tenant_of[tenant]
-        slots = np.unique(self._slots_of(as_ids(ids, unique=False)))
+        slots = np.unique(self._slots_of(as_ids(ids, unique=False), owner))
         if (self._store.owner[slots] == t).any():
             raise FailedPrecondition(
                 f"expected ids not owned by {tenant!r}: an owner's access "
@@ -166,15 +244,22 @@ class CuratorIndex:
         tree.remove(self._tree, self._store.leaf, slots[have], self.config.max_sl_size)
         return int(have.sum())
 
-    def delete(self, ids: Any) -> int:
-        """Delete vectors by id for every tenant; unknown ids are ignored. Returns the count."""
+    def delete(self, ids: Any, owner: TenantKey | None = None) -> int:
+        """Delete `owner`'s vectors by id (`owner=None`: every owner's), for every tenant that
+        reads them; unknown ids are ignored. Returns the count."""
         ids = as_ids(ids, unique=False)
-        slots = self._ids.get(ids.view(np.int64))
+        if owner is None:
+            slots = np.concatenate(
+                [np.empty(0, np.int64)]
+                + [m.get(ids.view(np.int64)) for m in self._owned if m is not None]
+            )
+        else:
+            slots = self._lookup(ids, owner)
         slots = np.unique(slots[slots >= 0]).astype(np.int32)
         self._delete_slots(slots)
         return len(slots)
 
-    def drop_tenant(self, tenant: str) -> None:
+    def drop_tenant(self, tenant: TenantKey) -> None:
         """Remove a tenant: the vectors it owns are deleted (for every tenant), and its
         grants on other tenants' vectors are revoked."""
         tree = self._tenant_tree(tenant)
@@ -183,8 +268,11 @@ class CuratorIndex:
         self._delete_slots(owned)
         rest = tree.slots()
         self._access.remove(_pair(rest, t))
+        self._sorted.pop(id(tree), None)  # predicate hook: drop the tenant's sorted slots
         self._trees[t] = None
+        self._owned[t] = None
         self._names[t] = None
+        self._free.append(t)
         del self._tenant_of[tenant]
 
     def train(self) -> None:
@@ -216,10 +304,10 @@ class CuratorIndex:
         new_slot = np.full(self._store.high + 1, -1, np.int64)
         new_slot[live[order]] = np.arange(len(live))
         self._store.leaf[live] = leaves
+        old_store = self._store
         self._store = self._store.reordered(live[order])
-        ext = self._store.ext_id[: len(live)].view(np.int64)
-        by_ext = np.argsort(ext, kind="stable")
-        self._ids = SortedMap.from_sorted(ext[by_ext], by_ext)
+        self._graph_after_relayout(live[order], new_slot, old_store)
+        self._rebuild_owned()
         keys, _ = self._access.items()
         slot_of = new_slot[keys >> 32].astype(np.int32)
         tenant_of = (keys & _LOW32).astype(np.int32)
@@ -252,82 +340,130 @@ class CuratorIndex:
     # -- search -----------------------------------------------------------------------------
     def search(
         self,
-        tenant: str | Sequence[str],
+        tenant: TenantKey | Sequence[TenantKey],
         queries: Any,
         k: int = 10,
         params: SearchParams | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        *,
+        where: Predicate | None = None,
+        explain: bool = False,
+    ) -> Any:
         """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
-        row of `queries` (nq, d). Returns ids (nq, k) int64 and distances (nq, k) float32."""
-        names = check_tenants(tenant)
-        q = self._prepare(queries, "queries")
+        row of `queries` (nq, d), restricted to those satisfying `where` (a label predicate,
+        see curator.index.predicate) if given. Returns ids (nq, k) int64 and distances (nq, k)
+        float32; with `explain=True` also the `Plan` that ran (path, vectors touched)."""
+        ids, out, _, plan = self.search_prepared(
+            _check_keys(tenant), self._prepare(queries), k, params, where
+        )
+        return (ids, out, plan) if explain else (ids, out)
+
+    def search_prepared(
+        self,
+        names: Sequence[TenantKey],
+        q: np.ndarray,
+        k: int = 10,
+        params: SearchParams | None = None,
+        where: Predicate | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """`search` over checked input (`prepare_vectors` rows, known tenant keys); returns
+        ids, distances, each hit's owner tenant number (nq, k) int32 (-1 padded; see
+        `tenant_key`) and the Plan that ran."""
         k = check_k(k)
         p = params or _DEFAULT_PARAMS
         trees = [self._tenant_tree(n) for n in names]
-        parts = [self._search_view(tt.view(self._tree), tt.size, q, k, p) for tt in trees]
-        if len(parts) == 1:
-            slots, dist = parts[0]
+        if where is None:
+            slots, dist, plan = _planner.search_tenants(self, trees, q, k, p)
         else:
-            slots, dist = K.merge_rows(
-                np.hstack([s for s, _ in parts]), np.hstack([d for _, d in parts]), k
-            )
-        return self._finish(slots, dist)
+            views = [self._sorted_slots(t) for t in trees]
+            readable = views[0] if len(views) == 1 else np.unique(np.concatenate(views))
+            allowed = _evaluate(where, readable, self._label_slots)
+            slots, dist, plan = _planner.search_slots(self, allowed, q, k, p)
+        ids, out, owners = self._finish(slots, dist)
+        return ids, out, owners, plan
+
+    def tenant_key(self, t: int) -> TenantKey | None:
+        """The key of internal tenant number `t` (as returned in owners), None if free."""
+        return self._names[t] if 0 <= t < len(self._names) else None
 
     def search_and(
         self,
-        tenants: tuple[str, str],
+        tenants: tuple[TenantKey, TenantKey],
         queries: Any,
         k: int = 10,
         params: SearchParams | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest `k` vectors readable by both tenants (labels): the filter track's AND."""
-        a, b = check_tenants(tenants)
-        q = self._prepare(queries, "queries")
-        k = check_k(k)
-        p = params or _DEFAULT_PARAMS
-        both = np.intersect1d(
-            self._tenant_tree(a).view(self._tree).slots, self._tenant_tree(b).view(self._tree).slots
+        ids, dist, _, _ = self.search_and_prepared(
+            tuple(_check_keys(tenants)), self._prepare(queries), k, params
         )
-        temp = TenantTree()
-        if len(both) > p.exact_search_threshold and self._tree.is_trained:
-            temp.add(self._tree, self._store.leaf, both.astype(np.int32), self.config.max_sl_size)
-        else:
-            temp.shortlists[0] = both.astype(np.int32)
-            temp.size = len(both)
-        return self._finish(*self._search_view(temp.view(self._tree), temp.size, q, k, p))
+        return ids, dist
 
-    def _search_view(
-        self, v: TenantView, size: int, q: np.ndarray, k: int, p: SearchParams
-    ) -> tuple[np.ndarray, np.ndarray]:
-        ip = self.metric is not Metric.L2
-        st = self._store
-        if size <= p.exact_search_threshold or not self._tree.is_trained:
-            return K.exact_batch(q, k, ip, v.slots, st.vectors, st.vnorm)[:2]
-        if self._crad is None:
-            self._crad = self._tree.mean_sq_radius()
-        t = self._tree
-        return K.tree_batch(
-            q,
-            k,
-            p.search_ef,
-            p.beam_size,
-            np.float32(p.variance_boost),
-            ip,
-            v.node,
-            v.child_ptr,
-            v.child,
-            v.sl_ptr,
-            v.slots,
-            t.centroids,
-            t.cnorm,
-            self._crad,
-            st.vectors,
-            st.vnorm,
-        )[:2]
+    def search_and_prepared(
+        self,
+        tenants: Sequence[TenantKey],
+        q: np.ndarray,
+        k: int = 10,
+        params: SearchParams | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """Vectors readable by both tenants (labels): the AND predicate, planned."""
+        if len(tenants) != 2:
+            raise InvalidArgument(f"expected 2 tenants for an AND, got {len(tenants)}")
+        a, b = tenants
+        return self.search_prepared([a], q, k, params, where=And(Label(a), Label(b)))
 
-    def _finish(self, slots: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _label_slots(self, name: TenantKey) -> np.ndarray:
+        return self._sorted_slots(self._tenant_tree(name))
+
+    def _sorted_slots(self, tree: TenantTree) -> np.ndarray:
+        """A tenant's slots sorted (n,) int32, cached while its view is unchanged (predicate
+        evaluation merges sorted arrays; sorting a 20k-slot label per query cost ~1 ms)."""
+        view = tree.view(self._tree)
+        hit = self._sorted.get(id(tree))
+        if hit is None or hit[0] is not view:
+            hit = (view, np.sort(view.slots))
+            self._sorted[id(tree)] = hit
+        return hit[1]
+
+    def _graph_after_relayout(
+        self, order: np.ndarray, new_slot: np.ndarray, old_store: VectorStore
+    ) -> None:
+        """Graph hook of train(): the graph follows the new slot layout."""
+        if self._graph is not None:
+            self._graph.relayout(order, new_slot, old_store, self._store)
+
+    @property
+    def graph_enabled(self) -> bool:
+        """Whether the planner may use the graph: trained, `config.graph_degree` > 0, and not
+        the unnormalised inner product (not a metric: greedy graph search on it measured
+        recall@10 0.94 at defaults in tests/test_index_search.py, where the tree reaches 0.95)."""
+        return (
+            self._tree.is_trained and self.config.graph_degree > 0 and self.metric is not Metric.IP
+        )
+
+    def build_graph(self) -> ProximityGraph | None:
+        """The proximity graph, linking every live vector the first time (seconds per 10^4
+        vectors: the planner calls this on the first search that needs it; call it after a
+        bulk load to pay that up front). None if the graph is disabled or untrained."""
+        cfg = self.config
+        if self._graph is None and self.graph_enabled:
+            with self._lazy:  # concurrent searches: one builds, the others wait for it
+                if self._graph is None:
+                    log.info("linking %d vectors into the proximity graph", len(self._store))
+                    self._graph = ProximityGraph.build(
+                        self._store,
+                        self.metric is not Metric.L2,
+                        cfg.graph_degree,
+                        cfg.graph_ef_construction,
+                    )
+        return self._graph
+
+    def _finish(
+        self, slots: np.ndarray, dist: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shift = np.float32(1.0 if self.metric is Metric.COSINE else 0.0)
-        return K.finish(slots, dist, self._store.ext_id, shift, self.metric is Metric.L2)
+        ids, out = K.finish(slots, dist, self._store.ext_id, shift, self.metric is Metric.L2)
+        owners = np.where(slots >= 0, self._store.owner[np.maximum(slots, 0)], -1)
+        return ids, out, owners.astype(np.int32)
 
     # -- accounting and checks ----------------------------------------------------------------
     def memory_usage(self) -> dict[str, int]:
@@ -338,8 +474,10 @@ class CuratorIndex:
             "tree": self._tree.nbytes,
             "shortlists": sum(t.nbytes for t in trees),
             "access_lists": self._access.nbytes,
-            "id_map": self._ids.nbytes,
-            "tenants": 100 * len(self._tenant_of) + 8 * len(self._trees),
+            "id_map": sum(m.nbytes for m in self._owned if m is not None),
+            "tenants": 100 * len(self._tenant_of) + 16 * len(self._trees),
+            "graph": self._graph.nbytes if self._graph is not None else 0,
+            "sorted_slots": sum(v[1].nbytes for v in list(self._sorted.values())),
         }
         parts["total"] = sum(parts.values())
         return parts
@@ -362,8 +500,9 @@ class CuratorIndex:
     def check_invariants(self) -> None:
         """Raise curator.errors.Internal if the index structures disagree with each other."""
         live = self._store.live_slots()
-        if len(live) != len(self._ids) or len(live) != len(self._store):
-            raise Internal(f"expected {len(live)} ids, id map has {len(self._ids)}")
+        n_ids = sum(len(m) for m in self._owned if m is not None)
+        if len(live) != n_ids or len(live) != len(self._store):
+            raise Internal(f"expected {len(live)} ids, id maps have {n_ids}")
         keys, _ = self._access.items()
         pairs = set(zip((keys >> 32).tolist(), (keys & _LOW32).tolist(), strict=True))
         seen = set()
@@ -380,19 +519,19 @@ class CuratorIndex:
         owners = set(zip(live.tolist(), self._store.owner[live].tolist(), strict=True))
         if not owners <= pairs:
             raise Internal("an owner lacks access to its own vector")
+        if self._graph is not None:  # graph hook
+            self._graph.check(self._store)
 
     # -- internals ----------------------------------------------------------------------------
-    def _prepare(self, x: Any, what: str) -> np.ndarray:
-        """(n, d) float32 copy of the input, checked finite, unit length for cosine."""
-        arr = as_matrix(x, self.dim, what, check_finite=False)
-        out, bad = K.prepare_rows(arr, self.metric is Metric.COSINE)
-        if bad >= 0:
-            problem = "NaN or inf" if not np.isfinite(arr[bad]).all() else "a zero vector"
-            raise InvalidArgument(f"expected finite, non-zero {what}, got {problem} in row {bad}")
-        return out
+    def prepare(self, x: Any, what: str = "queries") -> np.ndarray:
+        """(n, d) float32 copy of the input, checked once (finite, bounded norm, non-zero for
+        cosine) and unit length for cosine: what `insert_prepared`/`search_prepared` take."""
+        return prepare_vectors(x, self.dim, self.metric is Metric.COSINE, what)
 
-    def _tenant_tree(self, tenant: str) -> TenantTree:
-        t = self._tenant_of.get(check_tenant(tenant))
+    _prepare = prepare
+
+    def _tenant_tree(self, tenant: TenantKey) -> TenantTree:
+        t = self._tenant_of.get(tenant)
         if t is None:
             raise NotFound(f"expected a known tenant, got {tenant!r}")
         return self._live_tree(t)
@@ -403,28 +542,66 @@ class CuratorIndex:
             raise Internal(f"tenant slot {t} is free")
         return tree
 
-    def _ensure_tenant(self, tenant: str) -> int:
+    def _ensure_tenant(self, tenant: TenantKey) -> int:
         t = self._tenant_of.get(tenant)
         if t is None:
-            try:
-                t = self._names.index(None)
-            except ValueError:
+            if self._free:
+                t = self._free.pop()
+            else:
                 t = len(self._names)
                 self._names.append(None)
                 self._trees.append(None)
+                self._owned.append(None)
             self._names[t] = tenant
             self._trees[t] = TenantTree()
             self._tenant_of[tenant] = t
         return t
 
-    def _slots_of(self, ids: np.ndarray) -> np.ndarray:
-        slots = self._ids.get(ids.view(np.int64))
+    def _lookup(self, ids: np.ndarray, owner: TenantKey | None) -> np.ndarray:
+        """Slots of ids (n,) int64, -1 where absent; `owner=None` searches every owner and
+        refuses an id that several owners have."""
+        keys = ids.view(np.int64)
+        if owner is not None:
+            t = self._tenant_of.get(owner)
+            m = self._owned[t] if t is not None else None
+            return m.get(keys) if m is not None else np.full(len(ids), -1, np.int64)
+        out = np.full(len(ids), -1, np.int64)
+        for m in self._owned:
+            if m is None:
+                continue
+            got = m.get(keys)
+            hit = got >= 0
+            if (hit & (out >= 0)).any():
+                dup = int(ids[np.flatnonzero(hit & (out >= 0))[0]])
+                raise InvalidArgument(
+                    f"expected ids of one owner, got id {dup} that several owners have: "
+                    "name the owner"
+                )
+            out[hit] = got[hit]
+        return out
+
+    def _slots_of(self, ids: np.ndarray, owner: TenantKey | None = None) -> np.ndarray:
+        slots = self._lookup(ids, owner)
         if (slots < 0).any():
             raise NotFound(
                 f"expected known vector ids, got unknown id "
                 f"{int(ids[np.flatnonzero(slots < 0)[0]])}"
             )
         return slots.astype(np.int32)
+
+    def _rebuild_owned(self) -> None:
+        """Per-owner id maps from the vector store (after a re-layout or a snapshot load)."""
+        st = self._store
+        live = st.live_slots()
+        owners = st.owner[live]
+        ext = st.ext_id[live].view(np.int64)
+        order = np.lexsort((ext, owners))
+        live, owners, ext = live[order], owners[order], ext[order]
+        self._owned = [None] * len(self._names)
+        bounds = np.flatnonzero(np.diff(owners)) + 1
+        for part in np.split(np.arange(len(live)), bounds) if len(live) else []:
+            t = int(owners[part[0]])
+            self._owned[t] = SortedMap.from_sorted(ext[part], live[part])
 
     def _delete_slots(self, slots: np.ndarray) -> None:
         if not len(slots):
@@ -441,9 +618,15 @@ class CuratorIndex:
             )
         self._access.remove(keys)
         st = self._store
+        if self._graph is not None:  # graph hook: before release() clears the rows
+            self._graph.remove(slots, st)
         self._tree.update_radius(st.vectors[slots], st.leaf[slots], sign=-1)
         self._crad = None
-        self._ids.remove(st.ext_id[slots].view(np.int64))
+        owners = st.owner[slots]
+        for t in np.unique(owners).tolist():
+            m = self._owned[t]
+            if m is not None:
+                m.remove(st.ext_id[slots[owners == t]].view(np.int64))
         st.release(slots)
 
     @contextlib.contextmanager
@@ -457,18 +640,35 @@ class CuratorIndex:
             self._defer_training -= 1
             self._maybe_train()
 
-    def _maybe_train(self) -> None:
-        if self._defer_training:
-            return
+    def wants_training(self) -> bool:
+        """The collection crossed `train_min_vectors` untrained, or grew `retrain_growth`
+        times since it was trained."""
         n = len(self._store)
         cfg = self.config
         if not self._tree.is_trained:
-            if n >= cfg.train_min_vectors:
-                log.info("collection reached %d vectors: training the shared tree", n)
-                self.train()
-        elif cfg.retrain_growth and n >= cfg.retrain_growth * self._trained_n:
-            log.info("collection grew from %d to %d vectors: retraining", self._trained_n, n)
-            self.train()
+            return n >= cfg.train_min_vectors
+        return bool(cfg.retrain_growth) and n >= cfg.retrain_growth * self._trained_n
+
+    def _maybe_train(self) -> None:
+        if self._defer_training or not self.auto_train or not self.wants_training():
+            return
+        log.info("collection of %d vectors: training the shared tree", len(self._store))
+        self.train()
+
+
+def _check_key(key: Any) -> TenantKey:
+    if isinstance(key, int | np.integer) and not isinstance(key, bool) and key >= 0:
+        return int(key)
+    return check_tenant(key)
+
+
+def _check_keys(keys: Any) -> list[TenantKey]:
+    if isinstance(keys, str | int | np.integer):
+        return [_check_key(keys)]
+    out = [_check_key(k) for k in keys]
+    if not out:
+        raise InvalidArgument("expected at least one tenant, got none")
+    return out
 
 
 def _pair(slots: np.ndarray, tenant: int) -> np.ndarray:

@@ -318,24 +318,27 @@ def finish(slots, dists, ext_id, shift, clamp):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def prepare_rows(x, normalize):  # pragma: no cover - compiled
+def prepare_rows(x, normalize, max_sq):  # pragma: no cover - compiled
     """Copy of `x` (n, d) float32, rows scaled to unit length if `normalize`. Returns the
-    copy and the first row holding NaN/inf (or, when normalising, a zero row), else -1."""
+    copy and the first row that holds NaN/inf, whose squared norm (summed in float64, so it
+    cannot overflow) exceeds `max_sq`, or (when normalising) that is zero; else -1."""
     n, d = x.shape
     out = np.empty((n, d), np.float32)
     for i in range(n):
-        sq = 0.0
+        sq = np.float64(0.0)
         for j in range(d):
-            v = x[i, j]
+            v = np.float64(x[i, j])
             if not np.isfinite(v):
                 return out, i
             sq += v * v
+        if sq > max_sq:
+            return out, i
         if normalize:
             if sq == 0.0:
                 return out, i
             inv = 1.0 / np.sqrt(sq)
             for j in range(d):
-                out[i, j] = x[i, j] * inv
+                out[i, j] = np.float32(x[i, j] * inv)
         else:
             for j in range(d):
                 out[i, j] = x[i, j]

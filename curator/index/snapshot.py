@@ -3,6 +3,8 @@
 A snapshot is a dict of arrays: the vector store, the shared tree, the access pairs and every
 tenant's shortlists in CSR form, plus `meta` (UTF-8 JSON: format version, dimension, metric,
 config, tenant names). Expanded nodes are not stored: they are the ancestors of shortlist nodes.
+The proximity graph's links (`graph_*`, ~8 % of the vectors at d 384) are stored when there is
+a graph; without them the graph is built again when a search first needs it.
 Files are written with `np.savez` to a temporary name and renamed, so a crash never leaves a
 half-written snapshot under the final name.
 """
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from curator.config import IndexConfig
+from curator.config import IndexConfig, Metric
 from curator.errors import FailedPrecondition
+from curator.index.graph import ProximityGraph
 from curator.index.sorted_map import SortedMap
 from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT_VERSION", "from_arrays", "load", "save", "save_arrays", "to_arrays"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ids scoped per owner, tenant keys may be integers
 
 _REQUIRED = (
     "meta",
@@ -73,7 +76,9 @@ def to_arrays(index: CuratorIndex) -> dict[str, np.ndarray]:
             parts.append(slots)
     sl_ptr = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=sl_ptr[1:])
+    graph = index._graph.to_arrays(index._store.high) if index._graph is not None else {}
     return {
+        **graph,
         "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
         **index._store.to_arrays(),
         **index._tree.to_arrays(),
@@ -102,14 +107,12 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
     index = CuratorIndex(meta["dim"], meta["metric"], IndexConfig(**meta["config"]))
     index._store = VectorStore.from_arrays(index.dim, arrays)
     index._tree = SharedTree.from_arrays(arrays)
-    live = index._store.live_slots()
-    ext = index._store.ext_id[live].view(np.int64)
-    order = np.argsort(ext, kind="stable")
-    index._ids = SortedMap.from_sorted(ext[order], live[order])
     index._access = SortedMap.from_sorted(arrays["access_keys"])
     index._names = list(meta["tenants"])
     index._tenant_of = {n: t for t, n in enumerate(index._names) if n is not None}
     index._trees = [TenantTree() if n is not None else None for n in index._names]
+    index._free = [t for t, n in enumerate(index._names) if n is None]
+    index._rebuild_owned()
     index._trained_n = int(meta["trained_n"])
     tree = index._tree
     ptr, slots = arrays["sl_ptr"], arrays["sl_slots"]
@@ -123,6 +126,9 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> CuratorIndex:
         tt.shortlists[node] = sl
         tt.size += len(sl)
         tt.expanded.update(tree.anc[node, : tree.depth[node]].tolist())
+    ip = index.metric is not Metric.L2
+    if "graph_nbr" in arrays:  # else built when first needed
+        index._graph = ProximityGraph.from_arrays(arrays, ip, index._store)
     return index
 
 

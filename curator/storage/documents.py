@@ -6,6 +6,7 @@ import json
 
 from curator.errors import InvalidArgument, ResourceExhausted
 from curator.results import Document
+from curator.validation import check_depth
 
 __all__ = ["Document", "decode", "encode"]
 
@@ -22,6 +23,7 @@ def encode(doc: Document, limit: int) -> bytes | None:
     elif isinstance(doc, str):
         raw = _TEXT + doc.encode()
     elif isinstance(doc, dict | list):
+        check_depth(doc)
         try:
             raw = _JSON + json.dumps(doc, separators=(",", ":")).encode()
         except (TypeError, ValueError) as e:

@@ -3,7 +3,9 @@
 A snapshot is written to `snapshots/<collection id>-<seq>.npz` without blocking readers (the
 index arrays are copied under the collection's read lock, then written outside any lock); its
 record in LMDB is updated in a write transaction, which also trims the operation log up to the
-oldest sequence every collection's snapshot covers. The previous file is deleted after that.
+oldest sequence a replay still needs: that of the snapshot of every collection with writes since
+its snapshot (an idle collection needs none of the later ops, which are all of others). The
+previous file is deleted after that. Temporary files left by a kill are removed at start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from curator.config import DatabaseConfig
 from curator.errors import AlreadyExists
 from curator.index import snapshot as codec
 from curator.storage.collection import Collection
+from curator.storage.files import FILE_MODE, private_dir, private_tree
 from curator.storage.store import Store
 
 __all__ = ["Snapshotter", "copy_database"]
@@ -45,6 +48,10 @@ class Snapshotter:
         self._lock = threading.Lock()  # one snapshot (or backup) at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if not store.readonly:
+            for tmp in snap_dir.glob("*.tmp"):  # a snapshot cut short by a kill
+                log.warning("removing the unfinished snapshot file %s", tmp.name)
+                tmp.unlink(missing_ok=True)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="curator-snapshots", daemon=True)
@@ -64,23 +71,33 @@ class Snapshotter:
                 writes = c.writes_since_snapshot
             name = f"{c.info.id}-{seq}.npz"
             codec.save_arrays(arrays, self.snap_dir / name)
+            (self.snap_dir / name).chmod(FILE_MODE)
             old = c.snapshot_seq
 
             def txn_fn(txn: Any) -> None:
                 record = {"seq": seq, "file": name, "time": time.time()}
                 self.store.put_json(txn, "snapshots", str(c.info.id), record)
-                # The log must keep what any snapshot on disk needs; a collection without
-                # one is rebuilt from the stored vectors at start-up and needs no log.
+                # The log must keep what any snapshot on disk needs to catch up; a collection
+                # without one is rebuilt from the stored vectors at start-up, and one with no
+                # writes since its snapshot needs none of the later ops (they are others').
                 floor = min(
-                    o.snapshot_seq if o is not c else seq
-                    for o in self.collections.values()
-                    if o is c or o.snapshot_seq
+                    [seq]
+                    + [
+                        o.snapshot_seq
+                        for o in self.collections.values()
+                        if o is not c and o.has_snapshot and o.writes_since_snapshot
+                    ]
                 )
-                self.store.trim_ops(txn, floor)
+                pins = [o.log_pin for o in self.collections.values() if o.log_pin is not None]
+                self.store.trim_ops(txn, min([floor, *pins]))
 
             with self.write_lock:
-                self.store.write(txn_fn)
+                if self.collections.get(c.info.name) is not c:  # dropped meanwhile
+                    (self.snap_dir / name).unlink(missing_ok=True)
+                    return seq
+                self.store.write(txn_fn, frees=True)  # it trims the log: allowed when full
                 c.snapshot_seq = seq
+                c.has_snapshot = True
                 c.writes_since_snapshot = max(0, c.writes_since_snapshot - writes)
                 if not c.writes_since_snapshot:
                     c.dirty_since = None
@@ -118,7 +135,9 @@ def copy_database(store: Store, snap_dir: Path, dest: Path) -> None:
     snapshot file newer than the copied LMDB record is harmless: the copy ignores it."""
     if dest.exists() and any(dest.iterdir()):
         raise AlreadyExists(f"expected an empty or new backup folder, got {dest}")
+    private_dir(dest)
     store.backup(dest / "lmdb")
     (dest / "snapshots").mkdir(parents=True, exist_ok=True)
     for f in snap_dir.glob("*.npz"):
         shutil.copy2(f, dest / "snapshots" / f.name)
+    private_tree(dest)  # a backup holds every vector and key digest too

@@ -1,7 +1,9 @@
 """Curator DB behind ann-benchmarks' BaseANN contract (unfiltered search).
 
 ann-benchmarks has no filters: every vector is owned by one tenant and searched through that
-tenant's sub-tree, which then covers the whole shared tree. Query argument: search_ef.
+tenant's sub-tree, which then covers the whole shared tree. Query arguments: SearchParams
+(see `bench.harness.engine.query_params`; `query_args: [[16, 32]]` sets search_ef). Setup,
+build and memory accounting: README.md next to this file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.harness.engine import Engine
+from bench.harness.engine import Engine, describe, query_params
 from curator.config import SearchParams
 
 try:  # the harness's base class when it is installed; the contract is duck-typed anyway
@@ -35,9 +37,10 @@ class CuratorANN(BaseANN):  # type: ignore[misc, valid-type]
         self._engine.open(x.shape[1], [_TENANT])
         self._engine.load(x, np.zeros(len(x), np.int64), {})
 
-    def set_query_arguments(self, search_ef: int) -> None:
-        self._params = SearchParams(search_ef=int(search_ef))
-        self.name = f"Curator({self._engine.mode}, search_ef={search_ef})"
+    def set_query_arguments(self, *args: Any, **kwargs: Any) -> None:
+        """`(16)`, `({"search_ef": 16})`, `([16])`, `([{"search_ef": 16}])` or keywords."""
+        self._params = query_params(*args, **kwargs)
+        self.name = f"Curator({self._engine.mode}, {describe(self._params)})"
 
     def query(self, v: np.ndarray, n: int) -> list[int]:
         ids = self._engine.search(np.asarray(v, np.float32)[None], n, [_TENANT], self._params)[0]
@@ -47,14 +50,18 @@ class CuratorANN(BaseANN):  # type: ignore[misc, valid-type]
         self._res = self._engine.search(np.asarray(X, np.float32), n, [_TENANT], self._params)
 
     def get_batch_results(self) -> list[list[int]]:
-        assert self._res is not None, "batch_query first"
+        if self._res is None:
+            raise RuntimeError("expected batch_query before get_batch_results, got none")
         return [row[row >= 0].tolist() for row in self._res]
 
     def get_memory_usage(self) -> int:
+        """The index's bytes in kB (0 before fit): see Engine.memory_kb."""
         return self._engine.memory_kb()
 
     def get_additional(self) -> dict[str, Any]:
-        return {}
+        """Merged into each result file's attributes: index bytes by component and the
+        process's RSS growth during fit (rss_delta_kb), for comparison."""
+        return self._engine.additional()
 
     def done(self) -> None:
         self._engine.close()

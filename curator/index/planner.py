@@ -1,0 +1,195 @@
+"""The query planner: exact scan, tree or graph, chosen per query batch from the filter size.
+
+Costs (measured, bench/RESULTS.md "Graph path"): an exact scan costs ~0.25 µs per readable
+vector at d 384; a tree search costs a fraction of the tenant; a graph search visits a few
+hundred to a few thousand vectors whatever the collection size, but a filtered graph search
+grows as the filter gets more selective (it walks through vectors it may not return). So:
+  - filter size m <= `exact_search_threshold`: exact scan (exact results, cheapest);
+  - else, if the collection has a graph and m / n >= GRAPH_MIN_FRACTION: graph;
+  - else the tenant's sub-tree (or, for a predicate / union, a temporary one).
+A filtered graph search that computes more distances than the filter has vectors (a query far
+from all of them) gives up and is scanned exactly instead, so the graph never costs more than
+about twice an exact scan.
+Graph width: `max(k, search_ef // 2)` (Curator v2's harness pairs tree ef = 8 x graph ef; at
+the default search_ef 128 this is 64, recall@10 >= 0.98 on Debian unfiltered).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from curator.config import Metric, SearchParams
+from curator.errors import Internal
+from curator.index import kernels as K
+from curator.index.tenant_tree import TenantTree, TenantView
+
+if TYPE_CHECKING:
+    from curator.index.curator_index import CuratorIndex
+
+__all__ = [
+    "GRAPH_MIN_FRACTION",
+    "SET_EXACT_MAX",
+    "Plan",
+    "choose",
+    "choose_for_set",
+    "search_slots",
+    "search_tenants",
+]
+
+#: Smallest filter, as a fraction of the collection, that the graph serves. On Debian the
+#: tree was 2-6x faster than the filtered graph at every filter size measured (to 13 %), the
+#: graph far faster unfiltered; 0.2 is Curator v2's routing threshold, not located more
+#: precisely here (bench/RESULTS.md "Graph path").
+GRAPH_MIN_FRACTION = 0.2
+
+#: Predicate results up to this size are scanned exactly (measured crossover with the filtered
+#: graph at recall ~0.99 on Debian labels: 4-5k vectors at d 384).
+SET_EXACT_MAX = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a search did: `path` ("exact", "tree" or "graph"), the number of vectors the filter
+    admits (`filter_size`, an upper bound for a union of tenants), the collection size, the
+    graph width (0 unless the graph ran) and the vectors whose distance was computed, summed
+    over the batch (`touched`) for `queries` queries."""
+
+    path: str
+    filter_size: int
+    collection_size: int
+    ef: int
+    touched: int
+    queries: int
+
+    @property
+    def touched_per_query(self) -> float:
+        return self.touched / max(self.queries, 1)
+
+
+def choose(m: int, n: int, trained: bool, has_graph: bool, p: SearchParams) -> str:
+    """The path for a filter admitting `m` of `n` vectors."""
+    if m <= p.exact_search_threshold or not trained:
+        return "exact"
+    if has_graph and m >= GRAPH_MIN_FRACTION * n:
+        return "graph"
+    return "tree"
+
+
+def choose_for_set(m: int, has_graph: bool, p: SearchParams) -> str:
+    """The path for a predicate's (or label's) qualifying set of `m` vectors: such sets are
+    spread over the tree (Debian labels: tree recall 0.83-0.95 at the default search_ef), so
+    exact up to SET_EXACT_MAX (where exact and graph cost the same at recall ~0.99 on
+    Debian labels), the graph above it; a temporary tree only without a graph."""
+    if m <= p.exact_search_threshold:
+        return "exact"
+    if not has_graph:
+        return "tree"
+    return "exact" if m <= SET_EXACT_MAX else "graph"
+
+
+def graph_ef(k: int, p: SearchParams) -> int:
+    return max(k, p.search_ef // 2)
+
+
+def search_tenants(
+    index: CuratorIndex, trees: list[TenantTree], q: np.ndarray, k: int, p: SearchParams
+) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """Search the vectors readable by any of `trees` (one tenant, or a union)."""
+    m = sum(t.size for t in trees)
+    path = choose(m, len(index), index.is_trained, index.graph_enabled, p)
+    if path == "tree":
+        parts = [_tree(index, t.view(index._tree), q, k, p) for t in trees]
+        if len(parts) == 1:
+            s, d, n = parts[0]
+        else:
+            s, d = K.merge_rows(
+                np.hstack([x[0] for x in parts]), np.hstack([x[1] for x in parts]), k
+            )
+            n = np.sum([x[2] for x in parts], axis=0)
+        return s, d, _plan(index, path, m, 0, n, q)
+    views = [t.view(index._tree).slots for t in trees]
+    slots = views[0] if len(views) == 1 else np.unique(np.concatenate(views))
+    return _run(index, path, slots, q, k, p, m)
+
+
+def search_slots(
+    index: CuratorIndex, slots: np.ndarray, q: np.ndarray, k: int, p: SearchParams
+) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """Search among `slots` (m,) int32, unique (a predicate's result)."""
+    m = len(slots)
+    path = choose_for_set(m, index.graph_enabled, p) if index.is_trained else "exact"
+    return _run(index, path, slots, q, k, p, m)
+
+
+def _run(
+    index: CuratorIndex,
+    path: str,
+    slots: np.ndarray,
+    q: np.ndarray,
+    k: int,
+    p: SearchParams,
+    m: int,
+) -> tuple[np.ndarray, np.ndarray, Plan]:
+    st = index._store
+    ip = index.metric is not Metric.L2
+    ef = 0
+    if path == "exact":
+        s, d, n = K.exact_batch(q, k, ip, slots, st.vectors, st.vnorm)
+    elif path == "graph":
+        g = index.build_graph()
+        if g is None:
+            raise Internal("expected a graph for the graph path")
+        ef = graph_ef(k, p)
+        if len(slots) >= len(st):  # everything is readable: no filter
+            s, d, n = g.search(q, k, ef, st)
+        else:
+            allow = np.zeros(len(st.live), bool)
+            allow[slots] = True
+            # A filtered walk far from the filter's vectors can cost more than scanning them:
+            # past that budget it gives up, and those queries are scanned exactly.
+            s, d, n = g.search(q, k, ef, st, allow, slots, budget=max(len(slots), 1))
+            bad = np.flatnonzero(n < 0)
+            if len(bad):
+                s2, d2, n2 = K.exact_batch(q[bad], k, ip, slots, st.vectors, st.vnorm)
+                s[bad], d[bad] = s2, d2
+                n = np.abs(n)
+                n[bad] += n2
+    else:
+        temp = TenantTree()
+        temp.add(index._tree, st.leaf, slots, index.config.max_sl_size)
+        s, d, n = _tree(index, temp.view(index._tree), q, k, p)
+    return s, d, _plan(index, path, m, ef, n, q)
+
+
+def _plan(index: CuratorIndex, path: str, m: int, ef: int, n: object, q: np.ndarray) -> Plan:
+    return Plan(path, m, len(index), ef, int(np.sum(n)), len(q))  # type: ignore[call-overload]
+
+
+def _tree(
+    index: CuratorIndex, v: TenantView, q: np.ndarray, k: int, p: SearchParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    st = index._store
+    t = index._tree
+    if index._crad is None:
+        index._crad = t.mean_sq_radius()
+    return K.tree_batch(
+        q,
+        k,
+        p.search_ef,
+        p.beam_size,
+        np.float32(p.variance_boost),
+        index.metric is not Metric.L2,
+        v.node,
+        v.child_ptr,
+        v.child,
+        v.sl_ptr,
+        v.slots,
+        t.centroids,
+        t.cnorm,
+        index._crad,
+        st.vectors,
+        st.vnorm,
+    )

@@ -1,0 +1,84 @@
+"""The planner: path choice from filter size, explain output, recall at default parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curator import CuratorIndex, IndexConfig, SearchParams
+from curator.index.planner import GRAPH_MIN_FRACTION, choose
+from tests.conftest import brute_force, recall
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_choose() -> None:
+    p = SearchParams(exact_search_threshold=100)
+    assert choose(100, 10**6, True, True, p) == "exact"
+    assert choose(10**5, 10**6, False, False, p) == "exact"  # untrained: one flat node
+    big = int(GRAPH_MIN_FRACTION * 10**6)
+    assert choose(big, 10**6, True, True, p) == "graph"
+    assert choose(big - 1, 10**6, True, True, p) == "tree"
+    assert choose(big, 10**6, True, False, p) == "tree"
+
+
+@pytest.fixture(scope="module")
+def tight() -> tuple[CuratorIndex, np.ndarray, np.ndarray, np.ndarray]:
+    """64 clusters; tenant "tight" owns one whole cluster of 1,500 vectors (the tree cuts it
+    into many small shortlists), "rest" owns the others, "all" may read everything."""
+    rng = np.random.default_rng(3)
+    d = 24
+    centers = rng.standard_normal((64, d)).astype(np.float32) * 4
+    c = np.r_[np.zeros(1500, np.int64), rng.integers(1, 64, 4500)]
+    x = (centers[c] + rng.standard_normal((len(c), d)).astype(np.float32) * 0.5).astype(np.float32)
+    idx = CuratorIndex(d, "l2", IndexConfig(train_min_vectors=2000, max_sl_size=32))
+    tight_ids = np.flatnonzero(c == 0)
+    idx.insert(tight_ids, x[tight_ids], owner="tight")
+    rest = np.flatnonzero(c != 0)
+    idx.insert(rest, x[rest], owner="rest")
+    idx.grant(np.arange(len(x)), "all")
+    q = (
+        centers[np.r_[np.zeros(30, np.int64), rng.integers(0, 64, 30)]]
+        + rng.standard_normal((60, d)).astype(np.float32) * 0.5
+    ).astype(np.float32)
+    return idx, x, tight_ids, q
+
+
+def test_large_tight_tenant_and_unfiltered_recall_at_defaults(tight) -> None:
+    idx, x, tight_ids, q = tight
+    for tenant, ids in (("tight", tight_ids), ("all", np.arange(len(x)))):
+        got, got_d, plan = idx.search(tenant, q, 10, explain=True)
+        truth, truth_d = brute_force(x, ids, q, 10, "l2")
+        assert recall(got, got_d, truth, truth_d) >= 0.95, (tenant, plan)
+        assert plan.path == "graph" and plan.queries == len(q)
+        assert 0 < plan.touched_per_query < 2 * len(ids), "budget: at most ~2 exact scans"
+        assert np.isin(got[got >= 0], ids).all()
+
+
+def test_union_and_exact_explain(tight) -> None:
+    idx, x, tight_ids, q = tight
+    got, got_d, plan = idx.search(["tight", "rest"], q, 10, explain=True)
+    assert plan.path == "graph" and plan.filter_size == len(x)
+    truth, truth_d = brute_force(x, np.arange(len(x)), q, 10, "l2")
+    assert recall(got, got_d, truth, truth_d) >= 0.95
+    small = tight_ids[:300]
+    idx.grant(small, "few")
+    got, got_d, plan = idx.search("few", q, 10, explain=True)
+    assert plan.path == "exact" and plan.touched == 300 * len(q) and plan.ef == 0
+    truth, truth_d = brute_force(x, small, q, 10, "l2")
+    assert recall(got, got_d, truth, truth_d, tol=1e-5) == 1.0
+    _, _, plan = idx.search(
+        "tight", q, 10, SearchParams(exact_search_threshold=10**6), explain=True
+    )
+    assert plan.path == "exact" and plan.touched == len(tight_ids) * len(q)
+
+
+def test_tree_path_below_the_graph_fraction(tight) -> None:
+    idx, x, _, q = tight
+    ids = np.arange(0, len(x), 97)  # 62 vectors: ~1 % of 6,000
+    idx.grant(ids, "sparse")
+    got, _, plan = idx.search(
+        "sparse", q, 10, SearchParams(exact_search_threshold=10), explain=True
+    )
+    assert plan.path == "tree" and plan.filter_size == len(ids)
+    assert np.isin(got[got >= 0], ids).all()

@@ -1,0 +1,80 @@
+"""Training runs off the write path: the write that crosses the threshold returns at once,
+searches and writes go on during training, and what was written meanwhile is in the index
+that is swapped in (issue #11 item 5; review D-4)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curator.config import DatabaseConfig, IndexConfig, SearchParams
+from curator.database import Database
+from curator.index.curator_index import CuratorIndex
+
+EXACT = SearchParams(exact_search_threshold=0, search_ef=100_000)
+
+
+@pytest.mark.timeout(120)
+def test_training_runs_beside_writes_and_searches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    original = CuratorIndex.train
+
+    def slow_train(self: CuratorIndex) -> None:
+        started.set()
+        assert release.wait(60), "the test never released training"
+        original(self)
+
+    monkeypatch.setattr(CuratorIndex, "train", slow_train)
+    cfg = DatabaseConfig(data_dir=str(tmp_path), snapshot_every_seconds=0)
+    db = Database(cfg)  # background: the trainer thread runs
+    try:
+        db.create_tenant("a")
+        db.create_tenant("b")
+        db.create_collection("c", 8, "l2", IndexConfig(train_min_vectors=400, max_sl_size=16))
+        x = np.random.default_rng(0).standard_normal((1000, 8)).astype(np.float32)
+        db.upsert("c", np.arange(500), x[:500], tenant="a")  # crosses 400: training starts
+        assert started.wait(30), "no background training started"
+        # training is blocked: writes and searches still answer
+        db.upsert("c", np.arange(500, 800), x[500:800], tenant="a")
+        db.delete("c", np.arange(0, 20), tenant="a")
+        db.upsert("c", [1], x[:1], tenant="b")
+        res = db.search("c", x[600:610], 1, tenant="a")
+        assert res.ids[:, 0].tolist() == list(range(600, 610))
+        assert not db.describe_collection("c").trained
+        release.set()
+        for _ in range(600):
+            if db._trainer.runs:
+                break
+            threading.Event().wait(0.05)
+        info = db.describe_collection("c")
+        assert info.trained and info.vectors == 781
+        idx = db._collection("c").index
+        idx.check_invariants()
+        got = db.search("c", x[:40], 1, tenant="a", params=EXACT).ids[:, 0].tolist()
+        assert got[20:] == list(range(20, 40)) and all(g not in range(20) for g in got[:20])
+        assert db.count("c", tenant="b") == 1
+    finally:
+        release.set()
+        db.close()
+    with Database(cfg, background=False) as again:  # and the result is durable
+        assert again.count("c") == 781 and again.describe_collection("c").trained
+
+
+def test_explicit_train_after_a_bulk_load(tmp_path: Path) -> None:
+    cfg = DatabaseConfig(data_dir=str(tmp_path))
+    with Database(cfg, background=False) as db:
+        db.create_tenant("a")
+        db.create_collection("c", 8, "l2", IndexConfig(train_min_vectors=10**9))
+        x = np.random.default_rng(1).standard_normal((3000, 8)).astype(np.float32)
+        db.upsert("c", np.arange(3000), x, tenant="a")
+        assert not db.describe_collection("c").trained
+        assert db.train("c")
+        info = db.describe_collection("c")
+        assert info.trained and info.vectors == 3000
+        res = db.search("c", x[:50], 1, tenant="a", params=EXACT)
+        assert res.ids[:, 0].tolist() == list(range(50))
