@@ -66,12 +66,20 @@ class Proc:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     p = Proc(tmp_path_factory.mktemp("cli") / "data")
     try:
-        deadline = time.monotonic() + 60
-        while not p.key_file.exists():  # written once the database has loaded
+        # the admin key is written once the database has loaded; SERVING comes after the
+        # kernels are compiled (minutes with a cold numba cache on a loaded machine)
+        deadline = time.monotonic() + 300
+        while not p.key_file.exists():
             assert time.monotonic() < deadline, "no admin.key"
             time.sleep(0.1)
         with p.client() as c:
-            c.server_info()
+            while True:
+                try:
+                    c.server_info()
+                    break
+                except errors.Unavailable:
+                    assert time.monotonic() < deadline, "the server never became SERVING"
+                    time.sleep(0.2)
         yield p
     finally:
         p.proc.terminate()
