@@ -151,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if server_config.metrics_port:
 
-        def sizes() -> dict[str, tuple[int, int]]:
+        def sizes() -> dict[str, tuple[int, int, int]]:
             db = server.database
             if db is None:
                 return {}
             out = {}
             for name in db.list_collections():
                 info = db.describe_collection(name)
-                out[name] = (info.vectors, info.tenants)
+                out[name] = (info.vectors, info.tenants, info.quarantined)
             return out
 
         host = server_config.metrics_host

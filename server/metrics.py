@@ -66,9 +66,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 
 class CollectionSizes:
-    """Collects vectors and tenants per collection at scrape time."""
+    """Collects vectors, tenants and quarantined rows per collection at scrape time."""
 
-    def __init__(self, describe: Callable[[], dict[str, tuple[int, int]]]) -> None:
+    def __init__(self, describe: Callable[[], dict[str, tuple[int, int, int]]]) -> None:
         self._describe = describe
 
     def collect(self) -> Any:
@@ -80,11 +80,18 @@ class CollectionSizes:
             "Tenants with vectors per collection",
             labels=["collection"],
         )
-        for name, (n_vec, n_ten) in self._describe().items():
+        quarantined = GaugeMetricFamily(
+            "curator_collection_quarantined_rows",
+            "Stored rows start-up could not apply (moved aside, logged at ERROR)",
+            labels=["collection"],
+        )
+        for name, (n_vec, n_ten, n_bad) in self._describe().items():
             vectors.add_metric([name], n_vec)
             tenants.add_metric([name], n_ten)
+            quarantined.add_metric([name], n_bad)
         yield vectors
         yield tenants
+        yield quarantined
 
 
 class CacheState:
@@ -155,7 +162,7 @@ def _public(by_cat: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 def serve_metrics(
     port: int,
-    describe: Callable[[], dict[str, tuple[int, int]]],
+    describe: Callable[[], dict[str, tuple[int, int, int]]],
     cache_state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]] | None = None,
     host: str = "127.0.0.1",
 ) -> Any:

@@ -107,6 +107,17 @@ def test_startup_quarantines_rows_it_cannot_apply(db: Database) -> None:
     db.close()
 
 
+def test_quarantined_rows_are_a_metric() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from server.metrics import CollectionSizes
+
+    registry = CollectorRegistry()
+    registry.register(CollectionSizes(lambda: {"c": (20, 1, 2)}))
+    page = generate_latest(registry).decode()
+    assert 'curator_collection_quarantined_rows{collection="c"} 2.0' in page
+
+
 def _poison() -> np.ndarray:
     return np.full((1, DIM), np.inf, np.float32)
 
