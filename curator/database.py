@@ -34,6 +34,7 @@ from curator.config import DatabaseConfig, IndexConfig, Metric, SearchParams
 from curator.errors import (
     AlreadyExists,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -436,6 +437,8 @@ class Database(CacheFacade):
         with self._write_lock:
             c = self._collection(collection)
             actor, own = self._owner_for(tenant, owner, "delete", foreign_ok=False)
+            if own is None:  # foreign_ok=False: the owner is the actor or was looked up
+                raise Internal("expected the owner of a delete to be known")
             present = c.index.contains(ids, owner=own.id) if c.index.has_tenant(own.id) else None
             ids = ids[present] if present is not None else ids[:0]
             if not len(ids):
@@ -509,6 +512,10 @@ class Database(CacheFacade):
                 raise NotFound(f"expected a tenant you may share with, got {to_tenant!r}")
             if to is None:
                 raise NotFound(f"expected a known tenant, got {to_tenant!r}")
+            if own is None:  # a grantee naming an unknown owner: as if the ids were unknown
+                if not len(ids):
+                    return WriteResult(c.applied_seq, 0, actor.seq if actor else 0)
+                raise NotFound(f"expected known vector ids, got unknown id {int(ids[0])}")
             idx = c.index
             has = idx.has_tenant(own.id)
             exists = idx.contains(ids, owner=own.id) if has else np.zeros(len(ids), bool)
@@ -594,17 +601,13 @@ class Database(CacheFacade):
                 ids, dist, own, _ = c.index.search_prepared(present, q, k, params)
             else:  # a tenant with nothing in this collection
                 ids, dist, own = _empty(len(q), k)
-            owner_ids = np.array([c.index.tenant_key(t) if t >= 0 else -1 for t in own.ravel()])
+            keys, which = c.index.hit_owners(own)  # per distinct owner, not per hit
             seq = c.applied_seq
-            vectors = None
-            if with_vectors:
-                vectors = np.zeros((*ids.shape, c.info.dim), np.float32)
-                for r, col in zip(*np.nonzero(ids != -1), strict=True):
-                    t = int(owner_ids[r * k + col])
-                    vectors[r, col] = c.index.get_vectors(
-                        ids[r, col : col + 1].view(np.uint64), owner=t
-                    )[0]
-        owners = [self.catalog.name_of(int(t)) if t >= 0 else "" for t in owner_ids.tolist()]
+            vectors = c.index.hit_vectors(own) if with_vectors else None
+        tids = np.array([-1 if key is None else int(key) for key in keys] + [-1], np.int64)
+        owner_ids = tids[which.ravel()]  # which == -1 (padding) picks the trailing -1
+        owner_names = np.array([self.catalog.name_of(int(t)) for t in tids[:-1]] + [""], object)
+        owners = owner_names[which.ravel()].tolist()
         docs = None
         if with_documents:
             # A running budget: stop as soon as the documents pass what the response may hold,
@@ -762,17 +765,23 @@ class Database(CacheFacade):
 
     def _owner_for(
         self, tenant: str | None, owner: str | None, what: str, foreign_ok: bool
-    ) -> tuple[TenantRecord | None, TenantRecord]:
-        """(acting tenant's record or None for the admin, owner's record) of a call on ids."""
+    ) -> tuple[TenantRecord | None, TenantRecord | None]:
+        """(acting tenant's record or None for the admin, owner's record) of a call on ids.
+        A tenant never learns whether another tenant's name exists: naming another owner is
+        refused before the name is looked up, and where it is allowed (`foreign_ok`: a
+        grantee dropping a share) an unknown owner comes back as None, to be reported exactly
+        like an unknown id."""
         actor = self.catalog.tenant(check_name(tenant, "tenant")) if tenant is not None else None
         if owner is None:
             if actor is None:
                 raise InvalidArgument(f"expected the owner of the ids to {what} (admin)")
             return actor, actor
-        own = self.catalog.tenant(check_name(owner, "tenant"))
-        if actor is not None and own.id != actor.id and not foreign_ok:
-            raise PermissionDenied(f"expected to {what} the tenant's own ids, got {owner!r}'s")
-        return actor, own
+        check_name(owner, "tenant")
+        if actor is None:
+            return None, self.catalog.tenant(owner)
+        if owner != actor.name and not foreign_ok:
+            raise PermissionDenied(f"expected to {what} the tenant's own ids, got another's")
+        return actor, self.catalog.get(owner)
 
     def _check_batch(self, n: int) -> None:
         if n > self.config.max_batch:

@@ -18,7 +18,7 @@ import pytest
 
 from curator.config import DatabaseConfig, IndexConfig
 from curator.database import Database
-from curator.errors import FailedPrecondition, InvalidArgument, NotFound
+from curator.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from curator.storage.store import Store
 
 DIM = 8
@@ -322,6 +322,21 @@ def test_grant_to_unknown_and_to_not_allowed_answer_the_same(db: Database) -> No
     assert msgs[0] == msgs[1]
     db.grant("c", [1], "b", owner="a")  # the admin grants freely
     assert db.count("c", tenant="b") == 1
+
+
+def test_naming_another_owner_does_not_reveal_whether_it_exists(db: Database) -> None:
+    db.upsert("c", [1], _vecs(1), tenant="b")
+    answers = []
+    for other in ("b", "nobody"):  # b exists, nobody does not: the same answer
+        with pytest.raises(PermissionDenied) as denied:
+            db.delete("c", [1], tenant="a", owner=other)
+        with pytest.raises(NotFound) as dropped:  # a grantee "dropping" a share it never had
+            db.revoke("c", [1], "a", tenant="a", owner=other)
+        with pytest.raises(PermissionDenied) as granted:
+            db.grant("c", [1], "a", tenant="a", owner=other)
+        answers.append((str(denied.value), str(dropped.value), str(granted.value)))
+    assert answers[0] == answers[1]
+    assert db.get("c", [1], tenant="a", owner="b").ids.tolist() == []  # and no read either
 
 
 def test_noop_grants_and_revokes_consume_no_seq(db: Database) -> None:

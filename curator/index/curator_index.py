@@ -366,8 +366,8 @@ class CuratorIndex:
         where: Predicate | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
         """`search` over checked input (`prepare_vectors` rows, known tenant keys); returns
-        ids, distances, each hit's owner tenant number (nq, k) int32 (-1 padded; see
-        `tenant_key`) and the Plan that ran."""
+        ids, distances, each hit's slot (nq, k) int32 (-1 padded; see `hit_owners`,
+        `hit_vectors`) and the Plan that ran."""
         k = check_k(k)
         p = params or _DEFAULT_PARAMS
         trees = [self._tenant_tree(n) for n in names]
@@ -378,8 +378,8 @@ class CuratorIndex:
             readable = views[0] if len(views) == 1 else np.unique(np.concatenate(views))
             allowed = _evaluate(where, readable, self._label_slots)
             slots, dist, plan = _planner.search_slots(self, allowed, q, k, p)
-        ids, out, owners = self._finish(slots, dist)
-        return ids, out, owners, plan
+        ids, out, hit_slots = self._finish(slots, dist)
+        return ids, out, hit_slots, plan
 
     def tenant_key(self, t: int) -> TenantKey | None:
         """The key of internal tenant number `t` (as returned in owners), None if free."""
@@ -462,8 +462,26 @@ class CuratorIndex:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         shift = np.float32(1.0 if self.metric is Metric.COSINE else 0.0)
         ids, out = K.finish(slots, dist, self._store.ext_id, shift, self.metric is Metric.L2)
-        owners = np.where(slots >= 0, self._store.owner[np.maximum(slots, 0)], -1)
-        return ids, out, owners.astype(np.int32)
+        return ids, out, slots
+
+    def hit_owners(self, slots: np.ndarray) -> tuple[list[TenantKey | None], np.ndarray]:
+        """Owners of search hits given as slots (as `search_prepared` returns them, -1
+        padded): (the distinct owner keys, and for each hit the index into them, -1 for
+        padding). Work is per distinct owner, not per hit."""
+        found = slots >= 0
+        t = np.where(found, self._store.owner[np.maximum(slots, 0)], -1)
+        uniq, inv = np.unique(t[found], return_inverse=True)
+        index = np.full(slots.shape, -1, np.int64)
+        index[found] = inv
+        return [self._names[u] for u in uniq.tolist()], index
+
+    def hit_vectors(self, slots: np.ndarray) -> np.ndarray:
+        """Stored vectors of search hits (slots (nq, k), -1 padded) as (nq, k, d) float32,
+        zeros for padding."""
+        out = np.zeros((*slots.shape, self.dim), np.float32)
+        found = slots >= 0
+        out[found] = self._store.vectors[slots[found]]
+        return out
 
     # -- accounting and checks ----------------------------------------------------------------
     def memory_usage(self) -> dict[str, int]:
