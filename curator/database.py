@@ -200,12 +200,19 @@ class Database(CacheFacade):
         self.close()
 
     # -- tenants --------------------------------------------------------------------------------
-    def create_tenant(self, name: str) -> None:
+    def create_tenant(self, name: str, *, tenant_id: int | None = None) -> None:
+        """Create a tenant. `tenant_id` is for cluster mode, where the control plane
+        allocates ids so that a tenant keeps its id on every node; it must be unused."""
         name = check_name(name, "tenant")
+        bad_type = isinstance(tenant_id, bool) or not isinstance(tenant_id, int)
+        if tenant_id is not None and (bad_type or not 0 < tenant_id < 2**32):
+            raise InvalidArgument(f"expected a tenant id in [1, 2**32), got {tenant_id!r}")
         with self._write_lock:
             if self.catalog.get(name) is not None:
                 raise AlreadyExists(f"expected a new tenant name, got existing {name!r}")
-            self.catalog.apply(self.store.write(lambda txn: self.catalog.new(txn, name)))
+            if tenant_id is not None and self.catalog.by_id(tenant_id) is not None:
+                raise AlreadyExists(f"expected an unused tenant id, got {tenant_id}")
+            self.catalog.apply(self.store.write(lambda txn: self.catalog.new(txn, name, tenant_id)))
 
     def list_tenants(self) -> list[str]:
         return self.catalog.names()

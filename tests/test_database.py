@@ -151,3 +151,23 @@ def test_readers_never_see_half_a_batch(db: Database) -> None:
     assert not errors, errors
     assert seen and all(n % 50 == 0 for n in seen)
     assert db.count("docs", tenant="a") == 2000
+
+
+def test_a_tenant_created_with_an_explicit_id_keeps_it_and_the_counter_moves_past(
+    tmp_path: Path,
+) -> None:
+    config = DatabaseConfig(data_dir=str(tmp_path))
+    with Database(config, background=False) as d:
+        d.create_tenant("placed", tenant_id=1000)
+        assert d.catalog.tenant("placed").id == 1000
+        with pytest.raises(AlreadyExists, match="unused tenant id"):
+            d.create_tenant("other", tenant_id=1000)
+        for bad in (0, -1, 2**32, True, 1.5, "7"):
+            with pytest.raises(InvalidArgument, match="tenant id"):
+                d.create_tenant("bad", tenant_id=bad)  # type: ignore[arg-type]
+        d.create_tenant("local")
+        assert d.catalog.tenant("local").id > 1000
+    with Database(config, background=False) as d:
+        assert d.catalog.tenant("placed").id == 1000
+        d.create_tenant("after")
+        assert d.catalog.tenant("after").id > d.catalog.tenant("local").id

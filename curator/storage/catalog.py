@@ -85,8 +85,13 @@ class Catalog:
         return rec.name if rec is not None else ""
 
     # -- changes: in the write transaction, then in memory once committed -----------------
-    def new(self, txn: Any, name: str) -> TenantRecord:
-        tid = self.store.next_counter(txn, _COUNTER)
+    def new(self, txn: Any, name: str, tid: int | None = None) -> TenantRecord:
+        """A new tenant record: the next local id, or `tid` when a control plane (cluster
+        mode) allocated the id; the local counter then moves past it, so no id is reused."""
+        if tid is None:
+            tid = self.store.next_counter(txn, _COUNTER)
+        else:
+            self.store.raise_counter(txn, _COUNTER, tid)
         rec = TenantRecord(name, tid, time.time())
         self.put(txn, rec)
         return rec

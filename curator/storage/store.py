@@ -286,6 +286,12 @@ class Store:
         txn.put(name, _U64.pack(value), db=self.db["meta"])
         return value
 
+    def raise_counter(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
+        """Make the counter at least `value` (the next `next_counter` returns more)."""
+        raw = txn.get(name, db=self.db["meta"])
+        if not raw or _U64.unpack(raw)[0] < value:
+            txn.put(name, _U64.pack(value), db=self.db["meta"])
+
     def seq(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(b"seq", db=self.db["meta"])
         return _U64.unpack(raw)[0] if raw else 0
