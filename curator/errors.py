@@ -16,6 +16,8 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",
+    "TenantMoved",
+    "TenantMoving",
     "Unauthenticated",
     "Unavailable",
 ]
@@ -69,6 +71,30 @@ class FailedPrecondition(CuratorError):
 
 class Unavailable(CuratorError):
     code = "UNAVAILABLE"
+
+
+class TenantMoving(Unavailable):
+    """The tenant is being handed to another node: its writes are refused (never
+    acknowledged) for the short handoff; retry after refreshing its placement."""
+
+    reason = "TENANT_MOVING"
+
+    def __init__(self, message: str, *, tenant: str = "", epoch: int = 0) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.epoch = epoch
+
+
+class TenantMoved(Unavailable):
+    """The tenant lives on another node now (`node`, at `epoch`): ask that node."""
+
+    reason = "TENANT_MOVED"
+
+    def __init__(self, message: str, *, tenant: str = "", node: str = "", epoch: int = 0) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.node = node
+        self.epoch = epoch
 
 
 class DeadlineExceeded(CuratorError):
