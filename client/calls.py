@@ -56,7 +56,13 @@ _ERRORS: dict[grpc.StatusCode, type[errors.CuratorError]] = {
 
 
 def error_from(e: grpc.RpcError) -> Exception:
-    """The curator.errors class of a failed call (the RpcError itself for other codes)."""
+    """The curator.errors class of a failed call (the RpcError itself for other codes);
+    TenantMoved / TenantMoving when a cluster node names the tenant's home."""
+    if e.code() == grpc.StatusCode.UNAVAILABLE:
+        trailing = getattr(e, "trailing_metadata", None)
+        moved = convert.moved_error(e.details() or "", trailing() if trailing else ())
+        if moved is not None:
+            return moved
     cls = _ERRORS.get(e.code())
     return e if cls is None else cls(e.details())
 
@@ -116,8 +122,13 @@ def drop_collection(name: str) -> Plan[None]:
     yield Call("Admin", "DropCollection", pb.CollectionRef(name=name))
 
 
-def create_tenant(name: str) -> Plan[None]:
-    yield Call("Admin", "CreateTenant", pb.TenantRef(name=name))
+def create_tenant(name: str, group: str = "") -> Plan[None]:
+    yield Call("Admin", "CreateTenant", pb.TenantRef(name=name, group=group))
+
+
+def placement() -> Plan[Any]:
+    """(nodes, placements, read sets) of a cluster (FailedPrecondition on a single server)."""
+    return convert.placement_from_pb((yield Call("Admin", "GetPlacement", pb.Empty())))
 
 
 def list_tenants() -> Plan[list[str]]:

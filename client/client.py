@@ -60,7 +60,8 @@ class Client:
 
     address: "host:port"; api_key: an admin or tenant key; tls: use TLS (root_certificates:
     PEM bytes of a private CA); timeout: default deadline of each call in seconds;
-    retries: extra attempts on UNAVAILABLE; max_message_bytes: as the server's limit.
+    retries: extra attempts on UNAVAILABLE; max_message_bytes: as the server's limit;
+    metadata: more (key, value) pairs sent with every call.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class Client:
         timeout: float = 30.0,
         retries: int = 4,
         max_message_bytes: int = 64 << 20,
+        metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         opts = channel_options(retries, max_message_bytes)
         if tls:
@@ -85,7 +87,7 @@ class Client:
             "Vectors": pb_grpc.VectorsStub(self._channel),
             "Cache": pb_grpc.CacheStub(self._channel),
         }
-        self._metadata = (("authorization", f"Bearer {api_key}"),)
+        self._metadata = (("authorization", f"Bearer {api_key}"), *metadata)
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
 

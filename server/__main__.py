@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from pythonjsonlogger.json import JsonFormatter
 from curator.cache.config import CacheConfig
 from curator.config import DatabaseConfig, from_env
 from curator.database import Database
-from curator.errors import InvalidArgument
+from curator.errors import InvalidArgument, Unavailable
 from curator.results import CacheStats
 from curator.storage.files import private_dir
 from server.app import create_server, install_signal_handlers
@@ -35,7 +36,7 @@ from server.metrics import serve_metrics
 log = logging.getLogger("server")
 
 
-def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
+def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, argparse.Namespace]:
     ap = argparse.ArgumentParser(
         prog="python -m server",
         description=__doc__,
@@ -65,6 +66,19 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
         action="store_true",
         help="do not fsync each write (faster; an OS crash may lose the last writes)",
     )
+    ap.add_argument(
+        "--cluster",
+        action="store_true",
+        help="join a cluster: tenants placed across nodes through etcd (needs --node-id, "
+        "--etcd and the cluster extra; every node must have the same admin key)",
+    )
+    ap.add_argument("--node-id", help="this node's name in the cluster (e.g. n1)")
+    ap.add_argument("--etcd", help="host:port of etcd's client URL (e.g. 127.0.0.1:2379)")
+    ap.add_argument(
+        "--advertise",
+        help="host:port other nodes and clients reach this node at (default: --address, "
+        "with the port bound)",
+    )
     ap.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     ap.add_argument("--log-format", choices=("json", "text"), default="json")
     a = ap.parse_args(argv)
@@ -84,7 +98,9 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str]:
         host = server.address.rpartition(":")[0]
         server = dataclasses.replace(server, http_address=f"{host}:{a.http_port}")
     db = from_env(DatabaseConfig, data_dir=a.data_dir, sync=False if a.no_sync else None)
-    return server, db, a.log_format
+    if a.cluster and not (a.node_id and a.etcd):
+        ap.error("--cluster needs --node-id and --etcd")
+    return server, db, a.log_format, a
 
 
 def _setup_logging(level: str, fmt: str) -> None:
@@ -111,6 +127,23 @@ def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
     return db
 
 
+def _joiner(args: argparse.Namespace, address: str) -> Callable[[int], Any]:
+    """cluster(port): connect to etcd as node --node-id (imported here: the cluster extra)."""
+
+    def join(port: int) -> Any:
+        from curator.cluster.contracts import NodeInfo
+        from curator.cluster.etcd_control import EtcdControl
+        from server.cluster import ClusterNode
+
+        advertise = args.advertise or f"{address.rpartition(':')[0]}:{port}"
+        control = EtcdControl(args.etcd, NodeInfo(args.node_id, advertise))
+        control.start()
+        log.info("cluster: node %s at %s, etcd %s", args.node_id, advertise, args.etcd)
+        return ClusterNode(control, args.node_id, advertise)
+
+    return join
+
+
 def cache_state(db: Database | None) -> tuple[CacheStats | None, dict[Any, Any]]:
     """Database-wide cache stats and the current default threshold / TTL of each category for
     each model with a known load (for the metrics)."""
@@ -125,7 +158,7 @@ def cache_state(db: Database | None) -> tuple[CacheStats | None, dict[Any, Any]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    server_config, db_config, log_format = _parse(argv)
+    server_config, db_config, log_format, args = _parse(argv)
     _setup_logging(server_config.log_level, log_format)
     try:
         admin_key = configured_admin_key(server_config)
@@ -141,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     os.umask(0o077)  # everything the server writes (data, backups, keys) is private
     private_dir(db_config.data_dir)
-    server = create_server(lambda: _open(db_config, admin_key), server_config)
+    join = _joiner(args, server_config.address) if args.cluster else None
+    try:
+        server = create_server(lambda: _open(db_config, admin_key), server_config, join)
+    except Unavailable as e:
+        log.error("refusing to start: %s", e)
+        return 3
     install_signal_handlers(server, server_config.grace_seconds)
     log.info(
         "listening on %s (port %d), data in %s",

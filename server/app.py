@@ -22,6 +22,7 @@ from curator.index.warmup import warm_kernels
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import AuthInterceptor
+from server.cluster import ClusterNode
 from server.config import ServerConfig
 from server.fairness import TenantLimiter, default_tenant_limit
 from server.metrics import MetricsInterceptor
@@ -78,6 +79,8 @@ class Server:
             if self.http is not None:
                 self.http.stop(grace)
             self.grpc.stop(grace).wait()
+            if self._state.cluster is not None:
+                self._state.cluster.close()
             if self._owns_db and self._state.db is not None:
                 self._state.db.close()
             self._stopped = True
@@ -90,22 +93,28 @@ class Server:
 class _State:
     def __init__(self) -> None:
         self.db: Database | None = None
+        self.cluster: ClusterNode | None = None
         self.ready = threading.Event()
         self.started = time.monotonic()
 
     def authenticate(self, key: str | None) -> Principal:
-        if self.db is None:
+        if self.db is None or not self.ready.is_set():
             raise Unavailable("expected a loaded database, it is still starting")
+        if self.cluster is not None:  # a key issued on another node, through etcd
+            return self.cluster.authenticate(self.db, key)
         return self.db.keys.authenticate(key)
 
 
 def create_server(
-    database: Database | Callable[[], Database], config: ServerConfig | None = None
+    database: Database | Callable[[], Database],
+    config: ServerConfig | None = None,
+    cluster: Callable[[int], ClusterNode] | None = None,
 ) -> Server:
     """Bind and start a server for `database` (or for the database a factory opens, in the
     background: health reports NOT_SERVING until it has loaded and the search kernels are
     compiled). Returns the Server, whose `port` is the port bound (config.address may use
-    port 0)."""
+    port 0). cluster: cluster mode, `cluster(port)` joins the cluster (Unavailable without
+    etcd); the node registers once its database serves."""
     config = config or ServerConfig()
     state = _State()
     opts = [
@@ -138,6 +147,8 @@ def create_server(
         port = server.add_insecure_port(config.address)
     if port == 0:
         raise OSError(f"could not bind {config.address}")
+    if cluster is not None:
+        state.cluster = cluster(port)
 
     def set_serving(status: Any) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -147,6 +158,8 @@ def create_server(
         state.db = db
         if config.backup_dir:
             db.backup_dir = Path(config.backup_dir)
+        if state.cluster is not None:  # mirror the registry, then take the node's lease
+            state.cluster.attach(db)
         state.ready.set()
         set_serving(health_pb2.HealthCheckResponse.SERVING)
         since = time.monotonic() - state.started

@@ -4,18 +4,22 @@ may act as which tenant, server/rules.py) are applied before the call."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+import grpc
 import numpy as np
 
+from curator.cluster.merge import merge_topk
 from curator.database import Database
-from curator.errors import NotFound
-from curator.results import WriteResult
+from curator.errors import FailedPrecondition, NotFound
+from curator.results import SearchResult, WriteResult
 from curator_api import convert
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server import rules
 from server.auth import current_principal
+from server.cluster import ClusterNode, is_direct
 from server.status import rpc
 
 __all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
@@ -30,6 +34,8 @@ def _act_as(requested: str, required: bool) -> str | None:
 
 
 class _Base:
+    _service = ""  # the gRPC service's name, for forwarding
+
     def __init__(self, state: Any) -> None:
         self._state = state  # .db: Database, .started: float
 
@@ -38,8 +44,27 @@ class _Base:
         db: Database = self._state.db
         return db
 
+    @property
+    def cluster(self) -> ClusterNode | None:
+        c: ClusterNode | None = getattr(self._state, "cluster", None)
+        return c
+
+    def _routed(self, tenant: str | None, method: str, request: Any, context: Any) -> Any:
+        """Cluster mode: the answer of `tenant`'s home node when it is not this one (None:
+        serve here). Where the tenant lives is told only to the admin and to the tenant."""
+        c = self.cluster
+        if c is None or not tenant:
+            return None
+        p = current_principal.get()
+        address = c.route(tenant, context, reveal=p.is_admin or p.tenant == tenant)
+        if address is None:
+            return None
+        return c.forward(address, self._service, method, request, context)
+
 
 class AdminServicer(_Base, pb_grpc.AdminServicer):
+    _service = "Admin"
+
     def _info(self, name: str) -> pb.CollectionInfo:
         return convert.collection_info_to_pb(
             rules.collection_view(self.db, name, current_principal.get())
@@ -48,12 +73,11 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def CreateCollection(self, request: pb.CreateCollectionRequest, context: Any) -> Any:
         _admin()
-        self.db.create_collection(
-            request.name,
-            request.dim,
-            convert.metric_from_pb(request.metric),
-            convert.index_config_from_pb(request.index),
-        )
+        metric = convert.metric_from_pb(request.metric)
+        index = convert.index_config_from_pb(request.index)
+        if self.cluster is not None:  # every node creates it from the registry
+            self.cluster.publish_collection(request.name, request.dim, metric, index)
+        self.db.create_collection(request.name, request.dim, metric, index)
         return self._info(request.name)
 
     @rpc
@@ -70,6 +94,8 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def DropCollection(self, request: pb.CollectionRef, context: Any) -> Any:
         _admin()
+        if self.cluster is not None:
+            self.cluster.control.delete_collection(request.name)
         self.db.drop_collection(request.name)
         return pb.Empty()
 
@@ -81,7 +107,10 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def CreateTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
-        self.db.create_tenant(request.name)
+        if self.cluster is not None:
+            self.cluster.create_tenant(request.name, request.group)
+        else:
+            self.db.create_tenant(request.name)
         return pb.Empty()
 
     @rpc
@@ -93,12 +122,20 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def DropTenant(self, request: pb.TenantRef, context: Any) -> Any:
         _admin()
+        if (fwd := self._routed(request.name, "DropTenant", request, context)) is not None:
+            return fwd
+        if self.cluster is not None:  # every node then drops its record
+            self.cluster.drop_tenant(request.name)
         self.db.drop_tenant(request.name)
         return pb.Empty()
 
     @rpc
     def AllowSharing(self, request: pb.AllowSharingRequest, context: Any) -> Any:
         _admin()
+        if (fwd := self._routed(request.tenant, "AllowSharing", request, context)) is not None:
+            return fwd
+        if self.cluster is not None:
+            self.cluster.ensure_tenant(request.with_tenant)
         self.db.allow_sharing(request.tenant, request.with_tenant, request.allowed)
         return pb.Empty()
 
@@ -106,6 +143,8 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     def IssueKey(self, request: pb.IssueKeyRequest, context: Any) -> Any:
         p = current_principal.get()
         key = rules.issue_key(self.db, p, request.tenant, request.admin, request.description)
+        if self.cluster is not None:  # usable on every node
+            key = self.cluster.publish_key(self.db, key, None if request.admin else request.tenant)
         return convert.issued_key_to_pb(key)
 
     @rpc
@@ -120,12 +159,21 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def RevokeKey(self, request: pb.RevokeKeyRequest, context: Any) -> Any:
         _admin()
-        self.db.revoke_key(request.key_id)
+        if self.cluster is not None:
+            self.cluster.revoke_key(self.db, request.key_id)
+        else:
+            self.db.revoke_key(request.key_id)
         return pb.Empty()
 
     @rpc
     def RotateKey(self, request: pb.RotateKeyRequest, context: Any) -> Any:
-        key = rules.rotate_key(self.db, current_principal.get(), request.key_id)
+        p = current_principal.get()
+        if self.cluster is not None:
+            raise FailedPrecondition(
+                "expected a single server for RotateKey, got cluster mode (issue a new key, "
+                "then revoke the old one)"
+            )
+        key = rules.rotate_key(self.db, p, request.key_id)
         return convert.issued_key_to_pb(key)
 
     @rpc
@@ -138,11 +186,28 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         info = rules.server_info(self.db, current_principal.get(), self._state.started)
         return convert.server_info_to_pb(info)
 
+    @rpc
+    def GetPlacement(self, request: pb.Empty, context: Any) -> Any:
+        c = self.cluster
+        if c is None:
+            raise FailedPrecondition("expected a node in cluster mode, got a single server")
+        p = current_principal.get()
+        places = c.control.placements()
+        if not p.is_admin:  # a tenant learns where it lives, nothing about the others
+            places = {t: v for t, v in places.items() if t == p.tenant}
+        readsets = {t: c.control.readset(t) for t in places}
+        nodes = c.control.nodes()
+        return convert.placement_to_pb(c.node_id, nodes, list(places.values()), readsets)
+
 
 class VectorsServicer(_Base, pb_grpc.VectorsServicer):
+    _service = "Vectors"
+
     @rpc
     def Upsert(self, request: pb.UpsertRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True)
+        if (fwd := self._routed(tenant, "Upsert", request, context)) is not None:
+            return fwd
         ids = np.array(request.ids, np.uint64)
         x = convert.decode_matrix(request.vectors, "vectors")
         docs = (
@@ -156,6 +221,8 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Get(self, request: pb.GetRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(request.owner or tenant, "Get", request, context)) is not None:
+            return fwd
         rec = self.db.get(
             request.collection,
             np.array(request.ids, np.uint64),
@@ -167,6 +234,8 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Delete(self, request: pb.DeleteRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(request.owner or tenant, "Delete", request, context)) is not None:
+            return fwd
         res = self.db.delete(
             request.collection,
             np.array(request.ids, np.uint64),
@@ -178,6 +247,10 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Grant(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(request.owner or tenant, "Grant", request, context)) is not None:
+            return fwd
+        if self.cluster is not None:  # the grantee's read set, before the grant commits
+            self.cluster.before_grant(request.to_tenant)
         res = self.db.grant(
             request.collection,
             np.array(request.ids, np.uint64),
@@ -190,6 +263,8 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Revoke(self, request: pb.AccessRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(request.owner or tenant, "Revoke", request, context)) is not None:
+            return fwd
         res = self.db.revoke(
             request.collection,
             np.array(request.ids, np.uint64),
@@ -202,12 +277,26 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Count(self, request: pb.CountRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(tenant, "Count", request, context)) is not None:
+            return fwd
         return pb.CountResponse(count=self.db.count(request.collection, tenant=tenant))
 
     @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
         p = current_principal.get()
         tenants = rules.search_tenants(p, request.tenants)
+        c = self.cluster
+        if c is not None:
+            nodes = c.search_nodes(tenants)
+            if is_direct(context) and c.node_id not in nodes:
+                for t in tenants:  # TENANT_MOVED for the first tenant not homed here
+                    c.route(t, context, reveal=True)
+            elif not is_direct(context) and nodes != {c.node_id}:
+                return self._coordinate(sorted(nodes), request, context)
+        return convert.search_result_to_pb(self._search_here(request, tenants))
+
+    def _search_here(self, request: pb.SearchRequest, tenants: list[str]) -> SearchResult:
+        p = current_principal.get()
         q = convert.decode_matrix(request.queries, "queries")
         res = self.db.search(
             request.collection,
@@ -221,7 +310,39 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         )
         if not p.is_admin:  # a tenant key sees its own write counter, not the global seq
             res = dataclasses.replace(res, seq=self.db.tenant_seq(p.tenant or ""))
-        return convert.search_result_to_pb(res)
+        return res
+
+    def _coordinate(self, nodes: list[str], request: pb.SearchRequest, context: Any) -> Any:
+        """Search on every node in `nodes` in parallel (this one locally) and merge top-k."""
+        c = self.cluster
+        assert c is not None
+        tenants = rules.search_tenants(current_principal.get(), request.tenants)
+        principal = current_principal.get()
+
+        def part(node: str) -> Callable[[], SearchResult]:
+            if node == c.node_id:
+
+                def here() -> SearchResult:
+                    token = current_principal.set(principal)  # another thread
+                    try:
+                        return self._search_here(request, tenants)
+                    finally:
+                        current_principal.reset(token)
+
+                return here
+            address = c.address_of(node)  # Unavailable at once if the node is down
+
+            def there() -> SearchResult:
+                r = c.call(address, "Vectors", "Search", request, context)
+                return convert.search_result_from_pb(r, request.with_documents)
+
+            return there
+
+        try:
+            parts = c.fan_out([part(n) for n in nodes])
+        except grpc.RpcError as e:
+            context.abort(e.code(), f"a node of the search failed: {e.details()}")
+        return convert.search_result_to_pb(merge_topk(parts, request.k))
 
 
 def _written(res: WriteResult) -> pb.WriteResponse:
@@ -235,9 +356,13 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     """The semantic cache: same tenant rules as Vectors; load reports are admin-only (a
     model's load changes every tenant's policies)."""
 
+    _service = "Cache"
+
     @rpc
     def Lookup(self, request: pb.CacheLookupRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True) or ""
+        if (fwd := self._routed(tenant, "Lookup", request, context)) is not None:
+            return fwd
         wait_s = request.wait_s
         left = context.time_remaining()
         if left is not None and 0 < wait_s <= 600:  # never wait past the caller's deadline
@@ -257,6 +382,8 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def Feedback(self, request: pb.CacheFeedbackRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True) or ""
+        if (fwd := self._routed(tenant, "Feedback", request, context)) is not None:
+            return fwd
         res = self.db.cache_feedback(
             tenant=tenant,
             lookup_id=request.lookup_id,
@@ -268,6 +395,8 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def Store(self, request: pb.CacheStoreRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True) or ""
+        if (fwd := self._routed(tenant, "Store", request, context)) is not None:
+            return fwd
         res = self.db.cache_store(
             request.prompt,
             convert.decode_vector(request.embedding) if request.embedding else None,
@@ -285,6 +414,8 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def Invalidate(self, request: pb.CacheInvalidateRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True) or ""
+        if (fwd := self._routed(tenant, "Invalidate", request, context)) is not None:
+            return fwd
         n = self.db.cache_invalidate(
             tenant=tenant,
             **{
@@ -298,6 +429,8 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def SetPolicy(self, request: pb.SetCachePolicyRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(tenant, "SetPolicy", request, context)) is not None:
+            return fwd
         policy = self.db.cache_set_policy(
             request.category, tenant=tenant, **convert.policy_fields_from_pb(request.policy)
         )
@@ -306,17 +439,23 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def ResetPolicy(self, request: pb.ResetCachePolicyRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(tenant, "ResetPolicy", request, context)) is not None:
+            return fwd
         reset = self.db.cache_reset_policy(request.category, tenant=tenant)
         return pb.ResetCachePolicyResponse(reset=reset)
 
     @rpc
     def GetPolicies(self, request: pb.GetCachePoliciesRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)  # admin, none: the defaults
+        if (fwd := self._routed(tenant, "GetPolicies", request, context)) is not None:
+            return fwd
         return convert.policies_to_pb(self.db.cache_policies(tenant=tenant, model=request.model))
 
     @rpc
     def AddExamples(self, request: pb.AddCacheExamplesRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=True) or ""
+        if (fwd := self._routed(tenant, "AddExamples", request, context)) is not None:
+            return fwd
         x = convert.decode_matrix(request.embeddings, "embeddings")
         n = self.db.cache_add_examples(request.category, x, tenant=tenant)
         return pb.AddCacheExamplesResponse(count=n)
@@ -338,4 +477,6 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
     @rpc
     def Stats(self, request: pb.CacheStatsRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
+        if (fwd := self._routed(tenant, "Stats", request, context)) is not None:
+            return fwd
         return convert.cache_stats_to_pb(self.db.cache_stats(tenant=tenant))

@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from curator.errors import CuratorError
+from curator.errors import CuratorError, TenantMoved, TenantMoving
+from curator_api import convert
 
 __all__ = ["HTTP_STATUS_OF", "STATUS_OF", "rpc"]
 
@@ -48,6 +49,8 @@ def rpc(fn: F) -> F:
         try:
             return fn(self, request, context)
         except CuratorError as e:
+            if isinstance(e, TenantMoved | TenantMoving):  # where the tenant lives now
+                context.set_trailing_metadata(convert.moved_metadata(e, getattr(e, "address", "")))
             context.abort(STATUS_OF.get(e.code, grpc.StatusCode.UNKNOWN), str(e))
         except grpc.RpcError:
             raise

@@ -71,8 +71,8 @@ class EtcdControl:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, wait: float = 10.0) -> None:
-        """Connect, register the node and load the cache; raises Unavailable if etcd does not
-        answer within `wait` seconds."""
+        """Connect and load the cache; raises Unavailable if etcd does not answer within
+        `wait` seconds."""
         self._thread.start()
         self._client = aetcd.Client(self._host, self._port, timeout=self.timeout)
         self._call(self._start_tasks())
@@ -81,8 +81,18 @@ class EtcdControl:
 
     async def _start_tasks(self) -> None:
         self._sync_task = asyncio.create_task(self._sync_loop())
-        if self.node is not None:
-            self._tasks.append(asyncio.create_task(self._lease_loop(self.node)))
+
+    def register(self) -> None:
+        """Publish this node under its lease (renewed until close); call it once the node
+        serves, so that placement never picks a node still loading."""
+        if self.node is None:
+            raise InvalidArgument("expected a node to register, got a client-only control")
+        node = self.node
+
+        async def start() -> None:
+            self._tasks.append(asyncio.create_task(self._lease_loop(node)))
+
+        self._call(start())
 
     def close(self) -> None:
         if self._closed or not self._thread.is_alive():

@@ -1,0 +1,289 @@
+"""Cluster mode of a node: routing by placement, forwarding, and the registry kept local.
+
+Every node holds a catalog record of every tenant (same global id, from etcd) and every
+collection, so grants across nodes resolve; only a tenant's home node acknowledges its
+writes. A call for a tenant homed elsewhere is forwarded to the home, unless the caller asked
+for no forwarding (metadata ``x-curator-route: direct``, set by the SDK): then it fails with
+TenantMoved naming the home, for the caller's own tenant only (a tenant key never learns where
+another tenant lives; calls naming another owner are always forwarded).
+
+API keys: a key issued on any node is published to etcd as its SHA-256 digest (never the
+secret); every node authenticates from its own key ring first, then from the etcd cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from curator.auth import Principal
+from curator.cluster.contracts import NodeInfo, Placement
+from curator.cluster.etcd_control import ROOT, EtcdControl
+from curator.config import IndexConfig
+from curator.database import Database
+from curator.errors import (
+    AlreadyExists,
+    CuratorError,
+    NotFound,
+    TenantMoved,
+    Unauthenticated,
+    Unavailable,
+)
+from curator.results import IssuedKey
+from curator_api.v1 import curator_pb2_grpc as pb_grpc
+
+__all__ = ["ROUTE_HEADER", "ClusterNode"]
+
+log = logging.getLogger(__name__)
+
+ROUTE_HEADER = "x-curator-route"
+_AUTH_HEADERS = ("authorization", "x-api-key")
+_STUBS = {"Admin": pb_grpc.AdminStub, "Vectors": pb_grpc.VectorsStub, "Cache": pb_grpc.CacheStub}
+
+
+def is_direct(context: Any) -> bool:
+    return any(m.key == ROUTE_HEADER and m.value == "direct" for m in context.invocation_metadata())
+
+
+class ClusterNode:
+    """This node's view of the cluster. `control` is started; `attach(db)` once the local
+    database is open (it then mirrors the registry and registers the node's lease)."""
+
+    def __init__(self, control: EtcdControl, node_id: str, address: str) -> None:
+        self.control = control
+        self.node_id = node_id
+        self.address = address
+        self.db: Database | None = None
+        self._changes: queue.Queue[str] = queue.Queue()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+        self._pool = futures.ThreadPoolExecutor(8, thread_name_prefix="curator-fanout")
+        control.listen(self._on_change)
+
+    # -- registry mirrored into the local catalog ------------------------------------------------
+    def attach(self, db: Database) -> None:
+        self.db = db
+        for name in self.control.collections():
+            self._apply(f"{ROOT}collections/{name}")
+        for name in self.control.tenants():
+            self._apply(f"{ROOT}tenants/{name}")
+        threading.Thread(target=self._apply_changes, daemon=True, name="cluster-sync").start()
+        self.control.register()
+
+    def _on_change(self, key: str, value: bytes | None) -> None:
+        if key.startswith((f"{ROOT}tenants/", f"{ROOT}collections/")):
+            self._changes.put(key)
+
+    def _apply_changes(self) -> None:
+        while True:
+            key = self._changes.get()
+            try:
+                self._apply(key)
+            except CuratorError as e:
+                log.warning("could not mirror %s locally: %s", key, e)
+            except Exception:
+                log.exception("could not mirror %s locally", key)
+
+    def _apply(self, key: str) -> None:
+        if self.db is None:
+            return
+        kind, _, name = key[len(ROOT) :].partition("/")
+        if kind == "tenants":
+            self.ensure_tenant(name)
+        elif kind == "collections":
+            self._ensure_collection(name)
+
+    def ensure_tenant(self, name: str) -> None:
+        """Mirror the registry's record of `name` in the local catalog (create it with its
+        global id, drop a stale record of another id, drop it if it was deleted)."""
+        db = self.db
+        if db is None:
+            return
+        reg = self.control.tenant(name)
+        rec = db.catalog.get(name)
+        if rec is not None and (reg is None or rec.id != reg[0]):
+            try:
+                db.drop_tenant(name)
+            except NotFound:
+                pass
+        if reg is not None and not db.has_tenant(name):
+            try:
+                db.create_tenant(name, tenant_id=reg[0])
+            except AlreadyExists:
+                pass  # created meanwhile by another thread
+
+    def _ensure_collection(self, name: str) -> None:
+        db = self.db
+        assert db is not None
+        spec = self.control.collections().get(name)
+        have = name in db.list_collections()
+        if spec is None and have:
+            db.drop_collection(name)
+        elif spec is not None and not have:
+            index = IndexConfig(**spec["index"])
+            try:
+                db.create_collection(name, spec["dim"], spec["metric"], index)
+            except AlreadyExists:
+                pass
+
+    def publish_collection(self, name: str, dim: int, metric: str, index: IndexConfig) -> None:
+        if name in self.control.collections():
+            raise AlreadyExists(f"expected a new collection name, got existing {name!r}")
+        spec = {"dim": dim, "metric": metric, "index": dataclasses.asdict(index)}
+        self.control.put_collection(name, spec)
+
+    # -- tenants --------------------------------------------------------------------------------
+    def choose_node(self, group: str) -> str:
+        """The declared group's node, else the live node with the fewest tenants."""
+        nodes = self.control.nodes()
+        places = self.control.placements().values()
+        if group:
+            for p in places:
+                if p.group == group and p.node in nodes:
+                    return p.node
+        load = {n: 0 for n in nodes}
+        for p in places:
+            if p.node in load:
+                load[p.node] += 1
+        if not load:
+            raise Unavailable("expected at least one live node in the cluster, got none")
+        return min(load, key=lambda n: (load[n], n))
+
+    def create_tenant(self, name: str, group: str) -> Placement:
+        if self.db is not None and self.db.has_tenant(name) and self.control.tenant(name):
+            raise AlreadyExists(f"expected a new tenant name, got existing {name!r}")
+        p = self.control.create_tenant(name, self.choose_node(group), group)
+        self.ensure_tenant(name)
+        return p
+
+    def before_grant(self, to_tenant: str) -> None:
+        """A grant to a tenant homed elsewhere records the read set first: a stale entry
+        costs an empty fan-out, a missing one would lose results (Unavailable without etcd,
+        unless the entry exists already)."""
+        self.ensure_tenant(to_tenant)
+        p = self.placement(to_tenant)
+        if p is not None and p.node != self.node_id:
+            self.control.add_readset(to_tenant, self.node_id)
+
+    def drop_tenant(self, name: str) -> None:
+        """On the home: forget the tenant in etcd (every node then drops its record)."""
+        self.control.delete_tenant(name)
+
+    # -- keys -----------------------------------------------------------------------------------
+    def authenticate(self, db: Database, key: str | None) -> Principal:
+        try:
+            return db.keys.authenticate(key)
+        except Unauthenticated:
+            rec = self.control.key(hashlib.sha256((key or "").encode()).hexdigest())  # as KeyRing
+            if not key or rec is None:
+                raise
+            return Principal(rec.get("tenant"), rec.get("key_id", ""))
+
+    def publish_key(self, db: Database, issued: IssuedKey, tenant: str | None) -> IssuedKey:
+        """Publish a key issued here; if etcd refuses, withdraw it (never half-issued)."""
+        try:
+            self.control.put_key(
+                hashlib.sha256(issued.secret.encode()).hexdigest(),
+                {"key_id": issued.key_id, "tenant": tenant},
+            )
+        except Unavailable:
+            db.revoke_key(issued.key_id)
+            raise
+        return issued
+
+    def revoke_key(self, db: Database, key_id: str) -> None:
+        digests = self.control.key_digests(key_id)
+        for d in digests:
+            self.control.delete_key(d)
+        try:
+            db.revoke_key(key_id)
+        except NotFound:
+            if not digests:
+                raise
+
+    # -- routing --------------------------------------------------------------------------------
+    def placement(self, tenant: str) -> Placement | None:
+        return self.control.placement(tenant)
+
+    def route(self, tenant: str | None, context: Any, reveal: bool) -> str | None:
+        """None: serve `tenant` here. Otherwise the home's address to forward to. A direct
+        call raises TenantMoved naming the home when `reveal` (the caller is that tenant or
+        the admin); otherwise it is forwarded all the same."""
+        p = self.placement(tenant) if tenant else None
+        if p is None or p.node == self.node_id:
+            return None
+        node = self.control.nodes().get(p.node)
+        address = node.address if node is not None else ""
+        if reveal and is_direct(context):
+            e = TenantMoved(
+                f"expected a call to the home node {p.node} of tenant {tenant!r}, "
+                f"got node {self.node_id}",
+                tenant=tenant or "",
+                node=p.node,
+                epoch=p.epoch,
+            )
+            e.address = address  # type: ignore[attr-defined]
+            raise e
+        if not address:
+            raise Unavailable(f"expected a live home node for the tenant, got {p.node} down")
+        return address
+
+    def search_nodes(self, tenants: list[str]) -> set[str]:
+        """Nodes holding vectors these tenants may read: the home and read set of each."""
+        out: set[str] = set()
+        for t in tenants:
+            p = self.placement(t)
+            out.add(p.node if p is not None else self.node_id)
+            out |= self.control.readset(t)
+        return out
+
+    def address_of(self, node: str) -> str:
+        info: NodeInfo | None = self.control.nodes().get(node)
+        if info is None:
+            raise Unavailable(f"expected node {node} to be live, got no lease for it")
+        return info.address
+
+    def call(self, address: str, service: str, method: str, request: Any, context: Any) -> Any:
+        """Make the same call on `address` with the caller's key, as a direct call (raises
+        grpc.RpcError)."""
+        md = [(m.key, m.value) for m in context.invocation_metadata() if m.key in _AUTH_HEADERS]
+        md.append((ROUTE_HEADER, "direct"))
+        left = context.time_remaining()
+        stub = getattr(self._stub(address, service), method)
+        return stub(request, metadata=md, timeout=left if left and left < 3600 else 30.0)
+
+    def forward(self, address: str, service: str, method: str, request: Any, context: Any) -> Any:
+        """`call`, whose error (and trailing metadata) becomes this call's."""
+        try:
+            return self.call(address, service, method, request, context)
+        except grpc.RpcError as e:
+            context.set_trailing_metadata(e.trailing_metadata() or ())
+            context.abort(e.code(), e.details())
+
+    def fan_out(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run `calls` in parallel; the first error is raised after all have finished."""
+        return [f.result() for f in [self._pool.submit(c) for c in calls]]
+
+    def _stub(self, address: str, service: str) -> Any:
+        with self._lock:
+            ch = self._channels.get(address)
+            if ch is None:
+                ch = self._channels[address] = grpc.insecure_channel(
+                    address, options=[("grpc.max_receive_message_length", 64 << 20)]
+                )
+        return _STUBS[service](ch)
+
+    def close(self) -> None:
+        self.control.close()
+        self._pool.shutdown(wait=False)
+        with self._lock:
+            for ch in self._channels.values():
+                ch.close()

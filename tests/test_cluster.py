@@ -1,0 +1,351 @@
+"""Cluster mode end to end: one etcd and three `python -m server --cluster` nodes on 127.0.0.1,
+driven through the cluster SDK and through plain clients (any-node forwarding).
+
+Skips when the etcd binary (Debian: etcd-server) or the aetcd client is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aetcd", reason="the cluster extra (aetcd) is not installed")
+if shutil.which("etcd") is None:
+    pytest.skip(
+        "no etcd binary on PATH (Debian: apt-get install etcd-server)", allow_module_level=True
+    )
+
+from client import Client
+from client.cluster import ClusterClient
+from curator.config import DatabaseConfig
+from curator.database import Database
+from curator.errors import (
+    NotFound,
+    PermissionDenied,
+    TenantMoved,
+    Unavailable,
+)
+from server.health_probe import check
+from tests.test_server_process import ADMIN_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 16
+GROUPS = {"n1": ["a1", "a2", "a3"], "n2": ["b1", "b2", "b3"], "n3": ["c1", "c2", "c3"]}
+TENANTS = [t for ts in GROUPS.values() for t in ts]
+PER_TENANT = 150
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CURATOR_")}
+    env["CURATOR_ADMIN_KEY"] = ADMIN_KEY  # the same admin key on every node
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    etcd_port: int = 0
+    peer_port: int = 0
+    etcd: subprocess.Popen[bytes] | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def start_etcd(self) -> None:
+        if not self.etcd_port:
+            self.etcd_port, self.peer_port = _free_port(), _free_port()
+        peer = self.peer_port
+        url, purl = f"http://127.0.0.1:{self.etcd_port}", f"http://127.0.0.1:{peer}"
+        log = (self.tmp / "etcd.log").open("ab")
+        self.etcd = subprocess.Popen(
+            [
+                *("etcd", "--name", "c1", "--data-dir", str(self.tmp / "etcd")),
+                *("--listen-client-urls", url, "--advertise-client-urls", url),
+                *("--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl),
+                *("--initial-cluster", f"c1={purl}", "--auto-compaction-mode=revision"),
+                "--auto-compaction-retention=1000",
+            ],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.etcd_port), 0.2).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "etcd did not start"
+                time.sleep(0.05)
+
+    def stop_etcd(self) -> None:
+        assert self.etcd is not None
+        self.etcd.terminate()
+        self.etcd.wait(10)
+
+    def start_node(self, node: str, port: int = 0) -> None:
+        port = port or self.ports.get(node) or _free_port()
+        self.ports[node] = port
+        log = (self.tmp / f"{node}.log").open("ab")
+        self.procs[node] = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "server", "--cluster", "--node-id", node),
+                *("--etcd", f"127.0.0.1:{self.etcd_port}", "--address", f"127.0.0.1:{port}"),
+                *("--data-dir", str(self.tmp / node), "--log-format", "text"),
+            ],
+            stderr=log,
+            cwd=ROOT,
+            env=_env(),
+        )
+
+    def wait_serving(self, node: str, timeout: float = 120) -> float:
+        """Seconds until the node's health is SERVING."""
+        t0 = time.monotonic()
+        while check(self.address(node), timeout=1) != "SERVING":
+            assert self.procs[node].poll() is None, (self.tmp / f"{node}.log").read_text()
+            assert time.monotonic() - t0 < timeout, f"{node} not SERVING"
+            time.sleep(0.1)
+        return time.monotonic() - t0
+
+    def address(self, node: str) -> str:
+        return f"127.0.0.1:{self.ports[node]}"
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.etcd is not None and self.etcd.poll() is None:
+            self.etcd.kill()
+            self.etcd.wait(10)
+
+
+def _load(db: ClusterClient | Database, rng_seed: int = 7) -> float:
+    """The same seeded data into a cluster or a single database; returns the fraction of
+    grants whose owner and grantee live on different nodes (by group)."""
+    rng = np.random.default_rng(rng_seed)
+    home = {t: n for n, ts in GROUPS.items() for t in ts}
+    vectors = {t: rng.standard_normal((PER_TENANT, DIM)).astype(np.float32) for t in TENANTS}
+    for t in TENANTS:
+        db.upsert("docs", np.arange(PER_TENANT), vectors[t], tenant=t)
+    grants = []
+    for t in TENANTS:
+        for _ in range(2):
+            same = [u for u in GROUPS[home[t]] if u != t]
+            other = [u for u in TENANTS if home[u] != home[t]]
+            to = str(rng.choice(other if rng.random() < 0.3 else same))
+            ids = rng.choice(PER_TENANT, 20, replace=False)
+            db.allow_sharing(t, to)
+            db.grant("docs", ids, to, tenant=t)
+            grants.append((t, ids, to))
+    return sum(home[o] != home[g] for o, _, g in grants) / len(grants)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start_etcd()
+        for n in GROUPS:
+            c.start_node(n)
+        for n in GROUPS:
+            c.wait_serving(n)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.timeout(120)
+def test_correctness_against_one_node(cluster: Cluster, tmp_path: Path) -> None:
+    single = Database(DatabaseConfig(data_dir=str(tmp_path / "single")))
+    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=20) as cc:
+        cc.create_collection("docs", DIM)
+        single.create_collection("docs", DIM)
+        for node, ts in GROUPS.items():
+            for t in ts:  # the group's first tenant takes the least-loaded (empty) node
+                cc.create_tenant(t, group=f"g-{node}")
+                single.create_tenant(t)
+        homes = {t: p.node for t, p in cc.placements.items()}
+        for ts in GROUPS.values():
+            assert len({homes[t] for t in ts}) == 1  # co-located by group
+        assert len(set(homes.values())) == 3
+        cross = _load(cc)
+        _load(single)
+        assert 0.2 <= cross <= 0.4, cross
+        cc.refresh()
+        assert any(cc.readsets.values())  # cross-node grants recorded read sets
+
+        q = np.random.default_rng(1).standard_normal((20, DIM)).astype(np.float32)
+        checks = [[t] for t in TENANTS] + [["a1", "b2"], ["a2", "b1", "c3"]]
+        for tenants in checks:
+            got = cc.search("docs", q, k=10, tenant=tenants)
+            want = single.search("docs", q, k=10, tenant=tenants)
+            hits = sum(
+                len(
+                    {(o, int(i)) for o, i in zip(go, gi, strict=True) if o}
+                    & {(o, int(i)) for o, i in zip(wo, wi, strict=True) if o}
+                )
+                for go, gi, wo, wi in zip(got.owners, got.ids, want.owners, want.ids, strict=True)
+            )
+            total = int(want.found.sum())
+            assert hits / total >= 0.99, (tenants, hits, total)
+            np.testing.assert_allclose(np.sort(got.distances, 1), np.sort(want.distances, 1), 1e-4)
+    single.close()
+
+    # forwarding: a plain client on a node that is not the tenant's home gets the same answer
+    t = "b1"
+    other = next(n for n in GROUPS if n != homes[t])
+    with Client(cluster.address(other), ADMIN_KEY, timeout=20) as plain:
+        with Client(cluster.address(homes[t]), ADMIN_KEY, timeout=20) as direct:
+            a = plain.search("docs", q, k=10, tenant=t)
+            b = direct.search("docs", q, k=10, tenant=t)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            assert a.owners == b.owners
+            assert plain.count("docs", tenant=t) == PER_TENANT
+            w = plain.upsert("docs", [999], q[:1], tenant=t)  # acknowledged by the home
+            assert w.count == 1 and direct.get("docs", [999], tenant=t).ids.tolist() == [999]
+
+    # no forwarding asked: TENANT_MOVED naming the home node, its address and epoch
+    with Client(
+        cluster.address(other), ADMIN_KEY, metadata=(("x-curator-route", "direct"),)
+    ) as nofwd:
+        with pytest.raises(TenantMoved) as moved:
+            nofwd.count("docs", tenant=t)
+        assert moved.value.node == homes[t] and moved.value.epoch == 1
+        assert moved.value.address == cluster.address(homes[t])  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_tenant_keys_are_isolated_on_every_node(cluster: Cluster) -> None:
+    with ClusterClient([cluster.address("n2")], ADMIN_KEY, timeout=20) as cc:
+        cc.create_collection("iso", 4)
+        cc.create_tenant("iso-x", group="gx")
+        cc.create_tenant("iso-y")
+        x = np.eye(4, dtype=np.float32)
+        cc.upsert("iso", np.arange(4), x, tenant="iso-y")
+        _, key = cc.issue_key("iso-x", "isolation test")
+        home_y = cc.placements["iso-y"].node
+    for node in GROUPS:  # a key issued on n2 works everywhere, and learns nothing of iso-y
+        with Client(cluster.address(node), key, timeout=20) as kc:
+            with pytest.raises(PermissionDenied):
+                kc.search("iso", x, k=2, tenant="iso-y")
+            with pytest.raises(PermissionDenied):
+                kc.count("iso", tenant="iso-y")
+            assert kc.search("iso", x, k=2).found.sum() == 0  # its own tenant: empty
+            with pytest.raises(NotFound):
+                kc.get("iso", [0], owner="iso-y")  # forwarded to y's home: unknown id there
+        with Client(cluster.address(node), key, metadata=(("x-curator-route", "direct"),)) as d:
+            try:
+                d.get("iso", [0], owner="iso-y")
+            except TenantMoved:
+                pytest.fail("a tenant key learned where another tenant lives")
+            except NotFound:
+                pass
+    with ClusterClient([cluster.address("n3")], key, timeout=20) as kc2:
+        assert set(kc2.placements) == {"iso-x"}  # its own placement only
+        assert home_y and kc2.count("iso") == 0
+
+
+@pytest.mark.timeout(120)
+def test_kill9_of_a_data_node_under_writes(cluster: Cluster) -> None:
+    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=5) as cc:
+        cc.create_collection("k9", 8)
+        for n in GROUPS:
+            cc.create_tenant(f"k9-{n}", group=f"k9-{n}")
+        victim = cc.placements["k9-n2"].node
+        survivors = [t for t in (f"k9-{n}" for n in GROUPS) if cc.placements[t].node != victim]
+        rng = np.random.default_rng(3)
+        acked: list[int] = []
+        stop = threading.Event()
+
+        def writer() -> None:
+            i = 0
+            while not stop.is_set():
+                try:
+                    cc.upsert(
+                        "k9", [i], rng.standard_normal((1, 8)).astype(np.float32), tenant="k9-n2"
+                    )
+                    acked.append(i)
+                except Unavailable:
+                    pass
+                i += 1
+
+        th = threading.Thread(target=writer)
+        th.start()
+        time.sleep(1.0)
+        cluster.procs[victim].send_signal(signal.SIGKILL)
+        cluster.procs[victim].wait(10)
+        stop.set()
+        th.join(10)
+        assert len(acked) > 5
+        q = np.ones((1, 8), np.float32)
+        for t in survivors:  # other nodes' tenants: no errors
+            cc.upsert("k9", [1], q, tenant=t)
+            for _ in range(20):
+                cc.search("k9", q, k=3, tenant=t)
+        t0 = time.monotonic()
+        with pytest.raises(Unavailable):
+            cc.search("k9", q, k=3, tenant=[survivors[0], "k9-n2"], timeout=3)
+        assert time.monotonic() - t0 < 5
+        partial = cc.search("k9", q, k=3, tenant=[survivors[0], "k9-n2"], allow_partial=True)
+        assert partial.found.sum() == 1 and cc.last_coverage[0] < cc.last_coverage[1]
+
+        cluster.start_node(victim)
+        took = cluster.wait_serving(victim)
+        print(f"kill -9: {victim} back to SERVING in {took:.1f} s")
+        cc.refresh()
+        got = cc.get("k9", acked, tenant="k9-n2")
+        assert sorted(got.ids.tolist()) == sorted(acked)  # every acknowledged write is there
+
+
+@pytest.mark.timeout(120)
+def test_etcd_down_stable_tenants_keep_serving(cluster: Cluster) -> None:
+    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=10) as cc:
+        cc.create_collection("ed", 4)
+        cc.create_tenant("ed-1")
+        cc.create_tenant("ed-2")
+        x = np.eye(4, dtype=np.float32)
+        cluster.stop_etcd()
+        try:
+            for t in ("ed-1", "ed-2"):  # stable tenants: writes and reads as usual
+                assert cc.upsert("ed", np.arange(4), x, tenant=t).count == 4
+                assert cc.search("ed", x, k=1, tenant=t).found.all()
+            t0 = time.monotonic()
+            with pytest.raises(Unavailable):
+                cc.create_tenant("ed-3")
+            assert time.monotonic() - t0 < 5  # fails fast
+            time.sleep(2)
+        finally:
+            cluster.start_etcd()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                cc.create_tenant("ed-3")
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline, "creates did not resume after etcd"
+                time.sleep(0.5)
+        assert cc.upsert("ed", [0], x[:1], tenant="ed-3").count == 1
+        assert re.match(r"n[123]", cc.placements["ed-3"].node)
