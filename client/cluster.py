@@ -279,7 +279,17 @@ class ClusterClient:
         )
 
     def count(self, collection: str, *, tenant: str | None = None) -> int:
-        return self._routed(tenant, lambda c: c.count(collection, tenant=tenant))
+        """Vectors the tenant may read: its own and those granted to it, on every node."""
+        tried: set[tuple[str, int]] = set()
+        for attempt in range(self.max_redirects + 1):
+            addresses, _ = self._search_addresses([tenant or self._own_tenant()], False)
+            try:
+                return sum(self._fan(addresses, lambda c: c.count(collection, tenant=tenant)))
+            except (TenantMoved, TenantMoving) as e:
+                if attempt == self.max_redirects:
+                    raise
+                self._moved(e, tried)
+        raise AssertionError("unreachable")
 
     def _by_owner(self, tenant: str | None, owner: str | None) -> str | None:
         """Route by the owner when its home is known (the admin); a tenant key's home

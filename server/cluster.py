@@ -20,7 +20,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -40,11 +40,20 @@ from curator.errors import (
 from curator.results import IssuedKey
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 
-__all__ = ["ROUTE_HEADER", "ClusterNode"]
+__all__ = ["DIRECT", "ROUTE_HEADER", "ClusterNode", "is_direct"]
 
 log = logging.getLogger(__name__)
 
 ROUTE_HEADER = "x-curator-route"
+
+
+class _Metadatum(NamedTuple):
+    key: str
+    value: str
+
+
+#: The metadata entry of a direct call (as grpc hands invocation metadata to servicers).
+DIRECT = _Metadatum(ROUTE_HEADER, "direct")
 _AUTH_HEADERS = ("authorization", "x-api-key")
 _STUBS = {"Admin": pb_grpc.AdminStub, "Vectors": pb_grpc.VectorsStub, "Cache": pb_grpc.CacheStub}
 
@@ -134,11 +143,17 @@ class ClusterNode:
             except AlreadyExists:
                 pass
 
-    def publish_collection(self, name: str, dim: int, metric: str, index: IndexConfig) -> None:
+    def create_collection(self, name: str, dim: int, metric: str, index: IndexConfig) -> None:
+        """Validate here, publish to etcd (every node creates it), create it here at once."""
         if name in self.control.collections():
             raise AlreadyExists(f"expected a new collection name, got existing {name!r}")
         spec = {"dim": dim, "metric": metric, "index": dataclasses.asdict(index)}
         self.control.put_collection(name, spec)
+        try:
+            self._ensure_collection(name)
+        except Exception:
+            self.control.delete_collection(name)  # refused here: refused everywhere
+            raise
 
     # -- tenants --------------------------------------------------------------------------------
     def choose_node(self, group: str) -> str:

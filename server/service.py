@@ -19,7 +19,7 @@ from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server import rules
 from server.auth import current_principal
-from server.cluster import ClusterNode, is_direct
+from server.cluster import DIRECT, ClusterNode, is_direct
 from server.status import rpc
 
 __all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
@@ -76,8 +76,9 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         metric = convert.metric_from_pb(request.metric)
         index = convert.index_config_from_pb(request.index)
         if self.cluster is not None:  # every node creates it from the registry
-            self.cluster.publish_collection(request.name, request.dim, metric, index)
-        self.db.create_collection(request.name, request.dim, metric, index)
+            self.cluster.create_collection(request.name, request.dim, metric, index)
+        else:
+            self.db.create_collection(request.name, request.dim, metric, index)
         return self._info(request.name)
 
     @rpc
@@ -277,9 +278,55 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
     @rpc
     def Count(self, request: pb.CountRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
-        if (fwd := self._routed(tenant, "Count", request, context)) is not None:
-            return fwd
+        c = self.cluster
+        if c is not None and tenant:  # vectors it may read live on its home and read set
+            nodes = self._nodes_for([tenant], context)
+            if nodes != [c.node_id]:
+                parts = self._gather(nodes, "Count", request, context, lambda: self.Count)
+                return pb.CountResponse(count=sum(p.count for p in parts))
         return pb.CountResponse(count=self.db.count(request.collection, tenant=tenant))
+
+    def _nodes_for(self, tenants: list[str], context: Any) -> list[str]:
+        """The nodes to ask for these tenants' readable vectors: this one alone for a direct
+        call (TenantMoved when it holds none of them), else home and read set of each."""
+        c = self.cluster
+        assert c is not None
+        nodes = c.search_nodes(tenants)
+        if not is_direct(context):
+            return sorted(nodes)
+        if c.node_id not in nodes:
+            for t in tenants:  # TENANT_MOVED for the first tenant not homed here
+                c.route(t, context, reveal=True)
+        return [c.node_id]
+
+    def _gather(
+        self, nodes: list[str], method: str, request: Any, context: Any, here: Callable[[], Any]
+    ) -> list[Any]:
+        """The same call on every node in `nodes` in parallel, as direct calls (this node's
+        part by `here()(request, context)` with the same principal); pb responses."""
+        c = self.cluster
+        assert c is not None
+        principal = current_principal.get()
+
+        def part(node: str) -> Callable[[], Any]:
+            if node == c.node_id:
+
+                def local() -> Any:
+                    token = current_principal.set(principal)  # another thread
+                    try:
+                        return here()(request, _Direct(context))
+                    finally:
+                        current_principal.reset(token)
+
+                return local
+            address = c.address_of(node)  # Unavailable at once if the node is down
+            return lambda: c.call(address, "Vectors", method, request, context)
+
+        try:
+            return c.fan_out([part(n) for n in nodes])
+        except grpc.RpcError as e:
+            context.abort(e.code(), f"a node of the call failed: {e.details()}")
+            raise AssertionError("context.abort raises") from None
 
     @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
@@ -287,12 +334,14 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         tenants = rules.search_tenants(p, request.tenants)
         c = self.cluster
         if c is not None:
-            nodes = c.search_nodes(tenants)
-            if is_direct(context) and c.node_id not in nodes:
-                for t in tenants:  # TENANT_MOVED for the first tenant not homed here
-                    c.route(t, context, reveal=True)
-            elif not is_direct(context) and nodes != {c.node_id}:
-                return self._coordinate(sorted(nodes), request, context)
+            nodes = self._nodes_for(tenants, context)
+            if nodes != [c.node_id]:
+                parts = self._gather(nodes, "Search", request, context, lambda: self.Search)
+                merged = merge_topk(
+                    [convert.search_result_from_pb(r, request.with_documents) for r in parts],
+                    request.k,
+                )
+                return convert.search_result_to_pb(merged)
         return convert.search_result_to_pb(self._search_here(request, tenants))
 
     def _search_here(self, request: pb.SearchRequest, tenants: list[str]) -> SearchResult:
@@ -312,37 +361,18 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             res = dataclasses.replace(res, seq=self.db.tenant_seq(p.tenant or ""))
         return res
 
-    def _coordinate(self, nodes: list[str], request: pb.SearchRequest, context: Any) -> Any:
-        """Search on every node in `nodes` in parallel (this one locally) and merge top-k."""
-        c = self.cluster
-        assert c is not None
-        tenants = rules.search_tenants(current_principal.get(), request.tenants)
-        principal = current_principal.get()
 
-        def part(node: str) -> Callable[[], SearchResult]:
-            if node == c.node_id:
+class _Direct:
+    """A servicer context that reads as a direct call (this node's part of a fan-out)."""
 
-                def here() -> SearchResult:
-                    token = current_principal.set(principal)  # another thread
-                    try:
-                        return self._search_here(request, tenants)
-                    finally:
-                        current_principal.reset(token)
+    def __init__(self, context: Any) -> None:
+        self._context = context
 
-                return here
-            address = c.address_of(node)  # Unavailable at once if the node is down
+    def invocation_metadata(self) -> Any:
+        return (*self._context.invocation_metadata(), DIRECT)
 
-            def there() -> SearchResult:
-                r = c.call(address, "Vectors", "Search", request, context)
-                return convert.search_result_from_pb(r, request.with_documents)
-
-            return there
-
-        try:
-            parts = c.fan_out([part(n) for n in nodes])
-        except grpc.RpcError as e:
-            context.abort(e.code(), f"a node of the search failed: {e.details()}")
-        return convert.search_result_to_pb(merge_topk(parts, request.k))
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _written(res: WriteResult) -> pb.WriteResponse:
