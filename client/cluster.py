@@ -158,16 +158,21 @@ class ClusterClient:
         tried.add(("", len(tried)))
         self.refresh()
 
-    def _routed(self, tenant: str | None, fn: Callable[[Client], T]) -> T:
+    def _redirected(self, attempt: Callable[[], T]) -> T:
+        """Run `attempt` (which reads the placement cache afresh each time), following
+        TENANT_MOVED / TENANT_MOVING up to max_redirects times."""
         tried: set[tuple[str, int]] = set()
-        for attempt in range(self.max_redirects + 1):
+        for n in range(self.max_redirects + 1):
             try:
-                return fn(self._client(self._home(tenant)))
+                return attempt()
             except (TenantMoved, TenantMoving) as e:
-                if attempt == self.max_redirects:
+                if n == self.max_redirects:
                     raise
                 self._moved(e, tried)
         raise AssertionError("unreachable")
+
+    def _routed(self, tenant: str | None, fn: Callable[[Client], T]) -> T:
+        return self._redirected(lambda: fn(self._client(self._home(tenant))))
 
     def _any(self) -> Client:
         return self._client(self._home_any())
@@ -280,16 +285,12 @@ class ClusterClient:
 
     def count(self, collection: str, *, tenant: str | None = None) -> int:
         """Vectors the tenant may read: its own and those granted to it, on every node."""
-        tried: set[tuple[str, int]] = set()
-        for attempt in range(self.max_redirects + 1):
+
+        def attempt() -> int:
             addresses, _ = self._search_addresses([tenant or self._own_tenant()], False)
-            try:
-                return sum(self._fan(addresses, lambda c: c.count(collection, tenant=tenant)))
-            except (TenantMoved, TenantMoving) as e:
-                if attempt == self.max_redirects:
-                    raise
-                self._moved(e, tried)
-        raise AssertionError("unreachable")
+            return sum(self._fan(addresses, lambda c: c.count(collection, tenant=tenant)))
+
+        return self._redirected(attempt)
 
     def _by_owner(self, tenant: str | None, owner: str | None) -> str | None:
         """Route by the owner when its home is known (the admin); a tenant key's home
@@ -329,21 +330,16 @@ class ClusterClient:
                 timeout=timeout,
             )
 
-        tried: set[tuple[str, int]] = set()
-        for attempt in range(self.max_redirects + 1):
+        def attempt() -> SearchResult:
             addresses, total = self._search_addresses(names or [self._own_tenant()], allow_partial)
-            try:
-                if len(addresses) == 1 and total == 1:
-                    self.last_coverage = (1, 1)
-                    return one(self._client(addresses[0]))
-                parts = self._fan(addresses, one, allow_partial)
-                self.last_coverage = (len(parts), total)
-                return merge_topk(parts, k)
-            except (TenantMoved, TenantMoving) as e:
-                if attempt == self.max_redirects:
-                    raise
-                self._moved(e, tried)
-        raise AssertionError("unreachable")
+            if len(addresses) == 1 and total == 1:
+                self.last_coverage = (1, 1)
+                return one(self._client(addresses[0]))
+            parts = self._fan(addresses, one, allow_partial)
+            self.last_coverage = (len(parts), total)
+            return merge_topk(parts, k)
+
+        return self._redirected(attempt)
 
     def _search_addresses(self, tenants: list[str], allow_partial: bool) -> tuple[list[str], int]:
         """Addresses of the live nodes to ask, and how many nodes hold the tenants' vectors."""

@@ -39,6 +39,7 @@ from curator.errors import (
 )
 from curator.results import IssuedKey
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
+from server.auth import current_principal
 
 __all__ = ["DIRECT", "ROUTE_HEADER", "ClusterNode", "is_direct"]
 
@@ -60,6 +61,19 @@ _STUBS = {"Admin": pb_grpc.AdminStub, "Vectors": pb_grpc.VectorsStub, "Cache": p
 
 def is_direct(context: Any) -> bool:
     return any(m.key == ROUTE_HEADER and m.value == "direct" for m in context.invocation_metadata())
+
+
+class _Direct:
+    """A servicer context that reads as a direct call (this node's part of a fan-out)."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def invocation_metadata(self) -> Any:
+        return (*self._context.invocation_metadata(), DIRECT)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 class ClusterNode:
@@ -225,14 +239,25 @@ class ClusterNode:
                 raise
 
     # -- routing --------------------------------------------------------------------------------
-    def placement(self, tenant: str) -> Placement | None:
-        return self.control.placement(tenant)
+    def placement(self, tenant: str, fresh: bool = False) -> Placement | None:
+        """From the cache; `fresh`: a tenant unknown here (created a moment ago on another
+        node) is read from etcd and mirrored locally before the call goes on."""
+        p = self.control.placement(tenant)
+        db = self.db
+        if fresh and (p is None or (db is not None and not db.has_tenant(tenant))):
+            try:
+                p = self.control.refresh_tenant(tenant)
+            except Unavailable:
+                return p  # etcd away: the cache is all there is
+            self.ensure_tenant(tenant)
+        return p
 
     def route(self, tenant: str | None, context: Any, reveal: bool) -> str | None:
         """None: serve `tenant` here. Otherwise the home's address to forward to. A direct
         call raises TenantMoved naming the home when `reveal` (the caller is that tenant or
         the admin); otherwise it is forwarded all the same."""
-        p = self.placement(tenant) if tenant else None
+        # only for the caller's own tenant (or the admin): no etcd reads for made-up names
+        p = self.placement(tenant, fresh=reveal) if tenant else None
         if p is None or p.node == self.node_id:
             return None
         node = self.control.nodes().get(p.node)
@@ -254,11 +279,50 @@ class ClusterNode:
     def search_nodes(self, tenants: list[str]) -> set[str]:
         """Nodes holding vectors these tenants may read: the home and read set of each."""
         out: set[str] = set()
-        for t in tenants:
-            p = self.placement(t)
+        for t in tenants:  # tenants the principal may search: its own, or any for the admin
+            p = self.placement(t, fresh=True)
             out.add(p.node if p is not None else self.node_id)
             out |= self.control.readset(t)
         return out
+
+    def nodes_for(self, tenants: list[str], context: Any) -> list[str]:
+        """The nodes to ask for these tenants' readable vectors: this one alone for a direct
+        call (TenantMoved when it holds none of them), else home and read set of each."""
+        nodes = self.search_nodes(tenants)
+        if not is_direct(context):
+            return sorted(nodes)
+        if self.node_id not in nodes:
+            for t in tenants:  # TENANT_MOVED for the first tenant not homed here
+                self.route(t, context, reveal=True)
+        return [self.node_id]
+
+    def gather(
+        self, nodes: list[str], method: str, request: Any, context: Any, here: Callable[..., Any]
+    ) -> list[Any]:
+        """The same Vectors call on every node in `nodes` in parallel, as direct calls (this
+        node's part by `here(request, context)` with the caller's principal); pb responses.
+        A node that fails fails the call with its status."""
+        principal = current_principal.get()
+
+        def part(node: str) -> Callable[[], Any]:
+            if node == self.node_id:
+
+                def local() -> Any:
+                    token = current_principal.set(principal)  # another thread
+                    try:
+                        return here(request, _Direct(context))
+                    finally:
+                        current_principal.reset(token)
+
+                return local
+            address = self.address_of(node)  # Unavailable at once if the node is down
+            return lambda: self.call(address, "Vectors", method, request, context)
+
+        try:
+            return self.fan_out([part(n) for n in nodes])
+        except grpc.RpcError as e:
+            context.abort(e.code(), f"a node of the call failed: {e.details()}")
+            raise AssertionError("context.abort raises") from None
 
     def address_of(self, node: str) -> str:
         info: NodeInfo | None = self.control.nodes().get(node)

@@ -4,10 +4,8 @@ may act as which tenant, server/rules.py) are applied before the call."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
-import grpc
 import numpy as np
 
 from curator.cluster.merge import merge_topk
@@ -19,7 +17,7 @@ from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server import rules
 from server.auth import current_principal
-from server.cluster import DIRECT, ClusterNode, is_direct
+from server.cluster import ClusterNode
 from server.status import rpc
 
 __all__ = ["AdminServicer", "CacheServicer", "VectorsServicer"]
@@ -280,53 +278,11 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         tenant = _act_as(request.tenant, required=False)
         c = self.cluster
         if c is not None and tenant:  # vectors it may read live on its home and read set
-            nodes = self._nodes_for([tenant], context)
+            nodes = c.nodes_for([tenant], context)
             if nodes != [c.node_id]:
-                parts = self._gather(nodes, "Count", request, context, lambda: self.Count)
+                parts = c.gather(nodes, "Count", request, context, self.Count)
                 return pb.CountResponse(count=sum(p.count for p in parts))
         return pb.CountResponse(count=self.db.count(request.collection, tenant=tenant))
-
-    def _nodes_for(self, tenants: list[str], context: Any) -> list[str]:
-        """The nodes to ask for these tenants' readable vectors: this one alone for a direct
-        call (TenantMoved when it holds none of them), else home and read set of each."""
-        c = self.cluster
-        assert c is not None
-        nodes = c.search_nodes(tenants)
-        if not is_direct(context):
-            return sorted(nodes)
-        if c.node_id not in nodes:
-            for t in tenants:  # TENANT_MOVED for the first tenant not homed here
-                c.route(t, context, reveal=True)
-        return [c.node_id]
-
-    def _gather(
-        self, nodes: list[str], method: str, request: Any, context: Any, here: Callable[[], Any]
-    ) -> list[Any]:
-        """The same call on every node in `nodes` in parallel, as direct calls (this node's
-        part by `here()(request, context)` with the same principal); pb responses."""
-        c = self.cluster
-        assert c is not None
-        principal = current_principal.get()
-
-        def part(node: str) -> Callable[[], Any]:
-            if node == c.node_id:
-
-                def local() -> Any:
-                    token = current_principal.set(principal)  # another thread
-                    try:
-                        return here()(request, _Direct(context))
-                    finally:
-                        current_principal.reset(token)
-
-                return local
-            address = c.address_of(node)  # Unavailable at once if the node is down
-            return lambda: c.call(address, "Vectors", method, request, context)
-
-        try:
-            return c.fan_out([part(n) for n in nodes])
-        except grpc.RpcError as e:
-            context.abort(e.code(), f"a node of the call failed: {e.details()}")
-            raise AssertionError("context.abort raises") from None
 
     @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
@@ -334,9 +290,9 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         tenants = rules.search_tenants(p, request.tenants)
         c = self.cluster
         if c is not None:
-            nodes = self._nodes_for(tenants, context)
+            nodes = c.nodes_for(tenants, context)
             if nodes != [c.node_id]:
-                parts = self._gather(nodes, "Search", request, context, lambda: self.Search)
+                parts = c.gather(nodes, "Search", request, context, self.Search)
                 merged = merge_topk(
                     [convert.search_result_from_pb(r, request.with_documents) for r in parts],
                     request.k,
@@ -360,19 +316,6 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         if not p.is_admin:  # a tenant key sees its own write counter, not the global seq
             res = dataclasses.replace(res, seq=self.db.tenant_seq(p.tenant or ""))
         return res
-
-
-class _Direct:
-    """A servicer context that reads as a direct call (this node's part of a fan-out)."""
-
-    def __init__(self, context: Any) -> None:
-        self._context = context
-
-    def invocation_metadata(self) -> Any:
-        return (*self._context.invocation_metadata(), DIRECT)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
 
 
 def _written(res: WriteResult) -> pb.WriteResponse:

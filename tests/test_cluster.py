@@ -6,6 +6,7 @@ Skips when the etcd binary (Debian: etcd-server) or the aetcd client is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ if shutil.which("etcd") is None:
 
 from client import Client
 from client.cluster import ClusterClient
+from curator.cluster.etcd_control import EtcdControl
 from curator.config import DatabaseConfig
 from curator.database import Database
 from curator.errors import (
@@ -349,3 +351,36 @@ def test_etcd_down_stable_tenants_keep_serving(cluster: Cluster) -> None:
                 time.sleep(0.5)
         assert cc.upsert("ed", [0], x[:1], tenant="ed-3").count == 1
         assert re.match(r"n[123]", cc.placements["ed-3"].node)
+
+
+@pytest.mark.timeout(60)
+def test_sdk_follows_a_placement_flip(cluster: Cluster) -> None:
+    """After the epoch CAS of a move (simulated here without the copy), the old home refuses
+    direct calls with TENANT_MOVED and the SDK re-routes with one refresh, no ping-pong."""
+    with ClusterClient([cluster.address("n3")], ADMIN_KEY, timeout=10) as cc:
+        cc.create_collection("flip", 4)
+        cc.create_tenant("flip-t")
+        old = cc.placements["flip-t"]
+        target = next(n for n in sorted(cc.nodes) if n != old.node)
+        ctl = EtcdControl(f"127.0.0.1:{cluster.etcd_port}")
+        ctl.start()
+        try:
+            stored = ctl.placement("flip-t")
+            assert stored is not None and stored.node == old.node
+            flipped = dataclasses.replace(stored, node=target, epoch=stored.epoch + 1)
+            assert ctl.cas_placement(stored, flipped) is not None
+            assert ctl.cas_placement(stored, flipped) is None  # a stale swap loses
+        finally:
+            ctl.close()
+        x = np.eye(4, dtype=np.float32)
+        time.sleep(0.3)  # the nodes' watches see the flip
+        assert cc.placements["flip-t"].node == old.node  # the SDK's cache is stale
+        assert cc.upsert("flip", np.arange(4), x, tenant="flip-t").count == 4
+        assert cc.placements["flip-t"].node == target and cc.placements["flip-t"].epoch == 2
+        with Client(
+            cluster.address(old.node), ADMIN_KEY, metadata=(("x-curator-route", "direct"),)
+        ) as stale:
+            with pytest.raises(TenantMoved) as moved:
+                stale.upsert("flip", [9], x[:1], tenant="flip-t")  # never acknowledged there
+            assert (moved.value.node, moved.value.epoch) == (target, 2)
+        assert cc.count("flip", tenant="flip-t") == 4

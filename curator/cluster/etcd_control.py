@@ -361,6 +361,22 @@ class EtcdControl:
                 raise AlreadyExists(f"expected a new tenant name, got {name!r}")
         raise Unavailable("expected to allocate a tenant id, got 50 lost races in a row")
 
+    def refresh_tenant(self, name: str) -> Placement | None:
+        """Read the tenant's registry and placement from etcd now (not from the cache, which
+        may lag a create by a few milliseconds) and update the cache."""
+        return self._call(self._refresh_tenant(name))
+
+    async def _refresh_tenant(self, name: str) -> Placement | None:
+        assert self._client is not None
+        for key in (f"{ROOT}tenants/{name}", f"{ROOT}placement/{name}"):
+            kv = await self._client.get(key.encode())
+            with self._lock:
+                if kv is None:
+                    self._kv.pop(key, None)
+                elif kv.mod_revision >= self._kv.get(key, (b"", 0))[1]:
+                    self._kv[key] = (kv.value, kv.mod_revision)
+        return self.placement(name)
+
     def delete_tenant(self, name: str) -> None:
         """Forget a tenant's registry, placement and read sets (its id is never reused)."""
         assert self._client is not None
