@@ -32,6 +32,7 @@ from curator.database import Database
 from curator.errors import (
     AlreadyExists,
     CuratorError,
+    FailedPrecondition,
     NotFound,
     TenantMoved,
     Unauthenticated,
@@ -102,7 +103,7 @@ class ClusterNode:
         self.control.register()
 
     def _on_change(self, key: str, value: bytes | None) -> None:
-        if key.startswith((f"{ROOT}tenants/", f"{ROOT}collections/")):
+        if key.startswith((f"{ROOT}tenants/", f"{ROOT}collections/", f"{ROOT}keys/")):
             self._changes.put(key)
 
     def _apply_changes(self) -> None:
@@ -123,6 +124,11 @@ class ClusterNode:
             self.ensure_tenant(name)
         elif kind == "collections":
             self._ensure_collection(name)
+        elif kind == "keys" and self.control.key(name) is None:
+            try:  # revoked on another node: the copy in this node's key ring goes too
+                self.db.revoke_key(name[:12])  # a key id is its digest's first 12 digits
+            except (NotFound, FailedPrecondition):
+                pass
 
     def ensure_tenant(self, name: str) -> None:
         """Mirror the registry's record of `name` in the local catalog (create it with its
@@ -149,7 +155,10 @@ class ClusterNode:
         spec = self.control.collections().get(name)
         have = name in db.list_collections()
         if spec is None and have:
-            db.drop_collection(name)
+            try:
+                db.drop_collection(name)
+            except NotFound:
+                pass  # dropped meanwhile by another thread
         elif spec is not None and not have:
             index = IndexConfig(**spec["index"])
             try:
@@ -203,8 +212,18 @@ class ClusterNode:
             self.control.add_readset(to_tenant, self.node_id)
 
     def drop_tenant(self, name: str) -> None:
-        """On the home: forget the tenant in etcd (every node then drops its record)."""
+        """On the home: forget the tenant in etcd (its keys too), then here; every node then
+        drops its record."""
+        if self.db is None or not self.db.has_tenant(name):
+            raise NotFound(f"expected a known tenant, got {name!r}")
         self.control.delete_tenant(name)
+        self.ensure_tenant(name)
+
+    def drop_collection(self, name: str) -> None:
+        if self.db is None or name not in self.db.list_collections():
+            raise NotFound(f"expected a known collection, got {name!r}")
+        self.control.delete_collection(name)
+        self._ensure_collection(name)
 
     # -- keys -----------------------------------------------------------------------------------
     def authenticate(self, db: Database, key: str | None) -> Principal:

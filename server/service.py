@@ -93,9 +93,10 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
     @rpc
     def DropCollection(self, request: pb.CollectionRef, context: Any) -> Any:
         _admin()
-        if self.cluster is not None:
-            self.cluster.control.delete_collection(request.name)
-        self.db.drop_collection(request.name)
+        if self.cluster is not None:  # every node drops it
+            self.cluster.drop_collection(request.name)
+        else:
+            self.db.drop_collection(request.name)
         return pb.Empty()
 
     @rpc
@@ -123,9 +124,10 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         _admin()
         if (fwd := self._routed(request.name, "DropTenant", request, context)) is not None:
             return fwd
-        if self.cluster is not None:  # every node then drops its record
+        if self.cluster is not None:  # every node drops its record
             self.cluster.drop_tenant(request.name)
-        self.db.drop_tenant(request.name)
+        else:
+            self.db.drop_tenant(request.name)
         return pb.Empty()
 
     @rpc

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from curator.database import Database
 from curator.errors import (
     PermissionDenied,
     TenantMoved,
+    Unauthenticated,
     Unavailable,
 )
 from server.health_probe import check
@@ -384,3 +385,41 @@ def test_sdk_follows_a_placement_flip(cluster: Cluster) -> None:
                 stale.upsert("flip", [9], x[:1], tenant="flip-t")  # never acknowledged there
             assert (moved.value.node, moved.value.epoch) == (target, 2)
         assert cc.count("flip", tenant="flip-t") == 4
+
+
+def _eventually(check_fn: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check_fn():
+        assert time.monotonic() < deadline, "not propagated to every node in time"
+        time.sleep(0.05)
+
+
+def _works(address: str, key: str) -> bool:
+    with Client(address, key, timeout=5) as c:
+        try:
+            c.server_info()
+            return True
+        except Unauthenticated:
+            return False
+
+
+@pytest.mark.timeout(60)
+def test_keys_and_drops_reach_every_node(cluster: Cluster) -> None:
+    addresses = [cluster.address(n) for n in GROUPS]
+    with ClusterClient([addresses[0]], ADMIN_KEY, timeout=10) as cc:
+        cc.create_tenant("kd-1")
+        with Client(addresses[0], ADMIN_KEY) as n1:
+            key_id, key = n1.issue_key("kd-1", "issued on n1")
+        assert all(_works(a, key) for a in addresses)
+        with Client(addresses[2], ADMIN_KEY) as n3:
+            n3.revoke_key(key_id)  # revoked through another node: gone everywhere
+        _eventually(lambda: not any(_works(a, key) for a in addresses))
+
+        _, key2 = cc.issue_key("kd-1", "dropped with its tenant")
+        assert all(_works(a, key2) for a in addresses)
+        cc.drop_tenant("kd-1")
+        cc.create_tenant("kd-1")  # the same name again: a new tenant, none of the old keys
+        _eventually(lambda: not any(_works(a, key2) for a in addresses))
+        for a in addresses:
+            with Client(a, ADMIN_KEY) as c:
+                _eventually(lambda c=c: "kd-1" in c.list_tenants())

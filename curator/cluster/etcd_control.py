@@ -378,8 +378,11 @@ class EtcdControl:
         return self.placement(name)
 
     def delete_tenant(self, name: str) -> None:
-        """Forget a tenant's registry, placement and read sets (its id is never reused)."""
+        """Forget a tenant's keys, registry, placement and read sets (its id is never
+        reused; a tenant created again under its name gets none of its keys)."""
         assert self._client is not None
-        for prefix in (f"tenants/{name}", f"placement/{name}", f"moves/{name}"):
-            self._delete(prefix)
+        keys = [d for d, (v, _) in self._prefix("keys/").items() if v.get("tenant") == name]
+        for k in [*(f"keys/{d}" for d in keys), f"tenants/{name}", f"placement/{name}"]:
+            self._delete(k)
+        self._delete(f"moves/{name}")
         self._call(self._client.delete_prefix(f"{ROOT}readsets/{name}/".encode()))
