@@ -423,3 +423,43 @@ def test_keys_and_drops_reach_every_node(cluster: Cluster) -> None:
         for a in addresses:
             with Client(a, ADMIN_KEY) as c:
                 _eventually(lambda c=c: "kd-1" in c.list_tenants())
+
+
+@pytest.mark.timeout(60)
+def test_routing_overhead_is_reported(cluster: Cluster) -> None:
+    """p50 of one search: to the home (SDK, direct), through another node (forwarded), and a
+    union over three nodes against the same union on one node. Printed, not asserted: this
+    machine is shared and contended; bench/RESULTS.md needs a quiet run."""
+    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=10) as cc:
+        cc.create_collection("ro", 8)
+        names = [f"ro-{n}" for n in GROUPS]
+        for t in names:
+            cc.create_tenant(t, group=f"ro-{t}")
+            x = np.random.default_rng(5).standard_normal((200, 8)).astype(np.float32)
+            cc.upsert("ro", np.arange(200), x, tenant=t)
+        assert len({cc.placements[t].node for t in names}) == 3
+        q = np.ones((1, 8), np.float32)
+        t = names[0]
+        home = cc.placements[t].node
+        other = next(n for n in GROUPS if n != home)
+
+        def p50(fn: Callable[[], object], n: int = 200) -> float:
+            for _ in range(20):
+                fn()
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times)) * 1e3
+
+        with Client(cluster.address(other), ADMIN_KEY) as fwd:
+            direct = p50(lambda: cc.search("ro", q, k=10, tenant=t))
+            forwarded = p50(lambda: fwd.search("ro", q, k=10, tenant=t))
+            union3 = p50(lambda: cc.search("ro", q, k=10, tenant=names))
+            assert cc.search("ro", q, k=10, tenant=names).found.sum() == 10
+    print(
+        f"\nrouting p50 (ms): direct {direct:.2f}, forwarded {forwarded:.2f} "
+        f"(+{forwarded - direct:.2f}), 3-node union {union3:.2f}; "
+        f"loadavg {open('/proc/loadavg').read().split()[0]}"
+    )
