@@ -35,6 +35,7 @@ from curator.cluster.etcd_control import EtcdControl
 from curator.config import DatabaseConfig
 from curator.database import Database
 from curator.errors import (
+    AlreadyExists,
     PermissionDenied,
     TenantMoved,
     Unauthenticated,
@@ -463,3 +464,35 @@ def test_routing_overhead_is_reported(cluster: Cluster) -> None:
         f"(+{forwarded - direct:.2f}), 3-node union {union3:.2f}; "
         f"loadavg {open('/proc/loadavg').read().split()[0]}"
     )
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_creates_get_unique_ids(cluster: Cluster) -> None:
+    """Two control-plane clients racing on the id counter: every tenant gets its own id, a
+    name is registered once (AlreadyExists for the loser)."""
+    controls = [EtcdControl(f"127.0.0.1:{cluster.etcd_port}") for _ in range(2)]
+    for c in controls:
+        c.start()
+    try:
+        results: list[list[int]] = [[], []]
+        lost: list[int] = [0, 0]
+
+        def create(i: int) -> None:
+            for j in range(15):
+                for name in (f"race-{i}-{j}", f"race-both-{j}"):
+                    try:
+                        results[i].append(controls[i].create_tenant(name, "n1").tenant_id)
+                    except AlreadyExists:
+                        lost[i] += 1
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        ids = results[0] + results[1]
+        assert len(ids) == len(set(ids)) == 45  # 30 own names + 15 shared ones, once each
+        assert sum(lost) == 15
+    finally:
+        for c in controls:
+            c.close()
