@@ -30,6 +30,7 @@ from curator.cluster.contracts import NodeInfo, Placement
 from curator.cluster.merge import merge_topk
 from curator.config import IndexConfig, Metric, SearchParams
 from curator.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     TenantMoved,
     TenantMoving,
@@ -130,7 +131,11 @@ class ClusterClient:
         return next(iter(self.placements))
 
     def _home(self, tenant: str | None) -> str:
-        name = tenant or self._own_tenant()
+        """The address of the tenant's home (None: the key's tenant; for the admin, which
+        acts for no tenant, any node)."""
+        name = tenant or (next(iter(self.placements)) if len(self.placements) == 1 else "")
+        if not name:
+            return self._home_any()
         p = self.placements.get(name)
         if p is None:
             self.refresh()
@@ -292,6 +297,25 @@ class ClusterClient:
 
         return self._redirected(attempt)
 
+    # -- semantic cache: a tenant's cache lives on its home node -------------------------------
+    def __getattr__(self, name: str) -> Any:
+        """The `cache_*` calls of Client: per tenant on its home node (the `tenant` keyword,
+        or the key's tenant); cache_report_load / cache_set_capacity on every node."""
+        if not name.startswith("cache_") or not hasattr(Client, name):
+            raise AttributeError(name)
+        if name in ("cache_report_load", "cache_set_capacity"):
+
+            def everywhere(*args: Any, **kw: Any) -> Any:
+                addresses = [n.address for n in self.nodes.values()]
+                return self._fan(addresses, lambda c: getattr(c, name)(*args, **kw))[0]
+
+            return everywhere
+
+        def routed(*args: Any, **kw: Any) -> Any:
+            return self._routed(kw.get("tenant"), lambda c: getattr(c, name)(*args, **kw))
+
+        return routed
+
     def _by_owner(self, tenant: str | None, owner: str | None) -> str | None:
         """Route by the owner when its home is known (the admin); a tenant key's home
         forwards a call naming another owner."""
@@ -366,14 +390,18 @@ class ClusterClient:
     def _fan(
         self, addresses: list[str], fn: Callable[[Client], T], allow_partial: bool = False
     ) -> list[T]:
+        """fn on every node in parallel. A node that is down or does not answer within the
+        deadline fails the call with Unavailable (skipped with allow_partial)."""
         futs = [self._pool.submit(fn, self._client(a)) for a in addresses]
         out: list[T] = []
-        for f in futs:
+        for address, f in zip(addresses, futs, strict=True):
             try:
                 out.append(f.result())
-            except Unavailable as e:
-                if isinstance(e, TenantMoved | TenantMoving) or not allow_partial:
+            except (Unavailable, DeadlineExceeded) as e:
+                if isinstance(e, TenantMoved | TenantMoving):
                     raise
+                if not allow_partial:
+                    raise Unavailable(f"expected node {address} to answer, got {e}") from None
         if not out:
             raise Unavailable("expected at least one node of the search to answer, got none")
         return out

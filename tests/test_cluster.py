@@ -496,3 +496,22 @@ def test_concurrent_creates_get_unique_ids(cluster: Cluster) -> None:
     finally:
         for c in controls:
             c.close()
+
+
+@pytest.mark.timeout(60)
+def test_semantic_cache_lives_on_the_tenants_home(cluster: Cluster) -> None:
+    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=10) as cc:
+        cc.create_tenant("sc-t")
+        home = cc.placements["sc-t"].node
+        ask = {"tenant": "sc-t", "model": "m", "category": "code"}
+        emb = np.random.default_rng(2).standard_normal(32).astype(np.float32)
+        assert not cc.cache_lookup("reverse a list", emb, **ask).hit
+        cc.cache_store("reverse a list", emb, "xs[::-1]", **ask)
+        again = cc.cache_lookup("reverse a list", emb, **ask)
+        assert again.hit and again.response == b"xs[::-1]"
+    other = next(n for n in GROUPS if n != home)
+    with Client(cluster.address(home), ADMIN_KEY) as h:
+        assert h.cache_lookup("reverse a list", emb, **ask).hit  # stored on the home node
+    with Client(cluster.address(other), ADMIN_KEY, metadata=(("x-curator-route", "direct"),)) as o:
+        with pytest.raises(TenantMoved):
+            o.cache_lookup("reverse a list", emb, **ask)
