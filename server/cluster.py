@@ -95,6 +95,7 @@ class ClusterNode:
     # -- registry mirrored into the local catalog ------------------------------------------------
     def attach(self, db: Database) -> None:
         self.db = db
+        self.control.raise_id_floor(max(db.catalog.ids(), default=0))
         for name in self.control.collections():
             self._apply(f"{ROOT}collections/{name}")
         for name in self.control.tenants():

@@ -137,8 +137,12 @@ class EtcdControl:
                     self._kv = fresh
                 for k, (v, _) in fresh.items():
                     self._notify(k, v)
-                for k in gone:
-                    self._notify(k, None)
+                for k in gone:  # changes missed while away; a vanished tenant or collection
+                    # is not dropped (an etcd restored empty must not delete every node's data)
+                    if k.startswith(f"{ROOT}keys/"):
+                        self._notify(k, None)
+                    else:
+                        log.warning("%s vanished from etcd while away; kept locally", k)
                 self.connected = True
                 self._loaded.set()
                 watch = await self._client.watch_prefix(
@@ -376,6 +380,28 @@ class EtcdControl:
                 elif kv.mod_revision >= self._kv.get(key, (b"", 0))[1]:
                     self._kv[key] = (kv.value, kv.mod_revision)
         return self.placement(name)
+
+    def raise_id_floor(self, floor: int) -> None:
+        """Make the tenant id counter at least `floor` (a node's largest local id), so that
+        an etcd restored from an old backup never hands out an id a node already uses."""
+        self._call(self._raise_id_floor(floor))
+
+    async def _raise_id_floor(self, floor: int) -> None:
+        assert self._client is not None
+        tx = self._client.transactions
+        counter = f"{ROOT}counters/tenant_id".encode()
+        for _ in range(50):
+            cur = await self._client.get(counter)
+            if cur is not None and int(cur.value) >= floor:
+                return
+            ok, _ = await self._client.transaction(
+                compare=[tx.mod(counter) == (cur.mod_revision if cur else 0)],
+                success=[tx.put(counter, str(floor).encode())],
+                failure=[],
+            )
+            if ok:
+                return
+        raise Unavailable("expected to raise the tenant id counter, got 50 lost races in a row")
 
     def delete_tenant(self, name: str) -> None:
         """Forget a tenant's keys, registry, placement and read sets (its id is never
