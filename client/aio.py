@@ -23,6 +23,7 @@ from client.calls import Plan
 from client.client import channel_options
 from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
     CacheStats,
@@ -235,6 +236,8 @@ class AsyncClient:
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
@@ -250,6 +253,8 @@ class AsyncClient:
             with_vectors,
             require_all,
             timeout,
+            where,
+            explain,
         )
         return await self._run(plan)
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from curator import errors
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CollectionInfo,
     Document,
@@ -29,6 +30,7 @@ from curator.results import (
 )
 from curator.validation import as_ids
 from curator_api import convert
+from curator_api.predicates import predicate_to_pb
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = ["Call", "Plan", "error_from", "service_config"]
@@ -253,6 +255,8 @@ def search(
     with_vectors: bool,
     require_all: bool,
     timeout: float | None,
+    where: Predicate | None = None,
+    explain: bool = False,
 ) -> Plan[SearchResult]:
     req = pb.SearchRequest(
         collection=collection,
@@ -262,7 +266,10 @@ def search(
         with_documents=with_documents,
         with_vectors=with_vectors,
         require_all=require_all,
+        explain=explain,
     )
+    if where is not None:
+        req.where.CopyFrom(predicate_to_pb(where))
     if params is not None:
         req.params.CopyFrom(convert.search_params_to_pb(params))
     r = yield Call("Vectors", "Search", req, timeout)

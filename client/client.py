@@ -24,6 +24,7 @@ from client import cache, calls
 from client.calls import Plan
 from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
     CacheStats,
@@ -249,6 +250,8 @@ class Client:
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
@@ -264,6 +267,8 @@ class Client:
             with_vectors,
             require_all,
             timeout,
+            where,
+            explain,
         )
         return self._run(plan)
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
     CacheStats,
@@ -156,6 +157,8 @@ class VectorsAPI(Protocol):
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
     ) -> SearchResult: ...
 
 
@@ -329,6 +332,8 @@ class AsyncVectorsAPI(Protocol):
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
     ) -> SearchResult: ...
 
 

@@ -40,11 +40,13 @@ from curator.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
+from curator.predicate import Predicate, labels, relabel
 from curator.results import (
     CollectionInfo,
     IssuedKey,
     KeyInfo,
     Records,
+    SearchPlan,
     SearchResult,
     ServerInfo,
     WriteResult,
@@ -571,10 +573,19 @@ class Database(CacheFacade):
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
     ) -> SearchResult:
         """Nearest `k` vectors readable by `tenant` (or by any of several tenants; with
         `require_all`, by both of two tenants: the filter track's AND of two labels) for each
-        of `queries` (nq, d). Hits carry their owner (ids are scoped per owner)."""
+        of `queries` (nq, d). Hits carry their owner (ids are scoped per owner).
+
+        `where`: only vectors whose labels satisfy an AND / OR / NOT of labels
+        (`curator.predicate`); a label is a tenant that vectors were granted to, and a
+        search may name only the searched tenants themselves and the tenants they may share
+        with (`allow_sharing`): a label says which vectors were granted to it, which is no
+        business of other tenants. `explain`: `result.plan` says which path ran and how
+        many vectors it touched."""
         c = self._collection(collection)
         if tenant is None:
             raise InvalidArgument("expected tenants to search for (the admin key acts for none)")
@@ -584,6 +595,9 @@ class Database(CacheFacade):
         recs = [self.catalog.tenant(check_name(n, "tenant")) for n in names]
         if require_all and len(recs) != 2:
             raise InvalidArgument(f"expected 2 tenants with require_all, got {len(recs)}")
+        if where is not None and require_all:
+            raise InvalidArgument("expected where or require_all, got both (AND the labels)")
+        keyed = self._label_keys(where, recs) if where is not None else None
         k = check_k(k)
         q = prepare_vectors(queries, c.info.dim, c.info.metric is Metric.COSINE, "queries")
         if len(q) > self.config.max_queries:
@@ -602,10 +616,11 @@ class Database(CacheFacade):
             )
         with c.lock.read_lock():
             present = [r.id for r in recs if c.index.has_tenant(r.id)]
+            plan = None
             if require_all and len(present) == 2:
-                ids, dist, own, _ = c.index.search_and_prepared(present, q, k, params)
+                ids, dist, own, plan = c.index.search_and_prepared(present, q, k, params)
             elif present and not require_all:
-                ids, dist, own, _ = c.index.search_prepared(present, q, k, params)
+                ids, dist, own, plan = c.index.search_prepared(present, q, k, params, keyed)
             else:  # a tenant with nothing in this collection
                 ids, dist, own = _empty(len(q), k)
             keys, which = c.index.hit_owners(own)  # per distinct owner, not per hit
@@ -645,7 +660,24 @@ class Database(CacheFacade):
             vectors,
             seq,
             [owners[r * k : (r + 1) * k] for r in range(nq)],
+            _search_plan(plan, len(q)) if explain else None,
         )
+
+    def _label_keys(self, where: Predicate, recs: list[TenantRecord]) -> Predicate:
+        """`where` with its label names replaced by tenant ids, after checking that every
+        searched tenant may filter by every label (itself, or a tenant it may share with).
+        A label that is no tenant is refused exactly as one that may not be used."""
+        names = labels(where)  # shape, depth and size checks first
+        ids: dict[str | int, int] = {}
+        for name in names:
+            rec = self.catalog.get(name) if isinstance(name, str) else None
+            if rec is None or any(rec.id != r.id and rec.id not in r.share_with for r in recs):
+                raise PermissionDenied(
+                    "expected labels the searched tenants may filter by (themselves or "
+                    f"tenants they may share with), got {name!r}"
+                )
+            ids[name] = rec.id
+        return relabel(where, ids)
 
     def get(
         self,
@@ -808,6 +840,12 @@ def _new_index(info: CollectionRecord) -> Any:
     from curator.index.curator_index import CuratorIndex
 
     return CuratorIndex(info.dim, info.metric, info.config)
+
+
+def _search_plan(plan: Any, nq: int) -> SearchPlan:
+    if plan is None:
+        return SearchPlan("none", 0, 0, 0, nq)
+    return SearchPlan(plan.path, plan.filter_size, plan.ef, plan.touched, plan.queries)
 
 
 def _empty(nq: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

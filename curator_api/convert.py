@@ -28,6 +28,7 @@ from curator.results import (
     ModelLoad,
     PolicyState,
     Records,
+    SearchPlan,
     SearchResult,
     ServerInfo,
     WriteResult,
@@ -482,6 +483,8 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
         out.documents.extend(encode_document(d) for row in r.documents for d in row)
     if r.vectors is not None:
         out.vectors.CopyFrom(encode_matrix(r.vectors.reshape(nq * k, -1)))
+    if r.plan is not None:
+        out.plan.CopyFrom(pb.SearchPlan(**dataclasses.asdict(r.plan)))
     return out
 
 
@@ -500,4 +503,8 @@ def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchR
     if m.HasField("vectors"):
         x = decode_matrix(m.vectors, "vectors", rows=m.nq * m.k)
         vecs = x.reshape(m.nq, m.k, m.vectors.dim)
-    return SearchResult(ids, dist, docs, vecs, m.seq, owners)
+    plan = None
+    if m.HasField("plan"):
+        pl = m.plan
+        plan = SearchPlan(pl.path, pl.filter_size, pl.ef, pl.touched, pl.queries)
+    return SearchResult(ids, dist, docs, vecs, m.seq, owners, plan)
