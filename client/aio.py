@@ -30,6 +30,7 @@ from curator.results import (
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -224,6 +225,17 @@ class AsyncClient:
 
     async def count(self, collection: str, *, tenant: str | None = None) -> int:
         return await self._run(calls.count(collection, tenant))
+
+    async def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage:
+        return await self._run(calls.list_ids(collection, tenant, owner, after, limit))
 
     async def search(
         self,

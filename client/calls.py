@@ -21,6 +21,7 @@ from curator.predicate import Predicate
 from curator.results import (
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     Records,
@@ -243,6 +244,22 @@ def access(
 def count(collection: str, tenant: str | None) -> Plan[int]:
     req = pb.CountRequest(collection=collection, tenant=tenant or "")
     return int((yield Call("Vectors", "Count", req)).count)
+
+
+def list_ids(
+    collection: str,
+    tenant: str | None,
+    owner: str | None,
+    after: int | None,
+    limit: int,
+) -> Plan[IdPage]:
+    req = pb.ListIdsRequest(
+        collection=collection, tenant=tenant or "", owner=owner or "", limit=limit
+    )
+    if after is not None:
+        req.after = after
+    r = yield Call("Vectors", "ListIds", req)
+    return convert.id_page_from_pb(r)
 
 
 def search(

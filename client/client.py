@@ -31,6 +31,7 @@ from curator.results import (
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -238,6 +239,19 @@ class Client:
 
     def count(self, collection: str, *, tenant: str | None = None) -> int:
         return self._run(calls.count(collection, tenant))
+
+    def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage:
+        """A page of `owner`'s (default: the key's tenant's) ids, ascending from above
+        `after`; pass `next_after` back for the next page."""
+        return self._run(calls.list_ids(collection, tenant, owner, after, limit))
 
     def search(
         self,

@@ -25,6 +25,7 @@ from curator.results import (
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -145,6 +146,16 @@ class VectorsAPI(Protocol):
     ) -> WriteResult: ...
 
     def count(self, collection: str, *, tenant: str | None = None) -> int: ...
+
+    def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage: ...
 
     def search(
         self,
@@ -320,6 +331,16 @@ class AsyncVectorsAPI(Protocol):
     ) -> WriteResult: ...
 
     async def count(self, collection: str, *, tenant: str | None = None) -> int: ...
+
+    async def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage: ...
 
     async def search(
         self,

@@ -42,7 +42,9 @@ from curator.errors import (
 )
 from curator.predicate import Predicate, labels, relabel
 from curator.results import (
+    NO_ID,
     CollectionInfo,
+    IdPage,
     IssuedKey,
     KeyInfo,
     Records,
@@ -722,6 +724,37 @@ class Database(CacheFacade):
                 return len(c.index)
             rec = self.catalog.tenant(tenant)
             return c.index.tenant_size(rec.id) if c.index.has_tenant(rec.id) else 0
+
+    def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage:
+        """A page of the ids `owner` (default: the acting tenant; a tenant lists only its
+        own) holds in `collection`, ascending from above `after`; at most `limit`, at most
+        `max_batch`. O(log n + limit): pages never materialise the tenant's ids."""
+        c = self._collection(collection)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgument(f"expected a limit of at least 1, got {limit!r}")
+        self._check_batch(limit)
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < NO_ID
+        ):
+            raise InvalidArgument(f"expected after to be an id in [0, 2**64-2], got {after!r}")
+        _, own = self._owner_for(tenant, owner, "list", foreign_ok=False)
+        if own is None:
+            return IdPage(_NO_IDS, None)
+        with self.store.read() as txn:
+            ids = self.store.ids_after(
+                txn, c.info.id, own.id, -1 if after is None else after, limit + 1
+            )
+        more = len(ids) > limit
+        ids = ids[:limit]
+        return IdPage(ids, int(ids[-1]) if more else None)
 
     def tenant_seq(self, tenant: str) -> int:
         """The tenant's own write counter (what a tenant key sees as `seq`)."""

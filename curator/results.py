@@ -83,6 +83,15 @@ class SearchPlan:
 
 
 @dataclass
+class IdPage:
+    """A page of a tenant's ids, ascending: ids (n,) uint64; `next_after` is what to pass as
+    `after` for the next page (None: this was the last page)."""
+
+    ids: np.ndarray
+    next_after: int | None
+
+
+@dataclass
 class Records:
     """Vectors found by `get`, in request order: ids (n,) uint64, vectors (n, d) float32,
     owner tenants, documents."""

@@ -23,6 +23,7 @@ from curator.results import (
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -464,6 +465,17 @@ def records_from_pb(m: pb.GetResponse) -> Records:
     ids = np.array(m.ids, np.uint64)
     x = decode_matrix(m.vectors, "vectors", rows=len(ids))
     return Records(ids, x, list(m.owners), [decode_document(d) for d in m.documents])
+
+
+def id_page_to_pb(page: IdPage) -> pb.ListIdsResponse:
+    out = pb.ListIdsResponse(ids=np.asarray(page.ids, np.uint64).tolist())
+    if page.next_after is not None:
+        out.next_after = page.next_after
+    return out
+
+
+def id_page_from_pb(m: pb.ListIdsResponse) -> IdPage:
+    return IdPage(np.array(m.ids, np.uint64), m.next_after if m.HasField("next_after") else None)
 
 
 def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:

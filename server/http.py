@@ -310,6 +310,25 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
         acting = rules.acting_tenant(p, tenant, required=False)
         return {"count": db().count(collection, tenant=acting)}
 
+    @app.get("/v1/collections/{collection}/ids", tags=["vectors"])
+    def list_ids(
+        collection: str,
+        tenant: str = "",
+        owner: str = "",
+        after: int | None = None,
+        limit: int = 1000,
+        p: Principal = P,
+    ) -> JSON:
+        """A page of a tenant's ids, ascending; next_after (null: the last page)."""
+        page = db().list_ids(
+            collection,
+            tenant=rules.acting_tenant(p, tenant, required=False),
+            owner=owner or None,
+            after=after,
+            limit=limit,
+        )
+        return {"ids": page.ids.tolist(), "next_after": page.next_after}
+
     @app.post("/v1/collections/{collection}/search", tags=["vectors"])
     def search(collection: str, body: SearchBody, p: Principal = P) -> JSON:
         """ids and distances are nq rows of k (padded with -1 / null)."""

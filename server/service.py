@@ -206,6 +206,17 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         return pb.CountResponse(count=self.db.count(request.collection, tenant=tenant))
 
     @rpc
+    def ListIds(self, request: pb.ListIdsRequest, context: Any) -> Any:
+        page = self.db.list_ids(
+            request.collection,
+            tenant=_act_as(request.tenant, required=False),
+            owner=request.owner or None,
+            after=request.after if request.HasField("after") else None,
+            limit=request.limit or 1000,
+        )
+        return convert.id_page_to_pb(page)
+
+    @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
         p = current_principal.get()
         tenants = rules.search_tenants(p, request.tenants)
