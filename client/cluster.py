@@ -36,9 +36,11 @@ from curator.errors import (
     TenantMoving,
     Unavailable,
 )
+from curator.predicate import Predicate
 from curator.results import (
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     Records,
     SearchResult,
@@ -316,6 +318,20 @@ class ClusterClient:
 
         return routed
 
+    def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage:
+        return self._routed(
+            self._by_owner(tenant, owner),
+            lambda c: c.list_ids(collection, tenant=tenant, owner=owner, after=after, limit=limit),
+        )
+
     def _by_owner(self, tenant: str | None, owner: str | None) -> str | None:
         """Route by the owner when its home is known (the admin); a tenant key's home
         forwards a call naming another owner."""
@@ -334,6 +350,8 @@ class ClusterClient:
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
         timeout: float | None = None,
         allow_partial: bool = False,
     ) -> SearchResult:
@@ -351,6 +369,8 @@ class ClusterClient:
                 with_documents=with_documents,
                 with_vectors=with_vectors,
                 require_all=require_all,
+                where=where,
+                explain=explain,
                 timeout=timeout,
             )
 
