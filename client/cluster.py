@@ -5,7 +5,9 @@
 ...     db.upsert("docs", ids, vectors)                 # on the key's tenant's home node
 ...     hits = db.search("docs", queries, k=10)         # home + nodes it was granted on
 
-Keeps a placement cache (GetPlacement: nodes, each tenant's home and read set). A call for
+Keeps a placement cache (GetPlacement: nodes, each tenant's home and read set; reloaded
+when older than `placement_ttl` before a search or count, so a grant made across nodes by
+another client reaches this client's searches within that time). A call for
 one tenant goes to its home with `x-curator-route: direct`; a node that is no longer home
 answers TENANT_MOVED (or TENANT_MOVING during a handoff), and the client refreshes its cache
 and retries a bounded number of times with backoff (a redirect to an epoch older than the
@@ -67,6 +69,7 @@ class ClusterClient:
         timeout: float = 30.0,
         max_redirects: int = 4,
         retries: int = 1,
+        placement_ttl: float = 2.0,
     ) -> None:
         self._seeds = [seeds] if isinstance(seeds, str) else list(seeds)
         if not self._seeds:
@@ -74,6 +77,8 @@ class ClusterClient:
         self._key = api_key
         self.timeout = timeout
         self.max_redirects = max_redirects
+        self.placement_ttl = placement_ttl
+        self._loaded_at = 0.0
         self._retries = retries
         self._clients: dict[str, Client] = {}
         self._lock = threading.Lock()
@@ -123,6 +128,7 @@ class ClusterClient:
                 continue
             with self._lock:
                 self.nodes, self.placements, self.readsets = nodes, places, readsets
+                self._loaded_at = time.monotonic()
             return
         raise Unavailable(f"expected a reachable cluster node, got {last}")
 
@@ -268,12 +274,13 @@ class ClusterClient:
         tenant: str | None = None,
         owner: str | None = None,
     ) -> WriteResult:
+        by = self._by_owner(tenant, owner)
         res = self._routed(
-            self._by_owner(tenant, owner),
-            lambda c: c.grant(collection, ids, to_tenant, tenant=tenant, owner=owner),
+            by, lambda c: c.grant(collection, ids, to_tenant, tenant=tenant, owner=owner)
         )
-        if to_tenant in self.placements:  # its read set may have grown
-            self.refresh()
+        src, dst = self.placements.get(by or ""), self.placements.get(to_tenant)
+        if src is not None and dst is not None and src.node != dst.node:
+            self.readsets.setdefault(to_tenant, set()).add(src.node)  # as the node recorded
         return res
 
     def revoke(
@@ -386,7 +393,10 @@ class ClusterClient:
         return self._redirected(attempt)
 
     def _search_addresses(self, tenants: list[str], allow_partial: bool) -> tuple[list[str], int]:
-        """Addresses of the live nodes to ask, and how many nodes hold the tenants' vectors."""
+        """Addresses of the live nodes to ask, and how many nodes hold the tenants' vectors
+        (read sets grown by another client's grants are seen after placement_ttl)."""
+        if time.monotonic() - self._loaded_at > self.placement_ttl:
+            self.refresh()
         nodes: set[str] = set()
         for t in tenants:
             p = self.placements.get(t)
