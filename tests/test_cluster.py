@@ -515,3 +515,27 @@ def test_semantic_cache_lives_on_the_tenants_home(cluster: Cluster) -> None:
     with Client(cluster.address(other), ADMIN_KEY, metadata=(("x-curator-route", "direct"),)) as o:
         with pytest.raises(TenantMoved):
             o.cache_lookup("reverse a list", emb, **ask)
+
+
+@pytest.mark.timeout(60)
+def test_grantee_key_reads_vectors_granted_on_another_node(cluster: Cluster) -> None:
+    with ClusterClient([cluster.address("n2")], ADMIN_KEY, timeout=10) as admin:
+        admin.create_collection("gr", 4)
+        admin.create_tenant("gr-owner", group="gr-o")
+        admin.create_tenant("gr-reader", group="gr-r")
+        assert admin.placements["gr-owner"].node != admin.placements["gr-reader"].node
+        _, key = admin.issue_key("gr-reader", "grantee")
+        x = np.eye(4, dtype=np.float32)
+        admin.upsert("gr", np.arange(4), x, tenant="gr-owner")
+        admin.upsert("gr", [7], x[:1] * 2, tenant="gr-reader")
+        with ClusterClient([cluster.address("n3")], key, placement_ttl=0.0) as reader:
+            assert set(reader.placements) == {"gr-reader"}
+            before = reader.search("gr", x[:1], k=5)
+            assert before.owners[0][:1] == ["gr-reader"] and before.found.sum() == 1
+            admin.allow_sharing("gr-owner", "gr-reader")
+            admin.grant("gr", [0, 1], "gr-reader", tenant="gr-owner")  # across nodes
+            after = reader.search("gr", x[:1], k=5)  # home and read set, merged
+            got = {(o, int(i)) for o, i in zip(after.owners[0], after.ids[0], strict=True) if o}
+            assert got == {("gr-owner", 0), ("gr-owner", 1), ("gr-reader", 7)}
+            assert after.owners[0][0] == "gr-owner"  # distance 0 first
+            assert reader.count("gr") == 3
