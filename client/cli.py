@@ -5,7 +5,8 @@ The server and key come from --address / --key / --key-file, else the environmen
 file the server generated (<CURATOR_DATA_DIR or ./curator-data>/admin.key).
 
   curator collections create docs --dim 384 --metric cosine
-  curator tenants create acme
+  curator tenants create acme                               # --group g: cluster placement
+  curator cluster placement                                 # cluster mode: where tenants live
   curator keys issue acme --description "acme's app"       # prints the secret once
   curator keys rotate --write-key-file admin.key            # rotate the key in use
   curator import docs vectors.parquet --tenant acme         # resumable, with a progress bar
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from client import bulk
+from client import bulk, calls
 from client.client import Client
 from curator.config import IndexConfig
 from curator.errors import CuratorError, FailedPrecondition, InvalidArgument, Unauthenticated
@@ -181,6 +182,16 @@ def _search(c: Client, a: argparse.Namespace) -> Any:
     return out
 
 
+def _placement(c: Client, a: argparse.Namespace) -> Any:
+    nodes, places, readsets = c._run(calls.placement())
+    if a.verb == "nodes":
+        return {n.node_id: n.address for n in nodes.values()}
+    return {
+        t: {"node": p.node, "epoch": p.epoch, "state": p.state, "readset": sorted(readsets[t])}
+        for t, p in sorted(places.items())
+    }
+
+
 def _stats(c: Client, a: argparse.Namespace) -> Any:
     info = c.server_info()
     collections = {n: c.describe_collection(n) for n in c.list_collections()}
@@ -225,7 +236,14 @@ def _parser() -> argparse.ArgumentParser:
 
     ten = groups.add_parser("tenants", help="create, list, drop tenants")
     ts = ten.add_subparsers(dest="verb", required=True)
-    verb(ts, "create", lambda c, a: c.create_tenant(a.name), "create a tenant").add_argument("name")
+    p = verb(
+        ts,
+        "create",
+        lambda c, a: c._run(calls.create_tenant(a.name, a.group)),
+        "create a tenant",
+    )
+    p.add_argument("name")
+    p.add_argument("--group", default="", help="cluster: place it with this group's tenants")
     verb(ts, "list", lambda c, a: c.list_tenants(), "list tenant names")
     verb(
         ts,
@@ -256,6 +274,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-key-file", help="write the new secret here (mode 0600) instead of printing it"
     )
+
+    clu = groups.add_parser("cluster", help="cluster mode: nodes and tenant placement")
+    cl = clu.add_subparsers(dest="verb", required=True)
+    verb(cl, "nodes", _placement, "live nodes and their addresses")
+    verb(cl, "placement", _placement, "each tenant's home node, epoch, state and read set")
 
     p = verb(groups, "import", _import, "import vectors from .npy, .jsonl or .parquet (resumable)")
     p.add_argument("collection")

@@ -7,6 +7,7 @@ Skips when the etcd binary (Debian: etcd-server) or the aetcd client is missing.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -539,3 +540,20 @@ def test_grantee_key_reads_vectors_granted_on_another_node(cluster: Cluster) -> 
             assert got == {("gr-owner", 0), ("gr-owner", 1), ("gr-reader", 7)}
             assert after.owners[0][0] == "gr-owner"  # distance 0 first
             assert reader.count("gr") == 3
+
+
+@pytest.mark.timeout(60)
+def test_cli_shows_nodes_and_placement(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client.cli import main as cli
+
+    base = ["--address", cluster.address("n2"), "--key", ADMIN_KEY, "--json"]
+    assert cli([*base, "tenants", "create", "cli-t", "--group", "cli-g"]) == 0
+    capsys.readouterr()
+    assert cli([*base, "cluster", "nodes"]) == 0
+    nodes = json.loads(capsys.readouterr().out)
+    assert nodes == {n: cluster.address(n) for n in GROUPS}
+    assert cli([*base, "cluster", "placement"]) == 0
+    place = json.loads(capsys.readouterr().out)
+    assert place["cli-t"]["node"] in GROUPS and place["cli-t"]["epoch"] == 1
