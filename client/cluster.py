@@ -159,9 +159,8 @@ class ClusterClient:
             cached = self.placements.get(e.tenant)
             if (e.node, e.epoch) not in tried and (cached is None or e.epoch >= cached.epoch):
                 tried.add((e.node, e.epoch))
-                address = getattr(e, "address", "")
-                if address and e.node not in self.nodes:
-                    self.nodes[e.node] = NodeInfo(e.node, address)
+                if e.address and e.node not in self.nodes:
+                    self.nodes[e.node] = NodeInfo(e.node, e.address)
                 base = cached or Placement(e.tenant, 0, e.node, e.epoch)
                 self.placements[e.tenant] = Placement(
                     e.tenant, base.tenant_id, e.node, e.epoch, "serving", base.group

@@ -86,15 +86,19 @@ class TenantMoving(Unavailable):
 
 
 class TenantMoved(Unavailable):
-    """The tenant lives on another node now (`node`, at `epoch`): ask that node."""
+    """The tenant lives on another node now (`node`, at `epoch`; `address`: its host:port
+    when the answering node knew it): ask that node."""
 
     reason = "TENANT_MOVED"
 
-    def __init__(self, message: str, *, tenant: str = "", node: str = "", epoch: int = 0) -> None:
+    def __init__(
+        self, message: str, *, tenant: str = "", node: str = "", epoch: int = 0, address: str = ""
+    ) -> None:
         super().__init__(message)
         self.tenant = tenant
         self.node = node
         self.epoch = epoch
+        self.address = address
 
 
 class DeadlineExceeded(CuratorError):

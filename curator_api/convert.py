@@ -532,13 +532,13 @@ def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchR
 _MOVED = {TenantMoved.reason: TenantMoved, TenantMoving.reason: TenantMoving}
 
 
-def moved_metadata(e: TenantMoved | TenantMoving, address: str = "") -> tuple[tuple[str, str], ...]:
+def moved_metadata(e: TenantMoved | TenantMoving) -> tuple[tuple[str, str], ...]:
     """The trailing metadata of an UNAVAILABLE answer for a tenant homed elsewhere."""
     return (
         ("curator-reason", e.reason),
         ("curator-tenant", e.tenant),
         ("curator-node", getattr(e, "node", "")),
-        ("curator-address", address),
+        ("curator-address", getattr(e, "address", "")),
         ("curator-epoch", str(e.epoch)),
         ("grpc-retry-pushback-ms", "-1"),  # gRPC must not retry it: the caller re-routes
     )
@@ -546,7 +546,7 @@ def moved_metadata(e: TenantMoved | TenantMoving, address: str = "") -> tuple[tu
 
 def moved_error(details: str, metadata: Any) -> Unavailable | None:
     """TenantMoved / TenantMoving from an UNAVAILABLE answer's trailing metadata (None when it
-    names no reason); `.address` holds the home's address when the node knew it."""
+    names no reason)."""
     md = {m.key: m.value for m in metadata or ()}
     cls = _MOVED.get(md.get("curator-reason", ""))
     if cls is None:
@@ -559,10 +559,10 @@ def moved_error(details: str, metadata: Any) -> Unavailable | None:
             tenant=md.get("curator-tenant", ""),
             node=md.get("curator-node", ""),
             epoch=epoch,
+            address=md.get("curator-address", ""),
         )
     else:
         e = TenantMoving(details, tenant=md.get("curator-tenant", ""), epoch=epoch)
-    e.address = md.get("curator-address", "")  # type: ignore[union-attr]
     return e
 
 

@@ -283,15 +283,14 @@ class ClusterNode:
         node = self.control.nodes().get(p.node)
         address = node.address if node is not None else ""
         if reveal and is_direct(context):
-            e = TenantMoved(
+            raise TenantMoved(
                 f"expected a call to the home node {p.node} of tenant {tenant!r}, "
                 f"got node {self.node_id}",
                 tenant=tenant or "",
                 node=p.node,
                 epoch=p.epoch,
+                address=address,
             )
-            e.address = address  # type: ignore[attr-defined]
-            raise e
         if not address:
             raise Unavailable(f"expected a live home node for the tenant, got {p.node} down")
         return address

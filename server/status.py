@@ -50,7 +50,7 @@ def rpc(fn: F) -> F:
             return fn(self, request, context)
         except CuratorError as e:
             if isinstance(e, TenantMoved | TenantMoving):  # where the tenant lives now
-                context.set_trailing_metadata(convert.moved_metadata(e, getattr(e, "address", "")))
+                context.set_trailing_metadata(convert.moved_metadata(e))
             context.abort(STATUS_OF.get(e.code, grpc.StatusCode.UNKNOWN), str(e))
         except grpc.RpcError:
             raise

@@ -241,7 +241,7 @@ def test_correctness_against_one_node(cluster: Cluster, tmp_path: Path) -> None:
         with pytest.raises(TenantMoved) as moved:
             nofwd.count("docs", tenant=t)
         assert moved.value.node == homes[t] and moved.value.epoch == 1
-        assert moved.value.address == cluster.address(homes[t])  # type: ignore[attr-defined]
+        assert moved.value.address == cluster.address(homes[t])
 
 
 @pytest.mark.timeout(60)
