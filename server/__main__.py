@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable
@@ -100,6 +101,8 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, a
     db = from_env(DatabaseConfig, data_dir=a.data_dir, sync=False if a.no_sync else None)
     if a.cluster and not (a.node_id and a.etcd):
         ap.error("--cluster needs --node-id and --etcd")
+    if a.cluster and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", a.node_id):
+        ap.error(f"expected --node-id of 1-64 letters, digits, '_', '.', '-', got {a.node_id!r}")
     if a.cluster and server.http_address:  # it would acknowledge writes of tenants homed elsewhere
         ap.error("--cluster serves gRPC only: the HTTP API does not route by placement yet")
     return server, db, a.log_format, a

@@ -39,6 +39,7 @@ from curator.errors import (
     Unavailable,
 )
 from curator.results import IssuedKey
+from curator.validation import check_name
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal
 
@@ -169,6 +170,7 @@ class ClusterNode:
 
     def create_collection(self, name: str, dim: int, metric: str, index: IndexConfig) -> None:
         """Validate here, publish to etcd (every node creates it), create it here at once."""
+        name = check_name(name, "collection")
         if name in self.control.collections():
             raise AlreadyExists(f"expected a new collection name, got existing {name!r}")
         spec = {"dim": dim, "metric": metric, "index": dataclasses.asdict(index)}
@@ -197,6 +199,8 @@ class ClusterNode:
         return min(load, key=lambda n: (load[n], n))
 
     def create_tenant(self, name: str, group: str) -> Placement:
+        name = check_name(name, "tenant")  # before etcd: a bad name must reach no node
+        group = check_name(group, "group") if group else ""
         if self.db is not None and self.db.has_tenant(name) and self.control.tenant(name):
             raise AlreadyExists(f"expected a new tenant name, got existing {name!r}")
         p = self.control.create_tenant(name, self.choose_node(group), group)

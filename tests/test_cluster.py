@@ -557,3 +557,20 @@ def test_cli_shows_nodes_and_placement(
     assert cli([*base, "cluster", "placement"]) == 0
     place = json.loads(capsys.readouterr().out)
     assert place["cli-t"]["node"] in GROUPS and place["cli-t"]["epoch"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_readsets_of_names_with_slashes_stay_apart(cluster: Cluster) -> None:
+    ctl = EtcdControl(f"127.0.0.1:{cluster.etcd_port}")
+    ctl.start()
+    try:
+        ctl.create_tenant("sl", "n1")
+        ctl.create_tenant("sl/x", "n1")
+        ctl.add_readset("sl/x", "n2")
+        ctl.add_readset("sl", "n3")
+        assert ctl.readset("sl") == {"n3"} and ctl.readset("sl/x") == {"n2"}
+        ctl.delete_tenant("sl")
+        assert ctl.readset("sl") == set() and ctl.readset("sl/x") == {"n2"}
+        assert ctl.placement("sl") is None and ctl.placement("sl/x") is not None
+    finally:
+        ctl.close()

@@ -230,7 +230,8 @@ class EtcdControl:
         return {t: Placement(tenant=t, revision=r, **v) for t, (v, r) in found}
 
     def readset(self, tenant: str) -> set[str]:
-        return set(self._prefix(f"readsets/{tenant}/"))
+        # a node id has no "/"; a longer rest belongs to a tenant named "<tenant>/..."
+        return {n for n in self._prefix(f"readsets/{tenant}/") if "/" not in n}
 
     def readsets(self) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
@@ -411,4 +412,5 @@ class EtcdControl:
         for k in [*(f"keys/{d}" for d in keys), f"tenants/{name}", f"placement/{name}"]:
             self._delete(k)
         self._delete(f"moves/{name}")
-        self._call(self._client.delete_prefix(f"{ROOT}readsets/{name}/".encode()))
+        for node in self.readset(name):  # not a prefix delete: "a/b" is another tenant's
+            self._delete(f"readsets/{name}/{node}")
