@@ -30,7 +30,7 @@ if shutil.which("etcd") is None:
         "no etcd binary on PATH (Debian: apt-get install etcd-server)", allow_module_level=True
     )
 
-from client import Client
+from client import Client, calls
 from client.cluster import ClusterClient
 from curator.cluster.etcd_control import EtcdControl
 from curator.config import DatabaseConfig
@@ -376,7 +376,12 @@ def test_sdk_follows_a_placement_flip(cluster: Cluster) -> None:
         finally:
             ctl.close()
         x = np.eye(4, dtype=np.float32)
-        time.sleep(0.3)  # the nodes' watches see the flip
+
+        def seen_by(node: str) -> bool:
+            with Client(cluster.address(node), ADMIN_KEY, timeout=5) as c:
+                return bool(c._run(calls.placement())[1]["flip-t"].node == target)
+
+        _eventually(lambda: seen_by(old.node) and seen_by(target))  # the nodes' watches
         assert cc.placements["flip-t"].node == old.node  # the SDK's cache is stale
         assert cc.upsert("flip", np.arange(4), x, tenant="flip-t").count == 4
         assert cc.placements["flip-t"].node == target and cc.placements["flip-t"].epoch == 2
