@@ -51,12 +51,13 @@ from curator.results import (
 )
 from curator.startup_log import StartupLog
 from curator.storage import documents as docs_codec
-from curator.storage import files, quota
+from curator.storage import files, quota, tenant_moves
 from curator.storage.catalog import Catalog, TenantRecord
 from curator.storage.collection import Collection
 from curator.storage.collection import CollectionInfo as CollectionRecord
 from curator.storage.dir_lock import DirLock
 from curator.storage.documents import Document
+from curator.storage.handoff import Handoff
 from curator.storage.snapshotter import Snapshotter
 from curator.storage.store import OP_DELETE, OP_DROP_TENANT, OP_GRANT, OP_REVOKE, OP_UPSERT, Store
 from curator.storage.trainer import Trainer
@@ -142,6 +143,7 @@ class Database(CacheFacade):
         self._write_lock = threading.RLock()  # one writer at a time, database-wide
         stages.done("open LMDB", str(self.path / "lmdb"))
         self.catalog = Catalog(self.store)
+        self._handoff = Handoff(self.store)  # frozen / moved tenants (tenant moves)
         with self.store.read() as txn:
             colls = self.store.all_json(txn, "collections")
         self.keys = KeyRing(self.store)
@@ -208,6 +210,7 @@ class Database(CacheFacade):
         if tenant_id is not None and (bad_type or not 0 < tenant_id < 2**32):
             raise InvalidArgument(f"expected a tenant id in [1, 2**32), got {tenant_id!r}")
         with self._write_lock:
+            self._handoff.check_write(name)
             if self.catalog.get(name) is not None:
                 raise AlreadyExists(f"expected a new tenant name, got existing {name!r}")
             if tenant_id is not None and self.catalog.by_id(tenant_id) is not None:
@@ -225,6 +228,7 @@ class Database(CacheFacade):
         collection), the grants it gave and received, its API keys, its cache entries,
         policies and classifier examples. Its id is never reused."""
         with self._write_lock:
+            self._handoff.check_write(name)
             rec = self.catalog.tenant(name)
             self.cache.drop_tenant(_cache_key(rec.id))  # first: a crash after leaves no orphans
             plans = []
@@ -260,6 +264,7 @@ class Database(CacheFacade):
         """Let `tenant`'s key grant its vectors to `with_tenant` (admin; `allowed=False`
         withdraws it: grants already given stay until revoked)."""
         with self._write_lock:
+            self._handoff.check_write(tenant)
             rec = self.catalog.tenant(check_name(tenant, "tenant"))
             other = self.catalog.tenant(check_name(with_tenant, "tenant"))
             share = rec.share_with | {other.id} if allowed else rec.share_with - {other.id}
@@ -379,6 +384,7 @@ class Database(CacheFacade):
                 )
             raw_docs = [docs_codec.encode(d, self.config.max_document_bytes) for d in documents]
         with self._write_lock:
+            self._handoff.check_write(tenant)
             c = self._collection(collection)
             rec = self.catalog.tenant(tenant)
             if not len(ids):
@@ -442,6 +448,7 @@ class Database(CacheFacade):
         ids = np.unique(as_ids(ids, unique=False))
         self._check_batch(len(ids))
         with self._write_lock:
+            self._handoff.check_write(tenant, owner or tenant)
             c = self._collection(collection)
             actor, own = self._owner_for(tenant, owner, "delete", foreign_ok=False)
             if own is None:  # foreign_ok=False: the owner is the actor or was looked up
@@ -506,6 +513,7 @@ class Database(CacheFacade):
         self._check_batch(len(ids))
         check_name(to_tenant, "tenant")
         with self._write_lock:
+            self._handoff.check_write(tenant, owner or tenant)
             c = self._collection(collection)
             drop_share = not granted and tenant is not None and to_tenant == tenant
             what = "grant" if granted else "revoke"
@@ -581,6 +589,7 @@ class Database(CacheFacade):
         names = [tenant] if isinstance(tenant, str) else list(tenant)
         if not names:
             raise InvalidArgument("expected at least one tenant, got none")
+        self._handoff.check_read(*names)
         recs = [self.catalog.tenant(check_name(n, "tenant")) for n in names]
         if require_all and len(recs) != 2:
             raise InvalidArgument(f"expected 2 tenants with require_all, got {len(recs)}")
@@ -660,6 +669,7 @@ class Database(CacheFacade):
         c = self._collection(collection)
         ids = as_ids(ids, unique=False)
         self._check_batch(len(ids))
+        self._handoff.check_read(tenant, owner)
         reader = self.catalog.tenant(check_name(tenant, "tenant")) if tenant is not None else None
         if owner is None and reader is None:
             raise InvalidArgument("expected the owner of the ids (the admin acts for none)")
@@ -688,6 +698,7 @@ class Database(CacheFacade):
         with c.lock.read_lock():
             if tenant is None:
                 return len(c.index)
+            self._handoff.check_read(tenant)
             rec = self.catalog.tenant(tenant)
             return c.index.tenant_size(rec.id) if c.index.has_tenant(rec.id) else 0
 
@@ -738,6 +749,7 @@ class Database(CacheFacade):
     def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
         """A new key for the existing `tenant` (None: an admin key)."""
         with self._write_lock:  # not while the tenant is being dropped
+            self._handoff.check_write(tenant)
             if tenant is not None:
                 self._tenant_id(tenant)
             info, secret = self.keys.issue(tenant, _check_description(description))
@@ -749,10 +761,17 @@ class Database(CacheFacade):
         return self.keys.list_keys(tenant)
 
     def revoke_key(self, key_id: str) -> None:
-        self.keys.revoke(key_id)
+        with self._write_lock:
+            self._handoff.check_write(
+                *(k.tenant for k in self.keys.list_keys() if k.key_id == key_id)
+            )
+            self.keys.revoke(key_id)
 
     def rotate_key(self, key_id: str) -> IssuedKey:
         with self._write_lock:
+            self._handoff.check_write(
+                *(k.tenant for k in self.keys.list_keys() if k.key_id == key_id)
+            )
             info, secret = self.keys.rotate(key_id)
         return IssuedKey(info.key_id, secret)
 
@@ -795,6 +814,35 @@ class Database(CacheFacade):
             raise ResourceExhausted(
                 f"expected at most {self.config.max_batch} ids per request, got {n}"
             )
+
+    # -- tenant moves (scale-out; logic in curator/storage/tenant_moves.py) -------------------
+    def export_tenant(self, name: str, since_seq: int = 0) -> tuple[bytes, int]:
+        """A bundle of tenant `name` (since_seq 0: everything it owns; else the state of what
+        its writes after since_seq touched) and the sequence it reflects."""
+        return tenant_moves.export(self, name, since_seq)
+
+    def import_tenant(self, data: bytes) -> dict[str, int]:
+        """Apply a bundle from `export_tenant` (idempotent); returns counts of changes."""
+        return tenant_moves.import_bundle(self, data)
+
+    def freeze_tenant(self, name: str) -> int:
+        """Refuse the tenant's writes (TenantMoving); returns the fence sequence."""
+        return tenant_moves.freeze(self, name)
+
+    def unfreeze_tenant(self, name: str) -> None:
+        tenant_moves.unfreeze(self, name)
+
+    def mark_moved(self, name: str, node: str, epoch: int) -> None:
+        """Persist that the tenant lives on `node` at `epoch` (TenantMoved from now on)."""
+        tenant_moves.mark_moved(self, name, node, epoch)
+
+    def drop_moved(self, name: str) -> None:
+        """Delete what a moved tenant owns here; its tombstone stays."""
+        tenant_moves.drop_moved(self, name)
+
+    def moved_to(self, name: str) -> tuple[str, int] | None:
+        """(node, epoch) the tenant moved to, or None if it was not moved away."""
+        return self._handoff.moved.get(name)
 
 
 _NO_IDS = np.empty(0, np.uint64)
