@@ -821,9 +821,10 @@ class Database(CacheFacade):
         its writes after since_seq touched) and the sequence it reflects."""
         return tenant_moves.export(self, name, since_seq)
 
-    def import_tenant(self, data: bytes) -> dict[str, int]:
-        """Apply a bundle from `export_tenant` (idempotent); returns counts of changes."""
-        return tenant_moves.import_bundle(self, data)
+    def import_tenant(self, data: bytes, tenant: str | None = None) -> dict[str, int]:
+        """Apply a bundle from `export_tenant` (of `tenant`, if given; idempotent); returns
+        counts of changes."""
+        return tenant_moves.import_bundle(self, data, tenant)
 
     def freeze_tenant(self, name: str) -> int:
         """Refuse the tenant's writes (TenantMoving); returns the fence sequence."""

@@ -36,9 +36,14 @@ def export(db: Database, name: str, since_seq: int) -> tuple[bytes, int]:
     return bundle.export_tenant(db.store, name, since_seq)
 
 
-def import_bundle(db: Database, data: bytes, max_bytes: int = MAX_BUNDLE_BYTES) -> dict[str, int]:
-    """Check the whole bundle (nothing changes if it is refused), then apply it."""
+def import_bundle(
+    db: Database, data: bytes, tenant: str | None = None, max_bytes: int = MAX_BUNDLE_BYTES
+) -> dict[str, int]:
+    """Check the whole bundle (nothing changes if it is refused), then apply it. `tenant`:
+    the tenant the bundle must be of (None: any)."""
     plan = bundle_import.plan(db, data, max_bytes)
+    if tenant is not None and plan.name != tenant:
+        raise InvalidArgument(f"expected a bundle of tenant {tenant!r}, got {plan.name!r}")
     return bundle_import.apply(db, plan)
 
 
