@@ -54,6 +54,9 @@ class Cluster:
                    tenant="a")  # fmt: skip
         src.grant("c", np.arange(0, BASE, 5), "b", tenant="a")
         src.upsert("c", np.arange(100), _vecs(100, 1), tenant="b")
+        src.allow_sharing("b", "a")
+        src.grant("c", [0, 1], "a", tenant="b")  # a reads some of b's vectors
+        src.search("c", _vecs(1, 0), 1, tenant="a")  # warm: the graph is built on first use
 
     def ops(self) -> dict[str, LocalNodeOps]:
         return {n: LocalNodeOps(db) for n, db in self.dbs.items()}
@@ -226,6 +229,8 @@ class Load:
         self.acks: list[tuple[float, int, str, str, int, Any]] = []  # t, writer, op, node, seq, arg
         self.failures: list[BaseException] = []
         self.reads = [0, 0]  # ok, redirected-and-followed
+        self.slowest = 0.0  # the longest a write waited for its acknowledgement (retries too)
+        self._began = [0.0, 0.0]
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self.threads = [threading.Thread(target=self._writer, args=(w,)) for w in range(2)]
@@ -242,14 +247,17 @@ class Load:
             t.join(30)
 
     def _log(self, w: int, op: str, node: str, seq: int, arg: Any) -> None:
+        now = time.monotonic()
         with self._lock:
-            self.acks.append((time.monotonic(), w, op, node, seq, arg))
+            self.acks.append((now, w, op, node, seq, arg))
+            self.slowest = max(self.slowest, now - self._began[w])
 
     def _writer(self, w: int) -> None:
         rng = np.random.default_rng(w)
         live: list[int] = []
         n = 0
         while not self.stop.is_set():
+            self._began[w] = time.monotonic()
             try:
                 r = rng.random()
                 if r < 0.6 or len(live) < 3:
@@ -330,16 +338,23 @@ def test_move_under_writes_loses_no_acknowledged_write(cluster: Cluster) -> None
     assert _owned(cluster.dbs["n2"], "a") == load.expected(base)  # byte-equal, nothing extra
     assert cluster.dbs["n1"].moved_to("a") == ("n2", 2)
     assert cluster.dbs["n1"].count("c") == 100  # the source dropped a's rows, kept b's
+    assert cluster.control.readset("b") == {"n2"}  # b reads a's grants where a lives now
+    assert cluster.control.readset("a") == {"n1"}  # a reads b's grants where b lives
+    got = cluster.dbs["n1"].get("c", [0, 1], owner="b")
+    assert got.ids.tolist() == [0, 1]  # b's grants to a stay with b
+    assert cluster.dbs["n1"]._collection("c").index.received(21)  # and a's sub-tree for them
     assert sum(load.reads) > 10
     print(
         f"\nmove of {BASE}+ vectors: {took:.2f} s, copy {report.seconds.get('copy', 0):.2f} s "
         f"({BASE / max(report.seconds.get('copy', 1e-9), 1e-9):.0f} vectors/s), "
         f"{report.rounds} catch-up rounds, write pause {report.pause_s * 1000:.0f} ms "
-        f"(largest gap between acks {load.max_gap() * 1000:.0f} ms), {len(load.acks)} acks, "
+        f"(slowest write {load.slowest * 1000:.0f} ms, largest gap between acks "
+        f"{load.max_gap() * 1000:.0f} ms), {len(load.acks)} acks, "
         f"reads {load.reads[0]} direct + {load.reads[1]} redirected, "
         f"load {open('/proc/loadavg').read().split()[0]}"
     )
-    assert report.pause_s < 5.0  # the 3-node bar is 1 s; this box is shared and contended
+    # The 3-node bar is 1 s; this box is shared and contended, so the bound here is looser.
+    assert report.pause_s < 5.0 and load.slowest < 5.0
 
 
 class Crash(Exception):

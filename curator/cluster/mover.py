@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 
 from curator.cluster.contracts import BundleStore, ControlPlane, MoveRecord, NodeOps, Placement
 from curator.errors import CuratorError, FailedPrecondition, InvalidArgument, NotFound
+from curator.storage import bundle_codec
 
 __all__ = ["MoveReport", "Mover"]
 
@@ -54,6 +55,7 @@ class MoveReport:
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # per phase
     pause_s: float = 0.0  # freeze to activation (in this process; 0 if not seen whole)
     _frozen_at: float = 0.0
+    _final: dict[str, object] = dataclasses.field(default_factory=dict)  # last delta's header
 
 
 class Mover:
@@ -191,7 +193,8 @@ class Mover:
             raise FailedPrecondition(f"expected {rec.tenant!r} moving, got {p.state}")
         report._frozen_at = self.clock()
         fence = self.nodes[rec.source].freeze_tenant(rec.tenant)
-        upto = self._delta(rec, rec.caught_up_seq)  # read after the freeze: covers the fence
+        # read after the freeze: covers the fence
+        upto = self._delta(rec, rec.caught_up_seq, report._final)
         report.fence_seq = fence
         return self._step(rec, phase="flip", fence_seq=fence, caught_up_seq=upto)
 
@@ -200,6 +203,7 @@ class Mover:
         if p.node == rec.source:
             if not report._frozen_at:  # resumed: the source may have restarted unfrozen
                 rec = self._handoff(rec, report)
+            self._readsets(rec, report._final)  # before the flip: stale ones cost nothing
             p = self._cas(self._placement(rec.tenant), node=rec.target, epoch=p.epoch + 1,
                           state="activating")  # fmt: skip
         elif p.node != rec.target:
@@ -227,12 +231,32 @@ class Mover:
         return rec
 
     # -- helpers ------------------------------------------------------------------------------
-    def _delta(self, rec: MoveRecord, since: int) -> int:
+    def _delta(self, rec: MoveRecord, since: int, header: dict[str, object] | None = None) -> int:
+        """Ship the delta after `since`; returns the sequence it reflects. `header`: filled
+        with the bundle's header (who the tenant granted to and received from)."""
         key = self._key(self._placement(rec.tenant), f"delta-{since}")
         upto = self.nodes[rec.source].export_tenant(rec.tenant, since, self.store, key)
         self.nodes[rec.target].import_tenant(rec.tenant, self.store, key)
+        if header is not None:
+            header.clear()
+            header.update(bundle_codec.header(self.store.get(key)))
         self.store.delete(key)
         return upto
+
+    def _readsets(self, rec: MoveRecord, header: dict[str, object]) -> None:
+        """§5.6: the tenant's grantees homed elsewhere read its vectors on the target now,
+        and the tenant reads the grants it received on their owners' nodes."""
+        others = header.get("tenants", {})
+        for name in others.values() if isinstance(others, dict) else ():
+            p = self.control.placement(name)
+            if p is not None and p.node != rec.target:
+                self.control.add_readset(name, rec.target)
+        received = header.get("received_from", [])
+        for owner in received if isinstance(received, list) else ():
+            p = self.control.placement(owner)
+            node = p.node if p is not None else rec.source
+            if node != rec.target:
+                self.control.add_readset(rec.tenant, node)
 
     def _placement(self, tenant: str) -> Placement:
         p = self.control.placement(tenant)

@@ -38,9 +38,13 @@ _VKEY = struct.Struct(">IIQ")
 _AKEY = struct.Struct(">IIQI")
 
 
-def export_tenant(store: Store, name: str, since_seq: int) -> tuple[bytes, int]:
+def export_tenant(
+    store: Store, name: str, since_seq: int, received_from: list[str] | None = None
+) -> tuple[bytes, int]:
     """(bundle bytes, the store sequence it reflects) of tenant `name`, read in one read
-    transaction. FailedPrecondition if a delta's ops were trimmed from the log (pin it)."""
+    transaction. FailedPrecondition if a delta's ops were trimmed from the log (pin it).
+    `received_from`: the owners whose grants the tenant holds here (recorded in the header
+    for the mover's read sets; those grants stay with their owners)."""
     if type(since_seq) is not int or since_seq < 0:
         raise InvalidArgument(f"expected since_seq an integer >= 0, got {since_seq!r}")
     with store.read() as txn:
@@ -98,6 +102,7 @@ def export_tenant(store: Store, name: str, since_seq: int) -> tuple[bytes, int]:
         "collections": colls,
         "keys": keys,
         "cache": cache,
+        "received_from": sorted(received_from or []),
     }
     return bundle_codec.pack(header, arrays), upto
 

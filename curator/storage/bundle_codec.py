@@ -19,7 +19,7 @@ import numpy as np
 
 from curator.errors import InvalidArgument
 
-__all__ = ["FORMAT", "pack", "unpack"]
+__all__ = ["FORMAT", "header", "pack", "unpack"]
 
 MAGIC = b"CDBBNDL\x00"
 FORMAT = 1
@@ -80,6 +80,16 @@ def unpack(data: bytes, max_bytes: int) -> tuple[dict[str, Any], dict[str, np.nd
         raise InvalidArgument("expected an 'arrays' table in the bundle header")
     arrays = {name: _array(name, spec, body) for name, spec in table.items()}
     return header, arrays
+
+
+def header(data: bytes) -> dict[str, Any]:
+    """The header alone, unchecked beyond its framing (for a mover reading what it just
+    had a node write; an import always goes through `unpack`)."""
+    magic, _, hlen = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise InvalidArgument(f"expected a Curator tenant bundle, got magic {magic!r}")
+    head: dict[str, Any] = json.loads(data[_HEAD.size : _HEAD.size + hlen])
+    return head
 
 
 def _array(name: str, spec: Any, body: bytes) -> np.ndarray:

@@ -128,6 +128,8 @@ def apply(db: Database, p: Plan) -> dict[str, int]:
                 db, c.name, p.name, c.ids[part], c.vectors[part], [c.docs[i] for i in part]
             )
         out["grants"] += _replace_grants(db, c.name, p, c.grants)
+        if len(c.ids):  # build what a first search builds lazily (the graph) before the
+            db.search(c.name, c.vectors[:1], 1, tenant=p.name)  # tenant is served here
     if p.full:  # collections the bundle does not name hold nothing of the tenant
         for cname in set(db.list_collections()) - {c.name for c in p.colls}:
             ids = _owner_ids(db, cname, p.tid)

@@ -33,7 +33,14 @@ def export(db: Database, name: str, since_seq: int) -> tuple[bytes, int]:
                 db._handoff.pin(name, db.store.seq(txn))
         elif type(since_seq) is int and since_seq > 0:
             db._handoff.pin(name, since_seq)
-    return bundle.export_tenant(db.store, name, since_seq)
+        tid = db.catalog.tenant(name).id
+        owners: set[int] = set()
+        for c in db._collections.values():
+            with c.lock.read_lock():
+                if c.index.has_tenant(tid):
+                    owners.update(int(o) for o, _ in c.index.received(tid))
+        received = sorted(db.catalog.name_of(o) for o in owners if db.catalog.name_of(o))
+    return bundle.export_tenant(db.store, name, since_seq, received)
 
 
 def import_bundle(
