@@ -116,9 +116,10 @@ def apply(db: Database, p: Plan) -> dict[str, int]:
     for c in p.colls:
         if c.name not in db.list_collections():
             db.create_collection(c.name, c.dim, c.metric, c.config)
-        current = _owner_ids(db, c.name, p.tid)
-        gone = c.deleted if not p.full else np.setdiff1d(current, c.ids)
-        gone = np.intersect1d(gone, current)
+        if p.full:
+            gone = np.setdiff1d(_owner_ids(db, c.name, p.tid), c.ids)
+        else:  # a delta names its tombstones: no scan of the tenant's rows
+            gone = c.deleted[_present(db, c.name, p.tid, c.deleted)]
         for at in range(0, len(gone), batch):
             out["deleted"] += db.delete(c.name, gone[at : at + batch], owner=p.name).count
         todo = _changed(db, c, p.tid)
@@ -128,8 +129,6 @@ def apply(db: Database, p: Plan) -> dict[str, int]:
                 db, c.name, p.name, c.ids[part], c.vectors[part], [c.docs[i] for i in part]
             )
         out["grants"] += _replace_grants(db, c.name, p, c.grants)
-        if len(c.ids):  # build what a first search builds lazily (the graph) before the
-            db.search(c.name, c.vectors[:1], 1, tenant=p.name)  # tenant is served here
     if p.full:  # collections the bundle does not name hold nothing of the tenant
         for cname in set(db.list_collections()) - {c.name for c in p.colls}:
             ids = _owner_ids(db, cname, p.tid)
@@ -194,7 +193,10 @@ def _upsert(
 
 
 def _set_record(db: Database, name: str, **change: Any) -> None:
-    new = dataclasses.replace(db.catalog.tenant(name), **change)
+    old = db.catalog.tenant(name)
+    new = dataclasses.replace(old, **change)
+    if new == old:  # a repeated import writes nothing
+        return
     db.store.write(lambda txn: db.catalog.put(txn, new))
     db.catalog.apply(new)
 
@@ -212,6 +214,16 @@ def _changed(db: Database, c: _Coll, tid: int) -> np.ndarray:
         & np.array([a == b for a, b in zip(docs, c.docs, strict=True)], bool)
     )
     return np.flatnonzero(~same)
+
+
+def _present(db: Database, collection: str, tid: int, ids: np.ndarray) -> np.ndarray:
+    """Which of `ids` the tenant holds in the collection here (bool mask)."""
+    c = db._collection(collection)
+    with c.lock.read_lock():
+        if not len(ids) or not c.index.has_tenant(tid):
+            return np.zeros(len(ids), bool)
+        found: np.ndarray = c.index.contains(ids, owner=tid)
+        return found
 
 
 def _owner_ids(db: Database, collection: str, tid: int) -> np.ndarray:
@@ -337,10 +349,11 @@ def _coll(
     grants = set(zip(grant_ids.tolist(), grant_to.tolist(), strict=True))
     if any(t not in tenants for _, t in grants):
         raise InvalidArgument(f"expected grants in {name!r} to tenants named in the bundle")
-    known = set(ids.tolist())
-    if not full and name in db.list_collections():
-        known |= set(_owner_ids(db, name, tid).tolist()) - set(deleted.tolist())
-    if any(v not in known for v, _ in grants):
+    granted = np.unique(grant_ids)
+    held = np.isin(granted, ids)
+    if not full and name in db.list_collections():  # or held at the target, not deleted
+        held |= _present(db, name, tid, granted) & ~np.isin(granted, deleted)
+    if not held.all():
         raise InvalidArgument(f"expected grants in {name!r} of ids the tenant holds")
     return _Coll(name, dim, metric, config, ids, vectors, docs, deleted, grants)
 
