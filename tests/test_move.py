@@ -385,8 +385,11 @@ def test_mover_crash_at_each_phase_then_resume_completes(cluster: Cluster, phase
         assert node is None
         cluster.reopen("n1")  # ...until the source restarts: its freeze is gone, it serves
         node, _ = _try_write(cluster, 70001)  # and the resumed move must carry this write
-    assert node is not None
+    # Flipped, not active: the source redirects, the target holds writes until activation.
+    assert (node is None) == (phase == "activate")
     report = cluster.mover().resume("a")
+    if node is None:
+        cluster.dbs["n2"].upsert("c", [70001], _vecs(1, 70001), tenant="a")
     assert report.phase == "done"
     p = cluster.control.placement("a")
     assert p is not None and (p.node, p.state) == ("n2", "serving")
@@ -426,7 +429,12 @@ def test_after_the_flip_only_forward(cluster: Cluster) -> None:
         cluster.mover(hook=_crash_at("activate")).move("a", "n2")
     with pytest.raises(FailedPrecondition, match="roll forward"):
         cluster.mover().abort("a")
+    with pytest.raises(TenantMoved):  # the source redirects...
+        cluster.dbs["n1"].upsert("c", [1], _vecs(1, 1), tenant="a")
+    with pytest.raises(TenantMoving):  # ...and the target acknowledges nothing before activation
+        cluster.dbs["n2"].upsert("c", [1], _vecs(1, 1), tenant="a")
     assert cluster.mover().resume("a").phase == "done"
+    cluster.dbs["n2"].upsert("c", [1], _vecs(1, 1), tenant="a")
 
 
 def test_a_failing_import_aborts_the_move(cluster: Cluster) -> None:

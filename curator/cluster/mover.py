@@ -204,9 +204,12 @@ class Mover:
             if not report._frozen_at:  # resumed: the source may have restarted unfrozen
                 rec = self._handoff(rec, report)
             self._readsets(rec, report._final)  # before the flip: stale ones cost nothing
+            self.nodes[rec.target].freeze_tenant(rec.tenant)  # no ack before activation
             p = self._cas(self._placement(rec.tenant), node=rec.target, epoch=p.epoch + 1,
                           state="activating")  # fmt: skip
-        elif p.node != rec.target:
+        elif p.node == rec.target:  # resumed after the flip: the target may have restarted
+            self.nodes[rec.target].freeze_tenant(rec.tenant)
+        else:
             raise FailedPrecondition(f"expected {rec.tenant!r} on {rec.source!r}, got {p.node!r}")
         self.nodes[rec.source].mark_moved(rec.tenant, rec.target, p.epoch)
         report.epoch = p.epoch
@@ -214,6 +217,8 @@ class Mover:
 
     def _activate(self, rec: MoveRecord, report: MoveReport) -> MoveRecord:
         p = self._placement(rec.tenant)
+        # The source redirects now (mark_moved): the target may acknowledge (I3).
+        self.nodes[rec.target].unfreeze_tenant(rec.tenant)
         if p.state == "activating":
             p = self._cas(p, state="serving")
         report.epoch = p.epoch

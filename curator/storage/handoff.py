@@ -58,7 +58,7 @@ class Handoff:
     def check_write(self, *names: str | None) -> None:
         """TenantMoved / TenantMoving if any named tenant may not be written here."""
         for name in names:
-            if not isinstance(name, str) or name == getattr(self._bypass, "name", None):
+            if not isinstance(name, str) or name in getattr(self._bypass, "names", ()):
                 continue
             self.check_read(name)
             if name in self.frozen:
@@ -70,12 +70,10 @@ class Handoff:
 
     def check_read(self, *names: str | None) -> None:
         for name in names:
-            hit = self.moved.get(name) if isinstance(name, str) else None
-            if (
-                hit is not None
-                and isinstance(name, str)
-                and name != getattr(self._bypass, "name", None)
-            ):
+            if not isinstance(name, str) or name in getattr(self._bypass, "names", ()):
+                continue
+            hit = self.moved.get(name)
+            if hit is not None:
                 raise TenantMoved(
                     f"expected a tenant homed here, got {name!r} moved to node {hit[0]!r} "
                     f"(epoch {hit[1]})",
@@ -87,11 +85,12 @@ class Handoff:
     @contextlib.contextmanager
     def bypass(self, name: str) -> Iterator[None]:
         """Let this thread's writes of `name` through (the node's own import and drop)."""
-        self._bypass.name = name
+        before = getattr(self._bypass, "names", ())
+        self._bypass.names = (*before, name)
         try:
             yield
         finally:
-            self._bypass.name = None
+            self._bypass.names = before
 
     # -- changes (writer lock held) ---------------------------------------------------------
     def freeze(self, name: str) -> None:
