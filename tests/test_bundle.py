@@ -44,7 +44,10 @@ def pair(tmp_path: Path) -> Iterator[tuple[Database, Database]]:
     src.upsert("c", [1, 2], _vecs(2, 2), tenant="other")  # same ids, another owner
     src.grant("c", np.arange(0, 300, 7), "b", tenant="a")
     src.issue_key("a", "for a")
+    src.cache_set_policy("mine", tenant="a", threshold=0.97)
+    src.cache_add_examples("mine", _vecs(3, 4), tenant="a")
     src.cache_store("hello", _vecs(1, 3)[0], "world", tenant="a", model="m")
+    src.cache_store("own", _vecs(1, 5)[0], "cat", tenant="a", model="m", category="mine")
     yield src, dst
     src.close()
     dst.close()
@@ -64,7 +67,11 @@ def _state(db: Database, tenant: str) -> dict[str, Any]:
             }
     out["keys"] = sorted(db.keys.tenant_digests(tenant).items())
     out["share"] = db.sharing(tenant)
-    out["cache"] = sorted((e.prompt, e.response) for e in db.cache.entries(f"#{tid}"))
+    out["cache"] = sorted((e.prompt, e.response, e.category) for e in db.cache.entries(f"#{tid}"))
+    with db.store.read() as txn:
+        for sub in ("cache_policies", "cache_examples"):
+            prefix = f"#{tid}\x1f".encode()
+            out[sub] = sorted(kv for kv in db.store.scan_raw(txn, sub) if kv[0].startswith(prefix))
     return out
 
 
@@ -73,7 +80,8 @@ def test_round_trip_is_byte_equal_and_idempotent(pair: tuple[Database, Database]
     data, upto = src.export_tenant("a")
     assert upto == src.server_info().seq
     counts = dst.import_tenant(data)
-    assert counts["upserted"] == 302 and counts["cache"] == 1 and counts["keys"] == 1
+    assert counts["upserted"] == 302 and counts["cache"] == 2 and counts["keys"] == 1
+    assert _state(src, "a")["cache_examples"]  # the fixture really has some
     assert _state(dst, "a") == _state(src, "a")
     assert dst.catalog.tenant("a").id == 10 and dst.catalog.tenant("b").id == 11
     assert dst.tenant_seq("a") >= src.tenant_seq("a")
@@ -202,6 +210,8 @@ HOSTILE = {
     "bad metric": _coll("metric", "hamming"),
     "bad config": _coll("config", {"branching": -3}),
     "config with junk": _coll("config", {"__class__": 1}),
+    "bad policy": _set("cache_policies", {"mine": {"threshold": 7}}),
+    "bad examples": _set("cache_examples", [{"category": "mine", "n": 0}]),
     "bad key": _set("keys", [{"digest": "zz", "key_id": "zz", "description": "", "created": 1}]),
     "kind": _set("kind", "archive"),
     "since": _set("since_seq", -1),

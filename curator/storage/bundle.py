@@ -9,24 +9,28 @@ grant list, keys and record (small, and changed without a logged id, e.g. when a
 dropped). Applying a bundle is idempotent (curator/storage/bundle_import.py), so a mover may
 repeat any export or import.
 
-Not carried: cache category policies and classifier examples (they stay on the source and
-are dropped with it); cache entries travel in base bundles only (the cache's writes are not
-in the operation log; an entry stored during a move is a later miss at the target, which a
-cache tolerates). Hit counts and creation times of cache entries restart at the target.
+The tenant's cache category policies and classifier example sums travel in every bundle
+(small, replaced as a whole). Cache entries travel in base bundles only (the cache's writes
+are not in the operation log; an entry stored during a move is a later miss at the target,
+which a cache tolerates); their hit counts and creation times restart at the target, and the
+threshold calibration state (feedback) is not carried.
 
 Layout: curator/storage/bundle_codec.py. Array names: c<i>.ids (u8), c<i>.vectors (f4,
 n x dim), c<i>.doc_len (i8, -1: none), c<i>.docs (u1), c<i>.deleted (u8), c<i>.grant_ids (u8),
-c<i>.grant_to (u4 tenant ids), k<j>.emb (f4) and k<j>.resp (u1) per cache entry.
+c<i>.grant_to (u4 tenant ids), k<j>.emb (f4) and k<j>.resp (u1) per cache entry, x<j>.sum
+(f8) per classifier category.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any
 
 import numpy as np
 
 from curator.cache import entry as entry_codec
+from curator.cache.classifier import CentroidClassifier
 from curator.errors import FailedPrecondition, InvalidArgument, NotFound
 from curator.storage import bundle_codec
 from curator.storage.catalog import TenantRecord
@@ -84,6 +88,7 @@ def export_tenant(
             if d.get("tenant") == name
         ]
         cache = [] if since_seq else _cache(store, txn, f"#{rec.id}", arrays)
+        policies, examples = _categories(store, txn, f"#{rec.id}", arrays)
     others = set(rec.share_with)
     for i in range(len(colls)):
         others |= set(arrays[f"c{i}.grant_to"].tolist())
@@ -103,6 +108,8 @@ def export_tenant(
         "keys": keys,
         "cache": cache,
         "received_from": sorted(received_from or []),
+        "cache_policies": policies,
+        "cache_examples": examples,
     }
     return bundle_codec.pack(header, arrays), upto
 
@@ -153,6 +160,26 @@ def _collection(
         "grant_ids": np.array([g[0] for g in grants], np.uint64),
         "grant_to": np.array([g[1] for g in grants], np.uint32),
     }
+
+
+def _categories(
+    store: Store, txn: Any, key: str, arrays: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The tenant's cache policies (category -> JSON) and classifier example sums (arrays
+    x<j>.sum, float64), keys `tenant \x1f category` (store.py)."""
+    prefix = (key + "\x1f").encode()
+    policies = {
+        k[len(prefix) :].decode(): json.loads(v)
+        for k, v in store.scan_raw(txn, "cache_policies")
+        if k.startswith(prefix)
+    }
+    examples: list[dict[str, Any]] = []
+    for k, v in store.scan_raw(txn, "cache_examples"):
+        if k.startswith(prefix):
+            s, n = CentroidClassifier.decode(v)
+            arrays[f"x{len(examples)}.sum"] = s
+            examples.append({"category": k[len(prefix) :].decode(), "n": n})
+    return policies, examples
 
 
 def _cache(store: Store, txn: Any, key: str, arrays: dict[str, np.ndarray]) -> list[Any]:

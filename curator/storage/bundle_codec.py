@@ -24,7 +24,7 @@ __all__ = ["FORMAT", "header", "pack", "unpack"]
 MAGIC = b"CDBBNDL\x00"
 FORMAT = 1
 _HEAD = struct.Struct("<8sII")
-_DTYPES = {"<f4", "<u8", "<u4", "<i8", "|u1"}
+_DTYPES = {"<f4", "<f8", "<u8", "<u4", "<i8", "|u1"}
 MAX_HEADER = 64 << 20
 MAX_DIMS = 2
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from curator.cache.policy import CategoryPolicy, check_category
 from curator.config import IndexConfig, Metric
 from curator.errors import CuratorError, FailedPrecondition, InvalidArgument
 from curator.results import KeyInfo
@@ -64,6 +65,8 @@ class Plan:
     keys: dict[str, KeyInfo]
     cache: list[tuple[dict[str, Any], np.ndarray, bytes]]
     upto_seq: int
+    policies: dict[str, CategoryPolicy]
+    examples: dict[str, tuple[np.ndarray, int]]
 
 
 def plan(db: Database, data: bytes, max_bytes: int) -> Plan:
@@ -99,6 +102,8 @@ def plan(db: Database, data: bytes, max_bytes: int) -> Plan:
         keys=_keys(h.get("keys"), name),
         cache=_cache(h.get("cache"), arrays) if since == 0 else [],
         upto_seq=upto,
+        policies=_policies(h.get("cache_policies")),
+        examples=_examples(h.get("cache_examples"), arrays),
     )
 
 
@@ -141,6 +146,8 @@ def _apply(db: Database, p: Plan) -> dict[str, int]:
             for at in range(0, len(ids), batch):
                 out["deleted"] += db.delete(cname, ids[at : at + batch], owner=p.name).count
     out["keys"] = db.keys.replace_tenant(p.name, p.keys)
+    with db._write_lock:  # before the entries: they may name the tenant's own categories
+        db.cache.categories.replace_tenant(f"#{p.tid}", p.policies, p.examples)
     for meta, emb, resp in p.cache:
         try:
             db.cache_store(
@@ -398,6 +405,34 @@ def _keys(raw: Any, tenant: str) -> dict[str, KeyInfo]:
         if not ok or not isinstance(created, int | float) or not math.isfinite(created):
             raise InvalidArgument(f"expected key records of a sha256 digest, got {k!r:.80}")
         out[k["digest"]] = KeyInfo(k["key_id"], tenant, k["description"], float(created))
+    return out
+
+
+def _policies(raw: Any) -> dict[str, CategoryPolicy]:
+    if not isinstance(raw, dict):
+        raise InvalidArgument("expected a map of cache policies in the bundle")
+    out = {}
+    for cat, d in raw.items():
+        try:
+            out[check_category(cat)] = CategoryPolicy.from_json(d)
+        except (TypeError, ValueError, CuratorError) as e:
+            raise InvalidArgument(f"expected valid cache policies, got {e!s:.80}") from None
+    return out
+
+
+def _examples(raw: Any, arrays: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, int]]:
+    if not isinstance(raw, list):
+        raise InvalidArgument("expected a list of classifier examples in the bundle")
+    out = {}
+    for j, e in enumerate(raw):
+        s = arrays.get(f"x{j}.sum")
+        ok = isinstance(e, dict) and type(e.get("n")) is int and 0 < e["n"] < 2**31
+        if not ok or s is None or s.dtype.str != "<f8" or s.ndim != 1 or not np.isfinite(s).all():
+            raise InvalidArgument(f"expected classifier example sums {j} in the bundle")
+        try:
+            out[check_category(e.get("category"))] = (np.array(s), int(e["n"]))
+        except (TypeError, ValueError, CuratorError) as err:
+            raise InvalidArgument(f"expected a category name, got {err!s:.80}") from None
     return out
 
 
