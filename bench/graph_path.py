@@ -198,7 +198,7 @@ def and_of_labels(idx: Any, ds: Dataset, n: int) -> list[str]:
 
 
 def _and(a: str, b: str) -> Any:
-    from curator.index.predicate import And, Label
+    from curator.predicate import And, Label
 
     return And(Label(a), Label(b))
 

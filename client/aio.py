@@ -23,12 +23,14 @@ from client.calls import Plan
 from client.client import channel_options
 from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
     CacheStats,
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -224,6 +226,17 @@ class AsyncClient:
     async def count(self, collection: str, *, tenant: str | None = None) -> int:
         return await self._run(calls.count(collection, tenant))
 
+    async def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage:
+        return await self._run(calls.list_ids(collection, tenant, owner, after, limit))
+
     async def search(
         self,
         collection: str,
@@ -235,6 +248,8 @@ class AsyncClient:
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
@@ -250,6 +265,8 @@ class AsyncClient:
             with_vectors,
             require_all,
             timeout,
+            where,
+            explain,
         )
         return await self._run(plan)
 

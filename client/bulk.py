@@ -286,7 +286,7 @@ def export_jsonl(
     db: VectorsAPI,
     collection: str,
     out: Path,
-    ids: np.ndarray,
+    ids: np.ndarray | None = None,
     *,
     tenant: str | None = None,
     owner: str | None = None,
@@ -294,12 +294,14 @@ def export_jsonl(
     bar: bool = True,
 ) -> int:
     """Write `owner`'s vectors (default: `tenant`'s) among `ids` that exist (and `tenant` may
-    read) to `out` as JSON lines that `import_file` reads back; returns the rows written."""
+    read) to `out` as JSON lines that `import_file` reads back; returns the rows written.
+    ids None: every id the owner holds, paged in id order (`list_ids`)."""
     written = 0
     tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w") as f, tqdm(total=len(ids), unit="id", desc="export", disable=not bar) as pb:
-        for s in range(0, len(ids), chunk_size):
-            rec = db.get(collection, ids[s : s + chunk_size], tenant=tenant, owner=owner)
+    total = len(ids) if ids is not None else db.count(collection, tenant=owner or tenant)
+    with tmp.open("w") as f, tqdm(total=total, unit="id", desc="export", disable=not bar) as pb:
+        for part in _id_chunks(db, collection, ids, tenant, owner, chunk_size):
+            rec = db.get(collection, part, tenant=tenant, owner=owner)
             for i, v, o, d in zip(rec.ids, rec.vectors, rec.owners, rec.documents, strict=True):
                 row: dict[str, Any] = {"id": int(i), "vector": v.tolist(), "owner": o}
                 if isinstance(d, bytes):
@@ -308,6 +310,28 @@ def export_jsonl(
                     row["document"] = d
                 f.write(json.dumps(row, separators=(",", ":")) + "\n")
             written += len(rec.ids)
-            pb.update(min(chunk_size, len(ids) - s))
+            pb.update(len(part))
     os.replace(tmp, out)
     return written
+
+
+def _id_chunks(
+    db: VectorsAPI,
+    collection: str,
+    ids: np.ndarray | None,
+    tenant: str | None,
+    owner: str | None,
+    size: int,
+) -> Iterator[np.ndarray]:
+    if ids is not None:
+        for s in range(0, len(ids), size):
+            yield ids[s : s + size]
+        return
+    after = None
+    while True:
+        page = db.list_ids(collection, tenant=tenant, owner=owner, after=after, limit=size)
+        if len(page.ids):
+            yield page.ids
+        if page.next_after is None:
+            return
+        after = page.next_after

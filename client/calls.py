@@ -17,9 +17,11 @@ from tqdm import tqdm
 
 from curator import errors
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     Records,
@@ -29,6 +31,7 @@ from curator.results import (
 )
 from curator.validation import as_ids
 from curator_api import convert
+from curator_api.predicates import predicate_to_pb
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = ["Call", "Plan", "error_from", "service_config"]
@@ -243,6 +246,22 @@ def count(collection: str, tenant: str | None) -> Plan[int]:
     return int((yield Call("Vectors", "Count", req)).count)
 
 
+def list_ids(
+    collection: str,
+    tenant: str | None,
+    owner: str | None,
+    after: int | None,
+    limit: int,
+) -> Plan[IdPage]:
+    req = pb.ListIdsRequest(
+        collection=collection, tenant=tenant or "", owner=owner or "", limit=limit
+    )
+    if after is not None:
+        req.after = after
+    r = yield Call("Vectors", "ListIds", req)
+    return convert.id_page_from_pb(r)
+
+
 def search(
     collection: str,
     queries: Any,
@@ -253,6 +272,8 @@ def search(
     with_vectors: bool,
     require_all: bool,
     timeout: float | None,
+    where: Predicate | None = None,
+    explain: bool = False,
 ) -> Plan[SearchResult]:
     req = pb.SearchRequest(
         collection=collection,
@@ -262,7 +283,10 @@ def search(
         with_documents=with_documents,
         with_vectors=with_vectors,
         require_all=require_all,
+        explain=explain,
     )
+    if where is not None:
+        req.where.CopyFrom(predicate_to_pb(where))
     if params is not None:
         req.params.CopyFrom(convert.search_params_to_pb(params))
     r = yield Call("Vectors", "Search", req, timeout)

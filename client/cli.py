@@ -119,10 +119,12 @@ def _import(c: Client, a: argparse.Namespace) -> Any:
     )
 
 
-def _id_list(a: argparse.Namespace) -> np.ndarray:
+def _id_list(a: argparse.Namespace) -> np.ndarray | None:
     if a.ids:
         return np.asarray(np.load(a.ids), np.uint64).reshape(-1)
-    lo, sep, hi = (a.id_range or "").partition(":")
+    if a.id_range is None:
+        return None  # every id the owner holds
+    lo, sep, hi = a.id_range.partition(":")
     if not sep or not lo.isdigit() or not hi.isdigit() or int(hi) < int(lo):
         raise InvalidArgument(
             f"expected --ids FILE.npy or --id-range START:END, got {a.id_range!r}"
@@ -269,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     p = verb(groups, "export", _export, "export vectors to JSON lines (the import format)")
     p.add_argument("collection")
     p.add_argument("out")
-    p.add_argument("--ids", help="a .npy of the ids to export")
+    p.add_argument("--ids", help="a .npy of the ids to export (default: every id it holds)")
     p.add_argument("--id-range", help="START:END (END excluded)")
     p.add_argument("--tenant", help="read as this tenant (default: the key's, or the admin)")
     p.add_argument("--owner", help="whose ids (ids are scoped per owner; default: --tenant)")

@@ -24,12 +24,14 @@ from client import cache, calls
 from client.calls import Plan
 from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
     CacheStats,
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -238,6 +240,19 @@ class Client:
     def count(self, collection: str, *, tenant: str | None = None) -> int:
         return self._run(calls.count(collection, tenant))
 
+    def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage:
+        """A page of `owner`'s (default: the key's tenant's) ids, ascending from above
+        `after`; pass `next_after` back for the next page."""
+        return self._run(calls.list_ids(collection, tenant, owner, after, limit))
+
     def search(
         self,
         collection: str,
@@ -249,6 +264,8 @@ class Client:
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
         timeout: float | None = None,
     ) -> SearchResult:
         """Nearest `k` readable vectors for each row of `queries` (nq, d): ids (nq, k) int64
@@ -264,6 +281,8 @@ class Client:
             with_vectors,
             require_all,
             timeout,
+            where,
+            explain,
         )
         return self._run(plan)
 

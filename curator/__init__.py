@@ -12,16 +12,24 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "And",
     "CuratorError",
     "CuratorIndex",
     "Database",
     "DatabaseConfig",
     "IndexConfig",
+    "Label",
     "Metric",
+    "Not",
+    "Or",
     "SearchParams",
 ]
 
 _WHERE = {
+    "And": "curator.predicate",
+    "Label": "curator.predicate",
+    "Not": "curator.predicate",
+    "Or": "curator.predicate",
     "CuratorError": "curator.errors",
     "CuratorIndex": "curator.index",
     "Database": "curator.database",
@@ -36,6 +44,7 @@ if TYPE_CHECKING:
     from curator.database import Database
     from curator.errors import CuratorError
     from curator.index.curator_index import CuratorIndex
+    from curator.predicate import And, Label, Not, Or
 
 
 def __getattr__(name: str) -> Any:

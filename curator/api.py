@@ -18,12 +18,14 @@ from typing import Any, Protocol
 
 from curator.cache.policy import CategoryPolicy
 from curator.config import IndexConfig, Metric, SearchParams
+from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
     CacheStats,
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
@@ -145,6 +147,16 @@ class VectorsAPI(Protocol):
 
     def count(self, collection: str, *, tenant: str | None = None) -> int: ...
 
+    def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage: ...
+
     def search(
         self,
         collection: str,
@@ -156,6 +168,8 @@ class VectorsAPI(Protocol):
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
     ) -> SearchResult: ...
 
 
@@ -318,6 +332,16 @@ class AsyncVectorsAPI(Protocol):
 
     async def count(self, collection: str, *, tenant: str | None = None) -> int: ...
 
+    async def list_ids(
+        self,
+        collection: str,
+        *,
+        tenant: str | None = None,
+        owner: str | None = None,
+        after: int | None = None,
+        limit: int = 1000,
+    ) -> IdPage: ...
+
     async def search(
         self,
         collection: str,
@@ -329,6 +353,8 @@ class AsyncVectorsAPI(Protocol):
         with_documents: bool = False,
         with_vectors: bool = False,
         require_all: bool = False,
+        where: Predicate | None = None,
+        explain: bool = False,
     ) -> SearchResult: ...
 
 

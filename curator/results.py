@@ -51,7 +51,8 @@ class SearchResult:
     """ids (nq, k) uint64 (padded with NO_ID), distances (nq, k) float32 (inf padded,
     smaller is closer); documents: nq lists of k payloads and vectors (nq, k, d) when asked
     for; seq: the write sequence the answer reflects; owners: nq lists of k owner tenant
-    names ("" for padding): ids are scoped per owner, so (owner, id) names a vector."""
+    names ("" for padding): ids are scoped per owner, so (owner, id) names a vector; plan:
+    how the search ran, when asked for (`explain`)."""
 
     ids: np.ndarray
     distances: np.ndarray
@@ -59,11 +60,35 @@ class SearchResult:
     vectors: np.ndarray | None = None
     seq: int = 0
     owners: list[list[str]] | None = None
+    plan: SearchPlan | None = None
 
     @property
     def found(self) -> np.ndarray:
         """(nq, k) bool: which entries are hits (not padding)."""
         return np.asarray(self.ids) != NO_ID
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a search ran (`explain=True`): path "exact", "tree" or "graph" ("none" when the
+    searched tenants hold nothing here); filter_size: vectors the filter admits (an upper
+    bound for a union of tenants); ef: the graph's search width (0 unless it ran); touched:
+    vectors whose distance was computed, summed over the `queries`."""
+
+    path: str
+    filter_size: int
+    ef: int
+    touched: int
+    queries: int
+
+
+@dataclass
+class IdPage:
+    """A page of a tenant's ids, ascending: ids (n,) uint64; `next_after` is what to pass as
+    `after` for the next page (None: this was the last page)."""
+
+    ids: np.ndarray
+    next_after: int | None
 
 
 @dataclass

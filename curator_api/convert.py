@@ -23,11 +23,13 @@ from curator.results import (
     CacheStored,
     CollectionInfo,
     Document,
+    IdPage,
     IssuedKey,
     KeyInfo,
     ModelLoad,
     PolicyState,
     Records,
+    SearchPlan,
     SearchResult,
     ServerInfo,
     WriteResult,
@@ -465,6 +467,17 @@ def records_from_pb(m: pb.GetResponse) -> Records:
     return Records(ids, x, list(m.owners), [decode_document(d) for d in m.documents])
 
 
+def id_page_to_pb(page: IdPage) -> pb.ListIdsResponse:
+    out = pb.ListIdsResponse(ids=np.asarray(page.ids, np.uint64).tolist())
+    if page.next_after is not None:
+        out.next_after = page.next_after
+    return out
+
+
+def id_page_from_pb(m: pb.ListIdsResponse) -> IdPage:
+    return IdPage(np.array(m.ids, np.uint64), m.next_after if m.HasField("next_after") else None)
+
+
 def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
     nq, k = r.ids.shape
     names = sorted({o for row in r.owners or [] for o in row if o})
@@ -482,6 +495,8 @@ def search_result_to_pb(r: SearchResult) -> pb.SearchResponse:
         out.documents.extend(encode_document(d) for row in r.documents for d in row)
     if r.vectors is not None:
         out.vectors.CopyFrom(encode_matrix(r.vectors.reshape(nq * k, -1)))
+    if r.plan is not None:
+        out.plan.CopyFrom(pb.SearchPlan(**dataclasses.asdict(r.plan)))
     return out
 
 
@@ -500,4 +515,8 @@ def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchR
     if m.HasField("vectors"):
         x = decode_matrix(m.vectors, "vectors", rows=m.nq * m.k)
         vecs = x.reshape(m.nq, m.k, m.vectors.dim)
-    return SearchResult(ids, dist, docs, vecs, m.seq, owners)
+    plan = None
+    if m.HasField("plan"):
+        pl = m.plan
+        plan = SearchPlan(pl.path, pl.filter_size, pl.ef, pl.touched, pl.queries)
+    return SearchResult(ids, dist, docs, vecs, m.seq, owners, plan)

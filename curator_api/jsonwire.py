@@ -89,6 +89,8 @@ def search_result_to_json(r: SearchResult) -> dict[str, Any]:
         out["documents"] = [[document_to_json(d) for d in row] for row in r.documents]
     if r.vectors is not None:
         out["vectors"] = np.asarray(r.vectors, np.float32).tolist()
+    if r.plan is not None:
+        out["plan"] = dataclasses.asdict(r.plan)
     return out
 
 

@@ -27,19 +27,25 @@ from curator import __version__
 from curator.auth import Principal
 from curator.config import IndexConfig, SearchParams
 from curator.database import Database
-from curator.errors import CuratorError, InvalidArgument, ResourceExhausted, Unavailable
+from curator.errors import CuratorError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from curator_api import jsonwire as jw
+from curator_api.predicates import predicate_from_json
 from server import rules
 from server.http_models import (
     AccessBody,
     BackupBody,
+    CacheExamplesBody,
+    CacheFeedbackBody,
     CacheInvalidateBody,
+    CacheLoadBody,
     CacheLookupBody,
+    CachePolicyBody,
     CacheStoreBody,
     CollectionBody,
     IdsBody,
     KeyBody,
     SearchBody,
+    SharingBody,
     TenantBody,
     UpsertBody,
 )
@@ -195,6 +201,12 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
     def describe_collection(name: str, p: Principal = P) -> JSON:
         return jw.to_json(rules.collection_view(db(), name, p))
 
+    @app.post("/v1/collections/{name}/train", tags=["admin"])
+    def train(name: str, p: Principal = P) -> JSON:
+        """Retrain the shared tree now (searches and writes go on meanwhile)."""
+        rules.require_admin(p)
+        return {"trained": db().train(name)}
+
     @app.delete("/v1/collections/{name}", tags=["admin"])
     def drop_collection(name: str, p: Principal = P) -> JSON:
         rules.require_admin(p)
@@ -217,6 +229,13 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
         rules.require_admin(p)
         db().drop_tenant(name)
         return {}
+
+    @app.post("/v1/tenants/{name}/sharing", tags=["admin"])
+    def allow_sharing(name: str, body: SharingBody, p: Principal = P) -> JSON:
+        """Let `name`'s key grant its vectors to `with_tenant` (allowed false: withdraw)."""
+        rules.require_admin(p)
+        db().allow_sharing(name, body.with_tenant, body.allowed)
+        return {"sharing": db().sharing(name)}
 
     @app.post("/v1/keys", tags=["admin"])
     def issue_key(body: KeyBody, p: Principal = P) -> JSON:
@@ -291,6 +310,25 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
         acting = rules.acting_tenant(p, tenant, required=False)
         return {"count": db().count(collection, tenant=acting)}
 
+    @app.get("/v1/collections/{collection}/ids", tags=["vectors"])
+    def list_ids(
+        collection: str,
+        tenant: str = "",
+        owner: str = "",
+        after: int | None = None,
+        limit: int = 1000,
+        p: Principal = P,
+    ) -> JSON:
+        """A page of a tenant's ids, ascending; next_after (null: the last page)."""
+        page = db().list_ids(
+            collection,
+            tenant=rules.acting_tenant(p, tenant, required=False),
+            owner=owner or None,
+            after=after,
+            limit=limit,
+        )
+        return {"ids": page.ids.tolist(), "next_after": page.next_after}
+
     @app.post("/v1/collections/{collection}/search", tags=["vectors"])
     def search(collection: str, body: SearchBody, p: Principal = P) -> JSON:
         """ids and distances are nq rows of k (padded with -1 / null)."""
@@ -304,6 +342,8 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
             with_documents=body.with_documents,
             with_vectors=body.with_vectors,
             require_all=body.require_all,
+            where=predicate_from_json(body.where) if body.where is not None else None,
+            explain=body.explain,
         )
         return jw.search_result_to_json(res)
 
@@ -355,6 +395,49 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
         """Admin without a tenant: the database-wide defaults."""
         acting = rules.acting_tenant(p, tenant, required=False)
         return {"categories": jw.to_json(db().cache_policies(tenant=acting, model=model))}
+
+    @app.post("/v1/cache/feedback", tags=["cache"])
+    def cache_feedback(body: CacheFeedbackBody, p: Principal = P) -> JSON:
+        """Was the lookup `lookup_id` (or the entry `entry_id`) right? Calibrates thresholds."""
+        res = db().cache_feedback(
+            tenant=rules.acting_tenant(p, body.tenant, required=True),
+            lookup_id=body.lookup_id,
+            entry_id=body.entry_id,
+            correct=body.correct,
+        )
+        return jw.to_json(res)
+
+    @app.put("/v1/cache/policies/{category}", tags=["cache"])
+    def cache_set_policy(category: str, body: CachePolicyBody, p: Principal = P) -> JSON:
+        acting = rules.acting_tenant(p, body.tenant, required=False)
+        return jw.to_json(db().cache_set_policy(category, tenant=acting, **body.policy))
+
+    @app.delete("/v1/cache/policies/{category}", tags=["cache"])
+    def cache_reset_policy(category: str, tenant: str = "", p: Principal = P) -> JSON:
+        acting = rules.acting_tenant(p, tenant, required=False)
+        return {"reset": db().cache_reset_policy(category, tenant=acting)}
+
+    @app.post("/v1/cache/examples", tags=["cache"])
+    def cache_add_examples(body: CacheExamplesBody, p: Principal = P) -> JSON:
+        """Example prompt embeddings of a category (for the category classifier)."""
+        acting = rules.acting_tenant(p, body.tenant, required=True)
+        x = jw.matrix_from_json(body.embeddings, "embeddings")
+        return {"count": db().cache_add_examples(body.category, x, tenant=acting)}
+
+    @app.post("/v1/cache/load", tags=["cache"])
+    def cache_report_load(body: CacheLoadBody, p: Principal = P) -> JSON:
+        """Admin: a model's current load and/or capacity; answers the model's load state."""
+        rules.require_admin(p)
+        if body.capacity_rps is not None:
+            db().cache_set_capacity(body.model, body.capacity_rps)
+        state = (
+            db().cache_report_load(body.model, body.load)
+            if body.load is not None
+            else db().cache_stats().models.get(body.model)
+        )
+        if state is None:
+            raise NotFound(f"expected a model with a load or capacity, got {body.model!r}")
+        return {"model": body.model, **jw.to_json(state)}
 
     @app.get("/v1/cache/stats", tags=["cache"])
     def cache_stats(tenant: str = "", p: Principal = P) -> JSON:

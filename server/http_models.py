@@ -10,7 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AccessBody",
     "BackupBody",
+    "CacheExamplesBody",
+    "CacheFeedbackBody",
     "CacheInvalidateBody",
+    "CacheLoadBody",
+    "CachePolicyBody",
     "CacheLookupBody",
     "CacheStoreBody",
     "CollectionBody",
@@ -18,6 +22,7 @@ __all__ = [
     "KeyBody",
     "SearchBody",
     "SearchParamsBody",
+    "SharingBody",
     "TenantBody",
     "UpsertBody",
 ]
@@ -90,6 +95,10 @@ class SearchBody(_Body):
     with_documents: bool = False
     with_vectors: bool = False
     require_all: bool = False
+    where: dict[str, Any] | None = Field(
+        None, description='labels: {"label": n}, {"not": P}, {"and": [P, ...]}, {"or": [P, ...]}'
+    )
+    explain: bool = False
 
 
 class CacheLookupBody(_Body):
@@ -114,6 +123,37 @@ class CacheStoreBody(_Body):
     ttl_s: float | None = None
     latency_s: float = 0.0
     tokens: int = 0
+
+
+class SharingBody(_Body):
+    with_tenant: str
+    allowed: bool = True
+
+
+class CacheFeedbackBody(_Body):
+    tenant: str = ""
+    lookup_id: int = 0
+    entry_id: int = 0
+    correct: bool
+
+
+class CachePolicyBody(_Body):
+    tenant: str = Field("", description="admin without a tenant: the database-wide default")
+    policy: dict[str, float | int | bool] = Field(
+        description="the CategoryPolicy fields to change (threshold, ttl_s, delta...)"
+    )
+
+
+class CacheExamplesBody(_Body):
+    tenant: str = ""
+    category: str
+    embeddings: Rows
+
+
+class CacheLoadBody(_Body):
+    model: str
+    load: float | None = Field(None, description="requests per second the model sees now")
+    capacity_rps: float | None = None
 
 
 class CacheInvalidateBody(_Body):

@@ -12,6 +12,7 @@ from curator.database import Database
 from curator.errors import NotFound
 from curator.results import WriteResult
 from curator_api import convert
+from curator_api.predicates import predicate_from_pb
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server import rules
@@ -205,6 +206,17 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
         return pb.CountResponse(count=self.db.count(request.collection, tenant=tenant))
 
     @rpc
+    def ListIds(self, request: pb.ListIdsRequest, context: Any) -> Any:
+        page = self.db.list_ids(
+            request.collection,
+            tenant=_act_as(request.tenant, required=False),
+            owner=request.owner or None,
+            after=request.after if request.HasField("after") else None,
+            limit=request.limit or 1000,
+        )
+        return convert.id_page_to_pb(page)
+
+    @rpc
     def Search(self, request: pb.SearchRequest, context: Any) -> Any:
         p = current_principal.get()
         tenants = rules.search_tenants(p, request.tenants)
@@ -218,6 +230,8 @@ class VectorsServicer(_Base, pb_grpc.VectorsServicer):
             with_documents=request.with_documents,
             with_vectors=request.with_vectors,
             require_all=request.require_all,
+            where=predicate_from_pb(request.where) if request.HasField("where") else None,
+            explain=request.explain,
         )
         if not p.is_admin:  # a tenant key sees its own write counter, not the global seq
             res = dataclasses.replace(res, seq=self.db.tenant_seq(p.tenant or ""))

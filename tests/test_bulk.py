@@ -91,5 +91,8 @@ def test_import_commits_owners_documents_and_labels(db: Database, tmp_path: Path
     out = tmp_path / "out.jsonl"
     ids = np.arange(20, dtype=np.uint64)
     assert bulk.export_jsonl(db, "c", out, ids, owner="acme", bar=False) == 6
+    everything = tmp_path / "all.jsonl"  # no id list: paged through list_ids
+    assert bulk.export_jsonl(db, "c", everything, owner="acme", chunk_size=4, bar=False) == 6
+    assert everything.read_text() == out.read_text()
     back = [json.loads(line) for line in out.read_text().splitlines()]
     assert back[1] == {**back[1], "id": 1, "owner": "acme", "document_b64": "AAE="}

@@ -172,6 +172,9 @@ def test_import_npy_and_export_round_trip(server: Proc, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     exported = server.run("export", "docs", str(out), "--id-range", "1000:1100", "--owner", "acme")
     assert exported["rows"] == 30
+    whole = tmp_path / "whole.jsonl"
+    assert server.run("export", "docs", str(whole), "--owner", "acme")["rows"] >= 30
+    assert out.read_text() in whole.read_text()  # every id acme holds, in id order
     server.run("collections", "create", "copy", "--dim", str(DIM), "--metric", "cosine")
     server.run("import", "copy", str(out))  # owners come from the exported rows
     with server.client() as c:

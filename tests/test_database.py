@@ -171,3 +171,30 @@ def test_a_tenant_created_with_an_explicit_id_keeps_it_and_the_counter_moves_pas
         assert d.catalog.tenant("placed").id == 1000
         d.create_tenant("after")
         assert d.catalog.tenant("after").id > d.catalog.tenant("local").id
+
+
+def test_list_ids_pages_in_id_order_and_lists_only_ones_own(db: Database) -> None:
+    ids = np.array([5, 2**64 - 2, 0, 77, 3, 1000], np.uint64)
+    db.upsert("docs", ids, _vecs(6), tenant="a")
+    db.upsert("docs", [1, 2], _vecs(2, 1), tenant="b")
+    got, after, pages = [], None, 0
+    while True:
+        page = db.list_ids("docs", tenant="a", after=after, limit=4)
+        got.extend(page.ids.tolist())
+        pages += 1
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert got == sorted(ids.tolist()) and pages == 2
+    assert db.list_ids("docs", owner="b").ids.tolist() == [1, 2]  # admin names the owner
+    assert db.list_ids("docs", tenant="c").ids.tolist() == []
+    assert db.list_ids("docs", tenant="a", after=2**64 - 2).ids.tolist() == []
+    with pytest.raises(PermissionDenied):
+        db.list_ids("docs", tenant="a", owner="b")
+    with pytest.raises(InvalidArgument, match="owner"):
+        db.list_ids("docs")
+    for bad in ({"limit": 0}, {"limit": True}, {"after": -1}, {"after": 2**64 - 1}):
+        with pytest.raises(InvalidArgument):
+            db.list_ids("docs", tenant="a", **bad)  # type: ignore[arg-type]
+    with pytest.raises(ResourceExhausted):
+        db.list_ids("docs", tenant="a", limit=10**6)

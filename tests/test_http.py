@@ -272,3 +272,53 @@ def test_readme_curl_examples(tmp_path: Path) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_cache_admin_calls_sharing_train_and_where(live: Live) -> None:
+    b = live.base
+    for t in ("a", "lang:en"):
+        call(b, "POST", "/v1/tenants", {"name": t})
+    _, key = call(b, "POST", "/v1/keys", {"tenant": "a"})
+    ka = key["secret"]
+    # policies: a tenant sets and resets its own; the admin sets the database-wide default
+    status, pol = call(b, "PUT", "/v1/cache/policies/chat", {"policy": {"threshold": 0.97}}, ka)
+    assert status == 200 and pol["threshold"] == 0.97
+    _, pols = call(b, "GET", "/v1/cache/policies", key=ka)
+    assert pols["categories"]["chat"]["policy"]["threshold"] == 0.97
+    assert call(b, "DELETE", "/v1/cache/policies/chat", key=ka) == (200, {"reset": True})
+    status, err = call(b, "PUT", "/v1/cache/policies/chat", {"policy": {"threshold": 7}}, ka)
+    assert (status, err["error"]) == (400, "InvalidArgument")
+    status, err = call(b, "PUT", "/v1/cache/policies/chat", {"policy": {"bogus": 1}}, ka)
+    assert (status, err["error"]) == (400, "InvalidArgument")
+    # examples, feedback, load
+    ex = {"category": "code", "embeddings": [[1.0, 0.0, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0]]}
+    assert call(b, "POST", "/v1/cache/examples", ex, ka) == (200, {"count": 2})
+    status, err = call(b, "POST", "/v1/cache/feedback", {"lookup_id": 12345, "correct": False}, ka)
+    assert (status, err["error"]) == (404, "NotFound")
+    assert call(b, "POST", "/v1/cache/load", {"model": "m", "load": 5.0}, ka)[0] == 403
+    status, load = call(b, "POST", "/v1/cache/load", {"model": "m", "capacity_rps": 10.0})
+    assert status == 200 and load["model"] == "m"
+    status, err = call(b, "POST", "/v1/cache/load", {"model": "never-reported"})
+    assert (status, err["error"]) == (404, "NotFound")
+    # sharing (admin), training, a search filtered by a label and explained
+    assert call(b, "POST", "/v1/tenants/a/sharing", {"with_tenant": "lang:en"}, ka)[0] == 403
+    status, sharing = call(b, "POST", "/v1/tenants/a/sharing", {"with_tenant": "lang:en"})
+    assert (status, sharing) == (200, {"sharing": ["lang:en"]})
+    call(b, "POST", "/v1/collections", {"name": "c", "dim": 4})
+    x = np.random.default_rng(5).standard_normal((40, 4)).round(3).tolist()
+    call(b, "POST", "/v1/collections/c/upsert", {"ids": list(range(40)), "vectors": x}, ka)
+    grant = {"ids": list(range(0, 40, 2)), "to_tenant": "lang:en"}
+    assert call(b, "POST", "/v1/collections/c/grant", grant, ka)[0] == 200
+    assert call(b, "POST", "/v1/collections/c/train")[1] == {"trained": True}
+    body = {"queries": x[:2], "k": 5, "where": {"not": {"label": "lang:en"}}, "explain": True}
+    status, res = call(b, "POST", "/v1/collections/c/search", body, ka)
+    assert status == 200 and all(i % 2 == 1 for row in res["ids"] for i in row)
+    assert res["plan"]["filter_size"] == 20 and res["plan"]["queries"] == 2
+    deep: dict[str, Any] = {"label": "lang:en"}
+    for _ in range(200):
+        deep = {"not": deep}
+    status, err = call(b, "POST", "/v1/collections/c/search", {**body, "where": deep}, ka)
+    assert (status, err["error"]) == (400, "InvalidArgument")
+    body["where"] = {"label": "b"}  # not a tenant a may filter by (nor a tenant at all)
+    status, err = call(b, "POST", "/v1/collections/c/search", body, ka)
+    assert (status, err["error"]) == (403, "PermissionDenied")

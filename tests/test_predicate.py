@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from curator import CuratorIndex, IndexConfig
-from curator.errors import InvalidArgument, NotFound
-from curator.index.predicate import MAX_DEPTH, And, Label, Not, Or, evaluate, labels
+from curator.errors import InvalidArgument
+from curator.predicate import MAX_DEPTH, And, Label, Not, Or, evaluate, labels
 from tests.conftest import brute_force, make_data, recall
 
 pytestmark = pytest.mark.timeout(120)
@@ -106,8 +106,11 @@ def test_predicate_is_limited_to_what_the_caller_reads(labelled) -> None:
     idx, sets, _, q = labelled
     got, _ = idx.search("small", q, 10, where=Or(Label("big"), Label("mid")))
     assert np.isin(got[got >= 0], sets["small"]).all()
-    with pytest.raises(NotFound):
-        idx.search("owner", q, 10, where=Label("nope"))
+    # A label nothing was granted to selects nothing (the Database decides who may name it).
+    got, dist = idx.search("owner", q, 10, where=Label("nope"))
+    assert (got == -1).all() and np.isinf(dist).all()
+    got, _ = idx.search("owner", q, 10, where=Not(Label("nope")))
+    assert (got >= 0).all()
 
 
 def test_search_and_is_the_and_predicate(labelled) -> None:

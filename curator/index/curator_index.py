@@ -19,12 +19,12 @@ from curator.index import kernels as K
 from curator.index import planner as _planner
 from curator.index import snapshot as _snapshot
 from curator.index.graph import ProximityGraph
-from curator.index.predicate import And, Label, Predicate
-from curator.index.predicate import evaluate as _evaluate
 from curator.index.sorted_map import SortedMap
 from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
+from curator.predicate import And, Label, Predicate
+from curator.predicate import evaluate as _evaluate
 from curator.validation import (
     as_ids,
     check_k,
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _LOW32 = np.int64(0xFFFFFFFF)
 _DEFAULT_PARAMS = SearchParams()
+_NO_SLOTS = np.empty(0, np.int32)
 
 
 class CuratorIndex:
@@ -350,7 +351,7 @@ class CuratorIndex:
     ) -> Any:
         """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
         row of `queries` (nq, d), restricted to those satisfying `where` (a label predicate,
-        see curator.index.predicate) if given. Returns ids (nq, k) int64 and distances (nq, k)
+        see curator.predicate) if given. Returns ids (nq, k) int64 and distances (nq, k)
         float32; with `explain=True` also the `Plan` that ran (path, vectors touched)."""
         ids, out, _, plan = self.search_prepared(
             _check_keys(tenant), self._prepare(queries), k, params, where
@@ -412,7 +413,8 @@ class CuratorIndex:
         return self.search_prepared([a], q, k, params, where=And(Label(a), Label(b)))
 
     def _label_slots(self, name: TenantKey) -> np.ndarray:
-        return self._sorted_slots(self._tenant_tree(name))
+        t = self._tenant_of.get(name)  # a label nothing was granted to selects nothing
+        return _NO_SLOTS if t is None else self._sorted_slots(self._live_tree(t))
 
     def _sorted_slots(self, tree: TenantTree) -> np.ndarray:
         """A tenant's slots sorted (n,) int32, cached while its view is unchanged (predicate

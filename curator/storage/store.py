@@ -447,6 +447,21 @@ class Store:
         for db in ("vectors", "documents", "access"):
             self._delete_prefix_bytes(txn, db, _OWNER.pack(coll, owner))
 
+    def ids_after(
+        self, txn: lmdb.Transaction, coll: int, owner: int, after: int, limit: int
+    ) -> np.ndarray:
+        """Up to `limit` of `owner`'s ids above `after` (-1: from the first), ascending:
+        one cursor seek, then `limit` steps (keys are big-endian, so key order is id order)."""
+        prefix = _OWNER.pack(coll, owner)
+        out: list[int] = []
+        with txn.cursor(db=self.db["vectors"]) as cur:
+            if cur.set_range(_VKEY.pack(coll, owner, after + 1) if after >= 0 else prefix):
+                for k in cur.iternext(values=False):
+                    if len(out) >= limit or k[: _OWNER.size] != prefix:
+                        break
+                    out.append(_VKEY.unpack(k)[2])
+        return np.array(out, np.uint64)
+
     def grants_of(self, txn: lmdb.Transaction, coll: int, owner: int, vid: int) -> list[int]:
         key = _VKEY.pack(coll, owner, vid)
         out = []

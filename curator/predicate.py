@@ -20,7 +20,7 @@ import numpy as np
 
 from curator.errors import InvalidArgument
 
-__all__ = ["And", "Label", "Not", "Or", "Predicate", "evaluate"]
+__all__ = ["And", "Label", "Not", "Or", "Predicate", "evaluate", "labels", "relabel"]
 
 #: Limits on a predicate's shape (a request is untrusted input).
 MAX_DEPTH = 32
@@ -61,6 +61,16 @@ def labels(pred: Predicate) -> list[str | int]:
     out: list[str | int] = []
     _walk(pred, 0, out)
     return out
+
+
+def relabel(pred: Predicate, names: dict[str | int, int]) -> Predicate:
+    """`pred` with every label replaced by `names[label]` (e.g. names by tenant ids)."""
+    if isinstance(pred, Label):
+        return Label(names[pred.name])
+    if isinstance(pred, Not):
+        return Not(relabel(pred.term, names))
+    terms = [relabel(t, names) for t in pred.terms]
+    return And(*terms) if isinstance(pred, And) else Or(*terms)
 
 
 def _walk(pred: object, depth: int, out: list[str | int]) -> None:
