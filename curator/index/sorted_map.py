@@ -68,20 +68,15 @@ class SortedMap:
     def _find_delta(self, keys: np.ndarray) -> np.ndarray:
         return _find(self._dk, self._alive, False, keys)
 
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """What the compiled get/put read: main, tombstones, the delta buffer and its length."""
+        return self._mk, self._mv, self._alive, self._dkb, self._dvb, self._dn
+
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Values of `keys` (n,) int64; -1 where absent (or 1 for present keys of a key set)."""
         keys = np.asarray(keys, np.int64)
         if len(keys) <= _SMALL_PUT:
-            return _get(
-                self._mk,
-                self._mv,
-                self._alive,
-                self._dkb,
-                self._dvb,
-                self._dn,
-                keys,
-                self._with_values,
-            )
+            return _get(*self._arrays(), keys, self._with_values)
         out = np.full(len(keys), -1, np.int64)
         pm = self._find_main(keys)
         m = pm >= 0
@@ -162,18 +157,7 @@ class SortedMap:
             if self._with_values:
                 self._dvb = _grown(self._dvb, self._dn, cap)
         new = np.empty(len(keys), np.bool_)
-        self._dn = _put(
-            self._mk,
-            self._mv,
-            self._alive,
-            self._dkb,
-            self._dvb,
-            self._dn,
-            keys,
-            vals,
-            self._with_values,
-            new,
-        )
+        self._dn = _put(*self._arrays(), keys, vals, self._with_values, new)
         if self._dn > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
             self._merge()
         return new
