@@ -111,3 +111,18 @@ def test_spread_mid_size_tenant_recall_at_defaults(monkeypatch) -> None:
     monkeypatch.setattr(P, "tree_patience", lambda m, p: 1)  # Curator v2's stopping rule
     got, got_d, _ = idx.search("spread", q, 10, explain=True)
     assert recall(got, got_d, truth, truth_d) < 0.95
+
+
+def test_unfiltered_search_does_not_gather_the_tenants_slots() -> None:
+    """A tenant that reads everything is searched without a filter: its writes do not make
+    the next search rebuild its sub-tree view (O(its size) per search after each write)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2100, 8)).astype(np.float32)
+    idx = CuratorIndex(8, "l2", IndexConfig(train_min_vectors=2000))
+    idx.insert(np.arange(2000), x[:2000], owner="solo")
+    for i in range(2000, 2100, 25):
+        idx.insert(np.arange(i, i + 25), x[i : i + 25], owner="solo")
+        got, got_d, plan = idx.search("solo", x[:5], 10, explain=True)
+        assert plan.path == "graph" and idx._tenant_tree("solo")._view is None
+        truth, truth_d = brute_force(x, np.arange(i + 25), x[:5], 10, "l2")
+        assert recall(got, got_d, truth, truth_d) >= 0.95

@@ -126,6 +126,10 @@ def search_tenants(
             )
             n = np.sum([x[2] for x in parts], axis=0)
         return s, d, _plan(index, path, m, 0, n, q)
+    if path == "graph" and max(t.size for t in trees) >= len(index):
+        # One of them reads everything: an unfiltered search, no need to gather slots (a
+        # tenant's view is rebuilt after each of its writes: O(its size)).
+        return _run(index, path, None, q, k, p, m)
     views = [t.view(index._tree).slots for t in trees]
     slots = views[0] if len(views) == 1 else np.unique(np.concatenate(views))
     return _run(index, path, slots, q, k, p, m)
@@ -143,7 +147,7 @@ def search_slots(
 def _run(
     index: CuratorIndex,
     path: str,
-    slots: np.ndarray,
+    slots: np.ndarray | None,
     q: np.ndarray,
     k: int,
     p: SearchParams,
@@ -152,6 +156,8 @@ def _run(
     st = index._store
     ip = index.metric is not Metric.L2
     ef = 0
+    if path != "graph" and slots is None:
+        raise Internal(f"expected the slots to search on the {path} path")
     if path == "exact":
         s, d, n = K.exact_batch(q, k, ip, slots, st.vectors, st.vnorm)
     elif path == "graph":
@@ -159,7 +165,7 @@ def _run(
         if g is None:
             raise Internal("expected a graph for the graph path")
         ef = graph_ef(k, p)
-        if len(slots) >= len(st):  # everything is readable: no filter
+        if slots is None or len(slots) >= len(st):  # everything is readable: no filter
             s, d, n = g.search(q, k, ef, st)
         else:
             allow = np.zeros(len(st.live), bool)
@@ -173,7 +179,7 @@ def _run(
                 s[bad], d[bad] = s2, d2
                 n = np.abs(n)
                 n[bad] += n2
-    else:
+    elif slots is not None:
         temp = TenantTree()
         temp.add(index._tree, st.leaf, slots, index.config.max_sl_size)
         s, d, n = _tree(index, temp.view(index._tree), q, k, p)
