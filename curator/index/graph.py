@@ -17,7 +17,9 @@ Grants and revokes change no link: filters are slot bitmaps built at query time.
 
 Concurrency: searches take no lock. Mutations (add, remove, repair, relayout, a link step's
 commit) hold `_mu`; a link step searches its candidates outside it and commits only if no
-remove or relayout ran meanwhile (`_gen`). A slot is always findable by a search: it leaves
+remove or relayout ran meanwhile (`_gen`). The fresh set has its own short lock
+(`_fresh_mu`, taken after `_mu` when both are held), so an insert waits for a commit only when
+the link arrays must grow. A slot is always findable by a search: it leaves
 `fresh` only after it is linked, and a search reads `fresh` before the link arrays.
 """
 
@@ -74,6 +76,7 @@ class ProximityGraph:
         self._pool: list[tuple[np.ndarray, np.ndarray]] = []
         self._lock = threading.Lock()  # the visited-buffer pool
         self._mu = threading.RLock()  # mutations (module docstring)
+        self._fresh_mu = threading.Lock()  # replacing `fresh`
         self._gen = 0  # bumped by remove and relayout: a link step's candidates are stale
         self._store: VectorStore | None = None  # the store the linker reads (latest seen)
         self._reseeded_at = 0
@@ -129,9 +132,11 @@ class ProximityGraph:
     def add(self, slots: np.ndarray, store: VectorStore, background: bool = True) -> None:
         """New live slots (n,) int32: searchable at once (fresh); once `link_min` are pending
         the background linker is woken (`background=False`: the caller links)."""
-        with self._mu:
+        if len(store.live) > len(self.linked):
+            with self._mu:  # the link arrays grow: not while a commit writes them
+                self._ensure(len(store.live))
+        with self._fresh_mu:
             self._store = store
-            self._ensure(len(store.live))
             self.fresh = np.concatenate([self.fresh, np.asarray(slots, np.int32)])
             wake = background and len(self.fresh) >= self.link_min
         if wake:
@@ -147,9 +152,8 @@ class ProximityGraph:
         many."""
         with self._mu:
             self._store = store
-            todo = self.fresh[store.live[self.fresh]]
+            todo = self._live_fresh(store)
             if not len(todo):
-                self.fresh = np.empty(0, np.int32)
                 return 0
             self._ensure(len(store.live))
             # Random order: slots are laid out by tree leaf, and linking cluster after cluster
@@ -175,9 +179,8 @@ class ProximityGraph:
             store = self._store
             if store is None:
                 return 0
-            todo = self.fresh[store.live[self.fresh]]
+            todo = self._live_fresh(store)
             if not len(todo):
-                self.fresh = np.empty(0, np.int32)
                 return 0
             if self.n_linked < 1000:  # a tiny graph: link one by one, under the lock
                 return self.link_pending(store)
@@ -196,6 +199,13 @@ class ProximityGraph:
                 self._reseed(store)
         return len(part)
 
+    def _live_fresh(self, store: VectorStore) -> np.ndarray:
+        """Drop deleted slots from `fresh` (they may be reused: `store.live` says which are
+        live now) and return it."""
+        with self._fresh_mu:
+            self.fresh = self.fresh[store.live[self.fresh]]
+            return self.fresh
+
     def _link_first(self, todo: np.ndarray, store: VectorStore) -> int:
         if self.n_linked:
             return 0
@@ -203,7 +213,8 @@ class ProximityGraph:
         self.nbr[x] = -1
         self.linked[x] = True
         self.n_linked = 1
-        self.fresh = self.fresh[self.fresh != x]
+        with self._fresh_mu:
+            self.fresh = self.fresh[self.fresh != x]
         self._reseed(store)
         return 1
 
@@ -233,7 +244,8 @@ class ProximityGraph:
         """Link `part` (held lock); the slots leave `fresh` only once linked."""
         G.commit_links(part, cs, cd, self.ip, st.vectors, st.vnorm, self.nbr, self.linked)
         self.n_linked += len(part)
-        self.fresh = self.fresh[~np.isin(self.fresh, part)]
+        with self._fresh_mu:
+            self.fresh = self.fresh[~np.isin(self.fresh, part)]
         if self.n_linked >= 2 * max(self._reseeded_at, 1):
             self._reseed(st)  # entry points follow the graph as it grows
 
@@ -244,7 +256,7 @@ class ProximityGraph:
             self._remove(np.asarray(slots, np.int32), store)
 
     def _remove(self, slots: np.ndarray, store: VectorStore) -> None:
-        if len(self.fresh):
+        with self._fresh_mu:
             self.fresh = self.fresh[~np.isin(self.fresh, slots)]
         slots = slots[slots < len(self.linked)]
         gone = slots[self.linked[slots]]
@@ -292,12 +304,13 @@ class ProximityGraph:
         self._repair(old)
         nbr = G.remap_rows(self.nbr, order, new_slot)
         linked = self.linked[order]
-        fresh = new_slot[self.fresh]
+        with self._fresh_mu:
+            fresh = new_slot[self.fresh]
+            self.fresh = fresh[fresh >= 0]
         self.nbr = np.full((len(store.live), self.degree), -1, np.int32)
         self.nbr[: len(nbr)] = nbr
         self.linked = np.zeros(len(store.live), bool)
         self.linked[: len(linked)] = linked
-        self.fresh = fresh[fresh >= 0]
         self.n_dead = 0
         with self._lock:
             self._pool.clear()
