@@ -71,6 +71,7 @@ def main() -> None:
             q,
             10,
             p.search_ef,
+            1,  # patience 1: Curator v2's rule, which the numpy version follows
             0,
             np.float32(0),
             True,

@@ -7,6 +7,7 @@ import pytest
 
 from curator import CuratorIndex, IndexConfig, SearchParams
 from curator.errors import FailedPrecondition
+from curator.index import linker
 from curator.index.graph import ProximityGraph
 from curator.index.vector_store import VectorStore
 from tests.conftest import brute_force, make_data, recall
@@ -65,8 +66,9 @@ def test_maintenance_matches_brute_force(small) -> None:
     rng = np.random.default_rng(5)
     st, slots = _store(x[:1500])
     g = ProximityGraph(ip=False, degree=16, ef_construction=64, link_min=200, repair_ratio=0.05)
-    g.add(slots, st)
-    assert g.n_linked == 1500
+    g.add(slots, st)  # past link_min: the background linker links them
+    assert linker.wait_idle(60)
+    assert g.n_linked == 1500 and not g.pending
     live = {int(s): i for i, s in enumerate(slots)}  # slot -> row of x
     nxt = 1500
     for step in range(12):
@@ -97,6 +99,7 @@ def test_maintenance_matches_brute_force(small) -> None:
         assert np.isin(s[s >= 0], ls).all(), f"step {step}: a deleted slot was returned"
         truth, truth_d = brute_force(st.vectors, ls.astype(np.int64), q, 10, "l2")
         assert recall(s.astype(np.int64), d, truth, truth_d) >= 0.95, step
+    assert linker.wait_idle(60)
     assert g.n_linked + len(g.fresh) == len(live)
     g.repair(st)
     assert not (g.nbr[g.nbr >= 0] >= st.high).any()
@@ -164,6 +167,7 @@ def test_index_builds_the_graph_when_needed_and_maintains_it() -> None:
             truth = np.where(t_rows >= 0, ids[np.maximum(t_rows, 0)], -1)
             assert recall(got, got_d, truth, truth_d) >= 0.95, (step, tenant, plan)
         idx.check_invariants()  # includes the graph: live = linked + fresh, nothing dead
+    assert linker.wait_idle(60)
     assert len(idx._graph.fresh) < 150, "the 300 inserted vectors were linked into the graph"
 
 
@@ -203,3 +207,51 @@ def test_graph_can_be_disabled() -> None:
     assert idx.is_trained and idx._graph is None and idx.memory_usage()["graph"] == 0
     _, _, plan = idx.search("a", d.queries[:5], 10, explain=True)
     assert plan.path == "tree"
+
+
+def _exact_top(st: VectorStore, g: ProximityGraph, q: np.ndarray, readable: np.ndarray) -> None:
+    """A graph search as wide as the collection equals brute force over `readable` slots,
+    whether they are linked or still pending."""
+    allow = np.zeros(len(st.live), bool)
+    allow[readable] = True
+    for mask, rows in ((None, readable), (allow, readable)):
+        s, d, _ = g.search(q, 10, 8192, st, mask, None if mask is None else rows)
+        truth, truth_d = brute_force(st.vectors, rows.astype(np.int64), q, 10, "l2")
+        assert recall(s.astype(np.int64), d, truth, truth_d, tol=1e-5) == 1.0
+
+
+def test_linking_is_off_the_write_path_and_searches_stay_exact(small) -> None:
+    """Inserts only queue slots; a background thread links them while searches and more
+    inserts go on. Every search meanwhile returns the exact top-k of what is readable."""
+    x, q = small
+    rng = np.random.default_rng(8)
+    st, slots = _store(x[:2000])
+    g = ProximityGraph.build(st, ip=False, degree=16, ef_construction=64)
+    with linker.paused():
+        new = st.allocate(1500)
+        st.put(
+            new, np.arange(2000, 3500, dtype=np.uint64), x[2000:3500], 0, np.zeros(1500, np.int32)
+        )
+        g.add(new, st)  # past link_min (256): scheduled, not linked by this call
+        assert g.pending == 1500 and g.n_linked == 2000
+        live = np.r_[slots, new]
+        _exact_top(st, g, q[:20], live)
+        _exact_top(st, g, q[:20], np.sort(rng.choice(live, 1200, replace=False)))
+    raced = 0
+    for step in range(30):  # the linker runs now: race it with inserts and searches
+        more = st.allocate(40)
+        rows = (3500 + 40 * step + np.arange(40)) % len(x)
+        st.put(more, rows.astype(np.uint64) + 10_000, x[rows], 0, np.zeros(40, np.int32))
+        g.add(more, st)
+        live = np.r_[live, more]
+        raced += g.pending > 0
+        part = np.sort(rng.choice(live, 1500, replace=False))
+        _exact_top(st, g, q[step : step + 5], part)
+    assert raced, "every search found nothing pending"
+    assert linker.wait_idle(60)
+    assert g.pending < g.link_min, "what is left is below the batch size"
+    assert g.n_linked + g.pending == len(live) == 3500 + 30 * 40
+    g.link_pending(st)
+    assert g.pending == 0 and g.n_linked == len(live)
+    _exact_top(st, g, q[:20], live)
+    g.check(st)

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from curator.index.sorted_map import SortedMap
 
-keys = st.lists(st.integers(-(2**62), 2**62), max_size=60, unique=True)
-ops = st.lists(st.tuples(st.sampled_from(["put", "remove"]), keys), max_size=40)
+# Up to 100 keys a call: both sides of the compiled small-put path (<= 64 keys).
+keys = st.lists(st.integers(-(2**62), 2**62), max_size=100, unique=True)
+ops = st.lists(st.tuples(st.sampled_from(["put", "remove", "merge"]), keys), max_size=40)
 
 
 @settings(max_examples=60, deadline=None)
@@ -22,6 +23,8 @@ def test_matches_a_dict(operations: list[tuple[str, list[int]]]) -> None:
         if op == "put":
             m.put(arr, arr % 1000 + i)
             model.update({k: k % 1000 + i for k in ks})
+        elif op == "merge":  # into main: later puts overwrite there or sit beside tombstones
+            m._merge()
         else:
             assert m.remove(arr) == sum(k in model for k in ks)
             for k in ks:
@@ -32,6 +35,27 @@ def test_matches_a_dict(operations: list[tuple[str, list[int]]]) -> None:
     k, v = m.items()
     assert dict(zip(k.tolist(), v.tolist(), strict=True)) == model
     assert k.tolist() == sorted(model)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops)
+def test_key_set_add_reports_new_keys(operations: list[tuple[str, list[int]]]) -> None:
+    m = SortedMap(values=False)
+    model: set[int] = set()
+    for op, ks in operations:
+        arr = np.array(ks, np.int64)
+        if op == "put":
+            assert m.add(arr).tolist() == [k not in model for k in ks]
+            model.update(ks)
+        elif op == "merge":
+            m._merge()
+        else:
+            assert m.remove(arr) == sum(k in model for k in ks)
+            model.difference_update(ks)
+        assert len(m) == len(model)
+    probe = np.array(sorted(model | {0, 1, -1}), np.int64)
+    assert m.contains(probe).tolist() == [k in model for k in probe.tolist()]
+    assert m.items()[0].tolist() == sorted(model)
 
 
 def test_range_spans_main_and_delta_and_skips_tombstones() -> None:

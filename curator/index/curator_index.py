@@ -217,9 +217,7 @@ class CuratorIndex:
         slots = self._slots_of(as_ids(ids, unique=False), owner)
         t = self._ensure_tenant(_check_key(tenant))
         slots = np.unique(slots)
-        keys = _pair(slots, t)
-        new = ~self._access.contains(keys)
-        self._access.put(keys[new])
+        new = self._access.add(_pair(slots, t))
         self._live_tree(t).add(
             self._tree,
             self._store.leaf,

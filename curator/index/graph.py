@@ -6,14 +6,21 @@ neighbour slots; the vectors stay in the `VectorStore` and are passed in on ever
 
 Maintenance, without a rebuild:
   - insert: new slots join a *fresh* set that searches scan exactly; once it holds
-    `link_min` slots they are linked (search with `ef_construction`, heuristic neighbour
-    selection, reverse edges). `link_pending()` links them at any time (a background worker's
-    entry point; the index itself calls it from the write path).
+    `link_min` slots the background linker (`curator.index.linker`) links them in small steps
+    (search with `ef_construction`, heuristic neighbour selection, reverse edges), off the
+    write path. `link_pending()` links them all at once (build, bulk loads, tests).
   - delete: the slot stops being traversed at once; when deleted nodes reach `repair_ratio`
     of the graph, nodes that pointed at them re-select neighbours among their live neighbours
     and the deleted nodes' neighbours, then the dead rows are cleared.
   - re-layout (`CuratorIndex.train`): rows are permuted and renumbered (`relayout`).
 Grants and revokes change no link: filters are slot bitmaps built at query time.
+
+Concurrency: searches take no lock. Mutations (add, remove, repair, relayout, a link step's
+commit) hold `_mu`; a link step searches its candidates outside it and commits only if no
+remove or relayout ran meanwhile (`_gen`). The fresh set has its own short lock
+(`_fresh_mu`, taken after `_mu` when both are held), so an insert waits for a commit only when
+the link arrays must grow. A slot is always findable by a search: it leaves
+`fresh` only after it is linked, and a search reads `fresh` before the link arrays.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from curator.errors import FailedPrecondition, Internal
 from curator.index import graph_kernels as G
 from curator.index import kernels as K
+from curator.index import linker as _linker
 from curator.index.vector_store import VectorStore
 
 __all__ = ["ProximityGraph"]
@@ -36,6 +44,9 @@ __all__ = ["ProximityGraph"]
 #: well-separated clusters few seeds leave clusters unreachable (12k x 24 clusters, graph ef
 #: 128: recall@10 0.91 with 16 seeds, 0.98 with 256); each seed costs one distance per query.
 _MIN_SEEDS, _MAX_SEEDS = 16, 256
+
+#: Slots one background link step takes (writers wait for at most one step's commit).
+LINK_STEP = 16
 
 
 class ProximityGraph:
@@ -63,7 +74,12 @@ class ProximityGraph:
         self.n_dead = 0  # deleted since the last repair (their rows still hold links)
         self.fresh = np.empty(0, np.int32)  # live slots not linked yet
         self._pool: list[tuple[np.ndarray, np.ndarray]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the visited-buffer pool
+        self._mu = threading.RLock()  # mutations (module docstring)
+        self._fresh_mu = threading.Lock()  # replacing `fresh`
+        self._gen = 0  # bumped by remove and relayout: a link step's candidates are stale
+        self._store: VectorStore | None = None  # the store the linker reads (latest seen)
+        self._reseeded_at = 0
 
     @classmethod
     def build(
@@ -71,7 +87,7 @@ class ProximityGraph:
     ) -> ProximityGraph:
         """A graph linking every live slot of `store`."""
         g = cls(ip, degree, ef_construction, capacity=len(store.live))
-        g.add(store.live_slots(), store)
+        g.add(store.live_slots(), store, background=False)
         g.link_pending(store)
         return g
 
@@ -113,63 +129,134 @@ class ProximityGraph:
                     self._pool.append(buf)
 
     # -- writes ------------------------------------------------------------------------------
-    def add(self, slots: np.ndarray, store: VectorStore) -> None:
-        """New live slots (n,) int32: searchable at once (fresh), linked in batches."""
-        self._ensure(len(store.live))
-        self.fresh = np.concatenate([self.fresh, np.asarray(slots, np.int32)])
-        if len(self.fresh) >= self.link_min:
-            self.link_pending(store)
+    def add(self, slots: np.ndarray, store: VectorStore, background: bool = True) -> None:
+        """New live slots (n,) int32: searchable at once (fresh); once `link_min` are pending
+        the background linker is woken (`background=False`: the caller links)."""
+        if len(store.live) > len(self.linked):
+            with self._mu:  # the link arrays grow: not while a commit writes them
+                self._ensure(len(store.live))
+        with self._fresh_mu:
+            self._store = store
+            self.fresh = np.concatenate([self.fresh, np.asarray(slots, np.int32)])
+            wake = background and len(self.fresh) >= self.link_min
+        if wake:
+            _linker.schedule(self)
+
+    @property
+    def pending(self) -> int:
+        """Slots waiting to be linked (scanned exactly by searches meanwhile)."""
+        return len(self.fresh)
 
     def link_pending(self, store: VectorStore) -> int:
-        """Link every fresh slot into the graph; returns how many."""
-        todo = self.fresh[store.live[self.fresh]]
-        self.fresh = np.empty(0, np.int32)
-        if not len(todo):
-            return 0
-        self._ensure(len(store.live))
-        # Random order: slots are laid out by tree leaf, and linking cluster after cluster
-        # leaves few long-range edges. Batches double up to 2 % of the graph: a batch is
-        # searched in parallel against the graph as it was, then linked serially.
-        todo = np.random.default_rng(self.n_linked).permutation(todo)
-        done = 0
-        if self.n_linked == 0:
-            x = int(todo[0])
-            self.nbr[x] = -1
-            self.linked[x] = True
-            self.n_linked, done = 1, 1
+        """Link every fresh slot into the graph now, holding the mutation lock; returns how
+        many."""
+        with self._mu:
+            self._store = store
+            todo = self._live_fresh(store)
+            if not len(todo):
+                return 0
+            self._ensure(len(store.live))
+            # Random order: slots are laid out by tree leaf, and linking cluster after cluster
+            # leaves few long-range edges. Batches double up to 2 % of the graph: a batch is
+            # searched in parallel against the graph as it was, then linked serially.
+            todo = np.random.default_rng(self.n_linked).permutation(todo)
+            done = self._link_first(todo, store)
+            with self._visited() as (vis, tags):
+                while done < len(todo):
+                    size = 1 if self.n_linked < 1000 else min(4096, self.n_linked // 50)
+                    part = todo[done : done + size]
+                    cs, cd = self._candidates(part, store, self.nbr, self.linked, vis, tags)
+                    self._commit(part, cs, cd, store)
+                    done += len(part)
             self._reseed(store)
-        reseeded_at = self.n_linked
+            return len(todo)
+
+    def link_step(self, limit: int = LINK_STEP) -> int:
+        """Link up to `limit` fresh slots: candidates searched without the mutation lock
+        (writers and searches go on), then committed under it. Returns how many were linked
+        (0: nothing pending, or the step raced a remove/relayout and will be retried)."""
+        with self._mu:
+            store = self._store
+            if store is None:
+                return 0
+            todo = self._live_fresh(store)
+            if not len(todo):
+                return 0
+            if self.n_linked < 1000:  # a tiny graph: link one by one, under the lock
+                return self.link_pending(store)
+            rng = np.random.default_rng(self.n_linked)
+            part = rng.choice(todo, min(limit, len(todo)), replace=False).astype(np.int32)
+            gen, nbr, linked = self._gen, self.nbr, self.linked
         with self._visited() as (vis, tags):
-            while done < len(todo):
-                size = 1 if self.n_linked < 1000 else min(4096, self.n_linked // 50)
-                part = todo[done : done + size]
-                cs, cd = G.candidates(
-                    part,
-                    self.ef_construction,
-                    self.ip,
-                    store.vectors,
-                    store.vnorm,
-                    self.nbr,
-                    self.linked,
-                    self.seeds,
-                    vis,
-                    tags,
-                )
-                G.commit_links(
-                    part, cs, cd, self.ip, store.vectors, store.vnorm, self.nbr, self.linked
-                )
-                done += len(part)
-                self.n_linked += len(part)
-                if self.n_linked >= 2 * reseeded_at:
-                    self._reseed(store)  # entry points follow the graph as it grows
-                    reseeded_at = self.n_linked
+            if len(vis[0]) < len(linked):
+                return 0  # the pool was resized between the two reads: retry
+            cs, cd = self._candidates(part, store, nbr, linked, vis, tags)
+        with self._mu:
+            if self._gen != gen or self._store is not store:
+                return 0  # a remove or relayout ran: the candidates may be stale
+            self._commit(part, cs, cd, store)
+            if self.n_linked >= 2 * self._reseeded_at or not len(self.fresh):
+                self._reseed(store)
+        return len(part)
+
+    def _live_fresh(self, store: VectorStore) -> np.ndarray:
+        """Drop deleted slots from `fresh` (they may be reused: `store.live` says which are
+        live now) and return it."""
+        with self._fresh_mu:
+            self.fresh = self.fresh[store.live[self.fresh]]
+            return self.fresh
+
+    def _link_first(self, todo: np.ndarray, store: VectorStore) -> int:
+        if self.n_linked:
+            return 0
+        x = int(todo[0])
+        self.nbr[x] = -1
+        self.linked[x] = True
+        self.n_linked = 1
+        with self._fresh_mu:
+            self.fresh = self.fresh[self.fresh != x]
         self._reseed(store)
-        return len(todo)
+        return 1
+
+    def _candidates(
+        self,
+        part: np.ndarray,
+        store: VectorStore,
+        nbr: np.ndarray,
+        linked: np.ndarray,
+        vis: np.ndarray,
+        tags: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return G.candidates(
+            part,
+            self.ef_construction,
+            self.ip,
+            store.vectors,
+            store.vnorm,
+            nbr,
+            linked,
+            self.seeds,
+            vis,
+            tags,
+        )
+
+    def _commit(self, part: np.ndarray, cs: np.ndarray, cd: np.ndarray, st: VectorStore) -> None:
+        """Link `part` (held lock); the slots leave `fresh` only once linked."""
+        G.commit_links(part, cs, cd, self.ip, st.vectors, st.vnorm, self.nbr, self.linked)
+        self.n_linked += len(part)
+        with self._fresh_mu:
+            self.fresh = self.fresh[~np.isin(self.fresh, part)]
+        if self.n_linked >= 2 * max(self._reseeded_at, 1):
+            self._reseed(st)  # entry points follow the graph as it grows
 
     def remove(self, slots: np.ndarray, store: VectorStore) -> None:
         """Slots being deleted (call before the store releases them)."""
-        slots = np.asarray(slots, np.int32)
-        if len(self.fresh):
+        with self._mu:
+            self._gen += 1
+            self._remove(np.asarray(slots, np.int32), store)
+
+    def _remove(self, slots: np.ndarray, store: VectorStore) -> None:
+        with self._fresh_mu:
             self.fresh = self.fresh[~np.isin(self.fresh, slots)]
         slots = slots[slots < len(self.linked)]
         gone = slots[self.linked[slots]]
@@ -179,12 +266,17 @@ class ProximityGraph:
         if np.isin(self.seeds, gone).any():
             self._reseed(store)
         if self.n_dead > self.repair_ratio * max(self.n_linked, 1):
-            self.repair(store)
+            self._repair(store)
 
     def repair(self, store: VectorStore) -> int:
         """Unlink deleted slots from their in-neighbours now; returns nodes repaired."""
+        with self._mu:
+            return self._repair(store)
+
+    def _repair(self, store: VectorStore) -> int:
         if not self.n_dead:
             return 0
+        self._gen += 1
         fixed = G.repair(
             self.ip,
             store.vectors,
@@ -201,17 +293,24 @@ class ProximityGraph:
     ) -> None:
         """Follow `store = old.reordered(order)`: new slot i is old slot order[i]; `new_slot`
         maps old slots to new (-1 for gone)."""
-        order = np.asarray(order, np.int64)
-        new_slot = np.asarray(new_slot, np.int32)
-        self.repair(old)
+        with self._mu:
+            self._gen += 1
+            self._store = store
+            self._relayout(np.asarray(order, np.int64), np.asarray(new_slot, np.int32), old, store)
+
+    def _relayout(
+        self, order: np.ndarray, new_slot: np.ndarray, old: VectorStore, store: VectorStore
+    ) -> None:
+        self._repair(old)
         nbr = G.remap_rows(self.nbr, order, new_slot)
         linked = self.linked[order]
-        fresh = new_slot[self.fresh]
+        with self._fresh_mu:
+            fresh = new_slot[self.fresh]
+            self.fresh = fresh[fresh >= 0]
         self.nbr = np.full((len(store.live), self.degree), -1, np.int32)
         self.nbr[: len(nbr)] = nbr
         self.linked = np.zeros(len(store.live), bool)
         self.linked[: len(linked)] = linked
-        self.fresh = fresh[fresh >= 0]
         self.n_dead = 0
         with self._lock:
             self._pool.clear()
@@ -220,6 +319,7 @@ class ProximityGraph:
     def _reseed(self, store: VectorStore) -> None:
         """Entry points spread over the linked slots (slots are laid out by tree leaf after
         training, so evenly spaced slots come from different clusters)."""
+        self._reseeded_at = self.n_linked
         nodes = np.flatnonzero(self.linked[: store.high]).astype(np.int32)
         n = int(np.clip(len(nodes) // 64, _MIN_SEEDS, _MAX_SEEDS))
         self.seeds = np.full(n, -1, np.int32)
@@ -244,20 +344,24 @@ class ProximityGraph:
         the filtered search. A query that computes more than `budget` distances gives up.
         Returns slots (nq, k) int32, distances (nq, k) float32, vectors touched per query (nq,)
         int64, negative for a query that gave up (its row is incomplete)."""
+        # `fresh` first: a slot leaves it only once linked into these (or newer) arrays.
+        pending = self.fresh
+        nbr, linked, seeds = self.nbr, self.linked, self.seeds
         filtered = allow is not None
         if allow is None:
             mask = np.zeros(1, bool)
-            seeds = self.seeds
         else:
             mask = allow
-            if len(mask) < len(self.linked):
-                mask = np.zeros(len(self.linked), bool)
+            if len(mask) < len(linked):
+                mask = np.zeros(len(linked), bool)
                 mask[: len(allow)] = allow
-            seeds = self.seeds
             if allowed is not None and len(allowed):
                 pick = np.linspace(0, len(allowed) - 1, min(_MIN_SEEDS, len(allowed)))
                 seeds = np.concatenate([allowed[pick.astype(np.int64)], seeds]).astype(np.int32)
         with self._visited() as (vis, tags):
+            if len(vis[0]) < len(linked):
+                vis = np.zeros((len(vis), len(linked)), np.uint32)  # raced a resize
+                tags = np.zeros(len(vis), np.uint32)
             out = G.search_batch(
                 queries,
                 k,
@@ -265,8 +369,8 @@ class ProximityGraph:
                 self.ip,
                 store.vectors,
                 store.vnorm,
-                self.nbr,
-                self.linked,
+                nbr,
+                linked,
                 mask,
                 filtered,
                 two_hop,
@@ -275,7 +379,7 @@ class ProximityGraph:
                 vis,
                 tags,
             )
-        fresh = self.fresh if allow is None else self.fresh[mask[self.fresh]]
+        fresh = pending if allow is None else pending[mask[pending]]
         if not len(fresh):
             return out
         s2, d2, n2 = K.exact_batch(queries, k, self.ip, fresh, store.vectors, store.vnorm)
@@ -285,6 +389,10 @@ class ProximityGraph:
     def check(self, store: VectorStore) -> None:
         """Raise Internal unless every live slot is linked or fresh (not both), nothing dead
         is linked, and no edge leaves the used slots."""
+        with self._mu:
+            self._check(store)
+
+    def _check(self, store: VectorStore) -> None:
         h = store.high
         live = store.live[:h]
         linked = self.linked[:h]
@@ -302,14 +410,15 @@ class ProximityGraph:
 
     # -- snapshot ----------------------------------------------------------------------------
     def to_arrays(self, high: int) -> dict[str, np.ndarray]:
-        return {
-            "graph_nbr": self.nbr[:high],
-            "graph_linked": self.linked[:high],
-            "graph_fresh": self.fresh,
-            "graph_params": np.array(
-                [self.degree, self.ef_construction, self.link_min, self.n_dead], np.int64
-            ),
-        }
+        with self._mu:  # copies: the linker goes on after this returns
+            return {
+                "graph_nbr": self.nbr[:high].copy(),
+                "graph_linked": self.linked[:high].copy(),
+                "graph_fresh": self.fresh,
+                "graph_params": np.array(
+                    [self.degree, self.ef_construction, self.link_min, self.n_dead], np.int64
+                ),
+            }
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray], ip: bool, store: VectorStore) -> ProximityGraph:
@@ -341,5 +450,8 @@ class ProximityGraph:
         g.n_linked = int(linked.sum())
         g.n_dead = n_dead
         g.fresh = fresh.astype(np.int32)
+        g._store = store
         g._reseed(store)
+        if len(g.fresh) >= g.link_min:
+            _linker.schedule(g)
         return g

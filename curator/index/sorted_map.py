@@ -4,7 +4,9 @@ Python dicts cost ~160 bytes an entry; this costs ~17 (a key, a value and a tomb
 Keys live in a large sorted `main` array plus a small sorted `delta` that absorbs writes; the
 delta is merged into main (O(n)) once it outgrows ~sqrt(n), so a write costs O(sqrt(n)) amortised
 and a lookup two binary searches. Deletions in main are tombstones, dropped at the next merge.
-Every operation takes and returns numpy arrays.
+Every operation takes and returns numpy arrays. A small `put` (the write path: one vector
+and its grants) runs as one compiled call into a delta buffer with spare room, instead of
+~10 numpy calls and a reallocation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ __all__ = ["SortedMap"]
 
 _MIN_DELTA = 4096
 
+#: Puts of at most this many keys take the compiled path (each new key shifts the delta
+#: buffer: O(delta) per key, cheaper than sorting and reallocating for a few keys).
+_SMALL_PUT = 64
+
 
 class SortedMap:
     """Map int64 keys to int64 values (-1 = absent), or a key set when `values=False`."""
@@ -25,16 +31,34 @@ class SortedMap:
         self._mk = np.empty(0, np.int64)  # main keys, sorted
         self._mv = np.empty(0, np.int64)  # main values
         self._alive = np.empty(0, bool)  # main tombstones
-        self._dk = np.empty(0, np.int64)  # delta keys, sorted
-        self._dv = np.empty(0, np.int64)
+        self._dkb = np.empty(16, np.int64)  # delta keys, sorted, in a buffer: [:_dn] used
+        self._dvb = np.empty(16 if values else 0, np.int64)
+        self._dn = 0
         self._n_dead = 0
+
+    @property
+    def _dk(self) -> np.ndarray:
+        return self._dkb[: self._dn]
+
+    @_dk.setter
+    def _dk(self, keys: np.ndarray) -> None:
+        self._dkb = keys
+        self._dn = len(keys)
+
+    @property
+    def _dv(self) -> np.ndarray:
+        return self._dvb[: self._dn] if self._with_values else self._dvb
+
+    @_dv.setter
+    def _dv(self, vals: np.ndarray) -> None:
+        self._dvb = vals
 
     def __len__(self) -> int:
         return len(self._mk) - self._n_dead + len(self._dk)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._mk, self._mv, self._alive, self._dk, self._dv))
+        return sum(a.nbytes for a in (self._mk, self._mv, self._alive, self._dkb, self._dvb))
 
     # -- lookups -------------------------------------------------------------------------
     def _find_main(self, keys: np.ndarray) -> np.ndarray:
@@ -44,9 +68,15 @@ class SortedMap:
     def _find_delta(self, keys: np.ndarray) -> np.ndarray:
         return _find(self._dk, self._alive, False, keys)
 
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """What the compiled get/put read: main, tombstones, the delta buffer and its length."""
+        return self._mk, self._mv, self._alive, self._dkb, self._dvb, self._dn
+
     def get(self, keys: np.ndarray) -> np.ndarray:
         """Values of `keys` (n,) int64; -1 where absent (or 1 for present keys of a key set)."""
         keys = np.asarray(keys, np.int64)
+        if len(keys) <= _SMALL_PUT:
+            return _get(*self._arrays(), keys, self._with_values)
         out = np.full(len(keys), -1, np.int64)
         pm = self._find_main(keys)
         m = pm >= 0
@@ -88,6 +118,9 @@ class SortedMap:
         """Insert or overwrite; `keys` must be unique within the call."""
         keys = np.asarray(keys, np.int64)
         vals = np.ones(len(keys), np.int64) if values is None else np.asarray(values, np.int64)
+        if len(keys) <= _SMALL_PUT:
+            self._put_small(keys, vals)
+            return
         pm = self._find_main(keys)
         m = pm >= 0
         if self._with_values:
@@ -102,10 +135,32 @@ class SortedMap:
             order = np.argsort(nk, kind="stable")
             nk, nv = nk[order], nv[order]
             at = np.searchsorted(self._dk, nk)
-            self._dk = np.insert(self._dk, at, nk)
-            self._dv = np.insert(self._dv, at, nv) if self._with_values else self._dv
+            dv = np.insert(self._dv, at, nv) if self._with_values else self._dvb
+            self._dk = np.insert(self._dk, at, nk)  # (sets the delta length: after _dv reads)
+            self._dv = dv
             if len(self._dk) > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
                 self._merge()
+
+    def add(self, keys: np.ndarray) -> np.ndarray:
+        """Key sets: insert `keys` (unique within the call); returns which were new (n,) bool."""
+        keys = np.asarray(keys, np.int64)
+        if len(keys) > _SMALL_PUT:
+            new = ~self.contains(keys)
+            self.put(keys[new])
+            return new
+        return self._put_small(keys, np.ones(len(keys), np.int64))
+
+    def _put_small(self, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        if self._dn + len(keys) > len(self._dkb):
+            cap = max(2 * len(self._dkb), self._dn + len(keys) + 16)
+            self._dkb = _grown(self._dkb, self._dn, cap)
+            if self._with_values:
+                self._dvb = _grown(self._dvb, self._dn, cap)
+        new = np.empty(len(keys), np.bool_)
+        self._dn = _put(*self._arrays(), keys, vals, self._with_values, new)
+        if self._dn > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
+            self._merge()
+        return new
 
     def remove(self, keys: np.ndarray) -> int:
         """Delete keys that are present; returns how many were."""
@@ -117,9 +172,9 @@ class SortedMap:
         pd = self._find_delta(keys)
         pd = pd[pd >= 0]
         if len(pd):
+            dv = np.delete(self._dv, pd) if self._with_values else self._dvb
             self._dk = np.delete(self._dk, pd)
-            if self._with_values:
-                self._dv = np.delete(self._dv, pd)
+            self._dv = dv
         if self._n_dead > len(self._mk) // 4 + _MIN_DELTA:
             self._merge()
         return len(pm) + len(pd)
@@ -146,6 +201,61 @@ class SortedMap:
         m._mv = np.ascontiguousarray(values, np.int64) if values is not None else m._mv
         m._alive = np.ones(len(m._mk), bool)
         return m
+
+
+def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
+    b = np.empty(cap, a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@numba.njit(cache=True, nogil=True)
+def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, new):  # pragma: no cover
+    """Overwrite keys present (live) in main or the delta; insert the others into the delta
+    buffer (dk, dv)[:dn], which has room for all of them, keeping it sorted. Sets new[i] for
+    inserted keys; returns the new delta length."""
+    n = mk.shape[0]
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        new[i] = False
+        p = np.searchsorted(mk, key)
+        if p < n and mk[p] == key and alive[p]:
+            if with_values:
+                mv[p] = vals[i]
+            continue
+        p = np.searchsorted(dk[:dn], key)
+        if p < dn and dk[p] == key:
+            if with_values:
+                dv[p] = vals[i]
+            continue
+        for j in range(dn, p, -1):
+            dk[j] = dk[j - 1]
+            if with_values:
+                dv[j] = dv[j - 1]
+        dk[p] = key
+        if with_values:
+            dv[p] = vals[i]
+        dn += 1
+        new[i] = True
+    return dn
+
+
+@numba.njit(cache=True, nogil=True)
+def _get(mk, mv, alive, dk, dv, dn, keys, with_values):  # pragma: no cover - compiled
+    """`get` in one call: the value (1 for a key set) of each key, -1 where absent."""
+    out = np.empty(keys.shape[0], np.int64)
+    n = mk.shape[0]
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        out[i] = -1
+        p = np.searchsorted(mk, key)
+        if p < n and mk[p] == key and alive[p]:
+            out[i] = mv[p] if with_values else 1
+            continue
+        p = np.searchsorted(dk[:dn], key)
+        if p < dn and dk[p] == key:
+            out[i] = dv[p] if with_values else 1
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

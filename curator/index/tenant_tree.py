@@ -89,6 +89,13 @@ class TenantTree:
                 break
         return out
 
+    def _locate_one(self, tree: SharedTree, leaf: int) -> int:
+        """`locate` of one vector's leaf: membership tests on the expanded set."""
+        for a in tree.anc[leaf, : tree.max_depth + 1].tolist():
+            if a not in self.expanded:
+                return int(a)
+        raise Internal(f"expected a non-expanded node above leaf {leaf}")
+
     def view(self, tree: SharedTree) -> TenantView:
         if self._view is None:
             self._view = self._build_view(tree)
@@ -131,6 +138,14 @@ class TenantTree:
         if not len(slots):
             return
         slots = np.asarray(slots, np.int32)
+        if len(slots) == 1:  # the write path's common case: no sorting, no locate arrays
+            node = self._locate_one(tree, int(slot_leaf[slots[0]]))
+            old = self.shortlists.get(node)
+            merged = slots if old is None else np.append(old, slots)
+            self._place(tree, slot_leaf, node, merged, max_sl_size)
+            self.size += 1
+            self._changed()
+            return
         dest = self.locate(tree, slot_leaf[slots])
         order = np.argsort(dest, kind="stable")
         dest, slots = dest[order], slots[order]

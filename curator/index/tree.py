@@ -142,7 +142,11 @@ class SharedTree:
         """Leaf of each vector (n,) int32: nearest child (L2) at every level."""
         if not self.is_trained:
             return np.zeros(len(x), np.int32)
-        route = _route if len(x) >= 64 else _route_serial  # thread start-up costs ~50 us
+        # A parallel region costs ~50 us quiet, and on a loaded machine waits for every worker
+        # thread to be scheduled: 256 vectors took 10-12 ms in parallel against 1.3 ms serial
+        # at load average 9 on 2 cores (bench/RESULTS.md §11, write path). Only bulk routing
+        # (training, bulk loads) is worth it.
+        route = _route if len(x) >= _PARALLEL_ROUTE_MIN else _route_serial
         return route(
             np.ascontiguousarray(x, np.float32),
             self.centroids,
@@ -217,6 +221,10 @@ def _leaf_of(v, centroids, cnorm, child_start, child_count):  # pragma: no cover
                 best = c
         node = best
     return node
+
+
+#: Vectors routed at once from which `route` uses the parallel driver (~10 ms of work serial).
+_PARALLEL_ROUTE_MIN = 2048
 
 
 # Two drivers (prange and range): numba's cache keys a function by name and place.
