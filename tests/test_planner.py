@@ -21,6 +21,11 @@ def test_choose() -> None:
     assert choose(big, 10**6, True, True, p) == "graph"
     assert choose(big - 1, 10**6, True, True, p) == "tree"
     assert choose(big, 10**6, True, False, p) == "tree"
+    # a search keeping at least as many candidates as the filter admits scans it exactly
+    wide = SearchParams(exact_search_threshold=0, search_ef=4096)
+    assert choose(4096, 10**4, True, True, wide) == "exact"
+    assert choose(4097, 10**4, True, True, wide) == "graph"
+    assert P.choose_for_set(4096, True, wide) == "exact"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +84,7 @@ def test_tree_path_below_the_graph_fraction(tight) -> None:
     ids = np.arange(0, len(x), 97)  # 62 vectors: ~1 % of 6,000
     idx.grant(ids, "sparse")
     got, _, plan = idx.search(
-        "sparse", q, 10, SearchParams(exact_search_threshold=10), explain=True
+        "sparse", q, 10, SearchParams(exact_search_threshold=10, search_ef=32), explain=True
     )
     assert plan.path == "tree" and plan.filter_size == len(ids)
     assert np.isin(got[got >= 0], ids).all()

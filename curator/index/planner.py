@@ -81,8 +81,11 @@ class Plan:
 
 
 def choose(m: int, n: int, trained: bool, has_graph: bool, p: SearchParams) -> str:
-    """The path for a filter admitting `m` of `n` vectors."""
-    if m <= p.exact_search_threshold or not trained:
+    """The path for a filter admitting `m` of `n` vectors. A search asked to keep at least
+    as many candidates as the filter admits (`search_ef` >= m) scans it exactly: cheaper than
+    a tree or graph walk over the same vectors, and exact (a filtered graph walk may not
+    reach every admitted vector)."""
+    if m <= max(p.exact_search_threshold, p.search_ef) or not trained:
         return "exact"
     if has_graph and m >= GRAPH_MIN_FRACTION * n:
         return "graph"
@@ -94,7 +97,7 @@ def choose_for_set(m: int, has_graph: bool, p: SearchParams) -> str:
     spread over the tree (Debian labels: tree recall 0.83-0.95 at the default search_ef), so
     exact up to SET_EXACT_MAX (where exact and graph cost the same at recall ~0.99 on
     Debian labels), the graph above it; a temporary tree only without a graph."""
-    if m <= p.exact_search_threshold:
+    if m <= max(p.exact_search_threshold, p.search_ef):
         return "exact"
     if not has_graph:
         return "tree"
