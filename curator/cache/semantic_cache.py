@@ -84,9 +84,13 @@ class SemanticCache(CacheWrites):
         verifier: Verifier | None = None,
     ) -> None:
         self.store = store
-        self._verifier = verifier
         self.graph_dir = graph_dir
         self.config = config or CacheConfig()
+        if verifier is None and self.config.pair_model:
+            from curator.cache.pair_model import verifier_from_dir
+
+            verifier = verifier_from_dir(self.config.pair_model, self.config.pair_pre_threshold)
+        self._verifier = verifier
         self.clock = clock
         self.load = LoadController(self.config.load_config(), clock)
         self.categories = Categories(store, self.config.classifier_min_similarity)

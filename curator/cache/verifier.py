@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from curator.cache import lexical
@@ -43,10 +43,13 @@ class Verifier(Protocol):
 
 
 class LexicalVerifier:
-    """The lexical guard plus the logistic head. `weights` (the trainer's output, see
-    verifier_weights.py): feature names, their means and scales, coefficients, intercept,
-    and the cosine-only fit (cos_coef, cos_intercept) that maps the head's logit back to the
-    cosine scale. guard=False: the head only."""
+    """The lexical guard plus the learned head. `weights` (the trainer's output, see
+    verifier_weights.py): feature names (cosine first, then lexical.FEATURES names) and either
+    a logistic head (kind "logistic": means and scales, coefficients, intercept) or a small
+    gradient-boosted tree ensemble (kind "trees": init logit and trees as parallel lists
+    feature / threshold / left / right / value, a leaf has feature -1); both with the
+    cosine-only fit (cos_coef, cos_intercept) that maps the head's logit back to the cosine
+    scale. guard=False: the head only."""
 
     def __init__(self, weights: Mapping[str, Any] | None = None, *, guard: bool = True) -> None:
         if weights is None:
@@ -57,14 +60,21 @@ class LexicalVerifier:
         if names[0] != "cosine" or set(names[1:]) - set(lexical.FEATURES):
             raise ValueError(f"expected features cosine + {lexical.FEATURES}, got {names}")
         self._index = [lexical.FEATURES.index(n) for n in names[1:]]
-        self._mean = [float(v) for v in weights["mean"]]
-        self._scale = [float(v) or 1.0 for v in weights["scale"]]
-        self._coef = [float(v) for v in weights["coef"]]
-        self._intercept = float(weights["intercept"])
+        self.kind = str(weights.get("kind", "logistic"))
+        if self.kind == "logistic":
+            self._mean = [float(v) for v in weights["mean"]]
+            self._scale = [float(v) or 1.0 for v in weights["scale"]]
+            self._coef = [float(v) for v in weights["coef"]]
+            self._intercept = float(weights["intercept"])
+            if not len(self._mean) == len(self._scale) == len(self._coef) == len(names):
+                raise ValueError("expected mean, scale and coef of one length per feature")
+        elif self.kind == "trees":
+            self._init = float(weights["init"])
+            self._trees = [_tree(t, len(names)) for t in weights["trees"]]
+        else:
+            raise ValueError(f"expected kind 'logistic' or 'trees', got {self.kind!r}")
         self._cos_coef = float(weights["cos_coef"])
         self._cos_intercept = float(weights["cos_intercept"])
-        if not len(self._mean) == len(self._scale) == len(self._coef) == len(names):
-            raise ValueError("expected mean, scale and coef of one length per feature")
         if self._cos_coef <= 0:
             raise ValueError(f"expected cos_coef > 0, got {self._cos_coef}")
         self.guard = guard
@@ -72,10 +82,22 @@ class LexicalVerifier:
     def logit(self, features: lexical.PairFeatures, cosine: float) -> float:
         v = features.vector()
         x = [cosine] + [v[i] for i in self._index]
+        if self.kind == "trees":
+            z = self._init
+            for feature, threshold, left, right, value in self._trees:
+                node = 0
+                while feature[node] >= 0:
+                    node = left[node] if x[feature[node]] <= threshold[node] else right[node]
+                z += value[node]
+            return z
         z = self._intercept
         for xi, m, s, c in zip(x, self._mean, self._scale, self._coef, strict=True):
             z += c * (xi - m) / s
         return z
+
+    def to_cosine_scale(self, logit: float) -> float:
+        """The cosine at which the cosine-only fit has these odds, clipped to [-1, 1]."""
+        return min(1.0, max(-1.0, (logit - self._cos_intercept) / self._cos_coef))
 
     def verify(self, prompt: str, cached_prompt: str, cosine: float) -> Verdict:
         f = lexical.compare(prompt, cached_prompt)
@@ -83,10 +105,30 @@ class LexicalVerifier:
             why = lexical.veto(f)
             if why is not None:
                 return Verdict(-1.0, why)
-        score = (self.logit(f, cosine) - self._cos_intercept) / self._cos_coef
-        return Verdict(min(1.0, max(-1.0, score)))
+        return Verdict(self.to_cosine_scale(self.logit(f, cosine)))
 
     def probability(self, prompt: str, cached_prompt: str, cosine: float) -> float:
         """The head's probability that the pair is a duplicate (for tuning and reports)."""
         z = self.logit(lexical.compare(prompt, cached_prompt), cosine)
         return 1.0 / (1.0 + math.exp(-z))
+
+
+_Tree = tuple[list[int], list[float], list[int], list[int], list[float]]
+
+
+def _tree(t: Sequence[Sequence[float]], n_features: int) -> _Tree:
+    """One tree's parallel lists, checked: features in range, children inside the tree."""
+    feature, threshold, left, right, value = (list(c) for c in t)
+    n = len(feature)
+    if not n or not all(len(c) == n for c in (threshold, left, right, value)):
+        raise ValueError("expected a tree's five lists of one non-zero length")
+    for i, f in enumerate(feature):
+        if f >= n_features or (f >= 0 and not (i < left[i] < n and i < right[i] < n)):
+            raise ValueError(f"expected node {i} to name a feature and later children")
+    return (
+        [int(f) for f in feature],
+        [float(v) for v in threshold],
+        [int(v) for v in left],
+        [int(v) for v in right],
+        [float(v) for v in value],
+    )
