@@ -18,14 +18,14 @@ Nothing is fetched from a model hub.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from curator.cache.offline import offline_import
 from curator.cache.verifier import LexicalVerifier, Verdict, Verifier
-from curator.errors import FailedPrecondition, InvalidArgument
+from curator.errors import InvalidArgument
 
 __all__ = ["CrossEncoderScorer", "PairModelVerifier", "PairScorer"]
 
@@ -86,19 +86,11 @@ class CrossEncoderScorer:
     def _load(self) -> tuple[Any, Any]:
         with self._lock:
             if self._model is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
-                    import torch
-                    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-                except ImportError as e:
-                    raise FailedPrecondition(
-                        f"expected the pair model's extra ({_INSTALL}), got {e}"
-                    ) from None
+                torch, tf = offline_import("torch", "transformers", install=_INSTALL)
                 if self.threads:
                     torch.set_num_threads(self.threads)
-                tok = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-                model = AutoModelForSequenceClassification.from_pretrained(
+                tok = tf.AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+                model = tf.AutoModelForSequenceClassification.from_pretrained(
                     self.path, local_files_only=True
                 )
                 model.eval()
