@@ -12,7 +12,8 @@ exact tier (digest of the normalised prompt) -> semantic tier (the `candidates` 
 entries of the partition, verified if the policy says so: candidates.py, verifier.py) ->
 near-identical prompts of the other categories of the same tenant, model and fingerprint
 (routing.py) -> otherwise a miss with its reason. Other tenants', models' and fingerprints'
-entries are never searched. Feedback on a lookup (`feedback`) calibrates the threshold.
+entries are never searched. Feedback on a lookup (`feedback`) calibrates the category's
+threshold and the entry's own (entry_thresholds.py).
 
 Writes: writes.py. In-memory bookkeeping: ledger.py (hit counts written back by the sweeper,
 sweeper.py); start-up rebuild and saved graphs: recovery.py.
@@ -41,7 +42,7 @@ from curator.cache.entry import CacheEntry, EntryMeta
 from curator.cache.entry_thresholds import EntryThresholds
 from curator.cache.ledger import Ledger
 from curator.cache.load import LoadController
-from curator.cache.lookup_log import LookupLog, LookupRecord
+from curator.cache.lookup_log import LookupLog, LookupRecord, check_feedback
 from curator.cache.partition import Partition, PartitionKey, prompt_digest
 from curator.cache.policy import DEFAULT_CATEGORY, CategoryPolicy
 from curator.cache.recovery import ID as _ID
@@ -347,17 +348,10 @@ class SemanticCache(CacheWrites):
         """Report whether the answer of a lookup (`lookup_id`; or of the latest lookup that
         served `entry_id`) was right. A served hit or a scored candidate below the threshold
         (exploration) both count; each lookup once. The category's threshold is then
-        re-learned to hold its max_false_hit_rate (calibration.py). Returns the category's
-        calibration state. Raises NotFound for a lookup this tenant did not make recently."""
-        for name, v in (("lookup_id", lookup_id), ("entry_id", entry_id)):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
-                raise InvalidArgument(f"expected {name} an unsigned 64-bit integer, got {v!r}")
-        if (lookup_id == 0) == (entry_id == 0):
-            raise InvalidArgument(
-                f"expected exactly one of lookup_id and entry_id, got {lookup_id} and {entry_id}"
-            )
-        if not isinstance(correct, bool):
-            raise InvalidArgument(f"expected correct a bool, got {correct!r}")
+        re-learned to hold its max_false_hit_rate (calibration.py), and so is the entry's
+        own (entry_thresholds.py). Returns both calibration states. Raises NotFound for a
+        lookup this tenant did not make recently."""
+        check_feedback(lookup_id, entry_id, correct)
         rec = self.lookups.take(tenant, lookup_id, entry_id)
         try:
             policy = self.policy(tenant, rec.category)
