@@ -28,6 +28,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from curator.cache import lexical
 
 __all__ = ["LexicalVerifier", "Verdict", "Verifier"]
@@ -75,7 +77,7 @@ class LexicalVerifier:
                 raise ValueError("expected mean, scale and coef of one length per feature")
         elif self.kind == "trees":
             self._init = float(weights["init"])
-            self._trees = [_tree(t, len(names)) for t in weights["trees"]]
+            self._forest = _Forest([_tree(t, len(names)) for t in weights["trees"]])
         else:
             raise ValueError(f"expected kind 'logistic' or 'trees', got {self.kind!r}")
         # below the cosines it was trained on the head knows nothing: the cosine stands
@@ -90,13 +92,7 @@ class LexicalVerifier:
         v = features.vector()
         x = [cosine] + [v[i] for i in self._index]
         if self.kind == "trees":
-            z = self._init
-            for feature, threshold, left, right, value in self._trees:
-                node = 0
-                while feature[node] >= 0:
-                    node = left[node] if x[feature[node]] <= threshold[node] else right[node]
-                z += value[node]
-            return z
+            return self._init + self._forest.value(x)
         z = self._intercept
         for xi, m, s, c in zip(x, self._mean, self._scale, self._coef, strict=True):
             z += c * (xi - m) / s
@@ -123,6 +119,44 @@ class LexicalVerifier:
 
 
 _Tree = tuple[list[int], list[float], list[int], list[int], list[float]]
+
+
+class _Forest:
+    """The trees as padded arrays (trees, nodes), walked level by level for all trees at
+    once: a leaf points to itself, so `depth` steps reach every tree's leaf."""
+
+    def __init__(self, trees: list[_Tree]) -> None:
+        if not trees:
+            raise ValueError("expected at least one tree")
+        n = max(len(t[0]) for t in trees)
+        self.feature = np.zeros((len(trees), n), np.int64)
+        self.threshold = np.full((len(trees), n), np.inf)
+        self.left = np.tile(np.arange(n), (len(trees), 1))
+        self.right = self.left.copy()
+        self.leaf = np.zeros((len(trees), n))
+        for k, (feature, threshold, left, right, value) in enumerate(trees):
+            for i, f in enumerate(feature):
+                if f >= 0:
+                    self.feature[k, i], self.threshold[k, i] = f, threshold[i]
+                    self.left[k, i], self.right[k, i] = left[i], right[i]
+                else:
+                    self.leaf[k, i] = value[i]
+        self.rows = np.arange(len(trees))
+        self.depth = max(_depth(t) for t in trees)
+
+    def value(self, x: list[float]) -> float:
+        xs = np.asarray(x, np.float64)
+        node = np.zeros(len(self.rows), np.int64)
+        for _ in range(self.depth):
+            go_left = xs[self.feature[self.rows, node]] <= self.threshold[self.rows, node]
+            node = np.where(go_left, self.left[self.rows, node], self.right[self.rows, node])
+        return float(self.leaf[self.rows, node].sum())
+
+
+def _depth(t: _Tree, node: int = 0) -> int:
+    if t[0][node] < 0:
+        return 0
+    return 1 + max(_depth(t, t[2][node]), _depth(t, t[3][node]))
 
 
 def _tree(t: Sequence[Sequence[float]], n_features: int) -> _Tree:
