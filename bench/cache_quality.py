@@ -37,7 +37,7 @@ from curator.cache.calibration import learned_threshold
 from curator.cache.candidates import Choice, choose
 from curator.cache.entry_thresholds import entry_threshold
 from curator.cache.policy import CATALOGUE
-from curator.cache.verifier import LexicalVerifier, Verdict
+from curator.cache.verifier import LexicalVerifier, Verdict, below_one
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["general", "chat", "docs", "code", "news", "health"]  # one catalogue policy a topic
@@ -146,20 +146,21 @@ class PairVerify(Verify):
         self.v = pv.base
         t0, asked = time.perf_counter(), 0
         for i in range(len(s.qid)):
-            need = []
+            need: list[tuple[int, float]] = []
             for j, c in zip(s.pos[i].tolist(), s.sim[i].tolist(), strict=True):
                 if j < 0 or c < FLOOR:
                     break
                 v = self.v.verify(s.texts[i], s.texts[j], c)
                 self.memo[(i, j)] = v
                 if v.veto is None and v.score >= pv.pre_threshold:
-                    need.append(j)
+                    need.append((j, c))
             if need:
-                probs = pv.scorer.score(s.texts[i], [s.texts[j] for j in need])
+                probs = pv.scorer.score(s.texts[i], [s.texts[j] for j, _ in need])
                 asked += len(need)
-                for j, p in zip(need, probs, strict=True):
+                for (j, c), p in zip(need, probs, strict=True):
                     p = min(1 - 1e-6, max(1e-6, p))
-                    self.memo[(i, j)] = Verdict(self.v.to_cosine_scale(np.log(p / (1 - p))))
+                    z = self.v.to_cosine_scale(np.log(p / (1 - p)))
+                    self.memo[(i, j)] = Verdict(below_one(z, c))
         self.model_pairs, self.model_seconds = asked, time.perf_counter() - t0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from curator.cache.offline import offline_import
-from curator.cache.verifier import LexicalVerifier, Verdict, Verifier
+from curator.cache.verifier import LexicalVerifier, Verdict, Verifier, below_one
 from curator.errors import InvalidArgument
 
 __all__ = ["CrossEncoderScorer", "PairModelVerifier", "PairScorer"]
@@ -66,7 +66,7 @@ class PairModelVerifier:
         if not math.isfinite(p):
             return v  # a broken model output never serves: keep the head's verdict
         p = min(1.0 - _EPS, max(_EPS, p))
-        return Verdict(self.base.to_cosine_scale(math.log(p / (1.0 - p))))
+        return Verdict(below_one(self.base.to_cosine_scale(math.log(p / (1.0 - p))), cosine))
 
 
 class CrossEncoderScorer:

@@ -32,7 +32,7 @@ import numpy as np
 
 from curator.cache import lexical
 
-__all__ = ["LexicalVerifier", "Verdict", "Verifier"]
+__all__ = ["LexicalVerifier", "Verdict", "Verifier", "below_one"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ class LexicalVerifier:
                 return Verdict(-1.0, why)
         if cosine < self.floor:
             return Verdict(cosine)
-        return Verdict(self.to_cosine_scale(self.logit(f, cosine)))
+        return Verdict(below_one(self.to_cosine_scale(self.logit(f, cosine)), cosine))
 
     def probability(self, prompt: str, cached_prompt: str, cosine: float) -> float:
         """The head's probability that the pair is a duplicate (for tuning and reports)."""
@@ -118,6 +118,13 @@ class LexicalVerifier:
         return 1.0 / (1.0 + math.exp(-z))
 
 
+def below_one(score: float, cosine: float) -> float:
+    """A verifier's score reaches 1.0 only where the cosine does: threshold 1.0 (a bound no
+    feedback could show held) then still stops every semantic hit but near-identical ones."""
+    return min(score, max(cosine, ALMOST_ONE))
+
+
+ALMOST_ONE = 1.0 - 1e-6
 _Tree = tuple[list[int], list[float], list[int], list[int], list[float]]
 
 
