@@ -445,7 +445,8 @@ def latency(data: qqp.QQP, emb: np.ndarray, s: Stream, n: int) -> dict[str, Any]
         for verify, cat in cats.items():
             db.cache_set_policy(cat, tenant="t", verify=verify, threshold=0.92,
                                 min_threshold=0.92, max_false_hit_rate=0.0)  # fmt: skip
-            db.cache.store_entries("t", [data.texts[i] for i in q[:n]], emb[q[:n]],
+            key = db._cache_tenant("t")  # the cache keys a tenant by its stable id
+            db.cache.store_entries(key, [data.texts[i] for i in q[:n]], emb[q[:n]],
                                    ["answer"] * n, model="m", category=cat)  # fmt: skip
         probes = q[n:]
         rng = np.random.default_rng(0)
