@@ -74,7 +74,7 @@ def fill(path: Path, x: np.ndarray) -> float:
     for s in tqdm(range(0, len(x), step), desc=f"fill {len(x):,}", unit="batch", leave=False):
         rows = range(s, min(s + step, len(x)))
         db.cache.store_entries(
-            "t",
+            db._cache_tenant("t"),  # the cache keys a tenant by its stable id
             [f"prompt number {i}" for i in rows],
             x[s : s + len(rows)],
             [f"response {i} ".ljust(200, ".") for i in rows],

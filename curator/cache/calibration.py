@@ -33,6 +33,7 @@ __all__ = ["PREFIX", "Calibration", "CategoryCalibration", "learned_threshold"]
 
 PREFIX = "\x1e"  # key prefix of calibration records among the policies
 _SEP = "\x1f"
+ENTRY_MARK = "\x1d"  # PREFIX + this: an entry's observations (entry_thresholds.py)
 _PAIR = struct.Struct("<ff")
 _Z = 1.645  # one-sided 95%
 
@@ -96,7 +97,7 @@ class Calibration:
         with store.read() as txn:
             for k, v in store.scan_raw(txn, "cache_policies"):
                 key = bytes(k).decode()
-                if key.startswith(PREFIX):
+                if key.startswith(PREFIX) and not key.startswith(ENTRY_MARK, 1):
                     tenant, category = key[1:].split(_SEP, 1)
                     pairs = [_PAIR.unpack_from(v, o) for o in range(0, len(v), _PAIR.size)]
                     self._cats[(tenant, category)] = CategoryCalibration(

@@ -42,11 +42,14 @@ def choose(
     alive: Callable[[int], bool],
     prompt: str,
     prompt_of: Callable[[int], str | None],
+    threshold_of: Callable[[int], float] | None = None,
 ) -> Choice:
     """Pick among candidates (ids (k,), cosines (k,) most similar first). `verify` None:
     cosine only; else candidates from min(floor, threshold) up are verified against `prompt`
     (their own prompts read with `prompt_of`). Either way the best candidate from that floor
-    up is reported in `scored`, so that feedback can explore below the threshold."""
+    up is reported in `scored`, so that feedback can explore below the threshold.
+    `threshold_of(entry id)`: the entry's own threshold (entry_thresholds.py), None: every
+    entry has `threshold`; the best score among candidates meeting their own wins."""
     out = Choice(best=float(sims[0]) if len(sims) else math.nan)
     low = min(floor, threshold)
     vetoed = False
@@ -57,11 +60,16 @@ def choose(
             if s >= threshold:
                 out.reason = "expired"
             continue
-        if verify is None:  # candidates come most similar first: this one decides
-            out.scored = (e, s, s)
-            if s >= threshold:
+        t = threshold if threshold_of is None else threshold_of(e)
+        if verify is None:  # most similar first: the first that meets its threshold decides
+            if out.scored is None or s >= t:
+                out.scored = (e, s, s)
+            if s >= t:
                 out.found = out.scored
-            return out
+                return out
+            if threshold_of is None:
+                return out
+            continue
         cached = prompt_of(e)
         if cached is None:  # deleted since the search
             continue
@@ -69,10 +77,12 @@ def choose(
         if v.veto is not None:
             vetoed = True
             continue
+        if v.score >= t and (out.found is None or v.score > out.found[2]):
+            out.found = (e, s, v.score)
         if out.scored is None or v.score > out.scored[2]:
             out.scored = (e, s, v.score)
-    if out.scored is not None and out.scored[2] >= threshold:
-        out.found = out.scored
+    if out.found is not None:
+        out.scored = out.found
     elif out.scored is None and vetoed and out.reason != "expired":
         out.reason = "vetoed"
     return out

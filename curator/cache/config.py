@@ -33,6 +33,9 @@ class CacheConfig:
         learned from them (calibration.py).
     embedder: "" (callers send embeddings) or "all-MiniLM-L6-v2" (the embed extra): the server
         embeds prompts sent without an embedding.
+    pair_model: "" or a directory holding a pair-scoring model (cross-encoder, the rerank
+        extra; pair_model.py): verifying categories then ask it about candidates whose
+        lexical score reaches pair_pre_threshold.
     load_*: the load controller (curator/cache/load.py)."""
 
     candidates: int = 4
@@ -58,6 +61,8 @@ class CacheConfig:
     feedback_window: int = 65536
     calibration_min_obs: int = 30
     embedder: str = ""
+    pair_model: str = ""
+    pair_pre_threshold: float = 0.85
 
     def __post_init__(self) -> None:
         if not 1 <= self.candidates <= 256:
@@ -70,6 +75,10 @@ class CacheConfig:
             raise InvalidArgument(
                 "expected feedback_window and calibration_min_obs >= 1, got "
                 f"{self.feedback_window} and {self.calibration_min_obs}"
+            )
+        if not -1.0 <= self.pair_pre_threshold <= 1.0:
+            raise InvalidArgument(
+                f"expected pair_pre_threshold in [-1, 1], got {self.pair_pre_threshold}"
             )
         if not 0 <= self.evict_slack < 1:
             raise InvalidArgument(f"expected evict_slack in [0, 1), got {self.evict_slack}")

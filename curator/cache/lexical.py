@@ -15,7 +15,9 @@ import math
 import re
 from functools import lru_cache
 
-__all__ = ["FEATURES", "PairFeatures", "Tokens", "compare", "tokens", "veto"]
+from curator.cache.vocabulary import idf
+
+__all__ = ["FEATURES", "PairFeatures", "Tokens", "compare", "stem", "tokens", "veto"]
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019.,][^\W_]+)*", re.UNICODE)
 _NUMBER = re.compile(r"^\d[\d.,]*(?:[a-z]{1,3})?$|^[a-z]{0,2}\d[\d.,]*$")
@@ -44,6 +46,7 @@ for _a, _b in _OPPOSITES:
     _OPPOSITE.setdefault(_b, set()).add(_a)
 # words whose argument order matters ("A to B" is not "B to A"); "and", "or", "vs" do not
 _DIRECTED = frozenset("to than from into over under before after by for".split())
+_WH = frozenset("what which who whom whose how why when where".split())
 _STOP = frozenset(
     "a an the is are was were be been do does did of in on at to for with by from as and or "
     "what which who whom whose how why when where i you we they it my your me can could should "
@@ -60,12 +63,14 @@ class Tokens:
     names: frozenset[str]  # lower-cased capitalised words not at a sentence start
     negations: int
     content: tuple[str, ...]  # words minus stop words, in order
+    stems: tuple[str, ...]  # the content words' stems, in order
+    wh: str  # the first question word ("how", "why", ...), "" if none
 
 
 @lru_cache(maxsize=65536)
 def tokens(text: str) -> Tokens:
     raw = _WORD.findall(text)
-    words = tuple(w.lower() for w in raw)
+    words = tuple(w.lower().replace("\u2019", "'") for w in raw)
     names = set()
     start = True
     for w, lw in zip(raw, words, strict=True):
@@ -77,13 +82,28 @@ def tokens(text: str) -> Tokens:
         if m.group(1)[:1].isupper():
             names.discard(m.group(1).lower())
     numbers = frozenset(w.replace(",", "") for w in words if _NUMBER.match(w))
+    content = tuple(w for w in words if w not in _STOP)
     return Tokens(
         words,
         numbers,
         frozenset(names - numbers),
         sum(1 for w in words if w in _NEGATION or w.endswith("n't")),
-        tuple(w for w in words if w not in _STOP),
+        content,
+        tuple(stem(w) for w in content),
+        next((w for w in words if w in _WH), ""),
     )
+
+
+def stem(word: str) -> str:
+    """A crude suffix stripper: plural and tense changes are not differences of meaning."""
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word.endswith("ss"):
+            return word[: -len(suffix)]
+    return word
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +112,11 @@ class PairFeatures:
     words in one prompt only; numbers, names: 1.0 when each prompt has one the other lacks
     (a substitution), 0.5 when only one prompt has such, else 0; negation, opposite, swap: 1.0
     when the negation parity, a comparison's direction or a directed relation's argument
-    order differs."""
+    order differs. Over content-word stems weighted by their rarity (vocabulary.idf):
+    idf_diff: the weight of the stems in one prompt only over the weight of all; idf_sub: the
+    rarest stem one prompt lacks, the smaller of the two sides (a substituted rare word);
+    idf_add: the larger of the two (a detail one prompt adds). wh: the prompts' question words
+    differ ("how" / "why"); order: the share of common stem pairs in a different order."""
 
     jaccard: float
     len_diff: float
@@ -102,6 +126,11 @@ class PairFeatures:
     negation: float
     opposite: float
     swap: float
+    idf_diff: float
+    idf_sub: float
+    idf_add: float
+    wh: float
+    order: float
 
     def vector(self) -> list[float]:
         return [getattr(self, f) for f in FEATURES]
@@ -134,10 +163,33 @@ def _swap(a: Tokens, b: Tokens) -> float:
     return 1.0 if _DIRECTED & set(a.words) & set(b.words) else 0.0
 
 
+def _order(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+    """Share of the pairs of common stems whose order differs (0: same order)."""
+    pos_b: dict[str, int] = {}
+    for k, w in enumerate(b):
+        pos_b.setdefault(w, k)
+    seen: set[str] = set()
+    seq = []
+    for w in a:
+        if w in pos_b and w not in seen:
+            seen.add(w)
+            seq.append(pos_b[w])
+    n = len(seq)
+    if n < 2:
+        return 0.0
+    inv = sum(1 for i in range(n) for j in range(i + 1, n) if seq[i] > seq[j])
+    return inv / (n * (n - 1) / 2)
+
+
 def compare(a: str, b: str) -> PairFeatures:
     ta, tb = tokens(a), tokens(b)
     sa, sb = set(ta.words), set(tb.words)
     union = len(sa | sb)
+    ca, cb = set(ta.stems), set(tb.stems)
+    only_a = [idf(w) for w in ca - cb]
+    only_b = [idf(w) for w in cb - ca]
+    total = sum(idf(w) for w in ca | cb)
+    max_a, max_b = max(only_a, default=0.0), max(only_b, default=0.0)
     return PairFeatures(
         jaccard=len(sa & sb) / union if union else 1.0,
         len_diff=abs(math.log(len(ta.words) + 1) - math.log(len(tb.words) + 1)),
@@ -147,6 +199,11 @@ def compare(a: str, b: str) -> PairFeatures:
         negation=float((ta.negations % 2) != (tb.negations % 2)),
         opposite=_opposite(ta, tb),
         swap=_swap(ta, tb),
+        idf_diff=(sum(only_a) + sum(only_b)) / total if total else 0.0,
+        idf_sub=min(max_a, max_b),
+        idf_add=max(max_a, max_b),
+        wh=float(bool(ta.wh and tb.wh and ta.wh != tb.wh)),
+        order=_order(ta.stems, tb.stems),
     )
 
 

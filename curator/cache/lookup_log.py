@@ -12,9 +12,9 @@ import dataclasses
 import itertools
 import threading
 
-from curator.errors import NotFound
+from curator.errors import InvalidArgument, NotFound
 
-__all__ = ["LookupLog", "LookupRecord"]
+__all__ = ["LookupLog", "LookupRecord", "check_feedback"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,19 @@ class LookupRecord:
     entry_id: int
     score: float
     served: bool
+
+
+def check_feedback(lookup_id: int, entry_id: int, correct: bool) -> None:
+    """Feedback names exactly one of a lookup and an entry (unsigned 64-bit) and a bool."""
+    for name, v in (("lookup_id", lookup_id), ("entry_id", entry_id)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+            raise InvalidArgument(f"expected {name} an unsigned 64-bit integer, got {v!r}")
+    if (lookup_id == 0) == (entry_id == 0):
+        raise InvalidArgument(
+            f"expected exactly one of lookup_id and entry_id, got {lookup_id} and {entry_id}"
+        )
+    if not isinstance(correct, bool):
+        raise InvalidArgument(f"expected correct a bool, got {correct!r}")
 
 
 class LookupLog:

@@ -76,6 +76,7 @@ def route(
             alive=alive,
             prompt=prompt,
             prompt_of=cache._prompt_of,
+            threshold_of=cache.entry_threshold_of(both, policy),
         )
         if choice.found is not None and (best is None or choice.found[2] > best[0].found[2]):  # type: ignore[index]
             best = (choice, c)

@@ -12,7 +12,8 @@ exact tier (digest of the normalised prompt) -> semantic tier (the `candidates` 
 entries of the partition, verified if the policy says so: candidates.py, verifier.py) ->
 near-identical prompts of the other categories of the same tenant, model and fingerprint
 (routing.py) -> otherwise a miss with its reason. Other tenants', models' and fingerprints'
-entries are never searched. Feedback on a lookup (`feedback`) calibrates the threshold.
+entries are never searched. Feedback on a lookup (`feedback`) calibrates the category's
+threshold and the entry's own (entry_thresholds.py).
 
 Writes: writes.py. In-memory bookkeeping: ledger.py (hit counts written back by the sweeper,
 sweeper.py); start-up rebuild and saved graphs: recovery.py.
@@ -38,9 +39,10 @@ from curator.cache.candidates import Choice, choose
 from curator.cache.categories import Categories
 from curator.cache.config import CacheConfig
 from curator.cache.entry import CacheEntry, EntryMeta
+from curator.cache.entry_thresholds import EntryThresholds
 from curator.cache.ledger import Ledger
 from curator.cache.load import LoadController
-from curator.cache.lookup_log import LookupLog, LookupRecord
+from curator.cache.lookup_log import LookupLog, LookupRecord, check_feedback
 from curator.cache.partition import Partition, PartitionKey, prompt_digest
 from curator.cache.policy import DEFAULT_CATEGORY, CategoryPolicy
 from curator.cache.recovery import ID as _ID
@@ -83,13 +85,19 @@ class SemanticCache(CacheWrites):
         verifier: Verifier | None = None,
     ) -> None:
         self.store = store
-        self._verifier = verifier
         self.graph_dir = graph_dir
         self.config = config or CacheConfig()
+        if verifier is None and self.config.pair_model:
+            from curator.cache.pair_model import verifier_from_dir
+
+            verifier = verifier_from_dir(self.config.pair_model, self.config.pair_pre_threshold)
+        self._verifier = verifier
         self.clock = clock
         self.load = LoadController(self.config.load_config(), clock)
         self.categories = Categories(store, self.config.classifier_min_similarity)
         self.calibration = Calibration(store, min_obs=self.config.calibration_min_obs)
+        n = self.config.calibration_min_obs
+        self.entry_thresholds = EntryThresholds(store, max_obs=max(64, n), min_obs=n)
         self.lookups = LookupLog(self.config.feedback_window)
         self._params = self.config.partition_params()
         self.embedder: Any = None
@@ -111,6 +119,7 @@ class SemanticCache(CacheWrites):
         self._counters: dict[tuple[str, str, str], int] = {}
         self._counter_lock = threading.Lock()
         rebuild(self, known_tenants)
+        self.entry_thresholds.keep_only(self.ledger.metas)
         self._sweeper: Sweeper | None = None
         if background and self.config.sweep_every_s > 0 and not store.readonly:
             self._sweeper = Sweeper(self.sweep, self.config.sweep_every_s)
@@ -127,6 +136,7 @@ class SemanticCache(CacheWrites):
         if not self.store.readonly:
             self._flush_hits()
             self.calibration.flush()
+            self.entry_thresholds.flush()
             self.save_graphs()
 
     # -- lookups --------------------------------------------------------------------------
@@ -272,7 +282,18 @@ class SemanticCache(CacheWrites):
             alive=lambda e: self._alive(e, now, pressure),
             prompt=prompt,
             prompt_of=self._prompt_of,
+            threshold_of=self.entry_threshold_of(threshold, policy),
         )
+
+    def entry_threshold_of(
+        self, threshold: float, policy: CategoryPolicy
+    ) -> Callable[[int], float] | None:
+        """Each entry's own threshold given the category's (entry_thresholds.py), or None
+        when no entry has feedback or calibration is off (every entry: `threshold`)."""
+        delta = policy.max_false_hit_rate
+        if delta <= 0 or not self.entry_thresholds.has_feedback():
+            return None
+        return lambda e: self.entry_thresholds.threshold(e, threshold, delta)
 
     def _prompt_of(self, entry_id: int) -> str | None:
         with self.store.read() as txn:
@@ -327,25 +348,26 @@ class SemanticCache(CacheWrites):
         """Report whether the answer of a lookup (`lookup_id`; or of the latest lookup that
         served `entry_id`) was right. A served hit or a scored candidate below the threshold
         (exploration) both count; each lookup once. The category's threshold is then
-        re-learned to hold its max_false_hit_rate (calibration.py). Returns the category's
-        calibration state. Raises NotFound for a lookup this tenant did not make recently."""
-        for name, v in (("lookup_id", lookup_id), ("entry_id", entry_id)):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
-                raise InvalidArgument(f"expected {name} an unsigned 64-bit integer, got {v!r}")
-        if (lookup_id == 0) == (entry_id == 0):
-            raise InvalidArgument(
-                f"expected exactly one of lookup_id and entry_id, got {lookup_id} and {entry_id}"
-            )
-        if not isinstance(correct, bool):
-            raise InvalidArgument(f"expected correct a bool, got {correct!r}")
+        re-learned to hold its max_false_hit_rate (calibration.py), and so is the entry's
+        own (entry_thresholds.py). Returns both calibration states. Raises NotFound for a
+        lookup this tenant did not make recently."""
+        check_feedback(lookup_id, entry_id, correct)
         rec = self.lookups.take(tenant, lookup_id, entry_id)
         try:
             policy = self.policy(tenant, rec.category)
         except NotFound:  # the category's policy was dropped since
             policy = self.policy(tenant, DEFAULT_CATEGORY)
-        self.calibration.record(tenant, rec.category, rec.score, correct, policy.max_false_hit_rate)
+        delta = policy.max_false_hit_rate
+        self.calibration.record(tenant, rec.category, rec.score, correct, delta)
+        if rec.entry_id in self.ledger:
+            self.entry_thresholds.record(rec.entry_id, rec.score, correct)
         self._count(tenant, rec.category, "feedback_" + ("correct" if correct else "wrong"))
-        return {"category": rec.category, **self.calibration.view(tenant, rec.category)}
+        base = self.threshold(tenant, rec.category, policy, 0.0)
+        return {
+            "category": rec.category,
+            **self.calibration.view(tenant, rec.category),
+            **self.entry_thresholds.view(rec.entry_id, base, delta),
+        }
 
     # -- policies -------------------------------------------------------------------------
     def policy(self, tenant: str, category: str) -> CategoryPolicy:
@@ -416,6 +438,7 @@ class SemanticCache(CacheWrites):
         self._flights.expire(now)
         self._flush_hits()
         self.calibration.flush()
+        self.entry_thresholds.flush()
         if dead:
             log.info("cache sweep removed %d expired entries", len(dead))
         return len(dead)
@@ -431,6 +454,7 @@ class SemanticCache(CacheWrites):
             self._counters[k] = self._counters.get(k, 0) + n
 
     def _forget(self, ids: list[int]) -> None:
+        self.entry_thresholds.forget(ids)
         for i, m in self.ledger.forget(ids):
             part = self._partitions.get(m.key)
             if part is not None:
