@@ -2,49 +2,35 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from curator.config import IndexConfig, Metric, SearchParams
+from curator.config import IndexConfig, Metric
 from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
-from curator.index import kernels as K
-from curator.index import planner as _planner
 from curator.index import snapshot as _snapshot
 from curator.index.graph import ProximityGraph
+from curator.index.index_base import _LOW32, TenantKey, _check_key, _pair
+from curator.index.index_search import IndexSearch
+from curator.index.index_training import IndexTraining
 from curator.index.sorted_map import SortedMap
 from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
-from curator.predicate import And, Label, Predicate
-from curator.predicate import evaluate as _evaluate
 from curator.validation import (
     as_ids,
-    check_k,
-    check_tenant,
-    prepare_vectors,
 )
 
 __all__ = ["CuratorIndex", "TenantKey"]
 
-#: A tenant as the index knows it: a name (standalone use) or the database's numeric tenant id.
-TenantKey = str | int
 
 log = logging.getLogger(__name__)
 
-_LOW32 = np.int64(0xFFFFFFFF)
-_DEFAULT_PARAMS = SearchParams()
-_NO_SLOTS = np.empty(0, np.int32)
 
-
-class CuratorIndex:
+class CuratorIndex(IndexSearch, IndexTraining):
     """A multi-tenant vector index (in memory, not thread-safe: callers serialise writes).
 
     >>> idx = CuratorIndex(dim=4, metric="l2")
@@ -94,12 +80,6 @@ class CuratorIndex:
         self.auto_train = True
 
     # -- introspection ----------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._store)
-
-    @property
-    def is_trained(self) -> bool:
-        return self._tree.is_trained
 
     def tenants(self) -> list[TenantKey]:
         return sorted(self._tenant_of, key=lambda k: (isinstance(k, str), k))
@@ -274,215 +254,6 @@ class CuratorIndex:
         self._free.append(t)
         del self._tenant_of[tenant]
 
-    def train(self) -> None:
-        """(Re)build the shared tree from the stored vectors and re-encode every tenant."""
-        live = self._store.live_slots()
-        if len(live) < 2:
-            return
-        cfg = self.config
-        x = self._store.vectors[live]
-        sample_n = min(
-            len(live),
-            max(cfg.branching * cfg.kmeans_max_points_per_centroid * 8, cfg.max_leaf_size * 64),
-        )
-        if sample_n < len(live):
-            # Train on a sample; scale the leaf size so leaves hold ~max_leaf_size vectors.
-            rng = np.random.default_rng(cfg.seed)
-            sample = x[np.sort(rng.choice(len(live), sample_n, replace=False))]
-            leaf = max(1, round(cfg.max_leaf_size * sample_n / len(live)))
-            tree = SharedTree.train(sample, dataclasses.replace(cfg, max_leaf_size=leaf))
-        else:
-            tree = SharedTree.train(x, cfg)
-        leaves = tree.route(x)
-        tree.update_radius(x, leaves)
-        self._tree = tree
-        self._crad = None
-        # Lay the vectors out by leaf, then owner (compacting freed rows), so that a shortlist
-        # reads memory in runs; then re-encode the tenants.
-        order = np.lexsort((live, self._store.owner[live], leaves))
-        new_slot = np.full(self._store.high + 1, -1, np.int64)
-        new_slot[live[order]] = np.arange(len(live))
-        self._store.leaf[live] = leaves
-        old_store = self._store
-        self._store = self._store.reordered(live[order])
-        self._graph_after_relayout(live[order], new_slot, old_store)
-        self._rebuild_owned()
-        keys, _ = self._access.items()
-        slot_of = new_slot[keys >> 32].astype(np.int32)
-        tenant_of = (keys & _LOW32).astype(np.int32)
-        new_keys = _pair(slot_of, 0) | tenant_of
-        self._access = SortedMap.from_sorted(np.sort(new_keys))
-        order = np.argsort(tenant_of, kind="stable")
-        slot_of, tenant_of = slot_of[order], tenant_of[order]
-        bounds = np.flatnonzero(np.diff(tenant_of)) + 1
-        starts = np.r_[0, bounds]
-        groups = zip(tenant_of[starts].tolist(), np.split(slot_of, bounds), strict=True)
-        for t in range(len(self._trees)):
-            if self._trees[t] is not None:
-                self._trees[t] = TenantTree()
-        for t, slots in tqdm(
-            groups,
-            total=len(starts),
-            desc="encoding tenants",
-            unit="tenant",
-            disable=None,
-            leave=False,
-        ):
-            self._live_tree(t).add(
-                tree,
-                self._store.leaf,
-                slots,
-                cfg.max_sl_size,
-            )
-        self._trained_n = len(live)
-
-    # -- search -----------------------------------------------------------------------------
-    def search(
-        self,
-        tenant: TenantKey | Sequence[TenantKey],
-        queries: Any,
-        k: int = 10,
-        params: SearchParams | None = None,
-        *,
-        where: Predicate | None = None,
-        explain: bool = False,
-    ) -> Any:
-        """Nearest `k` vectors readable by `tenant` (or by any of several tenants) for each
-        row of `queries` (nq, d), restricted to those satisfying `where` (a label predicate,
-        see curator.predicate) if given. Returns ids (nq, k) int64 and distances (nq, k)
-        float32; with `explain=True` also the `Plan` that ran (path, vectors touched)."""
-        ids, out, _, plan = self.search_prepared(
-            _check_keys(tenant), self._prepare(queries), k, params, where
-        )
-        return (ids, out, plan) if explain else (ids, out)
-
-    def search_prepared(
-        self,
-        names: Sequence[TenantKey],
-        q: np.ndarray,
-        k: int = 10,
-        params: SearchParams | None = None,
-        where: Predicate | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-        """`search` over checked input (`prepare_vectors` rows, known tenant keys); returns
-        ids, distances, each hit's slot (nq, k) int32 (-1 padded; see `hit_owners`,
-        `hit_vectors`) and the Plan that ran."""
-        k = check_k(k)
-        p = params or _DEFAULT_PARAMS
-        trees = [self._tenant_tree(n) for n in names]
-        if where is None:
-            slots, dist, plan = _planner.search_tenants(self, trees, q, k, p)
-        else:
-            views = [self._sorted_slots(t) for t in trees]
-            readable = views[0] if len(views) == 1 else np.unique(np.concatenate(views))
-            allowed = _evaluate(where, readable, self._label_slots)
-            slots, dist, plan = _planner.search_slots(self, allowed, q, k, p)
-        ids, out, hit_slots = self._finish(slots, dist)
-        return ids, out, hit_slots, plan
-
-    def tenant_key(self, t: int) -> TenantKey | None:
-        """The key of internal tenant number `t` (as returned in owners), None if free."""
-        return self._names[t] if 0 <= t < len(self._names) else None
-
-    def search_and(
-        self,
-        tenants: tuple[TenantKey, TenantKey],
-        queries: Any,
-        k: int = 10,
-        params: SearchParams | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest `k` vectors readable by both tenants (labels): the filter track's AND."""
-        ids, dist, _, _ = self.search_and_prepared(
-            tuple(_check_keys(tenants)), self._prepare(queries), k, params
-        )
-        return ids, dist
-
-    def search_and_prepared(
-        self,
-        tenants: Sequence[TenantKey],
-        q: np.ndarray,
-        k: int = 10,
-        params: SearchParams | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
-        """Vectors readable by both tenants (labels): the AND predicate, planned."""
-        if len(tenants) != 2:
-            raise InvalidArgument(f"expected 2 tenants for an AND, got {len(tenants)}")
-        a, b = tenants
-        return self.search_prepared([a], q, k, params, where=And(Label(a), Label(b)))
-
-    def _label_slots(self, name: TenantKey) -> np.ndarray:
-        t = self._tenant_of.get(name)  # a label nothing was granted to selects nothing
-        return _NO_SLOTS if t is None else self._sorted_slots(self._live_tree(t))
-
-    def _sorted_slots(self, tree: TenantTree) -> np.ndarray:
-        """A tenant's slots sorted (n,) int32, cached while its view is unchanged (predicate
-        evaluation merges sorted arrays; sorting a 20k-slot label per query cost ~1 ms)."""
-        view = tree.view(self._tree)
-        hit = self._sorted.get(id(tree))
-        if hit is None or hit[0] is not view:
-            hit = (view, np.sort(view.slots))
-            self._sorted[id(tree)] = hit
-        return hit[1]
-
-    def _graph_after_relayout(
-        self, order: np.ndarray, new_slot: np.ndarray, old_store: VectorStore
-    ) -> None:
-        """Graph hook of train(): the graph follows the new slot layout."""
-        if self._graph is not None:
-            self._graph.relayout(order, new_slot, old_store, self._store)
-
-    @property
-    def graph_enabled(self) -> bool:
-        """Whether the planner may use the graph: trained, `config.graph_degree` > 0, and not
-        the unnormalised inner product (not a metric: greedy graph search on it measured
-        recall@10 0.94 at defaults in tests/test_index_search.py, where the tree reaches 0.95)."""
-        return (
-            self._tree.is_trained and self.config.graph_degree > 0 and self.metric is not Metric.IP
-        )
-
-    def build_graph(self) -> ProximityGraph | None:
-        """The proximity graph, linking every live vector the first time (seconds per 10^4
-        vectors: the planner calls this on the first search that needs it; call it after a
-        bulk load to pay that up front). None if the graph is disabled or untrained."""
-        cfg = self.config
-        if self._graph is None and self.graph_enabled:
-            with self._lazy:  # concurrent searches: one builds, the others wait for it
-                if self._graph is None:
-                    log.info("linking %d vectors into the proximity graph", len(self._store))
-                    self._graph = ProximityGraph.build(
-                        self._store,
-                        self.metric is not Metric.L2,
-                        cfg.graph_degree,
-                        cfg.graph_ef_construction,
-                    )
-        return self._graph
-
-    def _finish(
-        self, slots: np.ndarray, dist: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        shift = np.float32(1.0 if self.metric is Metric.COSINE else 0.0)
-        ids, out = K.finish(slots, dist, self._store.ext_id, shift, self.metric is Metric.L2)
-        return ids, out, slots
-
-    def hit_owners(self, slots: np.ndarray) -> tuple[list[TenantKey | None], np.ndarray]:
-        """Owners of search hits given as slots (as `search_prepared` returns them, -1
-        padded): (the distinct owner keys, and for each hit the index into them, -1 for
-        padding). Work is per distinct owner, not per hit."""
-        found = slots >= 0
-        t = np.where(found, self._store.owner[np.maximum(slots, 0)], -1)
-        uniq, inv = np.unique(t[found], return_inverse=True)
-        index = np.full(slots.shape, -1, np.int64)
-        index[found] = inv
-        return [self._names[u] for u in uniq.tolist()], index
-
-    def hit_vectors(self, slots: np.ndarray) -> np.ndarray:
-        """Stored vectors of search hits (slots (nq, k), -1 padded) as (nq, k, d) float32,
-        zeros for padding."""
-        out = np.zeros((*slots.shape, self.dim), np.float32)
-        found = slots >= 0
-        out[found] = self._store.vectors[slots[found]]
-        return out
-
     # -- accounting and checks ----------------------------------------------------------------
     def memory_usage(self) -> dict[str, int]:
         """Bytes held, by component; "total" is their sum."""
@@ -541,24 +312,6 @@ class CuratorIndex:
             self._graph.check(self._store)
 
     # -- internals ----------------------------------------------------------------------------
-    def prepare(self, x: Any, what: str = "queries") -> np.ndarray:
-        """(n, d) float32 copy of the input, checked once (finite, bounded norm, non-zero for
-        cosine) and unit length for cosine: what `insert_prepared`/`search_prepared` take."""
-        return prepare_vectors(x, self.dim, self.metric is Metric.COSINE, what)
-
-    _prepare = prepare
-
-    def _tenant_tree(self, tenant: TenantKey) -> TenantTree:
-        t = self._tenant_of.get(tenant)
-        if t is None:
-            raise NotFound(f"expected a known tenant, got {tenant!r}")
-        return self._live_tree(t)
-
-    def _live_tree(self, t: int) -> TenantTree:
-        tree = self._trees[t]
-        if tree is None:
-            raise Internal(f"tenant slot {t} is free")
-        return tree
 
     def _ensure_tenant(self, tenant: TenantKey) -> int:
         t = self._tenant_of.get(tenant)
@@ -646,48 +399,3 @@ class CuratorIndex:
             if m is not None:
                 m.remove(st.ext_id[slots[owners == t]].view(np.int64))
         st.release(slots)
-
-    @contextlib.contextmanager
-    def deferred_training(self) -> Iterator[None]:
-        """Suspend automatic (re)training during a bulk load; train once at the end if the
-        collection crossed a threshold meanwhile."""
-        self._defer_training += 1
-        try:
-            yield
-        finally:
-            self._defer_training -= 1
-            self._maybe_train()
-
-    def wants_training(self) -> bool:
-        """The collection crossed `train_min_vectors` untrained, or grew `retrain_growth`
-        times since it was trained."""
-        n = len(self._store)
-        cfg = self.config
-        if not self._tree.is_trained:
-            return n >= cfg.train_min_vectors
-        return bool(cfg.retrain_growth) and n >= cfg.retrain_growth * self._trained_n
-
-    def _maybe_train(self) -> None:
-        if self._defer_training or not self.auto_train or not self.wants_training():
-            return
-        log.info("collection of %d vectors: training the shared tree", len(self._store))
-        self.train()
-
-
-def _check_key(key: Any) -> TenantKey:
-    if isinstance(key, int | np.integer) and not isinstance(key, bool) and key >= 0:
-        return int(key)
-    return check_tenant(key)
-
-
-def _check_keys(keys: Any) -> list[TenantKey]:
-    if isinstance(keys, str | int | np.integer):
-        return [_check_key(keys)]
-    out = [_check_key(k) for k in keys]
-    if not out:
-        raise InvalidArgument("expected at least one tenant, got none")
-    return out
-
-
-def _pair(slots: np.ndarray, tenant: int) -> np.ndarray:
-    return (np.asarray(slots, np.int64) << 32) | np.int64(tenant)
