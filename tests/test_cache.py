@@ -351,6 +351,32 @@ def test_hnsw_partition(tmp_path: Path, clock: Clock) -> None:
     db.close()
 
 
+def test_without_hnswlib_partitions_stay_exact_and_restart(
+    tmp_path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.13+ has no hnswlib wheel: partitions past hnsw_min stay exact scans, saved
+    graphs are not loaded (the partition is rebuilt from its entries), answers are the same."""
+    from curator.cache import partition
+
+    db = open_db(tmp_path, clock, hnsw_min=64)
+    db.create_tenant("a")
+    e = [emb(2000 + i) for i in range(150)]
+    for i in range(150):
+        store(db, f"prompt {i}", e[i], f"r{i}")
+    assert next(iter(db.cache._partitions.values())).uses_graph
+    db.close()  # saves the graph
+    monkeypatch.setattr(partition, "hnswlib", None)
+    db = open_db(tmp_path, clock, hnsw_min=64)
+    part = next(iter(db.cache._partitions.values()))
+    assert not part.uses_graph and len(part) == 150
+    store(db, "one more", emb(5000), "r-more")
+    assert not next(iter(db.cache._partitions.values())).uses_graph
+    for i in range(0, 150, 11):
+        h = lookup(db, f"other words {i}", near(e[i], 0.98, i))
+        assert h.hit and h.response == f"r{i}".encode()
+    db.close()
+
+
 def test_store_entries_batch(db: Database) -> None:
     e = np.stack([emb(500 + i) for i in range(50)])
     prompts = [f"p{i}" for i in range(50)]

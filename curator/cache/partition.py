@@ -7,7 +7,9 @@ and fingerprint, so another tenant's entry cannot be a candidate whatever its em
 Two tiers: an exact map (digest of the normalised prompt -> entry id) and a vector index over
 unit-length embeddings (cosine similarity = inner product). The vector index is an exact scan
 of a contiguous matrix while the partition is small (a few thousand entries scan in tens of
-microseconds), and an hnswlib HNSW graph once it passes `hnsw_min` entries.
+microseconds), and an hnswlib HNSW graph once it passes `hnsw_min` entries. Where hnswlib is
+not installed (Python 3.13+: no wheel, and no compiler on the install path), partitions stay
+exact scans at every size: correct, slower past ~10k entries.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-import hnswlib
 import numpy as np
+
+try:
+    import hnswlib
+except ImportError:  # no wheel for this Python: exact scans only (see the module docstring)
+    hnswlib = None
 
 __all__ = ["Partition", "PartitionKey", "PartitionParams", "prompt_digest"]
 
@@ -66,7 +73,7 @@ class Partition:
         self._vecs = np.zeros((16, dim), np.float32)
         self._ids = np.zeros(16, np.int64)
         self._n = 0
-        self._hnsw: hnswlib.Index | None = None
+        self._hnsw: Any = None  # an hnswlib.Index once the partition uses a graph
 
     def __len__(self) -> int:
         return len(self._row)
@@ -83,7 +90,8 @@ class Partition:
         mapped moves to the newer entry."""
         for d, e in zip(digests, entry_ids.tolist(), strict=True):
             self.exact[d] = e
-        if self._hnsw is None and len(self) + len(entry_ids) > self.params.hnsw_min:
+        grow = len(self) + len(entry_ids) > self.params.hnsw_min
+        if self._hnsw is None and grow and hnswlib is not None:
             self._to_graph(extra=len(entry_ids))
         if self._hnsw is not None:
             idx = self._hnsw
@@ -177,7 +185,10 @@ class Partition:
         """A partition on the graph saved at `path`, reconciled with its live entries (id ->
         prompt digest): graph nodes no longer live are marked deleted. Returns the partition
         and the live ids the graph lacks (stored after it was saved): the caller adds them.
-        Raises ValueError when the file is not a graph of this dimension."""
+        Raises ValueError when the file is not a graph of this dimension, or when hnswlib is
+        not installed (the caller then rebuilds the partition from its entries)."""
+        if hnswlib is None:
+            raise ValueError(f"cannot load graph {path}: hnswlib is not installed")
         idx = hnswlib.Index(space="ip", dim=dim)
         try:
             idx.load_index(str(path), allow_replace_deleted=True)
