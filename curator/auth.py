@@ -119,6 +119,35 @@ class KeyRing:
             self._keys[digest] = new
         return new, key
 
+    def tenant_digests(self, tenant: str) -> dict[str, KeyInfo]:
+        """Digest -> info of every key of `tenant` (what a tenant bundle carries)."""
+        with self._lock:
+            return {h: k for h, k in self._keys.items() if k.tenant == tenant}
+
+    def replace_tenant(self, tenant: str, keys: dict[str, KeyInfo]) -> int:
+        """Make `tenant`'s keys exactly `keys` (digest -> info; a bundle import), in one
+        transaction; returns how many keys were added or removed."""
+        with self._lock:
+            old = {h for h, k in self._keys.items() if k.tenant == tenant}
+            drop, add = old - set(keys), {h: k for h, k in keys.items() if h not in old}
+            taken = [h for h in add if h in self._keys]
+            if taken:
+                raise FailedPrecondition(f"expected unused key digests, got {taken[0][:12]}...")
+            if not drop and not add:
+                return 0
+
+            def txn_fn(txn: Any) -> None:
+                for h in drop:
+                    self.store.delete_key(txn, "api_keys", h)
+                for h, k in add.items():
+                    self.store.put_json(txn, "api_keys", h, dataclasses.asdict(k))
+
+            self.store.write(txn_fn)
+            for h in drop:
+                del self._keys[h]
+            self._keys.update(add)
+        return len(drop) + len(add)
+
     def _find(self, key_id: str) -> str:
         hits = [h for h, k in self._keys.items() if k.key_id == key_id]
         if not hits:

@@ -26,6 +26,7 @@ from curator.cache.semantic_cache import SemanticCache
 from curator.config import DatabaseConfig
 from curator.facade.base import _cache_key
 from curator.facade.collections import CollectionAdmin
+from curator.facade.moves import TenantMoves
 from curator.facade.reads import VectorReads
 from curator.facade.tenants import TenantAdmin
 from curator.facade.writes import VectorWrites
@@ -35,6 +36,7 @@ from curator.storage.catalog import Catalog
 from curator.storage.collection import Collection
 from curator.storage.collection import CollectionInfo as CollectionRecord
 from curator.storage.dir_lock import DirLock
+from curator.storage.handoff import Handoff
 from curator.storage.snapshotter import Snapshotter
 from curator.storage.store import Store
 from curator.storage.trainer import Trainer
@@ -44,7 +46,7 @@ __all__ = ["Database"]
 log = logging.getLogger(__name__)
 
 
-class Database(TenantAdmin, CollectionAdmin, VectorWrites, VectorReads, CacheFacade):
+class Database(TenantAdmin, CollectionAdmin, VectorWrites, VectorReads, TenantMoves, CacheFacade):
     """Collections of vectors, tenants and their access lists, and the semantic cache
     (`cache_*` methods, curator/cache/facade.py), durable in LMDB.
 
@@ -112,6 +114,7 @@ class Database(TenantAdmin, CollectionAdmin, VectorWrites, VectorReads, CacheFac
         self._write_lock = threading.RLock()  # one writer at a time, database-wide
         stages.done("open LMDB", str(self.path / "lmdb"))
         self.catalog = Catalog(self.store)
+        self._handoff = Handoff(self.store)  # frozen / moved tenants (tenant moves)
         with self.store.read() as txn:
             colls = self.store.all_json(txn, "collections")
         self.keys = KeyRing(self.store)

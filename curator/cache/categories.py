@@ -122,18 +122,43 @@ class Categories:
             )
         return n
 
-    def drop_tenant(self, tenant: str) -> None:
-        """Forget the tenant's policies and classifier examples."""
-        prefix = (tenant + _SEP).encode()
+    def replace_tenant(
+        self,
+        tenant: str,
+        policies: dict[str, CategoryPolicy],
+        examples: dict[str, tuple[np.ndarray, int]],
+    ) -> None:
+        """Make the tenant's own policies and classifier examples exactly these (a tenant
+        bundle's import), in one transaction."""
 
         def txn_fn(txn: Any) -> None:
-            for db in ("cache_policies", "cache_examples"):
-                for k, _ in list(self.store.scan_raw(txn, db)):
-                    if k.startswith(prefix):
-                        self.store.delete_raw(txn, db, k)
+            self._delete_rows(txn, tenant)
+            for cat, p in policies.items():
+                self.store.put_json(txn, "cache_policies", tenant + _SEP + cat, p.to_json())
+            for cat, (s, n) in examples.items():
+                key = (tenant + _SEP + cat).encode()
+                self.store.put_raw(txn, "cache_examples", key, CentroidClassifier.encode(s, n))
 
         with self._lock:
-            self.store.write(txn_fn, frees=True)
+            self.store.write(txn_fn)
+            for key in [k for k in self._policies if k[0] == tenant]:
+                del self._policies[key]
+            self._policies.update({(tenant, c): p for c, p in policies.items()})
+            self.classifier.forget(tenant)
+            for cat, (s, n) in examples.items():
+                self.classifier.load(tenant, cat, s, n)
+
+    def _delete_rows(self, txn: Any, tenant: str) -> None:
+        prefix = (tenant + _SEP).encode()
+        for db in ("cache_policies", "cache_examples"):
+            for k, _ in list(self.store.scan_raw(txn, db)):
+                if k.startswith(prefix):
+                    self.store.delete_raw(txn, db, k)
+
+    def drop_tenant(self, tenant: str) -> None:
+        """Forget the tenant's policies and classifier examples."""
+        with self._lock:
+            self.store.write(lambda txn: self._delete_rows(txn, tenant), frees=True)
             for k in [k for k in self._policies if k[0] == tenant]:
                 del self._policies[k]
             self.classifier.forget(tenant)

@@ -22,6 +22,7 @@ class CacheFacade:
     cache: SemanticCache
 
     _write_lock: Any  # the Database's writer lock: cache writes never race a tenant drop
+    _handoff: Any  # the Database's frozen / moved tenants (curator/storage/handoff.py)
 
     def _cache_tenant(self, name: str) -> str:  # provided by Database
         raise NotImplementedError
@@ -47,6 +48,7 @@ class CacheFacade:
         """A cached answer to `prompt` (embedding (dim,)) for the tenant's partition
         (model, fingerprint), or a miss with its reason; see SemanticCache.lookup. `active`:
         while waiting for a pending prompt, stop as soon as it returns False."""
+        self._handoff.check_read(tenant)
         tenant = self._partition_tenant(tenant)
         return self.cache.lookup(
             self._cache_tenant(tenant),
@@ -72,6 +74,7 @@ class CacheFacade:
         returns the category's calibration state."""
         key = self._cache_tenant(self._partition_tenant(tenant))
         with self._write_lock:  # persisted calibration: never racing a drop of the tenant
+            self._handoff.check_write(tenant)
             return self.cache.feedback(key, lookup_id=lookup_id, entry_id=entry_id, correct=correct)
 
     def cache_store(
@@ -91,6 +94,7 @@ class CacheFacade:
         """Cache an answer (durable when this returns); see SemanticCache.store_entry."""
         tenant = self._partition_tenant(tenant)
         with self._write_lock:  # the tenant is resolved and written for atomically
+            self._handoff.check_write(tenant)
             return self.cache.store_entry(
                 self._cache_tenant(tenant),
                 prompt,
@@ -115,6 +119,7 @@ class CacheFacade:
         """Remove the tenant's entries (of a category / model / fingerprint); returns how many."""
         tenant = self._partition_tenant(tenant)
         with self._write_lock:
+            self._handoff.check_write(tenant)
             return self.cache.invalidate(
                 self._cache_tenant(tenant), category=category, model=model, fingerprint=fingerprint
             )
@@ -124,6 +129,7 @@ class CacheFacade:
     ) -> CategoryPolicy:
         """Change a category's policy fields for a tenant (None: the database-wide default)."""
         with self._write_lock:
+            self._handoff.check_write(tenant)
             key = self._cache_tenant(tenant) if tenant is not None else None
             return self.cache.categories.set_policy(key, category, **fields)
 
@@ -131,6 +137,7 @@ class CacheFacade:
         """Back to the default policy; False when there was nothing to reset."""
         category = check_category(category)
         with self._write_lock:
+            self._handoff.check_write(tenant)
             key = self._cache_tenant(tenant) if tenant is not None else None
             return self.cache.categories.reset_policy(key, category)
 
@@ -148,6 +155,7 @@ class CacheFacade:
         """Labelled examples for the tenant's category classifier; returns their count."""
         tenant = self._partition_tenant(tenant)
         with self._write_lock:
+            self._handoff.check_write(tenant)
             return self.cache.categories.add_examples(
                 self._cache_tenant(tenant), category, embeddings
             )

@@ -20,6 +20,7 @@ from curator.errors import (
 from curator.storage.catalog import Catalog, TenantRecord
 from curator.storage.collection import Collection
 from curator.storage.collection import CollectionInfo as CollectionRecord
+from curator.storage.handoff import Handoff
 from curator.storage.snapshotter import Snapshotter
 from curator.storage.store import Store
 from curator.storage.trainer import Trainer
@@ -40,6 +41,7 @@ class FacadeBase:
     cache: SemanticCache
     _collections: dict[str, Collection]
     _write_lock: Any  # threading.RLock: one writer at a time, database-wide
+    _handoff: Handoff  # frozen / moved tenants (tenant moves, curator/storage/handoff.py)
     _snap_dir: Path
     _snapshots: Snapshotter
     _trainer: Trainer

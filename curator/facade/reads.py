@@ -67,6 +67,7 @@ class VectorReads(FacadeBase):
         names = [tenant] if isinstance(tenant, str) else list(tenant)
         if not names:
             raise InvalidArgument("expected at least one tenant, got none")
+        self._handoff.check_read(*names)
         recs = [self.catalog.tenant(check_name(n, "tenant")) for n in names]
         if require_all and len(recs) != 2:
             raise InvalidArgument(f"expected 2 tenants with require_all, got {len(recs)}")
@@ -167,6 +168,7 @@ class VectorReads(FacadeBase):
         c = self._collection(collection)
         ids = as_ids(ids, unique=False)
         self._check_batch(len(ids))
+        self._handoff.check_read(tenant, owner)
         reader = self.catalog.tenant(check_name(tenant, "tenant")) if tenant is not None else None
         if owner is None and reader is None:
             raise InvalidArgument("expected the owner of the ids (the admin acts for none)")
@@ -195,6 +197,7 @@ class VectorReads(FacadeBase):
         with c.lock.read_lock():
             if tenant is None:
                 return len(c.index)
+            self._handoff.check_read(tenant)
             rec = self.catalog.tenant(tenant)
             return c.index.tenant_size(rec.id) if c.index.has_tenant(rec.id) else 0
 
@@ -218,6 +221,7 @@ class VectorReads(FacadeBase):
             isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < NO_ID
         ):
             raise InvalidArgument(f"expected after to be an id in [0, 2**64-2], got {after!r}")
+        self._handoff.check_read(tenant, owner)
         _, own = self._owner_for(tenant, owner, "list", foreign_ok=False)
         if own is None:
             return IdPage(_NO_IDS, None)

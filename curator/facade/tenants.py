@@ -34,6 +34,7 @@ class TenantAdmin(FacadeBase):
         if tenant_id is not None and (bad_type or not 0 < tenant_id < 2**32):
             raise InvalidArgument(f"expected a tenant id in [1, 2**32), got {tenant_id!r}")
         with self._write_lock:
+            self._handoff.check_write(name)
             if self.catalog.get(name) is not None:
                 raise AlreadyExists(f"expected a new tenant name, got existing {name!r}")
             if tenant_id is not None and self.catalog.by_id(tenant_id) is not None:
@@ -51,6 +52,7 @@ class TenantAdmin(FacadeBase):
         collection), the grants it gave and received, its API keys, its cache entries,
         policies and classifier examples. Its id is never reused."""
         with self._write_lock:
+            self._handoff.check_write(name)
             rec = self.catalog.tenant(name)
             self.cache.drop_tenant(_cache_key(rec.id))  # first: a crash after leaves no orphans
             plans = []
@@ -86,6 +88,7 @@ class TenantAdmin(FacadeBase):
         """Let `tenant`'s key grant its vectors to `with_tenant` (admin; `allowed=False`
         withdraws it: grants already given stay until revoked)."""
         with self._write_lock:
+            self._handoff.check_write(tenant)
             rec = self.catalog.tenant(check_name(tenant, "tenant"))
             other = self.catalog.tenant(check_name(with_tenant, "tenant"))
             share = rec.share_with | {other.id} if allowed else rec.share_with - {other.id}
@@ -105,6 +108,7 @@ class TenantAdmin(FacadeBase):
     def issue_key(self, tenant: str | None, description: str = "") -> IssuedKey:
         """A new key for the existing `tenant` (None: an admin key)."""
         with self._write_lock:  # not while the tenant is being dropped
+            self._handoff.check_write(tenant)
             if tenant is not None:
                 self._tenant_id(tenant)
             info, secret = self.keys.issue(tenant, _check_description(description))
@@ -116,10 +120,17 @@ class TenantAdmin(FacadeBase):
         return self.keys.list_keys(tenant)
 
     def revoke_key(self, key_id: str) -> None:
-        self.keys.revoke(key_id)
+        with self._write_lock:
+            self._handoff.check_write(
+                *(k.tenant for k in self.keys.list_keys() if k.key_id == key_id)
+            )
+            self.keys.revoke(key_id)
 
     def rotate_key(self, key_id: str) -> IssuedKey:
         with self._write_lock:
+            self._handoff.check_write(
+                *(k.tenant for k in self.keys.list_keys() if k.key_id == key_id)
+            )
             info, secret = self.keys.rotate(key_id)
         return IssuedKey(info.key_id, secret)
 

@@ -65,6 +65,7 @@ class VectorWrites(FacadeBase):
                 )
             raw_docs = [docs_codec.encode(d, self.config.max_document_bytes) for d in documents]
         with self._write_lock:
+            self._handoff.check_write(tenant)
             c = self._collection(collection)
             rec = self.catalog.tenant(tenant)
             if not len(ids):
@@ -101,6 +102,7 @@ class VectorWrites(FacadeBase):
         ids = np.unique(as_ids(ids, unique=False))
         self._check_batch(len(ids))
         with self._write_lock:
+            self._handoff.check_write(tenant, owner or tenant)
             c = self._collection(collection)
             actor, own = self._owner_for(tenant, owner, "delete", foreign_ok=False)
             if own is None:  # foreign_ok=False: the owner is the actor or was looked up
@@ -165,6 +167,7 @@ class VectorWrites(FacadeBase):
         self._check_batch(len(ids))
         check_name(to_tenant, "tenant")
         with self._write_lock:
+            self._handoff.check_write(tenant, owner or tenant)
             c = self._collection(collection)
             drop_share = not granted and tenant is not None and to_tenant == tenant
             what = "grant" if granted else "revoke"

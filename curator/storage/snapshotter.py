@@ -24,6 +24,7 @@ from curator.errors import AlreadyExists
 from curator.index import snapshot as codec
 from curator.storage.collection import Collection
 from curator.storage.files import FILE_MODE, private_dir, private_tree
+from curator.storage.handoff import log_pins
 from curator.storage.store import Store
 
 __all__ = ["Snapshotter", "copy_database"]
@@ -89,6 +90,7 @@ class Snapshotter:
                     ]
                 )
                 pins = [o.log_pin for o in self.collections.values() if o.log_pin is not None]
+                pins += log_pins(self.store, txn)  # tenant moves in progress (handoff.py)
                 self.store.trim_ops(txn, min([floor, *pins]))
 
             with self.write_lock:

@@ -424,6 +424,24 @@ class Store:
                         break
                     yield bytes(k), bytes(v)
 
+    def scan_owner(
+        self, txn: lmdb.Transaction, db: str, coll: int, owner: int
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of every row of `owner` in a collection's `db` (vectors, documents,
+        access), in key order: the key's id (and grantee) follow coll | owner."""
+        prefix = _OWNER.pack(coll, owner)
+        with txn.cursor(db=self.db[db]) as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if k[: _OWNER.size] != prefix:
+                        break
+                    yield bytes(k), bytes(v)
+
+    def first_op(self, txn: lmdb.Transaction) -> int:
+        """The sequence of the oldest logged operation still kept (0: the log is empty)."""
+        with txn.cursor(db=self.db["oplog"]) as cur:
+            return _U64.unpack(cur.key())[0] if cur.first() else 0
+
     def delete_owner(self, txn: lmdb.Transaction, coll: int, owner: int) -> None:
         """Delete every vector, document and grant of `owner` in a collection."""
         for db in ("vectors", "documents", "access"):

@@ -1,0 +1,103 @@
+"""The move's parts: bundle stores (a directory; S3 through moto's in-process mock) and the
+in-memory control plane's compare-and-swap."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from curator.cluster.bundle_store import DirectoryStore, S3Store
+from curator.cluster.contracts import MoveRecord, Placement
+from curator.cluster.memory_control import MemoryControlPlane
+from curator.errors import InvalidArgument, NotFound
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Store]:
+    boto3 = pytest.importorskip("boto3", reason="boto3 is the `cluster` extra")
+    moto = pytest.importorskip("moto", reason="moto (S3 mock) is not in the test extra")
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+        os.environ.setdefault(k, v)
+    with moto.mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="bundles")
+        yield S3Store(client, "bundles", prefix="pre/fix")
+
+
+@pytest.fixture(params=["dir", "s3"])
+def store(request: Any, tmp_path: Path) -> Any:
+    if request.param == "dir":
+        return DirectoryStore(tmp_path / "bundles")
+    return request.getfixturevalue("s3")
+
+
+def test_put_get_list_delete(store: Any) -> None:
+    store.put("moves/1/e1/base", b"x" * 1000)
+    store.put("moves/1/e1/delta-5", b"y")
+    store.put("moves/2/e1/base", b"z")
+    store.put("moves/1/e1/base", b"new")  # replaces, atomically
+    assert store.get("moves/1/e1/base") == b"new"
+    assert list(store.keys("moves/1/")) == ["moves/1/e1/base", "moves/1/e1/delta-5"]
+    store.delete("moves/1/e1/base")
+    store.delete("moves/1/e1/base")  # idempotent
+    with pytest.raises(NotFound):
+        store.get("moves/1/e1/base")
+    assert list(store.keys()) == ["moves/1/e1/delta-5", "moves/2/e1/base"]
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a//b", "a/./b", "", "a b", "é", 7])
+def test_keys_cannot_escape(store: Any, key: Any) -> None:
+    with pytest.raises(InvalidArgument, match="bundle key"):
+        store.put(key, b"x")
+
+
+def test_directory_store_leaves_no_temporary_files(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    store.put("k", b"1" * 10_000)
+    assert [p.name for p in tmp_path.iterdir()] == ["k"]
+    assert oct((tmp_path / "k").stat().st_mode & 0o777) == "0o600"
+
+
+def test_placement_cas_needs_the_current_revision() -> None:
+    cp = MemoryControlPlane()
+    p = cp.cas_placement(None, Placement("a", 1, "n1", 1))
+    assert p is not None and p.revision > 0
+    assert cp.cas_placement(None, Placement("a", 1, "n2", 1)) is None  # exists already
+    moving = cp.cas_placement(p, Placement("a", 1, "n1", 1, "moving"))
+    assert moving is not None and moving.revision > p.revision
+    assert cp.cas_placement(p, Placement("a", 1, "n3", 9)) is None  # stale revision
+    assert cp.placement("a") == moving
+
+
+def test_move_record_cas_and_delete() -> None:
+    cp = MemoryControlPlane()
+    rec = cp.cas_move(None, MoveRecord("a", "n1", "n2", "prepare"))
+    assert rec is not None
+    assert cp.cas_move(None, MoveRecord("a", "n1", "n3", "prepare")) is None
+    gone = cp.cas_move(rec, None)
+    assert gone is not None and gone.phase == "deleted" and cp.move("a") is None
+
+
+def test_concurrent_cas_has_one_winner() -> None:
+    cp = MemoryControlPlane()
+    p = cp.cas_placement(None, Placement("a", 1, "n1", 1))
+    wins: list[Placement] = []
+    barrier = threading.Barrier(8)
+
+    def go(i: int) -> None:
+        barrier.wait()
+        got = cp.cas_placement(p, Placement("a", 1, f"n{i}", 2))
+        if got is not None:
+            wins.append(got)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and cp.placement("a") == wins[0]
