@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from curator.auth import Principal
-from curator.cluster.contracts import NodeInfo, Placement
+from curator.cluster.contracts import BundleStore, NodeInfo, Placement
 from curator.cluster.etcd_control import ROOT, EtcdControl
 from curator.config import IndexConfig
 from curator.database import Database
@@ -82,10 +82,17 @@ class ClusterNode:
     """This node's view of the cluster. `control` is started; `attach(db)` once the local
     database is open (it then mirrors the registry and registers the node's lease)."""
 
-    def __init__(self, control: EtcdControl, node_id: str, address: str) -> None:
+    def __init__(
+        self,
+        control: EtcdControl,
+        node_id: str,
+        address: str,
+        store: BundleStore | None = None,
+    ) -> None:
         self.control = control
         self.node_id = node_id
         self.address = address
+        self.store = store  # where bundles of moves travel (None: moves refused)
         self.db: Database | None = None
         self._changes: queue.Queue[str] = queue.Queue()
         self._channels: dict[str, grpc.Channel] = {}
@@ -375,13 +382,17 @@ class ClusterNode:
         return [f.result() for f in [self._pool.submit(c) for c in calls]]
 
     def _stub(self, address: str, service: str) -> Any:
+        return _STUBS[service](self.channel(address))
+
+    def channel(self, address: str) -> grpc.Channel:
+        """The shared channel to another node."""
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
                 ch = self._channels[address] = grpc.insecure_channel(
                     address, options=[("grpc.max_receive_message_length", 64 << 20)]
                 )
-        return _STUBS[service](ch)
+        return ch
 
     def close(self) -> None:
         self.control.close()

@@ -73,6 +73,7 @@ class Cluster:
     etcd: subprocess.Popen[bytes] | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    node_args: list[str] = field(default_factory=list)  # more flags for every node
 
     def start_etcd(self) -> None:
         if not self.etcd_port:
@@ -114,6 +115,7 @@ class Cluster:
                 *(sys.executable, "-m", "server", "--cluster", "--node-id", node),
                 *("--etcd", f"127.0.0.1:{self.etcd_port}", "--address", f"127.0.0.1:{port}"),
                 *("--data-dir", str(self.tmp / node), "--log-format", "text"),
+                *self.node_args,
             ],
             stderr=log,
             cwd=ROOT,
