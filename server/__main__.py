@@ -116,7 +116,9 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, a
     if a.bundle_dir and a.bundle_s3:
         ap.error("expected one of --bundle-dir and --bundle-s3, got both")
     s3 = r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9_.-]+)*/?"
-    if a.bundle_s3 and not re.fullmatch(s3, a.bundle_s3):
+    if a.bundle_s3 and (
+        not re.fullmatch(s3, a.bundle_s3) or {".", ".."} & set(a.bundle_s3[5:].split("/"))
+    ):
         ap.error(f"expected --bundle-s3 s3://bucket[/prefix], got {a.bundle_s3!r}")
     if a.cluster and server.http_address:  # it would acknowledge writes of tenants homed elsewhere
         ap.error("--cluster serves gRPC only: the HTTP API does not route by placement yet")
