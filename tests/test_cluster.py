@@ -381,7 +381,8 @@ def test_sdk_follows_a_placement_flip(cluster: Cluster) -> None:
 
         def seen_by(node: str) -> bool:
             with Client(cluster.address(node), ADMIN_KEY, timeout=5) as c:
-                return bool(c._run(calls.placement())[1]["flip-t"].node == target)
+                p = c._run(calls.placement())[1].get("flip-t")  # None: not watched yet
+                return p is not None and p.node == target
 
         _eventually(lambda: seen_by(old.node) and seen_by(target))  # the nodes' watches
         assert cc.placements["flip-t"].node == old.node  # the SDK's cache is stale
