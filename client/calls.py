@@ -134,10 +134,18 @@ def placement() -> Plan[Any]:
     return convert.placement_from_pb((yield Call("Admin", "GetPlacement", pb.Empty())))
 
 
-def move_tenant(tenant: str, to_node: str, timeout: float = 3600.0) -> Plan[dict[str, Any]]:
-    """Cluster mode: move `tenant` to node `to_node` live; the report (phases' seconds,
-    vectors copied, write pause, fence seq). Returns when the move is done."""
-    req = pb.MoveTenantRequest(tenant=tenant, to_node=to_node)
+def move_tenant(
+    tenant: str,
+    to_node: str = "",
+    *,
+    resume: bool = False,
+    abort: bool = False,
+    timeout: float = 3600.0,
+) -> Plan[dict[str, Any]]:
+    """Cluster mode: move `tenant` to node `to_node` live (or resume / abort its recorded
+    move); the report (phases' seconds, vectors copied, write pause, fence seq). Returns
+    when the move is done (or aborted)."""
+    req = pb.MoveTenantRequest(tenant=tenant, to_node=to_node, resume=resume, abort=abort)
     r = yield Call("Admin", "MoveTenant", req, timeout)
     return {
         "tenant": r.tenant,

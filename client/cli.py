@@ -7,7 +7,7 @@ file the server generated (<CURATOR_DATA_DIR or ./curator-data>/admin.key).
   curator collections create docs --dim 384 --metric cosine
   curator tenants create acme                               # --group g: cluster placement
   curator cluster placement                                 # cluster mode: where tenants live
-  curator cluster move acme --to n2                         # live move to another node
+  curator cluster move acme --to n2                         # live move (--resume, --abort)
   curator cluster drain n1                                  # move all of n1's tenants away
   curator keys issue acme --description "acme's app"       # prints the secret once
   curator keys rotate --write-key-file admin.key            # rotate the key in use
@@ -196,7 +196,9 @@ def _placement(c: Client, a: argparse.Namespace) -> Any:
 
 
 def _move(c: Client, a: argparse.Namespace) -> Any:
-    return c._run(calls.move_tenant(a.tenant, a.to))
+    if not (a.to or a.resume or a.abort):
+        raise InvalidArgument("expected --to NODE (or --resume / --abort), got none")
+    return c._run(calls.move_tenant(a.tenant, a.to or "", resume=a.resume, abort=a.abort))
 
 
 def _drain(c: Client, a: argparse.Namespace) -> Any:
@@ -312,7 +314,10 @@ def _parser() -> argparse.ArgumentParser:
     verb(cl, "placement", _placement, "each tenant's home node, epoch, state and read set")
     p = verb(cl, "move", _move, "move a tenant to another node live (short write pause)")
     p.add_argument("tenant")
-    p.add_argument("--to", required=True, metavar="NODE", help="the node id to move it to")
+    p.add_argument("--to", metavar="NODE", help="the node id to move it to")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="finish its interrupted move")
+    how.add_argument("--abort", action="store_true", help="undo its move (before the flip)")
     p = verb(cl, "drain", _drain, "move every tenant off a node, to the least-loaded others")
     p.add_argument("node")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -131,30 +131,48 @@ class _Counted:
 
 
 def move_tenant(
-    c: ClusterNode, db: Database, tenant: str, to_node: str, context: Any
+    c: ClusterNode, db: Database, request: pb.MoveTenantRequest, context: Any
 ) -> tuple[MoveReport, dict[str, int]]:
-    """Move `tenant` to node `to_node` (this node drives it); the report and the target's
-    import counts. Unknown tenant: NotFound; unknown or dead node: InvalidArgument /
-    NotFound; both before anything changes."""
-    tenant, to_node = check_name(tenant, "tenant"), check_node_id(to_node)
+    """Move `request.tenant` to node `request.to_node` (this node drives it), or resume or
+    abort its recorded move; the report and the target's import counts. Unknown tenant or
+    no recorded move: NotFound; unknown or dead node: InvalidArgument / NotFound; all
+    before anything changes."""
+    tenant = check_name(request.tenant, "tenant")
+    if request.resume and request.abort:
+        raise InvalidArgument("expected resume or abort, got both")
     store = _store(c)
     p = c.control.placement(tenant)
     if p is None:
         raise NotFound(f"expected a placed tenant, got {tenant!r}")
+    rec = c.control.move(tenant)
+    if request.resume or request.abort:
+        if rec is None:
+            raise NotFound(f"expected a move of {tenant!r} in progress, got none")
+        if request.to_node and request.to_node != rec.target:
+            raise InvalidArgument(
+                f"expected --to {rec.target} (the move's), got {request.to_node!r}"
+            )
+        source, to_node = rec.source, rec.target
+    else:
+        source, to_node = p.node, check_node_id(request.to_node)
     live = c.control.nodes()
     if to_node not in live:
         raise NotFound(f"expected a live node to move to, got {to_node!r} (live: {sorted(live)})")
     md = [(m.key, m.value) for m in context.invocation_metadata() if m.key in _AUTH_HEADERS]
     nodes: dict[str, NodeOps] = {}
-    for node_id in {p.node, to_node}:
+    for node_id in {source, to_node}:
         if node_id == c.node_id:
             nodes[node_id] = LocalNodeOps(db)
         elif node_id in live:
             nodes[node_id] = RemoteNodeOps(c.channel(live[node_id].address), md)
     target = _Counted(nodes[to_node])
     nodes[to_node] = target
-    report = Mover(c.control, nodes, store, grace_s=GRACE_S).move(tenant, to_node)
-    return report, target.counts
+    mover = Mover(c.control, nodes, store, grace_s=GRACE_S)
+    if request.abort:
+        return mover.abort(tenant), {}
+    if request.resume:
+        return mover.resume(tenant), target.counts
+    return mover.move(tenant, to_node), target.counts
 
 
 def report_to_pb(report: MoveReport, counts: dict[str, int]) -> pb.MoveTenantResponse:

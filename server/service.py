@@ -207,7 +207,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         c = self.cluster
         if c is None:
             raise FailedPrecondition("expected a node in cluster mode, got a single server")
-        report, counts = moves.move_tenant(c, self.db, request.tenant, request.to_node, context)
+        report, counts = moves.move_tenant(c, self.db, request, context)
         return moves.report_to_pb(report, counts)
 
 

@@ -20,6 +20,8 @@ import pytest
 from client import Client, calls
 from client.cli import main as cli_main
 from client.cluster import ClusterClient
+from curator.cluster.contracts import MoveRecord
+from curator.cluster.etcd_control import EtcdControl
 from curator.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -292,12 +294,56 @@ def test_bad_moves_fail_clearly_and_change_nothing(cluster: Cluster) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_an_interrupted_move_aborts_or_resumes(cluster: Cluster) -> None:
+    """A move record left by a mover that died in `prepare`: a new move is refused, --abort
+    undoes it, a recorded one again is finished by --resume."""
+    ctl = EtcdControl(f"127.0.0.1:{cluster.etcd_port}")
+    ctl.start()
+    try:
+        with Client(cluster.address("n1"), ADMIN_KEY, timeout=60) as admin:
+            before = _placement(admin)["fill"]
+            with pytest.raises(NotFound, match="in progress"):
+                admin._run(calls.move_tenant("fill", abort=True))
+            for then in ("abort", "resume"):
+                assert ctl.cas_move(None, MoveRecord("fill", before[0], "n3", "prepare"))
+                with pytest.raises(FailedPrecondition, match="in progress"):
+                    admin._run(calls.move_tenant("fill", "n1"))  # the CAS in etcd refuses
+
+                def act(**how: bool) -> dict[str, Any]:
+                    try:
+                        return admin._run(calls.move_tenant("fill", **how))
+                    except NotFound as e:  # n1's watch has not seen the record yet
+                        raise AssertionError(str(e)) from None
+
+                if then == "abort":
+                    report = _eventually(lambda: act(abort=True))
+                    assert report["phase"] == "aborted" and _placement(admin)["fill"] == before
+                else:
+
+                    def wrong_target() -> None:
+                        with pytest.raises(InvalidArgument, match="the move's"):
+                            try:
+                                admin._run(calls.move_tenant("fill", "n1", resume=True))
+                            except NotFound as e:
+                                raise AssertionError(str(e)) from None
+
+                    _eventually(wrong_target)
+                    report = act(resume=True)
+                    assert report["phase"] == "done" and report["target"] == "n3"
+                    assert _placement(admin)["fill"] == ("n3", before[1] + 1, "serving")
+                assert ctl.move("fill") is None
+    finally:
+        ctl.close()
+
+
+@pytest.mark.timeout(120)
 def test_cli_move_and_drain(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--address", cluster.address("n1"), "--key", ADMIN_KEY, "--json", "cluster"]
-    assert cli_main([*args, "move", "fill", "--to", "n1"]) == 0
-    assert '"target": "n1"' in capsys.readouterr().out
     with Client(cluster.address("n1"), ADMIN_KEY, timeout=20) as admin:
-        assert _placement(admin)["fill"][:2] == ("n1", 2)
+        epoch = _placement(admin)["fill"][1]
+        assert cli_main([*args, "move", "fill", "--to", "n1"]) == 0
+        assert '"target": "n1"' in capsys.readouterr().out
+        assert _placement(admin)["fill"][:2] == ("n1", epoch + 1)
         assert cli_main([*args, "drain", "n3", "--quiet"]) == 0
         out = capsys.readouterr().out
         assert '"tenant": "peer"' in out
@@ -306,3 +352,5 @@ def test_cli_move_and_drain(cluster: Cluster, capsys: pytest.CaptureFixture[str]
         assert all(state == "serving" for _, _, state in places.values())
     assert cli_main([*args, "drain", "n7"]) == 1
     assert "expected a node of the cluster" in capsys.readouterr().err
+    assert cli_main([*args, "move", "fill"]) == 1
+    assert "expected --to NODE" in capsys.readouterr().err
