@@ -350,6 +350,12 @@ def test_cli_move_and_drain(cluster: Cluster, capsys: pytest.CaptureFixture[str]
         places = _placement(admin)
         assert all(node != "n3" for node, _, _ in places.values())
         assert all(state == "serving" for _, _, state in places.values())
+    # back to where it came from: n1's tombstone goes, it serves the tenant again
+    assert cli_main([*args, "move", "mover", "--to", "n1"]) == 0
+    capsys.readouterr()
+    with Client(cluster.address("n1"), ADMIN_KEY, timeout=20, metadata=DIRECT) as n1:
+        assert n1.get("mv", np.arange(5), tenant="mover").ids.tolist() == list(range(5))
+        assert n1.upsert("mv", [7], np.ones((1, DIM), np.float32), tenant="mover").count == 1
     assert cli_main([*args, "drain", "n7"]) == 1
     assert "expected a node of the cluster" in capsys.readouterr().err
     assert cli_main([*args, "move", "fill"]) == 1
