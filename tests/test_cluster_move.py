@@ -336,6 +336,35 @@ def test_an_interrupted_move_aborts_or_resumes(cluster: Cluster) -> None:
         ctl.close()
 
 
+@pytest.mark.timeout(60)
+def test_forwarding_rides_through_a_handoff(cluster: Cluster) -> None:
+    """A plain client's write forwarded to a home that refuses it (TENANT_MOVING, as during a
+    handoff) is asked again by the forwarding node and acknowledged once the home serves."""
+    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=20) as cc:
+        cc.create_tenant("frz")
+        home = cc.placements["frz"].node
+    other = next(n for n in ("n1", "n2", "n3") if n != home)
+    md = (("authorization", f"Bearer {ADMIN_KEY}"),)
+    x = np.ones((1, DIM), np.float32)
+    with Client(cluster.address(home), ADMIN_KEY, timeout=20, metadata=DIRECT) as h:
+        nodes = pb_grpc.NodesStub(h._channel)
+        nodes.FreezeTenant(pb.TenantRef(name="frz"), metadata=md)
+        done: list[Any] = []
+        with Client(cluster.address(other), ADMIN_KEY, timeout=20) as plain:
+            t = threading.Thread(
+                target=lambda: done.append(plain.upsert("mv", [1], x, tenant="frz"))
+            )
+            t.start()
+            time.sleep(0.4)
+            with pytest.raises(TenantMoving):  # the home itself refuses while frozen
+                h.upsert("mv", [2], x, tenant="frz")
+            assert done == []  # not acknowledged while frozen
+            nodes.UnfreezeTenant(pb.TenantRef(name="frz"), metadata=md)
+            t.join(20)
+        assert len(done) == 1 and done[0].count == 1
+        assert h.get("mv", [1, 2], tenant="frz").ids.tolist() == [1]
+
+
 @pytest.mark.timeout(120)
 def test_cli_move_and_drain(cluster: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--address", cluster.address("n1"), "--key", ADMIN_KEY, "--json", "cluster"]
