@@ -134,6 +134,34 @@ def placement() -> Plan[Any]:
     return convert.placement_from_pb((yield Call("Admin", "GetPlacement", pb.Empty())))
 
 
+def move_tenant(
+    tenant: str,
+    to_node: str = "",
+    *,
+    resume: bool = False,
+    abort: bool = False,
+    timeout: float = 3600.0,
+) -> Plan[dict[str, Any]]:
+    """Cluster mode: move `tenant` to node `to_node` live (or resume / abort its recorded
+    move); the report (phases' seconds, vectors copied, write pause, fence seq). Returns
+    when the move is done (or aborted)."""
+    req = pb.MoveTenantRequest(tenant=tenant, to_node=to_node, resume=resume, abort=abort)
+    r = yield Call("Admin", "MoveTenant", req, timeout)
+    return {
+        "tenant": r.tenant,
+        "source": r.source,
+        "target": r.target,
+        "phase": r.phase,
+        "epoch": r.epoch,
+        "base_seq": r.base_seq,
+        "fence_seq": r.fence_seq,
+        "rounds": r.rounds,
+        "pause_s": r.pause_seconds,
+        "seconds": dict(r.seconds),
+        "vectors": r.vectors,
+    }
+
+
 def list_tenants() -> Plan[list[str]]:
     names = yield from _pages("Admin", "ListTenants", pb.ListRequest, "tenants")
     return [str(n) for n in names]

@@ -7,6 +7,8 @@ file the server generated (<CURATOR_DATA_DIR or ./curator-data>/admin.key).
   curator collections create docs --dim 384 --metric cosine
   curator tenants create acme                               # --group g: cluster placement
   curator cluster placement                                 # cluster mode: where tenants live
+  curator cluster move acme --to n2                         # live move (--resume, --abort)
+  curator cluster drain n1                                  # move all of n1's tenants away
   curator keys issue acme --description "acme's app"       # prints the secret once
   curator keys rotate --write-key-file admin.key            # rotate the key in use
   curator import docs vectors.parquet --tenant acme         # resumable, with a progress bar
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from client import bulk, calls
 from client.client import Client
@@ -192,6 +195,36 @@ def _placement(c: Client, a: argparse.Namespace) -> Any:
     }
 
 
+def _move(c: Client, a: argparse.Namespace) -> Any:
+    if not (a.to or a.resume or a.abort):
+        raise InvalidArgument("expected --to NODE (or --resume / --abort), got none")
+    return c._run(calls.move_tenant(a.tenant, a.to or "", resume=a.resume, abort=a.abort))
+
+
+def _drain(c: Client, a: argparse.Namespace) -> Any:
+    """Move every tenant homed on a.node, one at a time, each to the live node (not a.node)
+    with the fewest tenants at that moment."""
+    nodes, places, _ = c._run(calls.placement())
+    if a.node not in {p.node for p in places.values()} | set(nodes):
+        raise InvalidArgument(f"expected a node of the cluster, got {a.node!r}")
+    todo = sorted(t for t, p in places.items() if p.node == a.node)
+    reports = []
+    with tqdm(total=len(todo), unit="tenant", desc=f"drain {a.node}", disable=a.quiet) as bar:
+        for tenant in todo:
+            nodes, places, _ = c._run(calls.placement())
+            load = {n: 0 for n in nodes if n != a.node}
+            if not load:
+                raise FailedPrecondition(f"expected another live node than {a.node}, got none")
+            for p in places.values():
+                if p.node in load:
+                    load[p.node] += 1
+            target = min(load, key=lambda n: (load[n], n))
+            bar.set_postfix_str(f"{tenant} -> {target}")
+            reports.append(c._run(calls.move_tenant(tenant, target)))
+            bar.update()
+    return {"node": a.node, "moved": reports}
+
+
 def _stats(c: Client, a: argparse.Namespace) -> Any:
     info = c.server_info()
     collections = {n: c.describe_collection(n) for n in c.list_collections()}
@@ -279,6 +312,15 @@ def _parser() -> argparse.ArgumentParser:
     cl = clu.add_subparsers(dest="verb", required=True)
     verb(cl, "nodes", _placement, "live nodes and their addresses")
     verb(cl, "placement", _placement, "each tenant's home node, epoch, state and read set")
+    p = verb(cl, "move", _move, "move a tenant to another node live (short write pause)")
+    p.add_argument("tenant")
+    p.add_argument("--to", metavar="NODE", help="the node id to move it to")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="finish its interrupted move")
+    how.add_argument("--abort", action="store_true", help="undo its move (before the flip)")
+    p = verb(cl, "drain", _drain, "move every tenant off a node, to the least-loaded others")
+    p.add_argument("node")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = verb(groups, "import", _import, "import vectors from .npy, .jsonl or .parquet (resumable)")
     p.add_argument("collection")

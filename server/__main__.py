@@ -80,6 +80,16 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, a
         help="host:port other nodes and clients reach this node at (default: --address, "
         "with the port bound)",
     )
+    ap.add_argument(
+        "--bundle-dir",
+        help="cluster: the directory where tenant bundles travel between nodes during a move "
+        "(every node must reach the same one, e.g. a shared file system)",
+    )
+    ap.add_argument(
+        "--bundle-s3",
+        help="cluster: s3://bucket/prefix for tenant bundles instead (endpoint and credentials "
+        "from the usual AWS_* environment, e.g. AWS_ENDPOINT_URL; needs boto3)",
+    )
     ap.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     ap.add_argument("--log-format", choices=("json", "text"), default="json")
     a = ap.parse_args(argv)
@@ -103,6 +113,13 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, a
         ap.error("--cluster needs --node-id and --etcd")
     if a.cluster and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", a.node_id):
         ap.error(f"expected --node-id of 1-64 letters, digits, '_', '.', '-', got {a.node_id!r}")
+    if a.bundle_dir and a.bundle_s3:
+        ap.error("expected one of --bundle-dir and --bundle-s3, got both")
+    s3 = r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9_.-]+)*/?"
+    if a.bundle_s3 and (
+        not re.fullmatch(s3, a.bundle_s3) or {".", ".."} & set(a.bundle_s3[5:].split("/"))
+    ):
+        ap.error(f"expected --bundle-s3 s3://bucket[/prefix], got {a.bundle_s3!r}")
     if a.cluster and server.http_address:  # it would acknowledge writes of tenants homed elsewhere
         ap.error("--cluster serves gRPC only: the HTTP API does not route by placement yet")
     return server, db, a.log_format, a
@@ -132,6 +149,20 @@ def _open(db_config: DatabaseConfig, admin_key: str) -> Database:
     return db
 
 
+def _bundle_store(args: argparse.Namespace) -> Any:
+    """The node's bundle store for moves (None: this node cannot take part in one)."""
+    from curator.cluster.bundle_store import DirectoryStore, S3Store
+
+    if args.bundle_dir:
+        return DirectoryStore(args.bundle_dir)
+    if args.bundle_s3:
+        import boto3
+
+        bucket, _, prefix = args.bundle_s3[len("s3://") :].partition("/")
+        return S3Store(boto3.client("s3"), bucket, prefix.strip("/") or "curator/bundles")
+    return None
+
+
 def _joiner(args: argparse.Namespace, address: str) -> Callable[[int], Any]:
     """cluster(port): connect to etcd as node --node-id (imported here: the cluster extra)."""
 
@@ -144,7 +175,7 @@ def _joiner(args: argparse.Namespace, address: str) -> Callable[[int], Any]:
         control = EtcdControl(args.etcd, NodeInfo(args.node_id, advertise))
         control.start()
         log.info("cluster: node %s at %s, etcd %s", args.node_id, advertise, args.etcd)
-        return ClusterNode(control, args.node_id, advertise)
+        return ClusterNode(control, args.node_id, advertise, _bundle_store(args))
 
     return join
 

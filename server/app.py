@@ -26,6 +26,7 @@ from server.cluster import ClusterNode
 from server.config import ServerConfig
 from server.fairness import TenantLimiter, default_tenant_limit
 from server.metrics import MetricsInterceptor
+from server.moves import NodesServicer
 from server.service import AdminServicer, CacheServicer, VectorsServicer
 
 __all__ = ["Server", "create_server"]
@@ -133,6 +134,8 @@ def create_server(
     pb_grpc.add_AdminServicer_to_server(AdminServicer(state), server)
     pb_grpc.add_VectorsServicer_to_server(VectorsServicer(state), server)
     pb_grpc.add_CacheServicer_to_server(CacheServicer(state), server)
+    if cluster is not None:  # the calls a move makes on this node
+        pb_grpc.add_NodesServicer_to_server(NodesServicer(state), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from curator.auth import Principal
-from curator.cluster.contracts import NodeInfo, Placement
+from curator.cluster.contracts import BundleStore, NodeInfo, Placement
 from curator.cluster.etcd_control import ROOT, EtcdControl
 from curator.config import IndexConfig
 from curator.database import Database
@@ -40,6 +41,7 @@ from curator.errors import (
 )
 from curator.results import IssuedKey
 from curator.validation import check_name
+from curator_api import convert
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal
 
@@ -58,6 +60,7 @@ class _Metadatum(NamedTuple):
 #: The metadata entry of a direct call (as grpc hands invocation metadata to servicers).
 DIRECT = _Metadatum(ROUTE_HEADER, "direct")
 _AUTH_HEADERS = ("authorization", "x-api-key")
+_FOLLOW = 8  # forwarding: redirects followed and TENANT_MOVING retries (~2.8 s of backoff)
 _STUBS = {"Admin": pb_grpc.AdminStub, "Vectors": pb_grpc.VectorsStub, "Cache": pb_grpc.CacheStub}
 
 
@@ -82,10 +85,17 @@ class ClusterNode:
     """This node's view of the cluster. `control` is started; `attach(db)` once the local
     database is open (it then mirrors the registry and registers the node's lease)."""
 
-    def __init__(self, control: EtcdControl, node_id: str, address: str) -> None:
+    def __init__(
+        self,
+        control: EtcdControl,
+        node_id: str,
+        address: str,
+        store: BundleStore | None = None,
+    ) -> None:
         self.control = control
         self.node_id = node_id
         self.address = address
+        self.store = store  # where bundles of moves travel (None: moves refused)
         self.db: Database | None = None
         self._changes: queue.Queue[str] = queue.Queue()
         self._channels: dict[str, grpc.Channel] = {}
@@ -282,6 +292,10 @@ class ClusterNode:
         the admin); otherwise it is forwarded all the same."""
         # only for the caller's own tenant (or the admin): no etcd reads for made-up names
         p = self.placement(tenant, fresh=reveal) if tenant else None
+        moved = self.db.moved_to(p.tenant) if p is not None and self.db is not None else None
+        if p is not None and moved is not None and moved[1] > p.epoch:
+            # this node handed the tenant over and its cache has not seen the flip yet
+            p = dataclasses.replace(p, node=moved[0], epoch=moved[1])
         if p is None or p.node == self.node_id:
             return None
         node = self.control.nodes().get(p.node)
@@ -363,25 +377,43 @@ class ClusterNode:
         return stub(request, metadata=md, timeout=left if left and left < 3600 else 30.0)
 
     def forward(self, address: str, service: str, method: str, request: Any, context: Any) -> Any:
-        """`call`, whose error (and trailing metadata) becomes this call's."""
-        try:
-            return self.call(address, service, method, request, context)
-        except grpc.RpcError as e:
-            context.set_trailing_metadata(e.trailing_metadata() or ())
-            context.abort(e.code(), e.details())
+        """`call`, whose error (and trailing metadata) becomes this call's. A home handing
+        the tenant over (TENANT_MOVING) is asked again after a backoff, and a TENANT_MOVED
+        answer is followed to the new home, a bounded number of times within the deadline:
+        clients without the SDK ride through a move."""
+        for attempt in range(_FOLLOW + 1):
+            try:
+                return self.call(address, service, method, request, context)
+            except grpc.RpcError as e:
+                moved = None
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    moved = convert.moved_error(e.details() or "", e.trailing_metadata())
+                left = context.time_remaining()
+                if moved is None or attempt == _FOLLOW or (left is not None and left < 1.0):
+                    context.set_trailing_metadata(e.trailing_metadata() or ())
+                    context.abort(e.code(), e.details())
+                if isinstance(moved, TenantMoved) and moved.node:
+                    address = moved.address or self.address_of(moved.node)
+                else:
+                    time.sleep(min(0.05 * 2**attempt, 0.5))
+        raise AssertionError("unreachable: the last attempt aborts")
 
     def fan_out(self, calls: list[Callable[[], Any]]) -> list[Any]:
         """Run `calls` in parallel; the first error is raised after all have finished."""
         return [f.result() for f in [self._pool.submit(c) for c in calls]]
 
     def _stub(self, address: str, service: str) -> Any:
+        return _STUBS[service](self.channel(address))
+
+    def channel(self, address: str) -> grpc.Channel:
+        """The shared channel to another node."""
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
                 ch = self._channels[address] = grpc.insecure_channel(
                     address, options=[("grpc.max_receive_message_length", 64 << 20)]
                 )
-        return _STUBS[service](ch)
+        return ch
 
     def close(self) -> None:
         self.control.close()

@@ -16,7 +16,7 @@ from curator_api import convert
 from curator_api.predicates import predicate_from_pb
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
-from server import rules
+from server import moves, rules
 from server.auth import current_principal
 from server.cluster import ClusterNode
 from server.status import rpc
@@ -200,6 +200,15 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
         readsets = {t: c.control.readset(t) for t in places}
         nodes = c.control.nodes()
         return convert.placement_to_pb(c.node_id, nodes, list(places.values()), readsets)
+
+    @rpc
+    def MoveTenant(self, request: pb.MoveTenantRequest, context: Any) -> Any:
+        _admin()
+        c = self.cluster
+        if c is None:
+            raise FailedPrecondition("expected a node in cluster mode, got a single server")
+        report, counts = moves.move_tenant(c, self.db, request, context)
+        return moves.report_to_pb(report, counts)
 
 
 class VectorsServicer(_Base, pb_grpc.VectorsServicer):

@@ -73,6 +73,7 @@ class Cluster:
     etcd: subprocess.Popen[bytes] | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    node_args: list[str] = field(default_factory=list)  # more flags for every node
 
     def start_etcd(self) -> None:
         if not self.etcd_port:
@@ -114,6 +115,7 @@ class Cluster:
                 *(sys.executable, "-m", "server", "--cluster", "--node-id", node),
                 *("--etcd", f"127.0.0.1:{self.etcd_port}", "--address", f"127.0.0.1:{port}"),
                 *("--data-dir", str(self.tmp / node), "--log-format", "text"),
+                *self.node_args,
             ],
             stderr=log,
             cwd=ROOT,
@@ -379,7 +381,8 @@ def test_sdk_follows_a_placement_flip(cluster: Cluster) -> None:
 
         def seen_by(node: str) -> bool:
             with Client(cluster.address(node), ADMIN_KEY, timeout=5) as c:
-                return bool(c._run(calls.placement())[1]["flip-t"].node == target)
+                p = c._run(calls.placement())[1].get("flip-t")  # None: not watched yet
+                return p is not None and p.node == target
 
         _eventually(lambda: seen_by(old.node) and seen_by(target))  # the nodes' watches
         assert cc.placements["flip-t"].node == old.node  # the SDK's cache is stale

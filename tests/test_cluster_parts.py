@@ -101,3 +101,31 @@ def test_concurrent_cas_has_one_winner() -> None:
     for t in threads:
         t.join()
     assert len(wins) == 1 and cp.placement("a") == wins[0]
+
+
+def test_node_bundle_store_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.__main__ import _bundle_store, _parse
+
+    node = ["--cluster", "--node-id", "n1", "--etcd", "127.0.0.1:2379"]
+    *_, a = _parse([*node, "--bundle-dir", str(tmp_path / "b")])
+    assert isinstance(_bundle_store(a), DirectoryStore)
+    assert _bundle_store(_parse(node)[3]) is None  # moves are refused with a clear error
+    for bad in (
+        ["--bundle-dir", "x", "--bundle-s3", "s3://bkt"],
+        ["--bundle-s3", "http://bkt/x"],
+        ["--bundle-s3", "s3://bkt/../x"],
+    ):
+        with pytest.raises(SystemExit):
+            _parse([*node, *bad])
+    boto3 = pytest.importorskip("boto3", reason="boto3 is the `cluster` extra")
+    moto = pytest.importorskip("moto", reason="moto (S3 mock) is not in the test extra")
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with moto.mock_aws():
+        boto3.client("s3").create_bucket(Bucket="bkt")
+        store = _bundle_store(_parse([*node, "--bundle-s3", "s3://bkt/curator/b"])[3])
+        assert isinstance(store, S3Store)
+        store.put("moves/1/e1/base", b"bundle")
+        assert store.get("moves/1/e1/base") == b"bundle"
+        assert list(store.keys()) == ["moves/1/e1/base"]

@@ -118,8 +118,9 @@ class NodeOps(Protocol):
         touched."""
         ...
 
-    def import_tenant(self, tenant: str, store: BundleStore, key: str) -> None:
-        """Apply a bundle written by `export_tenant` (a base copy or a delta)."""
+    def import_tenant(self, tenant: str, store: BundleStore, key: str) -> dict[str, int] | None:
+        """Apply a bundle written by `export_tenant` (a base copy or a delta); counts of what
+        changed ("upserted", "deleted", ...) if the node reports them."""
         ...
 
     def freeze_tenant(self, tenant: str) -> int:

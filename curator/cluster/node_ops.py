@@ -21,8 +21,8 @@ class LocalNodeOps:
         store.put(key, data)
         return upto
 
-    def import_tenant(self, tenant: str, store: BundleStore, key: str) -> None:
-        self.db.import_tenant(store.get(key), tenant)
+    def import_tenant(self, tenant: str, store: BundleStore, key: str) -> dict[str, int]:
+        return self.db.import_tenant(store.get(key), tenant)
 
     def freeze_tenant(self, tenant: str) -> int:
         return self.db.freeze_tenant(tenant)
