@@ -23,7 +23,7 @@ import grpc
 from client import cache, calls
 from client.calls import Plan
 from curator.cache.policy import CategoryPolicy
-from curator.config import IndexConfig, Metric, SearchParams
+from curator.config import GRPC_RECONNECT_OPTIONS, IndexConfig, Metric, SearchParams
 from curator.predicate import Predicate
 from curator.results import (
     CacheLookup,
@@ -54,6 +54,7 @@ def channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, Any
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.enable_retries", 1),
         ("grpc.service_config", calls.service_config(retries)),
+        *GRPC_RECONNECT_OPTIONS,  # a restarted server is reached again within a second
     ]
 
 

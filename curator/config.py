@@ -188,3 +188,13 @@ class DatabaseConfig:
             raise InvalidArgument(
                 f"expected snapshot_every_seconds >= 0, got {self.snapshot_every_seconds}"
             )
+
+
+#: gRPC channel options of every channel the project opens (SDK, node to node, etcd): gRPC's
+#: default reconnect backoff grows to 120 s, which leaves a client cut off long after a
+#: restarted server (or etcd) is back; retry the connection at most a second apart instead.
+GRPC_RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)

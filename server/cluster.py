@@ -28,7 +28,7 @@ import grpc
 from curator.auth import Principal
 from curator.cluster.contracts import BundleStore, NodeInfo, Placement
 from curator.cluster.etcd_control import ROOT, EtcdControl
-from curator.config import IndexConfig
+from curator.config import GRPC_RECONNECT_OPTIONS, IndexConfig
 from curator.database import Database
 from curator.errors import (
     AlreadyExists,
@@ -410,9 +410,8 @@ class ClusterNode:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
-                ch = self._channels[address] = grpc.insecure_channel(
-                    address, options=[("grpc.max_receive_message_length", 64 << 20)]
-                )
+                opts = [("grpc.max_receive_message_length", 64 << 20), *GRPC_RECONNECT_OPTIONS]
+                ch = self._channels[address] = grpc.insecure_channel(address, options=opts)
         return ch
 
     def close(self) -> None:

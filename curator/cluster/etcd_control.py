@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import aetcd
 
 from curator.cluster.contracts import MoveRecord, NodeInfo, Placement
+from curator.config import GRPC_RECONNECT_OPTIONS
 from curator.errors import AlreadyExists, InvalidArgument, Unavailable
 
 __all__ = ["ROOT", "EtcdControl"]
@@ -74,7 +75,9 @@ class EtcdControl:
         """Connect and load the cache; raises Unavailable if etcd does not answer within
         `wait` seconds."""
         self._thread.start()
-        self._client = aetcd.Client(self._host, self._port, timeout=self.timeout)
+        self._client = aetcd.Client(
+            self._host, self._port, timeout=self.timeout, options=dict(GRPC_RECONNECT_OPTIONS)
+        )
         self._call(self._start_tasks())
         if not self._loaded.wait(wait):
             raise Unavailable(f"expected etcd at {self._host}:{self._port}, got no answer")
