@@ -10,7 +10,7 @@ from client.calls import Call, Plan
 from curator.cache.policy import CategoryPolicy
 from curator.errors import InvalidArgument
 from curator.results import CacheLookup, CacheStats, CacheStored, ModelLoad, PolicyState
-from curator_api import convert
+from curator_api import cache_wire, convert
 from curator_api.v1 import curator_pb2 as pb
 
 __all__: list[str] = []
@@ -40,7 +40,7 @@ def lookup(
         wait_s=wait_s,
     )
     timeout = None if wait_s <= 0 else wait_s + 30.0
-    return convert.lookup_from_pb((yield Call("Cache", "Lookup", req, timeout)))
+    return cache_wire.lookup_from_pb((yield Call("Cache", "Lookup", req, timeout)))
 
 
 def store(
@@ -68,7 +68,7 @@ def store(
     )
     if ttl_s is not None:
         req.ttl_s = ttl_s
-    return convert.stored_from_pb((yield Call("Cache", "Store", req)))
+    return cache_wire.stored_from_pb((yield Call("Cache", "Store", req)))
 
 
 def invalidate(
@@ -85,7 +85,7 @@ def set_policy(category: str, tenant: str | None, fields: dict[str, Any]) -> Pla
     req = pb.SetCachePolicyRequest(
         tenant=tenant or "", category=category, policy=pb.CachePolicy(**fields)
     )
-    return convert.policy_from_pb((yield Call("Cache", "SetPolicy", req)))
+    return cache_wire.policy_from_pb((yield Call("Cache", "SetPolicy", req)))
 
 
 def reset_policy(category: str, tenant: str | None) -> Plan[bool]:
@@ -95,7 +95,7 @@ def reset_policy(category: str, tenant: str | None) -> Plan[bool]:
 
 def policies(tenant: str | None, model: str) -> Plan[dict[str, PolicyState]]:
     req = pb.GetCachePoliciesRequest(tenant=tenant or "", model=model)
-    return convert.policies_from_pb((yield Call("Cache", "GetPolicies", req)))
+    return cache_wire.policies_from_pb((yield Call("Cache", "GetPolicies", req)))
 
 
 def add_examples(category: str, embeddings: Any, tenant: str | None) -> Plan[int]:
@@ -109,7 +109,7 @@ def add_examples(category: str, embeddings: Any, tenant: str | None) -> Plan[int
 
 def report_load(model: str, load: float) -> Plan[ModelLoad]:
     req = pb.ReportLoadRequest(model=model, load=load)
-    return convert.model_load_from_pb((yield Call("Cache", "ReportLoad", req)))
+    return cache_wire.model_load_from_pb((yield Call("Cache", "ReportLoad", req)))
 
 
 def set_capacity(model: str, rps: float) -> Plan[None]:
@@ -118,7 +118,7 @@ def set_capacity(model: str, rps: float) -> Plan[None]:
 
 def stats(tenant: str | None) -> Plan[CacheStats]:
     req = pb.CacheStatsRequest(tenant=tenant or "")
-    return convert.cache_stats_from_pb((yield Call("Cache", "Stats", req)))
+    return cache_wire.cache_stats_from_pb((yield Call("Cache", "Stats", req)))
 
 
 def feedback(
@@ -132,4 +132,4 @@ def feedback(
     req = pb.CacheFeedbackRequest(
         tenant=tenant or "", lookup_id=lookup_id, entry_id=entry_id, correct=correct
     )
-    return convert.feedback_from_pb((yield Call("Cache", "Feedback", req)))
+    return cache_wire.feedback_from_pb((yield Call("Cache", "Feedback", req)))

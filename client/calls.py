@@ -30,7 +30,7 @@ from curator.results import (
     WriteResult,
 )
 from curator.validation import as_ids
-from curator_api import convert
+from curator_api import cluster_wire, convert
 from curator_api.predicates import predicate_to_pb
 from curator_api.v1 import curator_pb2 as pb
 
@@ -63,7 +63,7 @@ def error_from(e: grpc.RpcError) -> Exception:
     TenantMoved / TenantMoving when a cluster node names the tenant's home."""
     if e.code() == grpc.StatusCode.UNAVAILABLE:
         trailing = getattr(e, "trailing_metadata", None)
-        moved = convert.moved_error(e.details() or "", trailing() if trailing else ())
+        moved = cluster_wire.moved_error(e.details() or "", trailing() if trailing else ())
         if moved is not None:
             return moved
     cls = _ERRORS.get(e.code())
@@ -131,7 +131,7 @@ def create_tenant(name: str, group: str = "") -> Plan[None]:
 
 def placement() -> Plan[Any]:
     """(nodes, placements, read sets) of a cluster (FailedPrecondition on a single server)."""
-    return convert.placement_from_pb((yield Call("Admin", "GetPlacement", pb.Empty())))
+    return cluster_wire.placement_from_pb((yield Call("Admin", "GetPlacement", pb.Empty())))
 
 
 def move_tenant(

@@ -14,21 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from curator.cache.policy import CategoryPolicy
-from curator.cluster.contracts import NodeInfo, Placement
 from curator.config import IndexConfig, SearchParams
-from curator.errors import InvalidArgument, TenantMoved, TenantMoving, Unavailable
+from curator.errors import InvalidArgument
 from curator.results import (
-    CacheLookup,
-    CacheStats,
-    CacheStored,
     CollectionInfo,
     Document,
     IdPage,
     IssuedKey,
     KeyInfo,
-    ModelLoad,
-    PolicyState,
     Records,
     SearchPlan,
     SearchResult,
@@ -39,14 +32,8 @@ from curator.validation import MAX_DEPTH, check_depth
 from curator_api.v1 import curator_pb2 as pb
 
 __all__ = [
-    "moved_error",
-    "moved_metadata",
-    "placement_from_pb",
-    "placement_to_pb",
     "METRIC_NAMES",
     "as_rows",
-    "cache_stats_from_pb",
-    "cache_stats_to_pb",
     "collection_info_from_pb",
     "collection_info_to_pb",
     "decode_document",
@@ -61,17 +48,8 @@ __all__ = [
     "issued_key_to_pb",
     "key_info_from_pb",
     "key_info_to_pb",
-    "lookup_from_pb",
-    "lookup_to_pb",
     "metric_from_pb",
     "metric_to_pb",
-    "model_load_from_pb",
-    "model_load_to_pb",
-    "policies_from_pb",
-    "policies_to_pb",
-    "policy_fields_from_pb",
-    "policy_from_pb",
-    "policy_to_pb",
     "records_from_pb",
     "records_to_pb",
     "search_params_from_pb",
@@ -80,8 +58,6 @@ __all__ = [
     "search_result_to_pb",
     "server_info_from_pb",
     "server_info_to_pb",
-    "stored_from_pb",
-    "stored_to_pb",
     "write_result_from_pb",
     "write_result_to_pb",
 ]
@@ -180,25 +156,6 @@ def metric_from_pb(value: int) -> str:
     return METRIC_NAMES[value]
 
 
-# -- semantic cache ----------------------------------------------------------------------------
-_POLICY_FIELDS = (
-    "threshold",
-    "min_threshold",
-    "alpha",
-    "ttl_s",
-    "max_ttl_s",
-    "beta",
-    "quota_entries",
-    "quota_bytes",
-    "floor_entries",
-    "cacheable",
-    "exact_only",
-    "verify",
-    "verify_floor",
-    "max_false_hit_rate",
-)
-
-
 def encode_vector(v: Any) -> bytes:
     """(dim,) numbers -> packed little-endian float32."""
     arr = np.asarray(v, _LE_F32)
@@ -219,141 +176,6 @@ def decode_vector(data: bytes, what: str = "embedding") -> np.ndarray:
     if not data or len(data) % 4:
         raise InvalidArgument(f"expected {what} as packed float32 bytes, got {len(data)} bytes")
     return np.frombuffer(data, _LE_F32).astype(np.float32)
-
-
-def policy_to_pb(p: CategoryPolicy) -> pb.CachePolicy:
-    return pb.CachePolicy(**{f: getattr(p, f) for f in _POLICY_FIELDS})
-
-
-def policy_fields_from_pb(m: pb.CachePolicy) -> dict[str, Any]:
-    """The fields set in a CachePolicy message (a partial update)."""
-    return {f: getattr(m, f) for f in _POLICY_FIELDS if m.HasField(f)}
-
-
-def policy_from_pb(m: pb.CachePolicy) -> CategoryPolicy:
-    return CategoryPolicy.from_json(policy_fields_from_pb(m))
-
-
-def lookup_to_pb(r: CacheLookup) -> pb.CacheLookupResponse:
-    return pb.CacheLookupResponse(
-        hit=r.hit,
-        reason=r.reason,
-        response=r.response or b"",
-        similarity=r.similarity,
-        entry_id=r.entry_id,
-        category=r.category,
-        category_source=r.category_source,
-        threshold=r.threshold,
-        leader=r.leader,
-        age_s=r.age_s,
-        lookup_id=r.lookup_id,
-        score=r.score,
-        routed_from=r.routed_from,
-    )
-
-
-def lookup_from_pb(m: pb.CacheLookupResponse) -> CacheLookup:
-    return CacheLookup(
-        hit=m.hit,
-        reason=m.reason,
-        response=bytes(m.response) if m.hit else None,
-        similarity=m.similarity,
-        entry_id=m.entry_id,
-        category=m.category,
-        category_source=m.category_source,
-        threshold=m.threshold,
-        leader=m.leader,
-        age_s=m.age_s,
-        lookup_id=m.lookup_id,
-        score=m.score,
-        routed_from=m.routed_from,
-    )
-
-
-def feedback_to_pb(d: dict[str, Any]) -> pb.CacheFeedbackResponse:
-    return pb.CacheFeedbackResponse(
-        category=d["category"],
-        feedback=d["feedback"],
-        feedback_wrong=d["feedback_wrong"],
-        learned_threshold=d["learned_threshold"],
-    )
-
-
-def feedback_from_pb(m: pb.CacheFeedbackResponse) -> dict[str, Any]:
-    return {
-        "category": m.category,
-        "feedback": m.feedback,
-        "feedback_wrong": m.feedback_wrong,
-        "learned_threshold": m.learned_threshold,
-    }
-
-
-def stored_to_pb(r: CacheStored) -> pb.CacheStoreResponse:
-    return pb.CacheStoreResponse(
-        entry_id=r.entry_id, expires_at=r.expires_at, evicted=r.evicted, stored=r.stored
-    )
-
-
-def stored_from_pb(m: pb.CacheStoreResponse) -> CacheStored:
-    return CacheStored(m.entry_id, m.expires_at, m.evicted, m.stored)
-
-
-def model_load_to_pb(model: str, m: ModelLoad) -> pb.ModelLoad:
-    return pb.ModelLoad(model=model, **dataclasses.asdict(m))
-
-
-def model_load_from_pb(m: pb.ModelLoad) -> ModelLoad:
-    return ModelLoad(m.load, m.overloaded, m.pressure, m.source, m.capacity_rps)
-
-
-def policies_to_pb(policies: dict[str, PolicyState]) -> pb.GetCachePoliciesResponse:
-    return pb.GetCachePoliciesResponse(
-        categories=[
-            pb.CategoryState(
-                category=c,
-                policy=policy_to_pb(st.policy),
-                threshold=st.threshold,
-                ttl_s=st.ttl_s,
-                pressure=st.pressure,
-                feedback=st.feedback,
-                feedback_wrong=st.feedback_wrong,
-                learned_threshold=st.learned_threshold,
-            )
-            for c, st in policies.items()
-        ]
-    )
-
-
-def policies_from_pb(m: pb.GetCachePoliciesResponse) -> dict[str, PolicyState]:
-    return {
-        s.category: PolicyState(
-            policy_from_pb(s.policy),
-            s.threshold,
-            s.ttl_s,
-            s.pressure,
-            s.feedback,
-            s.feedback_wrong,
-            s.learned_threshold,
-        )
-        for s in m.categories
-    }
-
-
-def cache_stats_to_pb(stats: CacheStats) -> pb.CacheStatsResponse:
-    out = pb.CacheStatsResponse(entries=stats.entries, partitions=stats.partitions)
-    for c, counters in stats.categories.items():
-        out.categories[c].counters.update(counters)
-    out.models.extend(model_load_to_pb(m, x) for m, x in stats.models.items())
-    return out
-
-
-def cache_stats_from_pb(m: pb.CacheStatsResponse) -> CacheStats:
-    return CacheStats(
-        categories={c: dict(v.counters) for c, v in m.categories.items()},
-        partitions=m.partitions,
-        entries=m.entries,
-        models={x.model: model_load_from_pb(x) for x in m.models},
-    )
 
 
 # -- administration ------------------------------------------------------------------------------
@@ -528,71 +350,3 @@ def search_result_from_pb(m: pb.SearchResponse, with_documents: bool) -> SearchR
 
 
 # -- cluster routing ---------------------------------------------------------------------------
-
-_MOVED = {TenantMoved.reason: TenantMoved, TenantMoving.reason: TenantMoving}
-
-
-def moved_metadata(e: TenantMoved | TenantMoving) -> tuple[tuple[str, str], ...]:
-    """The trailing metadata of an UNAVAILABLE answer for a tenant homed elsewhere."""
-    return (
-        ("curator-reason", e.reason),
-        ("curator-tenant", e.tenant),
-        ("curator-node", getattr(e, "node", "")),
-        ("curator-address", getattr(e, "address", "")),
-        ("curator-epoch", str(e.epoch)),
-        ("grpc-retry-pushback-ms", "-1"),  # gRPC must not retry it: the caller re-routes
-    )
-
-
-def moved_error(details: str, metadata: Any) -> Unavailable | None:
-    """TenantMoved / TenantMoving from an UNAVAILABLE answer's trailing metadata (None when it
-    names no reason)."""
-    md = {m.key: m.value for m in metadata or ()}
-    cls = _MOVED.get(md.get("curator-reason", ""))
-    if cls is None:
-        return None
-    epoch = int(md.get("curator-epoch", "0") or 0)
-    e: TenantMoved | TenantMoving
-    if cls is TenantMoved:
-        e = TenantMoved(
-            details,
-            tenant=md.get("curator-tenant", ""),
-            node=md.get("curator-node", ""),
-            epoch=epoch,
-            address=md.get("curator-address", ""),
-        )
-    else:
-        e = TenantMoving(details, tenant=md.get("curator-tenant", ""), epoch=epoch)
-    return e
-
-
-def placement_to_pb(
-    node_id: str,
-    nodes: dict[str, NodeInfo],
-    placements: list[Placement],
-    readsets: dict[str, set[str]],
-) -> pb.PlacementResponse:
-    return pb.PlacementResponse(
-        node_id=node_id,
-        nodes=[pb.NodeEntry(node_id=n.node_id, address=n.address) for n in nodes.values()],
-        placements=[
-            pb.PlacementEntry(
-                tenant=p.tenant,
-                node=p.node,
-                epoch=p.epoch,
-                state=p.state,
-                readset=sorted(readsets.get(p.tenant, ())),
-            )
-            for p in placements
-        ],
-    )
-
-
-def placement_from_pb(
-    m: pb.PlacementResponse,
-) -> tuple[dict[str, NodeInfo], dict[str, Placement], dict[str, set[str]]]:
-    """(nodes by id, placements by tenant, read sets by tenant); placements carry no global
-    tenant id (0): clients route by name."""
-    nodes = {n.node_id: NodeInfo(n.node_id, n.address) for n in m.nodes}
-    places = {p.tenant: Placement(p.tenant, 0, p.node, p.epoch, p.state) for p in m.placements}
-    return nodes, places, {p.tenant: set(p.readset) for p in m.placements}

@@ -41,7 +41,7 @@ from curator.errors import (
 )
 from curator.results import IssuedKey
 from curator.validation import check_name
-from curator_api import convert
+from curator_api import cluster_wire
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal
 
@@ -387,7 +387,7 @@ class ClusterNode:
             except grpc.RpcError as e:
                 moved = None
                 if e.code() == grpc.StatusCode.UNAVAILABLE:
-                    moved = convert.moved_error(e.details() or "", e.trailing_metadata())
+                    moved = cluster_wire.moved_error(e.details() or "", e.trailing_metadata())
                 left = context.time_remaining()
                 if moved is None or attempt == _FOLLOW or (left is not None and left < 1.0):
                     context.set_trailing_metadata(e.trailing_metadata() or ())

@@ -12,7 +12,7 @@ from curator.cluster.merge import merge_topk
 from curator.database import Database
 from curator.errors import FailedPrecondition, NotFound
 from curator.results import SearchResult, WriteResult
-from curator_api import convert
+from curator_api import cache_wire, cluster_wire, convert
 from curator_api.predicates import predicate_from_pb
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
@@ -199,7 +199,7 @@ class AdminServicer(_Base, pb_grpc.AdminServicer):
             places = {t: v for t, v in places.items() if t == p.tenant}
         readsets = {t: c.control.readset(t) for t in places}
         nodes = c.control.nodes()
-        return convert.placement_to_pb(c.node_id, nodes, list(places.values()), readsets)
+        return cluster_wire.placement_to_pb(c.node_id, nodes, list(places.values()), readsets)
 
     @rpc
     def MoveTenant(self, request: pb.MoveTenantRequest, context: Any) -> Any:
@@ -378,7 +378,7 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
             wait_s=wait_s,
             active=context.is_active,  # a cancelled call stops waiting
         )
-        return convert.lookup_to_pb(res)
+        return cache_wire.lookup_to_pb(res)
 
     @rpc
     def Feedback(self, request: pb.CacheFeedbackRequest, context: Any) -> Any:
@@ -391,7 +391,7 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
             entry_id=request.entry_id,
             correct=request.correct,
         )
-        return convert.feedback_to_pb(res)
+        return cache_wire.feedback_to_pb(res)
 
     @rpc
     def Store(self, request: pb.CacheStoreRequest, context: Any) -> Any:
@@ -410,7 +410,7 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
             latency_s=request.latency_s,
             tokens=request.tokens,
         )
-        return convert.stored_to_pb(res)
+        return cache_wire.stored_to_pb(res)
 
     @rpc
     def Invalidate(self, request: pb.CacheInvalidateRequest, context: Any) -> Any:
@@ -433,9 +433,9 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         if (fwd := self._routed(tenant, "SetPolicy", request, context)) is not None:
             return fwd
         policy = self.db.cache_set_policy(
-            request.category, tenant=tenant, **convert.policy_fields_from_pb(request.policy)
+            request.category, tenant=tenant, **cache_wire.policy_fields_from_pb(request.policy)
         )
-        return convert.policy_to_pb(policy)
+        return cache_wire.policy_to_pb(policy)
 
     @rpc
     def ResetPolicy(self, request: pb.ResetCachePolicyRequest, context: Any) -> Any:
@@ -450,7 +450,7 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         tenant = _act_as(request.tenant, required=False)  # admin, none: the defaults
         if (fwd := self._routed(tenant, "GetPolicies", request, context)) is not None:
             return fwd
-        return convert.policies_to_pb(self.db.cache_policies(tenant=tenant, model=request.model))
+        return cache_wire.policies_to_pb(self.db.cache_policies(tenant=tenant, model=request.model))
 
     @rpc
     def AddExamples(self, request: pb.AddCacheExamplesRequest, context: Any) -> Any:
@@ -473,11 +473,11 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
         )
         if state is None:
             raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
-        return convert.model_load_to_pb(request.model, state)
+        return cache_wire.model_load_to_pb(request.model, state)
 
     @rpc
     def Stats(self, request: pb.CacheStatsRequest, context: Any) -> Any:
         tenant = _act_as(request.tenant, required=False)
         if (fwd := self._routed(tenant, "Stats", request, context)) is not None:
             return fwd
-        return convert.cache_stats_to_pb(self.db.cache_stats(tenant=tenant))
+        return cache_wire.cache_stats_to_pb(self.db.cache_stats(tenant=tenant))

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import grpc
 
 from curator.errors import CuratorError, TenantMoved, TenantMoving
-from curator_api import convert
+from curator_api import cluster_wire
 
 __all__ = ["HTTP_STATUS_OF", "STATUS_OF", "rpc"]
 
@@ -50,7 +50,7 @@ def rpc(fn: F) -> F:
             return fn(self, request, context)
         except CuratorError as e:
             if isinstance(e, TenantMoved | TenantMoving):  # where the tenant lives now
-                context.set_trailing_metadata(convert.moved_metadata(e))
+                context.set_trailing_metadata(cluster_wire.moved_metadata(e))
             context.abort(STATUS_OF.get(e.code, grpc.StatusCode.UNKNOWN), str(e))
         except grpc.RpcError:
             raise

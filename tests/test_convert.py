@@ -29,7 +29,7 @@ from curator.results import (
     ServerInfo,
     WriteResult,
 )
-from curator_api import convert
+from curator_api import cache_wire, convert
 from curator_api import jsonwire as jw
 from curator_api.v1 import curator_pb2 as pb
 
@@ -105,7 +105,7 @@ def test_vector(v: list[float]) -> None:
 
 @given(policies)
 def test_policy(p: Any) -> None:
-    assert convert.policy_from_pb(wire(convert.policy_to_pb(p))) == p
+    assert cache_wire.policy_from_pb(wire(cache_wire.policy_to_pb(p))) == p
 
 
 @FAST
@@ -115,7 +115,7 @@ def test_policy(p: Any) -> None:
     )
 )
 def test_lookup(r: CacheLookup) -> None:
-    got = convert.lookup_from_pb(wire(convert.lookup_to_pb(r)))
+    got = cache_wire.lookup_from_pb(wire(cache_wire.lookup_to_pb(r)))
     want = r if r.hit else CacheLookup(**{**r.__dict__, "response": None})
     assert repr(got) == repr(want)  # repr: NaN fields (no candidate's score) compare equal
 
@@ -123,19 +123,19 @@ def test_lookup(r: CacheLookup) -> None:
 @FAST
 @given(st.builds(CacheStored, u64, f64, u64, st.booleans()))
 def test_stored(r: CacheStored) -> None:
-    assert convert.stored_from_pb(wire(convert.stored_to_pb(r))) == r
+    assert cache_wire.stored_from_pb(wire(cache_wire.stored_to_pb(r))) == r
 
 
 @FAST
 @given(model_loads)
 def test_model_load(m: ModelLoad) -> None:
-    assert convert.model_load_from_pb(wire(convert.model_load_to_pb("m", m))) == m
+    assert cache_wire.model_load_from_pb(wire(cache_wire.model_load_to_pb("m", m))) == m
 
 
 @FAST
 @given(st.dictionaries(text, st.builds(PolicyState, policies, f64, f64, unit), max_size=4))
 def test_policies(d: dict[str, PolicyState]) -> None:
-    got = convert.policies_from_pb(wire(convert.policies_to_pb(d)))
+    got = cache_wire.policies_from_pb(wire(cache_wire.policies_to_pb(d)))
     assert repr(got) == repr(d)  # repr: NaN (nothing learned yet) compares equal
 
 
@@ -150,7 +150,7 @@ def test_policies(d: dict[str, PolicyState]) -> None:
     )
 )
 def test_cache_stats(s: CacheStats) -> None:
-    assert convert.cache_stats_from_pb(wire(convert.cache_stats_to_pb(s))) == s
+    assert cache_wire.cache_stats_from_pb(wire(cache_wire.cache_stats_to_pb(s))) == s
 
 
 @FAST
@@ -284,7 +284,7 @@ def test_malformed_messages_raise_invalid_argument(bad: Any) -> None:
 
 def test_nan_similarity_crosses_the_wire() -> None:
     r = CacheLookup(False, "empty", None, math.nan, 0, "general", "default", 0.9)
-    assert math.isnan(convert.lookup_from_pb(wire(convert.lookup_to_pb(r))).similarity)
+    assert math.isnan(cache_wire.lookup_from_pb(wire(cache_wire.lookup_to_pb(r))).similarity)
 
 
 # -- the HTTP API's JSON (curator_api/jsonwire.py) ----------------------------------------------
