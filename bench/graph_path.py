@@ -45,7 +45,8 @@ def _forced(idx: Any, path: str, slots: np.ndarray, p: SearchParams) -> Any:
             s, d, _ = P._tree(idx, idx._tenant_tree(str(slots)).view(idx._tree), qq, _K, p)
         else:
             s, d, _ = P._run(idx, path, slots_of[0], qq, _K, p, len(slots_of[0]))
-        return idx._finish(s, d)  # type: ignore[no-any-return]
+        ids, dist, _ = idx._finish(s, d)
+        return ids, dist
 
     slots_of = [slots]
     return run
@@ -220,6 +221,9 @@ def main() -> None:
         t = time.time()
         cb.build(ds)
         idx = cb.index
+        graph = idx.build_graph()  # linked up front, every pending vector too: timed searches
+        if graph is not None:  # then walk the graph only
+            graph.link_pending(idx._store)
         mem = idx.memory_usage()
         print(
             f"debian-{kind}: build+train {time.time() - t:.1f} s; graph {mem['graph'] / 2**20:.1f} "
