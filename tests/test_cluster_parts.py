@@ -129,3 +129,25 @@ def test_node_bundle_store_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         store.put("moves/1/e1/base", b"bundle")
         assert store.get("moves/1/e1/base") == b"bundle"
         assert list(store.keys()) == ["moves/1/e1/base"]
+
+
+def test_the_server_imports_without_the_cluster_extra() -> None:
+    """A base install (no aetcd) must start a single server; cluster mode then refuses with
+    the extra to install (the wheel smoke test caught a top-level import of aetcd)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['aetcd'] = None\n"
+        "import server.app, server.__main__\n"
+        "from curator.cluster.etcd_control import EtcdControl\n"
+        "from curator.errors import FailedPrecondition\n"
+        "try:\n"
+        "    EtcdControl('127.0.0.1:1').start(wait=1)\n"
+        "except FailedPrecondition as e:\n"
+        "    assert 'cluster extra' in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('started without aetcd')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

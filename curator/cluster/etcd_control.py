@@ -24,11 +24,14 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import aetcd
+try:
+    import aetcd
+except ImportError:  # the `cluster` extra is not installed: EtcdControl refuses to start
+    aetcd = None
 
 from curator.cluster.contracts import MoveRecord, NodeInfo, Placement
 from curator.config import GRPC_RECONNECT_OPTIONS
-from curator.errors import AlreadyExists, InvalidArgument, Unavailable
+from curator.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
 
 __all__ = ["ROOT", "EtcdControl"]
 
@@ -74,6 +77,11 @@ class EtcdControl:
     def start(self, wait: float = 10.0) -> None:
         """Connect and load the cache; raises Unavailable if etcd does not answer within
         `wait` seconds."""
+        if aetcd is None:
+            raise FailedPrecondition(
+                "expected the cluster extra for cluster mode (pip install 'curator-db[cluster]'), "
+                "got no aetcd module"
+            )
         self._thread.start()
         self._client = aetcd.Client(
             self._host, self._port, timeout=self.timeout, options=dict(GRPC_RECONNECT_OPTIONS)
