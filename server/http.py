@@ -27,7 +27,7 @@ from curator import __version__
 from curator.auth import Principal
 from curator.config import IndexConfig, SearchParams
 from curator.database import Database
-from curator.errors import CuratorError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from curator.errors import CuratorError, InvalidArgument, ResourceExhausted, Unavailable
 from curator_api import jsonwire as jw
 from curator_api.predicates import predicate_from_json
 from server import rules
@@ -427,16 +427,7 @@ def create_http_app(state: ServerState, max_body_bytes: int = 64 << 20) -> FastA
     @app.post("/v1/cache/load", tags=["cache"])
     def cache_report_load(body: CacheLoadBody, p: Principal = P) -> JSON:
         """Admin: a model's current load and/or capacity; answers the model's load state."""
-        rules.require_admin(p)
-        if body.capacity_rps is not None:
-            db().cache_set_capacity(body.model, body.capacity_rps)
-        state = (
-            db().cache_report_load(body.model, body.load)
-            if body.load is not None
-            else db().cache_stats().models.get(body.model)
-        )
-        if state is None:
-            raise NotFound(f"expected a model with a load or capacity, got {body.model!r}")
+        state = rules.report_load(db(), p, body.model, body.load, body.capacity_rps)
         return {"model": body.model, **jw.to_json(state)}
 
     @app.get("/v1/cache/stats", tags=["cache"])

@@ -14,14 +14,15 @@ import numpy as np
 from curator import __version__
 from curator.auth import Principal
 from curator.database import Database
-from curator.errors import InvalidArgument, PermissionDenied
-from curator.results import CollectionInfo, IssuedKey, ServerInfo
+from curator.errors import InvalidArgument, NotFound, PermissionDenied
+from curator.results import CollectionInfo, IssuedKey, ModelLoad, ServerInfo
 
 __all__ = [
     "acting_tenant",
     "collection_view",
     "issue_key",
     "page",
+    "report_load",
     "require_admin",
     "rotate_key",
     "search_tenants",
@@ -114,3 +115,21 @@ def page(items: Sequence[str], size: int, token: str) -> tuple[list[str], str]:
     out = list(items[start : start + size])
     more = start + size < len(items)
     return out, base64.urlsafe_b64encode(out[-1].encode()).decode() if more and out else ""
+
+
+def report_load(
+    db: Database, p: Principal, model: str, load: float | None, capacity_rps: float | None
+) -> ModelLoad:
+    """Admin: set a model's capacity and/or report its load; answers its load state
+    (NotFound for a model with neither)."""
+    require_admin(p)
+    if capacity_rps is not None:
+        db.cache_set_capacity(model, capacity_rps)
+    state = (
+        db.cache_report_load(model, load)
+        if load is not None
+        else db.cache_stats().models.get(model)
+    )
+    if state is None:
+        raise NotFound(f"expected a model with a load or capacity, got {model!r}")
+    return state

@@ -10,7 +10,7 @@ import numpy as np
 
 from curator.cluster.merge import merge_topk
 from curator.database import Database
-from curator.errors import FailedPrecondition, NotFound
+from curator.errors import FailedPrecondition
 from curator.results import SearchResult, WriteResult
 from curator_api import cache_wire, cluster_wire, convert
 from curator_api.predicates import predicate_from_pb
@@ -463,16 +463,13 @@ class CacheServicer(_Base, pb_grpc.CacheServicer):
 
     @rpc
     def ReportLoad(self, request: pb.ReportLoadRequest, context: Any) -> Any:
-        _admin()
-        if request.HasField("capacity_rps"):
-            self.db.cache_set_capacity(request.model, request.capacity_rps)
-        state = (
-            self.db.cache_report_load(request.model, request.load)
-            if request.HasField("load")
-            else self.db.cache_stats().models.get(request.model)
+        state = rules.report_load(
+            self.db,
+            current_principal.get(),
+            request.model,
+            request.load if request.HasField("load") else None,
+            request.capacity_rps if request.HasField("capacity_rps") else None,
         )
-        if state is None:
-            raise NotFound(f"expected a model with a load or capacity, got {request.model!r}")
         return cache_wire.model_load_to_pb(request.model, state)
 
     @rpc
