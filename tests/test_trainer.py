@@ -13,6 +13,7 @@ import pytest
 from curator.config import DatabaseConfig, IndexConfig, SearchParams
 from curator.database import Database
 from curator.index.curator_index import CuratorIndex
+from curator.storage.collection import Collection
 
 EXACT = SearchParams(exact_search_threshold=0, search_ef=100_000)
 
@@ -78,3 +79,53 @@ def test_explicit_train_after_a_bulk_load(tmp_path: Path) -> None:
         assert info.trained and info.vectors == 3000
         res = db.search("c", x[:50], 1, tenant="a", params=EXACT)
         assert res.ids[:, 0].tolist() == list(range(50))
+
+
+def test_writes_during_the_lock_free_catch_up_reach_the_swapped_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer replays the writes made during training without any lock, then the few
+    made during that replay under the locks: creates, writes, grants and drops that land
+    between the two passes are all in the index that is swapped in."""
+    original = Collection._replay
+    passes: list[set[int] | None] = []
+    cfg = DatabaseConfig(data_dir=str(tmp_path), snapshot_every_seconds=0)
+    x = np.random.default_rng(1).standard_normal((1000, 8)).astype(np.float32)
+    db = Database(cfg, background=False)
+
+    def replay(self: Collection, store: object, tenants: set[int] | None) -> None:
+        original(self, store, tenants)  # type: ignore[arg-type]
+        passes.append(tenants)
+        if tenants is None:  # between the passes: writes go on
+            db.create_tenant("late")
+            db.allow_sharing("late", "a")
+            db.upsert("c", [900, 901], x[900:902], tenant="late")
+            db.grant("c", [901], "a", tenant="late")
+            db.drop_tenant("b")
+            db.delete("c", [600], tenant="a")
+
+    try:
+        for t in ("a", "b"):
+            db.create_tenant(t)
+        db.allow_sharing("a", "b")
+        db.create_collection("c", 8, "l2", IndexConfig(train_min_vectors=10**6, max_sl_size=16))
+        db.upsert("c", np.arange(700), x[:700], tenant="a")
+        db.upsert("c", np.arange(50), x[700:750], tenant="b")  # ids scoped per owner
+        db.grant("c", np.arange(100, 110), "b", tenant="a")
+        monkeypatch.setattr(Collection, "_replay", replay)
+        assert db.train("c")
+        assert passes[0] is None and passes[1] is not None and len(passes) == 2
+        idx = db._collection("c").index
+        idx.check_invariants()
+        assert db.describe_collection("c").trained
+        assert db.count("c") == 699 + 2 and db.count("c", tenant="late") == 2
+        got = db.search("c", x[900:902], 1, tenant="late", params=EXACT).ids[:, 0]
+        assert got.tolist() == [900, 901]
+        seen = db.search("c", x[901:902], 1, tenant="a", params=EXACT)
+        assert seen.ids[0, 0] == 901 and seen.owners[0][0] == "late"
+        assert db.get("c", [600], tenant="a").ids.tolist() == []
+        assert not db.has_tenant("b")
+    finally:
+        db.close()
+    with Database(cfg, background=False) as again:
+        assert again.count("c") == 701 and again.count("c", tenant="late") == 2

@@ -141,9 +141,12 @@ class Collection:
         )
         return index, len(bad_rows)
 
-    def _replay(self, store: Store, tenants: set[int]) -> None:
+    def _replay(self, store: Store, tenants: set[int] | None) -> None:
         """Bring a snapshot up to date: re-read the current state of every (owner, id) written
-        after the snapshot's sequence number (state-based, so replaying twice is harmless)."""
+        after the snapshot's sequence number (state-based, so replaying twice is harmless).
+        `tenants=None`: a catch-up pass while writes go on (the trainer's), which takes every
+        owner and tenant as live and quarantines nothing; a later pass with the catalog's
+        tenants, under the writer lock, drops what was dropped meanwhile."""
         touched: dict[int, list[np.ndarray]] = {}
         state: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         grants: list[tuple[int, int, int]] = []
@@ -172,16 +175,17 @@ class Collection:
                     if idx.has_tenant(owner):
                         idx.delete(ids, owner=owner)
                     ok = found & _valid_rows(x, self.info.metric is Metric.COSINE)
-                    if owner not in tenants:
+                    if tenants is not None and owner not in tenants:
                         ok[:] = False
                     bad_rows += [(owner, int(v)) for v in ids[found & ~ok].tolist()]
                     idx.insert_prepared(ids[ok], x[ok], owner)
                 bad_grants = _grant_all(idx, grants, tenants)
-        for key in idx.tenants():
-            if key not in tenants:  # dropped after the snapshot
-                idx.drop_tenant(key)
-        _quarantine(store, self.info, bad_rows, bad_grants)
-        self.quarantined += len(bad_rows)
+        if tenants is not None:
+            for key in idx.tenants():
+                if key not in tenants:  # dropped after the snapshot
+                    idx.drop_tenant(key)
+            _quarantine(store, self.info, bad_rows, bad_grants)
+            self.quarantined += len(bad_rows)
         log.info(
             "collection %r: replayed %d writes after snapshot seq %d",
             self.info.name,
@@ -249,7 +253,7 @@ def _insert_by_owner(
 
 
 def _grant_all(
-    index: CuratorIndex, grants: list[tuple[int, int, int]], tenants: set[int]
+    index: CuratorIndex, grants: list[tuple[int, int, int]], tenants: set[int] | None
 ) -> list[tuple[int, int, int]]:
     """Apply (owner, id, tenant) grants grouped by (owner, tenant); returns those that name an
     unknown tenant or a vector the index does not hold."""
@@ -264,7 +268,7 @@ def _grant_all(
     for part in np.split(arr, bounds):
         owner, t = int(part[0, 0]), int(part[0, 2])
         ok = index.contains(part[:, 1], owner=owner) if index.has_tenant(owner) else None
-        if ok is None or t not in tenants:
+        if ok is None or (tenants is not None and t not in tenants):
             ok = np.zeros(len(part), bool)
         if ok.any():
             index.grant(part[ok, 1], t, owner=owner)

@@ -6,9 +6,10 @@ builds a new index beside the live one and swaps it in:
      the index state as snapshot arrays and note the write sequence they reflect;
   2. with no lock held, load the copy and train it (hierarchical k-means, re-layout of the
      vectors, re-encoding of every tenant): the long part;
-  3. under the database's writer lock and the collection's write lock, replay the writes
-     logged since the copy into the new index (few: only those made during training), then
-     swap it in.
+  3. with no lock held, replay the writes logged since the copy into the new index (those
+     made during training);
+  4. under the database's writer lock and the collection's write lock, replay the few made
+     during step 3 and the catalog's drops, then swap it in.
 Writes and searches continue meanwhile against the old index (new vectors are routed by the
 old tree, then re-homed by the replay). It costs a second copy of the index while it runs.
 """
@@ -87,11 +88,14 @@ class Trainer:
         fresh.auto_train = False
         fresh.train()
         took = time.perf_counter() - t0
+        # Catch up on the writes made while training with no lock held (writes go on), so
+        # that the swap under the locks replays only those made during this catch-up.
+        staged = Collection(c.info, fresh, seq)
+        staged._replay(self.store, None)
         with self.write_lock:
             if self.collections.get(c.info.name) is not c:
                 return False
             with c.lock.write_lock():
-                staged = Collection(c.info, fresh, seq)
                 staged._replay(self.store, self.tenants())
                 c.index = staged.index
                 c.quarantined += staged.quarantined
