@@ -159,6 +159,9 @@ class DatabaseConfig:
     write_reserve_bytes: space ordinary writes leave free (in the map and allocated on disk)
         so that deletes, drops and cache invalidations work on a full store (at most an eighth
         of max_map_size).
+    train_threads: threads a (re)training off the write path may use (faiss k-means, the
+        routing kernels); 0 = one fewer than the machine's cores (at least one), so that
+        searches and writes keep a core while it runs.
     """
 
     data_dir: str = "curator-data"
@@ -173,6 +176,7 @@ class DatabaseConfig:
     max_response_bytes: int = 32 << 20
     tenant_max_bytes: int = 16 << 30
     write_reserve_bytes: int = 8 << 20
+    train_threads: int = 0
 
     def __post_init__(self) -> None:
         _check_range("map_size", self.map_size, 1 << 16, 1 << 50)
@@ -184,6 +188,7 @@ class DatabaseConfig:
         _check_range("max_response_bytes", self.max_response_bytes, 1 << 10, 1 << 31)
         _check_range("tenant_max_bytes", self.tenant_max_bytes, 0, 1 << 50)
         _check_range("write_reserve_bytes", self.write_reserve_bytes, 0, 1 << 40)
+        _check_range("train_threads", self.train_threads, 0, 1 << 12)
         if self.snapshot_every_seconds < 0:
             raise InvalidArgument(
                 f"expected snapshot_every_seconds >= 0, got {self.snapshot_every_seconds}"

@@ -130,7 +130,13 @@ class Database(TenantAdmin, CollectionAdmin, VectorWrites, VectorReads, TenantMo
             self.store, self._snap_dir, self._collections, self._write_lock, cfg
         )
         self._background = background and not readonly
-        self._trainer = Trainer(self.store, self._collections, self._write_lock, self.catalog.ids)
+        self._trainer = Trainer(
+            self.store,
+            self._collections,
+            self._write_lock,
+            self.catalog.ids,
+            threads=cfg.train_threads,
+        )
         self.cache = SemanticCache(
             self.store,
             cache_config,

@@ -12,6 +12,7 @@ import pytest
 
 from curator.config import DatabaseConfig, IndexConfig, SearchParams
 from curator.database import Database
+from curator.errors import InvalidArgument
 from curator.index.curator_index import CuratorIndex
 from curator.storage.collection import Collection
 
@@ -129,3 +130,29 @@ def test_writes_during_the_lock_free_catch_up_reach_the_swapped_index(
         db.close()
     with Database(cfg, background=False) as again:
         assert again.count("c") == 701 and again.count("c", tenant="late") == 2
+
+
+def test_training_uses_the_configured_threads_and_restores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faiss = pytest.importorskip("faiss")
+    numba = pytest.importorskip("numba")
+    seen: list[tuple[int, int]] = []
+    original = CuratorIndex.train
+
+    def train(self: CuratorIndex) -> None:
+        seen.append((faiss.omp_get_max_threads(), numba.get_num_threads()))
+        original(self)
+
+    monkeypatch.setattr(CuratorIndex, "train", train)
+    before = (faiss.omp_get_max_threads(), numba.get_num_threads())
+    cfg = DatabaseConfig(data_dir=str(tmp_path), train_threads=1)
+    with Database(cfg, background=False) as db:
+        db.create_tenant("a")
+        db.create_collection("c", 8, "l2", IndexConfig(train_min_vectors=10**6))
+        db.upsert("c", np.arange(300), np.ones((300, 8), np.float32), tenant="a")
+        assert db.train("c")
+    assert seen == [(1, 1)]
+    assert (faiss.omp_get_max_threads(), numba.get_num_threads()) == before
+    with pytest.raises(InvalidArgument, match="train_threads"):
+        DatabaseConfig(data_dir=str(tmp_path), train_threads=-1)

@@ -16,11 +16,15 @@ old tree, then re-homed by the replay). It costs a second copy of the index whil
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import faiss
+import numba
 import numpy as np
 
 from curator.index.curator_index import CuratorIndex
@@ -39,8 +43,11 @@ class Trainer:
         collections: dict[str, Collection],
         write_lock: threading.RLock,
         tenants: Callable[[], set[int]],
+        threads: int = 0,
     ) -> None:
+        """threads: what a training may use (0: one fewer than the cores, at least one)."""
         self.store = store
+        self.threads = threads or max(1, (os.cpu_count() or 1) - 1)
         self.collections = collections  # shared with the database, read only here
         self.write_lock = write_lock
         self.tenants = tenants
@@ -86,7 +93,8 @@ class Trainer:
         fresh = CuratorIndex.from_snapshot(arrays)
         del arrays
         fresh.auto_train = False
-        fresh.train()
+        with _threads(self.threads):
+            fresh.train()
         took = time.perf_counter() - t0
         # Catch up on the writes made while training with no lock held (writes go on), so
         # that the swap under the locks replays only those made during this catch-up.
@@ -120,3 +128,17 @@ class Trainer:
                     self.train(c, force=False)
                 except Exception:  # keep the loop alive; the next write retries
                     log.exception("background training of %r failed", c.info.name)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Cap faiss's (OpenMP) and numba's thread pools at `n` in the calling thread only (both
+    settings are per thread), so that training leaves cores to the searches."""
+    old_omp, old_numba = faiss.omp_get_max_threads(), numba.get_num_threads()
+    faiss.omp_set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old_omp)
+        numba.set_num_threads(old_numba)
