@@ -77,3 +77,36 @@ def test_removing_a_slot_the_tenant_lacks_is_an_internal_error(tree) -> None:
     tt.add(t, leaf, np.arange(3, dtype=np.int32), max_sl_size=8)
     with pytest.raises(Internal):
         tt.remove(t, leaf, np.array([150], np.int32), max_sl_size=8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_patched_view_equals_a_rebuilt_one(tree, seed: int) -> None:
+    """Single adds and small removes edit the cached view in place of a rebuild when the
+    sub-tree keeps its shape; after every step it must equal the view built from scratch
+    (same nodes, children, shortlist bounds and sorted slots), through splits and merges."""
+    t, leaf = tree
+    rng = np.random.default_rng(seed)
+    tt = TenantTree()
+    have: set[int] = set()
+    patched = 0
+    for _ in range(400):
+        tt.view(t)  # a cached view exists before each write, as between searches
+        before = tt._view
+        free = sorted(set(range(200)) - have)
+        if free and (not have or rng.random() < 0.6):
+            s = np.array([rng.choice(free)], np.int32)
+            tt.add(t, leaf, s, max_sl_size=6)
+            have.add(int(s[0]))
+        else:
+            k = int(rng.integers(1, 4))
+            s = rng.choice(sorted(have), min(k, len(have)), replace=False).astype(np.int32)
+            tt.remove(t, leaf, s, max_sl_size=6)
+            have -= set(s.tolist())
+        tt.check(t, leaf, 6)
+        patched += tt._view is not None and tt._view is not before
+        got = tt.view(t)
+        want = tt._build_view(t)
+        for name in ("node", "child_ptr", "child", "sl_ptr", "slots"):
+            assert np.array_equal(getattr(got, name), getattr(want, name)), name
+        assert sorted(got.slots.tolist()) == sorted(have)
+    assert patched > 100  # most writes kept the shape and were patched, not rebuilt
