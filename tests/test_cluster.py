@@ -106,7 +106,7 @@ class Cluster:
         self.etcd.terminate()
         self.etcd.wait(10)
 
-    def start_node(self, node: str, port: int = 0) -> None:
+    def start_node(self, node: str, port: int = 0, extra: tuple[str, ...] = ()) -> None:
         port = port or self.ports.get(node) or _free_port()
         self.ports[node] = port
         log = (self.tmp / f"{node}.log").open("ab")
@@ -116,6 +116,7 @@ class Cluster:
                 *("--etcd", f"127.0.0.1:{self.etcd_port}", "--address", f"127.0.0.1:{port}"),
                 *("--data-dir", str(self.tmp / node), "--log-format", "text"),
                 *self.node_args,
+                *extra,
             ],
             stderr=log,
             cwd=ROOT,
