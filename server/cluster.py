@@ -118,7 +118,7 @@ class ClusterNode:
         for name in self.control.tenants():
             self._apply(f"{ROOT}tenants/{name}")
         threading.Thread(target=self._apply_changes, daemon=True, name="cluster-sync").start()
-        self.control.register(lambda: {"headroom": headroom(db) >> 20 << 20})  # whole MiB
+        self.control.register(self._facts)
         self.recovery = Recovery(self, db)
         self.recovery.start()
         watch_cluster(self._metrics_state)
@@ -129,9 +129,24 @@ class ClusterNode:
             per_node[p.node] = per_node.get(p.node, 0) + 1
         return per_node, self.recovery is not None and self.recovery.election.is_leader()
 
+    def _facts(self) -> dict[str, Any]:
+        """What the node record publishes besides the address: free bytes, in whole MiB
+        (fewer etcd writes). Never raises: a failure must not cost the node its lease."""
+        try:
+            return {"headroom": headroom(self.db) >> 20 << 20} if self.db is not None else {}
+        except Exception:
+            log.warning("could not measure this node's free space", exc_info=True)
+            return {}
+
     def headroom_of(self, node: str) -> int:
-        """The free bytes `node` last published (0 if it published none)."""
-        return int(self.control.node_facts(node).get("headroom", 0))
+        """The free bytes `node` last published; FailedPrecondition if it published none."""
+        room = self.control.node_facts(node).get("headroom")
+        if not isinstance(room, int):
+            raise FailedPrecondition(
+                f"expected node {node} to publish its free space in etcd, got {room!r} (is it "
+                "live, and of this release?)"
+            )
+        return room
 
     def _on_change(self, key: str, value: bytes | None) -> None:
         if key.startswith((f"{ROOT}tenants/", f"{ROOT}collections/", f"{ROOT}keys/")):

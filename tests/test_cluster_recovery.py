@@ -126,6 +126,9 @@ def test_etcd_down_10s_stable_tenants_serve_creates_and_moves_fail_fast(
 ) -> None:
     for t, home in (("ed-1", "n1"), ("ed-2", "n2")):
         _seed(cluster, ctl, t, home)
+    for n in ("n1", "n2", "n3"):  # what a move's headroom check reads (whole MiB)
+        room = ctl.node_facts(n)["headroom"]
+        assert room > 0 and room % (1 << 20) == 0
     x = np.eye(DIM, dtype=np.float32)[:4]
     stop = threading.Event()
     acks, errors = [0], []
