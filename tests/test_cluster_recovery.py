@@ -356,3 +356,37 @@ def test_kill9_of_a_driving_process_after_the_flip(cluster: Cluster, ctl: EtcdCo
         with pytest.raises(TenantMoved):  # the source redirects; its copy was dropped
             old.count("rc", tenant="rk2")
     assert [q for q in (cluster.tmp / "bundles").rglob("*") if q.is_file()] == []
+
+
+@pytest.mark.timeout(60)
+def test_election_one_leader_and_a_handover(cluster: Cluster) -> None:
+    """Two campaigners besides the nodes: at most one process holds the role at a time; a
+    resignation hands it over at once."""
+    from curator.cluster.election import Election
+
+    controls = [EtcdControl(f"127.0.0.1:{cluster.etcd_port}", lease_ttl=2) for _ in range(2)]
+    for c in controls:
+        c.start()
+    try:
+        watcher = controls[0]
+        holder = _controller(watcher)
+        assert holder in cluster.procs  # a node holds it
+        elections = [Election(c, f"x{i}") for i, c in enumerate(controls)]
+        for e in elections:
+            e.start()
+        time.sleep(1.0)
+        assert not any(e.is_leader() for e in elections)  # the node keeps it
+        alive = [n for n, p in cluster.procs.items() if p.poll() is None]
+        for n in alive:  # stop every node's campaign: their leases go with SIGTERM
+            cluster.procs[n].send_signal(signal.SIGTERM)
+        for n in alive:
+            cluster.procs[n].wait(30)
+        first = _wait("a campaigner leads", lambda: [e for e in elections if e.is_leader()], 20)
+        assert len(first) == 1 and _controller(watcher) == first[0].node_id
+        first[0].resign()
+        other = next(e for e in elections if e is not first[0])
+        _wait("the handover", other.is_leader, 5)
+        assert not first[0].is_leader() and _controller(watcher) == other.node_id
+    finally:
+        for c in controls:
+            c.close()

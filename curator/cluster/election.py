@@ -38,6 +38,7 @@ class Election:
         self.node_id = node_id
         self.ttl = control.lease_ttl
         self._until = 0.0  # monotonic time the role lasts to (0: not the leader)
+        self._quiet_until = 0.0  # after a resignation: no campaign for one TTL
         self._lease: Any = None
 
     def start(self) -> None:
@@ -52,8 +53,10 @@ class Election:
         return str(hit.get("node", "")) if isinstance(hit, dict) else ""
 
     def resign(self) -> None:
-        """Give the role up now (its lease revoked): another node takes it at once."""
+        """Give the role up now (its lease revoked) and stay out of the next campaign for
+        one TTL: another node takes it at once."""
         self._until = 0.0
+        self._quiet_until = time.monotonic() + self.ttl
         lease = self._lease
         if lease is not None:
             self.control.run(lease.revoke())
@@ -65,8 +68,11 @@ class Election:
         value = json.dumps({"node": self.node_id}).encode()
         while True:
             try:
+                if time.monotonic() < self._quiet_until:
+                    await asyncio.sleep(0.2)
+                    continue
+                sent = time.monotonic()  # before the grant: the TTL runs from there
                 lease = await client.lease(self.ttl)
-                sent = time.monotonic()
                 won, _ = await client.transaction(
                     compare=[tx.version(key) == 0],
                     success=[tx.put(key, value, lease=lease)],
@@ -82,6 +88,8 @@ class Election:
                     await asyncio.sleep(self.ttl / 3)
                     sent = time.monotonic()
                     reply = await lease.refresh()
+                    if time.monotonic() < self._quiet_until:
+                        break  # resigned meanwhile
                     if reply is None or reply.TTL <= 0:
                         break  # expired while etcd was away: campaign again
                     self._until = sent + self.ttl
