@@ -358,6 +358,33 @@ def test_kill9_of_a_driving_process_after_the_flip(cluster: Cluster, ctl: EtcdCo
     assert [q for q in (cluster.tmp / "bundles").rglob("*") if q.is_file()] == []
 
 
+@pytest.mark.timeout(90)
+def test_kill9_of_the_cli_mid_move_the_node_finishes_it(cluster: Cluster, ctl: EtcdControl) -> None:
+    """`curator cluster move` only asks a node to move the tenant: killing the CLI leaves the
+    node driving it to the end."""
+    alive = sorted(n for n, p in cluster.procs.items() if p.poll() is None)
+    src, dst = alive[-1], alive[0]
+    base = _seed(cluster, ctl, "rk3", src)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "client.cli", "--address", cluster.address(src), "--key",
+         ADMIN_KEY, "cluster", "move", "rk3", "--to", dst],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=_env(),
+    )  # fmt: skip
+    try:
+        _wait("the move started", lambda: ctl.move("rk3") is not None, 30)
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(10)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    rec = ctl.move("rk3")
+    killed_at = rec.phase if rec is not None else "done"
+    _wait("the move finished", lambda: ctl.move("rk3") is None, 60)
+    p = ctl.placement("rk3")
+    assert p is not None and (p.node, p.epoch, p.state) == (dst, 2, "serving"), killed_at
+    _check_home(cluster, dst, "rk3", base, [])
+
+
 @pytest.mark.timeout(60)
 def test_election_one_leader_and_a_handover(cluster: Cluster) -> None:
     """Two campaigners besides the nodes: at most one process holds the role at a time; a
