@@ -132,3 +132,15 @@ def test_the_controller_retries_its_own_failed_recovery(cluster: Cluster) -> Non
     np.testing.assert_array_equal(
         cluster.dbs["n2"].get("c", [0], tenant="a").ids, np.array([0], np.uint64)
     )
+
+
+@pytest.mark.timeout(60)
+def test_a_stranded_move_that_cannot_resume_aborts_before_the_flip(cluster: Cluster) -> None:
+    with pytest.raises(Crash):  # the driver dies before the target imported anything
+        cluster.mover(hook=_crash_at("copy"), driver=("n3", 7)).move("a", "n2")
+    cluster.dbs["n2"].create_tenant("a", tenant_id=99)  # meanwhile: a conflicting global id
+    with pytest.raises(FailedPrecondition, match="global id"):
+        cluster.mover(driver=("n1", 8)).resume("a")  # the controller's attempt
+    assert cluster.control.move("a") is None  # aborted: it had claimed the move first
+    assert _placed(cluster) == ("n1", 1, "serving")
+    cluster.dbs["n1"].upsert("c", [1], _vecs(1, 1), tenant="a")  # serving at the source
