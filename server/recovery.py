@@ -95,5 +95,6 @@ class Recovery:
         except Exception:
             log.exception("controller: recovering the move of %r failed", tenant)
         finally:
-            with self._lock:
+            with self._lock:  # the scan reads both
+                self.controller.retry_later(tenant)
                 self._busy.discard(tenant)

@@ -126,6 +126,10 @@ def test_the_controller_retries_its_own_failed_recovery(cluster: Cluster) -> Non
     assert ctl.scan() == []
     now[0] = 10.0
     assert ctl.scan(busy={"a"}) == [] and ctl.scan() == ["a"]  # alive lease, but its own
+    ctl.retry_later("a")  # its recovery failed: another stall_s first
+    assert ctl.scan() == []
+    now[0] = 16.0
+    assert ctl.scan() == ["a"]
     ctl.forget()  # a lost role: the clocks start again
     assert ctl.scan() == []
     assert cluster.mover(driver=("n1", 8)).resume("a").phase == "done"

@@ -44,6 +44,11 @@ class Controller:
         """Drop what the scans saw (the role was lost: a new term starts its clocks anew)."""
         self._seen.clear()
 
+    def retry_later(self, tenant: str) -> None:
+        """Wait another `stall_s` before `tenant`'s move counts as stranded again (a recovery
+        that failed, e.g. with a node of the move down, is not retried in a tight loop)."""
+        self._seen.pop(tenant, None)
+
     def scan(self, busy: Collection[str] = ()) -> list[str]:
         """Tenants whose moves are stranded, except those in `busy` (being recovered)."""
         now = self.clock()
