@@ -90,6 +90,13 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, a
         help="cluster: s3://bucket/prefix for tenant bundles instead (endpoint and credentials "
         "from the usual AWS_* environment, e.g. AWS_ENDPOINT_URL; needs boto3)",
     )
+    ap.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=10,
+        help="cluster: seconds a dead node keeps its lease, its controller role and the moves "
+        "it drove, before others take over (default 10; 2-300)",
+    )
     ap.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     ap.add_argument("--log-format", choices=("json", "text"), default="json")
     a = ap.parse_args(argv)
@@ -113,6 +120,8 @@ def _parse(argv: list[str] | None) -> tuple[ServerConfig, DatabaseConfig, str, a
         ap.error("--cluster needs --node-id and --etcd")
     if a.cluster and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", a.node_id):
         ap.error(f"expected --node-id of 1-64 letters, digits, '_', '.', '-', got {a.node_id!r}")
+    if not 2 <= a.lease_ttl <= 300:
+        ap.error(f"expected --lease-ttl seconds in [2, 300], got {a.lease_ttl}")
     if a.bundle_dir and a.bundle_s3:
         ap.error("expected one of --bundle-dir and --bundle-s3, got both")
     s3 = r"s3://[a-z0-9][a-z0-9.-]{1,62}(/[A-Za-z0-9_.-]+)*/?"
@@ -163,8 +172,9 @@ def _bundle_store(args: argparse.Namespace) -> Any:
     return None
 
 
-def _joiner(args: argparse.Namespace, address: str) -> Callable[[int], Any]:
-    """cluster(port): connect to etcd as node --node-id (imported here: the cluster extra)."""
+def _joiner(args: argparse.Namespace, address: str, admin_key: str) -> Callable[[int], Any]:
+    """cluster(port): connect to etcd as node --node-id (imported here: the cluster extra);
+    `admin_key`: the cluster's, for the controller's calls to other nodes."""
 
     def join(port: int) -> Any:
         from curator.cluster.contracts import NodeInfo
@@ -172,10 +182,11 @@ def _joiner(args: argparse.Namespace, address: str) -> Callable[[int], Any]:
         from server.cluster import ClusterNode
 
         advertise = args.advertise or f"{address.rpartition(':')[0]}:{port}"
-        control = EtcdControl(args.etcd, NodeInfo(args.node_id, advertise))
+        node = NodeInfo(args.node_id, advertise)
+        control = EtcdControl(args.etcd, node, lease_ttl=args.lease_ttl)
         control.start()
         log.info("cluster: node %s at %s, etcd %s", args.node_id, advertise, args.etcd)
-        return ClusterNode(control, args.node_id, advertise, _bundle_store(args))
+        return ClusterNode(control, args.node_id, advertise, _bundle_store(args), admin_key)
 
     return join
 
@@ -210,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     os.umask(0o077)  # everything the server writes (data, backups, keys) is private
     private_dir(db_config.data_dir)
-    join = _joiner(args, server_config.address) if args.cluster else None
+    join = _joiner(args, server_config.address, admin_key) if args.cluster else None
     try:
         server = create_server(lambda: _open(db_config, admin_key), server_config, join)
     except Unavailable as e:

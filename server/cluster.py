@@ -28,6 +28,7 @@ import grpc
 from curator.auth import Principal
 from curator.cluster.contracts import BundleStore, NodeInfo, Placement
 from curator.cluster.etcd_control import ROOT, EtcdControl
+from curator.cluster.headroom import headroom
 from curator.config import GRPC_RECONNECT_OPTIONS, IndexConfig
 from curator.database import Database
 from curator.errors import (
@@ -44,6 +45,8 @@ from curator.validation import check_name
 from curator_api import cluster_wire
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server.auth import current_principal
+from server.cluster_metrics import FORWARDED, watch_cluster
+from server.recovery import Recovery
 
 __all__ = ["DIRECT", "ROUTE_HEADER", "ClusterNode", "is_direct"]
 
@@ -91,12 +94,15 @@ class ClusterNode:
         node_id: str,
         address: str,
         store: BundleStore | None = None,
+        admin_key: str = "",
     ) -> None:
         self.control = control
         self.node_id = node_id
         self.address = address
         self.store = store  # where bundles of moves travel (None: moves refused)
+        self.admin_key = admin_key  # the cluster's: the controller's calls to other nodes
         self.db: Database | None = None
+        self.recovery: Recovery | None = None
         self._changes: queue.Queue[str] = queue.Queue()
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
@@ -112,7 +118,35 @@ class ClusterNode:
         for name in self.control.tenants():
             self._apply(f"{ROOT}tenants/{name}")
         threading.Thread(target=self._apply_changes, daemon=True, name="cluster-sync").start()
-        self.control.register()
+        self.control.register(self._facts)
+        self.recovery = Recovery(self, db)
+        self.recovery.start()
+        watch_cluster(self._metrics_state)
+
+    def _metrics_state(self) -> tuple[dict[str, int], bool]:
+        per_node = {n: 0 for n in self.control.nodes()}
+        for p in self.control.placements().values():
+            per_node[p.node] = per_node.get(p.node, 0) + 1
+        return per_node, self.recovery is not None and self.recovery.election.is_leader()
+
+    def _facts(self) -> dict[str, Any]:
+        """What the node record publishes besides the address: free bytes, in whole MiB
+        (fewer etcd writes). Never raises: a failure must not cost the node its lease."""
+        try:
+            return {"headroom": headroom(self.db) >> 20 << 20} if self.db is not None else {}
+        except Exception:
+            log.warning("could not measure this node's free space", exc_info=True)
+            return {}
+
+    def headroom_of(self, node: str) -> int:
+        """The free bytes `node` last published; FailedPrecondition if it published none."""
+        room = self.control.node_facts(node).get("headroom")
+        if not isinstance(room, int):
+            raise FailedPrecondition(
+                f"expected node {node} to publish its free space in etcd, got {room!r} (is it "
+                "live, and of this release?)"
+            )
+        return room
 
     def _on_change(self, key: str, value: bytes | None) -> None:
         if key.startswith((f"{ROOT}tenants/", f"{ROOT}collections/", f"{ROOT}keys/")):
@@ -383,13 +417,16 @@ class ClusterNode:
         clients without the SDK ride through a move."""
         for attempt in range(_FOLLOW + 1):
             try:
-                return self.call(address, service, method, request, context)
+                out = self.call(address, service, method, request, context)
+                FORWARDED.labels(method, "OK").inc()
+                return out
             except grpc.RpcError as e:
                 moved = None
                 if e.code() == grpc.StatusCode.UNAVAILABLE:
                     moved = cluster_wire.moved_error(e.details() or "", e.trailing_metadata())
                 left = context.time_remaining()
                 if moved is None or attempt == _FOLLOW or (left is not None and left < 1.0):
+                    FORWARDED.labels(method, e.code().name).inc()
                     context.set_trailing_metadata(e.trailing_metadata() or ())
                     context.abort(e.code(), e.details())
                 if isinstance(moved, TenantMoved) and moved.node:
@@ -415,6 +452,8 @@ class ClusterNode:
         return ch
 
     def close(self) -> None:
+        if self.recovery is not None:
+            self.recovery.close()  # hands the controller role over at once
         self.control.close()
         self._pool.shutdown(wait=False)
         with self._lock:

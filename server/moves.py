@@ -7,31 +7,39 @@ store. Admin key only; every field is checked before anything changes.
 `move_tenant`: what `Admin.MoveTenant` runs on the node it reached: the Mover
 (curator.cluster.mover) over the etcd control plane, this node's own NodeOps for itself and
 RemoteNodeOps for the others (addresses from the nodes' leases), with the caller's admin
-credentials forwarded.
+credentials forwarded. The move record names this node and its lease as the driver.
+
+`recover`: the controller's resumption of a stranded move (server.recovery), with the
+cluster's admin key.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from curator.cluster.bundle_store import check_key
 from curator.cluster.contracts import BundleStore, NodeOps
 from curator.cluster.mover import Mover, MoveReport
 from curator.cluster.node_ops import LocalNodeOps
 from curator.database import Database
-from curator.errors import FailedPrecondition, InvalidArgument, NotFound
+from curator.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from curator.validation import check_name
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
 from server import rules
 from server.auth import current_principal
-from server.cluster import ClusterNode
+from server.cluster_metrics import observe_move
 from server.remote_ops import RemoteNodeOps
 from server.status import rpc
 
-__all__ = ["NodesServicer", "check_node_id", "move_tenant", "report_to_pb"]
+if TYPE_CHECKING:
+    from server.cluster import ClusterNode
+
+__all__ = ["NodesServicer", "check_node_id", "move_tenant", "recover", "report_to_pb"]
 
 _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _AUTH_HEADERS = ("authorization", "x-api-key")
@@ -140,7 +148,7 @@ def move_tenant(
     tenant = check_name(request.tenant, "tenant")
     if request.resume and request.abort:
         raise InvalidArgument("expected resume or abort, got both")
-    store = _store(c)
+    _store(c)
     p = c.control.placement(tenant)
     if p is None:
         raise NotFound(f"expected a placed tenant, got {tenant!r}")
@@ -159,20 +167,55 @@ def move_tenant(
     if to_node not in live:
         raise NotFound(f"expected a live node to move to, got {to_node!r} (live: {sorted(live)})")
     md = [(m.key, m.value) for m in context.invocation_metadata() if m.key in _AUTH_HEADERS]
+    mover, target = _mover(c, db, source, to_node, md)
+    if request.abort:
+        return _observed(lambda: mover.abort(tenant), "call", target), {}
+    if request.resume:
+        return _observed(lambda: mover.resume(tenant), "call", target), target.counts
+    return _observed(lambda: mover.move(tenant, to_node), "call", target), target.counts
+
+
+def recover(c: ClusterNode, db: Database, tenant: str, md: Sequence[tuple[str, str]]) -> str:
+    """Resume the stranded move of `tenant` from this node (the mover aborts it if it fails
+    before its flip); the phase it ended in. NotFound if it finished meanwhile."""
+    rec = c.control.move(tenant)
+    if rec is None:
+        raise NotFound(f"expected a move of {tenant!r} in progress, got none")
+    mover, target = _mover(c, db, rec.source, rec.target, md)
+    return _observed(lambda: mover.resume(tenant), "recovered", target).phase
+
+
+def _mover(
+    c: ClusterNode, db: Database, source: str, to_node: str, md: Sequence[tuple[str, str]]
+) -> tuple[Mover, _Counted]:
+    """A Mover driven by this node between `source` and `to_node`, the target's ops counted."""
+    store = _store(c)
+    live = c.control.nodes()
     nodes: dict[str, NodeOps] = {}
     for node_id in {source, to_node}:
         if node_id == c.node_id:
             nodes[node_id] = LocalNodeOps(db)
         elif node_id in live:
-            nodes[node_id] = RemoteNodeOps(c.channel(live[node_id].address), md)
+            room = functools.partial(c.headroom_of, node_id)
+            nodes[node_id] = RemoteNodeOps(c.channel(live[node_id].address), md, room)
+        else:
+            raise Unavailable(f"expected node {node_id} of the move live, got no lease for it")
     target = _Counted(nodes[to_node])
     nodes[to_node] = target
-    mover = Mover(c.control, nodes, store, grace_s=GRACE_S)
-    if request.abort:
-        return mover.abort(tenant), {}
-    if request.resume:
-        return mover.resume(tenant), target.counts
-    return mover.move(tenant, to_node), target.counts
+    driver = (c.node_id, c.control.session())
+    return Mover(c.control, nodes, store, grace_s=GRACE_S, driver=driver), target
+
+
+def _observed(run: Any, how: str, target: _Counted) -> MoveReport:
+    """`run()`, counted in the move metrics by its outcome."""
+    try:
+        report: MoveReport = run()
+    except Exception:
+        observe_move(None, "failed", how)
+        raise
+    observe_move(report, report.phase if report.phase == "aborted" else "done", how,
+                 target.counts.get("upserted", 0))  # fmt: skip
+    return report
 
 
 def report_to_pb(report: MoveReport, counts: dict[str, int]) -> pb.MoveTenantResponse:

@@ -9,7 +9,7 @@ remote's CuratorError (the same class as in-process), or Unavailable if it canno
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -30,14 +30,20 @@ _ERRORS = {
 
 
 class RemoteNodeOps:
-    """`channel`: to the node; `metadata`: the admin's credentials; `timeout`: per call
-    (an export or import of a big tenant takes seconds)."""
+    """`channel`: to the node; `metadata`: the admin's credentials; `headroom`: the node's
+    free bytes as it last published them (its etcd node record); `timeout`: per call (an
+    export or import of a big tenant takes seconds)."""
 
     def __init__(
-        self, channel: grpc.Channel, metadata: Sequence[tuple[str, str]], timeout: float = 300.0
+        self,
+        channel: grpc.Channel,
+        metadata: Sequence[tuple[str, str]],
+        headroom: Callable[[], int],
+        timeout: float = 300.0,
     ) -> None:
         self._stub = pb_grpc.NodesStub(channel)
         self._md = tuple(metadata)
+        self.headroom = headroom
         self.timeout = timeout
 
     def export_tenant(self, tenant: str, since_seq: int, store: BundleStore, key: str) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -106,7 +105,7 @@ class Cluster:
         self.etcd.terminate()
         self.etcd.wait(10)
 
-    def start_node(self, node: str, port: int = 0) -> None:
+    def start_node(self, node: str, port: int = 0, extra: tuple[str, ...] = ()) -> None:
         port = port or self.ports.get(node) or _free_port()
         self.ports[node] = port
         log = (self.tmp / f"{node}.log").open("ab")
@@ -116,6 +115,7 @@ class Cluster:
                 *("--etcd", f"127.0.0.1:{self.etcd_port}", "--address", f"127.0.0.1:{port}"),
                 *("--data-dir", str(self.tmp / node), "--log-format", "text"),
                 *self.node_args,
+                *extra,
             ],
             stderr=log,
             cwd=ROOT,
@@ -325,37 +325,6 @@ def test_kill9_of_a_data_node_under_writes(cluster: Cluster) -> None:
         cc.refresh()
         got = cc.get("k9", acked, tenant="k9-n2")
         assert sorted(got.ids.tolist()) == sorted(acked)  # every acknowledged write is there
-
-
-@pytest.mark.timeout(120)
-def test_etcd_down_stable_tenants_keep_serving(cluster: Cluster) -> None:
-    with ClusterClient([cluster.address("n1")], ADMIN_KEY, timeout=10) as cc:
-        cc.create_collection("ed", 4)
-        cc.create_tenant("ed-1")
-        cc.create_tenant("ed-2")
-        x = np.eye(4, dtype=np.float32)
-        cluster.stop_etcd()
-        try:
-            for t in ("ed-1", "ed-2"):  # stable tenants: writes and reads as usual
-                assert cc.upsert("ed", np.arange(4), x, tenant=t).count == 4
-                assert cc.search("ed", x, k=1, tenant=t).found.all()
-            t0 = time.monotonic()
-            with pytest.raises(Unavailable):
-                cc.create_tenant("ed-3")
-            assert time.monotonic() - t0 < 5  # fails fast
-            time.sleep(2)
-        finally:
-            cluster.start_etcd()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                cc.create_tenant("ed-3")
-                break
-            except Unavailable:
-                assert time.monotonic() < deadline, "creates did not resume after etcd"
-                time.sleep(0.5)
-        assert cc.upsert("ed", [0], x[:1], tenant="ed-3").count == 1
-        assert re.match(r"n[123]", cc.placements["ed-3"].node)
 
 
 @pytest.mark.timeout(60)

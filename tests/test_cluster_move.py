@@ -72,8 +72,18 @@ class _Writer(threading.Thread):
     """Upserts, deletes and grants of its own id range through the SDK; `alive`: the last
     acknowledged state of each id (vector bytes, document); `granted`: acknowledged grants."""
 
-    def __init__(self, address: str, w: int, stop: threading.Event, plain: bool = False) -> None:
+    def __init__(
+        self,
+        address: str,
+        w: int,
+        stop: threading.Event,
+        plain: bool = False,
+        tenant: str = "mover",
+        coll: str = "mv",
+        peer: str | None = "peer",  # None: no grants
+    ) -> None:
         super().__init__(daemon=True)
+        self.tenant, self.coll, self.peer = tenant, coll, peer
         self.cc: ClusterClient | Client = (
             Client(address, ADMIN_KEY, timeout=20, retries=1)  # forwarded by the node
             if plain
@@ -92,21 +102,21 @@ class _Writer(threading.Thread):
             n += 1
             op = self.rng.choice(["upsert", "upsert", "delete", "grant"])
             try:
-                if op == "upsert" or not self.alive:
+                if op == "upsert" or not self.alive or (op == "grant" and not self.peer):
                     ids = self.base + self.rng.choice(300, 4, replace=False)
                     x = _vec(self.rng, 4)
                     docs = [{"w": self.w, "n": n, "i": int(i)} for i in ids]
-                    self.cc.upsert("mv", ids, x, docs, tenant="mover")
+                    self.cc.upsert(self.coll, ids, x, docs, tenant=self.tenant)
                     for i, v, d in zip(ids, x, docs, strict=True):
                         self.alive[int(i)] = (v.tobytes(), d)
                 elif op == "delete":
                     ids = self.rng.choice(sorted(self.alive), min(2, len(self.alive)), False)
-                    self.cc.delete("mv", ids, tenant="mover")
+                    self.cc.delete(self.coll, ids, tenant=self.tenant)
                     for i in ids:
                         self.alive.pop(int(i))
                 else:  # grants of base vectors nobody deletes
                     ids = self.rng.choice(BASE, 3, replace=False)
-                    self.cc.grant("mv", ids, "peer", tenant="mover")
+                    self.cc.grant(self.coll, ids, str(self.peer), tenant=self.tenant)
                     self.granted.update(int(i) for i in ids)
                 self.acks += 1
             except Exception as e:  # a failed write: reported by the test

@@ -42,11 +42,14 @@ def test_put_get_list_delete(store: Any) -> None:
     store.put("moves/2/e1/base", b"z")
     store.put("moves/1/e1/base", b"new")  # replaces, atomically
     assert store.get("moves/1/e1/base") == b"new"
+    assert store.size("moves/1/e1/base") == 3 and store.size("moves/1/e1/delta-5") == 1
     assert list(store.keys("moves/1/")) == ["moves/1/e1/base", "moves/1/e1/delta-5"]
     store.delete("moves/1/e1/base")
     store.delete("moves/1/e1/base")  # idempotent
     with pytest.raises(NotFound):
         store.get("moves/1/e1/base")
+    with pytest.raises(NotFound):
+        store.size("moves/1/e1/base")
     assert list(store.keys()) == ["moves/1/e1/delta-5", "moves/2/e1/base"]
 
 

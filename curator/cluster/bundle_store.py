@@ -70,6 +70,12 @@ class DirectoryStore:
     def delete(self, key: str) -> None:
         (self.root / check_key(key)).unlink(missing_ok=True)
 
+    def size(self, key: str) -> int:
+        try:
+            return (self.root / check_key(key)).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"expected a stored bundle, got unknown key {key!r}") from None
+
     def keys(self, prefix: str = "") -> Iterable[str]:
         return sorted(k for k in self._walk() if k.startswith(prefix))
 
@@ -98,6 +104,10 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self._call("delete", self.client.delete_object, Key=self._key(key))
+
+    def size(self, key: str) -> int:
+        r = self._call("head", self.client.head_object, Key=self._key(key), missing=key)
+        return int(r["ContentLength"])
 
     def keys(self, prefix: str = "") -> Iterable[str]:
         out: list[str] = []

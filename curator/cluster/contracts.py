@@ -63,6 +63,8 @@ class MoveRecord:
     base_seq: int = 0  # the source's sequence the base copy was read at
     caught_up_seq: int = 0  # the last source sequence the target applied
     fence_seq: int = 0  # the source's sequence when it froze the tenant (0: not yet)
+    driver: str = ""  # who drives it: a node id, or "" for a process that is not a node
+    driver_lease: int = 0  # the driver's control-plane lease: gone means the driver died
     revision: int = 0
 
 
@@ -81,6 +83,8 @@ class ControlPlane(Protocol):
         ...
 
     def move(self, tenant: str) -> MoveRecord | None: ...
+
+    def moves(self) -> dict[str, MoveRecord]: ...
 
     def cas_move(self, expected: MoveRecord | None, new: MoveRecord | None) -> MoveRecord | None:
         """As `cas_placement`; `new=None` deletes the record. Returns the stored record
@@ -104,6 +108,10 @@ class BundleStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def keys(self, prefix: str = "") -> Iterable[str]: ...
+
+    def size(self, key: str) -> int:
+        """Bytes of the stored bundle (NotFound if absent)."""
+        ...
 
 
 class NodeOps(Protocol):
@@ -137,4 +145,9 @@ class NodeOps(Protocol):
 
     def drop_moved(self, tenant: str) -> None:
         """Delete the local copy of a tenant that moved away (after the grace period)."""
+        ...
+
+    def headroom(self) -> int:
+        """Bytes the node can still store (its LMDB map cap or free disk, less used pages
+        and the reserve kept for deletes)."""
         ...

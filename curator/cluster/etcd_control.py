@@ -1,9 +1,10 @@
 """EtcdControl: the cluster's ControlPlane on etcd v3 (aetcd), with a watch-fed local cache.
 
-Keys under ``/curator/v1/`` (all values JSON): ``nodes/<node>`` on a 10 s lease renewed every
-3 s; ``tenants/<name>`` {id, group} with ids from the CAS counter ``counters/tenant_id``;
-``placement/<tenant>``; ``readsets/<tenant>/<node>``; ``moves/<tenant>``; ``keys/<digest>``
-(API keys usable on every node); ``collections/<name>``.
+Keys under ``/curator/v1/`` (all values JSON): ``nodes/<node>`` {address, lease, headroom} on
+a lease of `lease_ttl` seconds (10) renewed every third of it; ``tenants/<name>`` {id, group}
+with ids from the CAS counter ``counters/tenant_id``; ``placement/<tenant>``;
+``readsets/<tenant>/<node>``; ``moves/<tenant>``; ``keys/<digest>`` (API keys usable on every
+node); ``collections/<name>``; ``controller`` {node} (curator.cluster.election).
 
 Reads (`placement`, `nodes`, `readset`, `key`...) answer from the cache, never from etcd, so
 the data path keeps serving while etcd is down. Writes go to etcd with a short deadline and
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -39,7 +41,6 @@ log = logging.getLogger(__name__)
 
 ROOT = "/curator/v1/"
 LEASE_TTL = 10
-KEEPALIVE_S = 3.0
 T = TypeVar("T")
 
 #: (key, value) of a change seen by the watch; value None: deleted.
@@ -55,12 +56,24 @@ def _endpoint(text: str) -> tuple[str, int]:
 
 class EtcdControl:
     """endpoint: "host:port" of etcd; node: this process's node (None: a client that only
-    reads and writes records); timeout: deadline of each etcd call in seconds."""
+    reads and writes records); timeout: deadline of each etcd call in seconds; lease_ttl:
+    seconds a dead process keeps its node record (and its moves and controller role)."""
 
-    def __init__(self, endpoint: str, node: NodeInfo | None = None, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        node: NodeInfo | None = None,
+        timeout: float = 2.0,
+        lease_ttl: int = LEASE_TTL,
+    ) -> None:
         self._host, self._port = _endpoint(endpoint)
+        if type(lease_ttl) is not int or not 2 <= lease_ttl <= 300:
+            raise InvalidArgument(f"expected lease_ttl seconds in [2, 300], got {lease_ttl!r}")
         self.node = node
         self.timeout = timeout
+        self.lease_ttl = lease_ttl
+        self.lease_id = 0  # this process's current lease (0: none yet)
+        self._leasing = False
         self._kv: dict[str, tuple[bytes, int]] = {}  # key -> (value, mod_revision)
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
@@ -93,17 +106,65 @@ class EtcdControl:
     async def _start_tasks(self) -> None:
         self._sync_task = asyncio.create_task(self._sync_loop())
 
-    def register(self) -> None:
+    def register(self, facts: Callable[[], dict[str, Any]] | None = None) -> None:
         """Publish this node under its lease (renewed until close); call it once the node
-        serves, so that placement never picks a node still loading."""
+        serves, so that placement never picks a node still loading. `facts()`: more fields
+        of the node record (e.g. headroom), published again when they change."""
         if self.node is None:
             raise InvalidArgument("expected a node to register, got a client-only control")
-        node = self.node
+        self._lease(self.node, facts)
+
+    def session(self, wait: float = 5.0) -> int:
+        """This process's lease id, kept alive until close (a node's registration lease; a
+        client's own lease otherwise). Unavailable if none is granted within `wait` s."""
+        if not self._leasing:
+            self._lease(None, None)
+        deadline = time.monotonic() + wait
+        while not self.lease_id:
+            if time.monotonic() > deadline:
+                raise Unavailable("expected an etcd lease for this process, got none in time")
+            time.sleep(0.02)
+        return self.lease_id
+
+    def _lease(self, node: NodeInfo | None, facts: Callable[[], dict[str, Any]] | None) -> None:
+        self._leasing = True
+        self.spawn(lambda: self._lease_loop(node, facts))
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run the coroutine `fn()` as a task on the etcd thread until close."""
 
         async def start() -> None:
-            self._tasks.append(asyncio.create_task(self._lease_loop(node)))
+            self._tasks.append(asyncio.create_task(fn()))
 
         self._call(start())
+
+    @property
+    def client(self) -> Any:
+        """The aetcd client (use it on the etcd thread only, e.g. in a `spawn`ed task)."""
+        return self._client
+
+    def lease_alive(self, lease_id: int) -> bool:
+        """Whether etcd still holds lease `lease_id` (Unavailable without etcd)."""
+        if lease_id <= 0:
+            return False
+        assert self._client is not None
+        info = self._call(self._client.get_lease_info(lease_id))
+        return int(info.TTL) > 0
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine of the aetcd client on the etcd thread and wait for it
+        (Unavailable if etcd does not answer within the deadline)."""
+        return self._call(coro)
+
+    def raw(self, key: str) -> Any:
+        """The cached JSON value of `key` under the root (None if absent)."""
+        hit = self._get(key)
+        return None if hit is None else hit[0]
+
+    def node_facts(self, node: str) -> dict[str, Any]:
+        """The node record's fields ({} if the node has no live lease)."""
+        hit = self._get(f"nodes/{node}")
+        return dict(hit[0]) if hit is not None else {}
 
     def close(self) -> None:
         if self._closed or not self._thread.is_alive():
@@ -182,16 +243,17 @@ class EtcdControl:
             except Exception:
                 log.exception("a control-plane listener failed on %s", key)
 
-    async def _lease_loop(self, node: NodeInfo) -> None:
+    async def _lease_loop(
+        self, node: NodeInfo | None, facts: Callable[[], dict[str, Any]] | None
+    ) -> None:
         assert self._client is not None
-        key = f"{ROOT}nodes/{node.node_id}".encode()
-        value = json.dumps({"address": node.address}).encode()
-        lease = None
+        key = f"{ROOT}nodes/{node.node_id}".encode() if node is not None else b""
+        lease, published = None, b""
         while not self._closed:
             try:
                 if lease is None:
-                    lease = await self._client.lease(LEASE_TTL)
-                    await self._client.put(key, value, lease=lease)
+                    lease = await self._client.lease(self.lease_ttl)
+                    self.lease_id, published = lease.id, b""
                     if not self.connected and self._sync_task is not None:
                         self._sync_task.cancel()  # a stuck watch: reload from scratch
                         self._sync_task = asyncio.create_task(self._sync_loop())
@@ -200,7 +262,14 @@ class EtcdControl:
                     if reply is None or reply.TTL <= 0:
                         lease = None  # expired while etcd was away: register again
                         continue
-                await asyncio.sleep(KEEPALIVE_S)
+                if node is not None:
+                    record = {"address": node.address, "lease": lease.id}
+                    record.update(facts() if facts is not None else {})
+                    value = json.dumps(record).encode()
+                    if value != published:
+                        await self._client.put(key, value, lease=lease)
+                        published = value
+                await asyncio.sleep(self.lease_ttl / 3)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -254,6 +323,10 @@ class EtcdControl:
     def move(self, tenant: str) -> MoveRecord | None:
         hit = self._get(f"moves/{tenant}")
         return None if hit is None else MoveRecord(tenant=tenant, revision=hit[1], **hit[0])
+
+    def moves(self) -> dict[str, MoveRecord]:
+        found = self._prefix("moves/").items()
+        return {t: MoveRecord(tenant=t, revision=r, **v) for t, (v, r) in found}
 
     def key(self, digest: str) -> dict[str, Any] | None:
         hit = self._get(f"keys/{digest}")

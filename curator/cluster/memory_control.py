@@ -57,6 +57,10 @@ class MemoryControlPlane:
         with self._lock:
             return self._moves.get(tenant)
 
+    def moves(self) -> dict[str, MoveRecord]:
+        with self._lock:
+            return dict(self._moves)
+
     def cas_move(self, expected: MoveRecord | None, new: MoveRecord | None) -> MoveRecord | None:
         if new is None and expected is None:
             raise ValueError("expected a record to delete or to store, got neither")

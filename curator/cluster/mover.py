@@ -20,8 +20,11 @@ placement flipped (serving again at S, S unfrozen, T's partial copy dropped); af
 the move only rolls forward. A CuratorError before the flip aborts the move by default.
 
 Writes of the tenant are paused from the freeze to the activation: the final delta and two
-compare-and-swaps. Not done here: the target's headroom check (§5.7 step 0) and waiting for
-an unreachable source's lease to expire before the flip (the etcd control plane's part).
+compare-and-swaps. The target's headroom is checked once the base bundle's size is known,
+before the target imports anything (FailedPrecondition naming the numbers, then the move
+aborts). The record names its driver and the driver's lease: a controller resumes a move
+whose driver's lease is gone (curator.cluster.controller); a driver that finds the record
+claimed by another stops without touching the move.
 """
 
 from __future__ import annotations
@@ -31,15 +34,21 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from curator.cluster import headroom
 from curator.cluster.contracts import BundleStore, ControlPlane, MoveRecord, NodeOps, Placement
 from curator.errors import CuratorError, FailedPrecondition, InvalidArgument, NotFound
 from curator.storage import bundle_codec
 
-__all__ = ["MoveReport", "Mover"]
+__all__ = ["LostMove", "MoveReport", "Mover"]
 
 log = logging.getLogger(__name__)
 
 _BEFORE_FLIP = ("prepare", "copy", "catchup", "handoff", "flip")
+
+
+class LostMove(FailedPrecondition):
+    """Another driver took the move over (its record changed under this one): stop, touch
+    nothing."""
 
 
 @dataclasses.dataclass
@@ -52,6 +61,7 @@ class MoveReport:
     base_seq: int = 0
     fence_seq: int = 0
     rounds: int = 0  # catch-up deltas applied
+    bytes: int = 0  # bundle bytes shipped (base copy and deltas)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # per phase
     pause_s: float = 0.0  # freeze to activation (in this process; 0 if not seen whole)
     _frozen_at: float = 0.0
@@ -74,6 +84,7 @@ class Mover:
         abort_on_error: bool = True,
         hook: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        driver: tuple[str, int] = ("", 0),
     ) -> None:
         self.control = control
         self.nodes = nodes
@@ -84,6 +95,7 @@ class Mover:
         self.abort_on_error = abort_on_error
         self.hook = hook or (lambda phase: None)
         self.clock = clock
+        self.driver = driver  # (node id or "", lease id) recorded in the move record
 
     # -- entry points -------------------------------------------------------------------------
     def move(self, tenant: str, target: str) -> MoveReport:
@@ -97,7 +109,9 @@ class Mover:
                 f"expected {tenant!r} serving on another node than {target!r}, got {p.state} "
                 f"on {p.node!r}"
             )
-        rec = self.control.cas_move(None, MoveRecord(tenant, p.node, target, "prepare"))
+        name, lease = self.driver
+        new = MoveRecord(tenant, p.node, target, "prepare", driver=name, driver_lease=lease)
+        rec = self.control.cas_move(None, new)
         if rec is None:
             raise FailedPrecondition(f"expected no move of {tenant!r} in progress (resume it)")
         return self._run(rec)
@@ -106,6 +120,9 @@ class Mover:
         rec = self.control.move(tenant)
         if rec is None:
             raise NotFound(f"expected a move of {tenant!r} in progress, got none")
+        name, lease = self.driver
+        if (rec.driver, rec.driver_lease) != (name, lease):  # claim it: a stale driver stops
+            rec = self._step(rec, driver=name, driver_lease=lease)
         return self._run(rec)
 
     def abort(self, tenant: str) -> MoveReport:
@@ -145,9 +162,12 @@ class Mover:
                 rec = getattr(self, "_" + phase)(rec, report)
                 report.seconds[phase] = report.seconds.get(phase, 0.0) + self.clock() - t0
                 report.phase = rec.phase
+        except LostMove:
+            raise  # the move is another driver's now
         except CuratorError:
             now = self.control.move(rec.tenant)
-            if self.abort_on_error and now is not None and now.phase in _BEFORE_FLIP:
+            mine = now is not None and (now.driver, now.driver_lease) == self.driver
+            if self.abort_on_error and mine and now is not None and now.phase in _BEFORE_FLIP:
                 try:
                     self.abort(rec.tenant)
                 except CuratorError:  # it flipped meanwhile, or a node is down: resume later
@@ -169,14 +189,17 @@ class Mover:
         p = self._placement(rec.tenant)
         key = self._key(p, "base")
         upto = self.nodes[rec.source].export_tenant(rec.tenant, 0, self.store, key)
+        size = self.store.size(key)
+        headroom.check_fits(rec.tenant, rec.target, size, self.nodes[rec.target].headroom())
         self.nodes[rec.target].import_tenant(rec.tenant, self.store, key)
         report.base_seq = upto
+        report.bytes += size
         return self._step(rec, phase="catchup", bundle=key, base_seq=upto, caught_up_seq=upto)
 
     def _catchup(self, rec: MoveRecord, report: MoveReport) -> MoveRecord:
         for _ in range(self.max_rounds):
             since = rec.caught_up_seq
-            upto = self._delta(rec, since)
+            upto = self._delta(rec, report, since)
             rec = self._step(rec, caught_up_seq=upto)
             report.rounds += 1
             if upto - since <= self.small_delta:
@@ -194,7 +217,7 @@ class Mover:
         report._frozen_at = self.clock()
         fence = self.nodes[rec.source].freeze_tenant(rec.tenant)
         # read after the freeze: covers the fence
-        upto = self._delta(rec, rec.caught_up_seq, report._final)
+        upto = self._delta(rec, report, rec.caught_up_seq, report._final)
         report.fence_seq = fence
         return self._step(rec, phase="flip", fence_seq=fence, caught_up_seq=upto)
 
@@ -203,10 +226,15 @@ class Mover:
         if p.node == rec.source:
             if not report._frozen_at:  # resumed: the source may have restarted unfrozen
                 rec = self._handoff(rec, report)
+            p = self._placement(rec.tenant)
+            if p.state != "handoff":  # aborted meanwhile (the source serves again): no flip
+                raise FailedPrecondition(
+                    f"expected {rec.tenant!r} in handoff on {rec.source!r}, got {p.state}"
+                )
             self._readsets(rec, report._final)  # before the flip: stale ones cost nothing
             self.nodes[rec.target].freeze_tenant(rec.tenant)  # no ack before activation
-            p = self._cas(self._placement(rec.tenant), node=rec.target, epoch=p.epoch + 1,
-                          state="activating")  # fmt: skip
+            # a CAS on the record just read: it loses if an abort changed it since
+            p = self._cas(p, node=rec.target, epoch=p.epoch + 1, state="activating")
         elif p.node == rec.target:  # resumed after the flip: the target may have restarted
             self.nodes[rec.target].freeze_tenant(rec.tenant)
         else:
@@ -236,12 +264,19 @@ class Mover:
         return rec
 
     # -- helpers ------------------------------------------------------------------------------
-    def _delta(self, rec: MoveRecord, since: int, header: dict[str, object] | None = None) -> int:
+    def _delta(
+        self,
+        rec: MoveRecord,
+        report: MoveReport,
+        since: int,
+        header: dict[str, object] | None = None,
+    ) -> int:
         """Ship the delta after `since`; returns the sequence it reflects. `header`: filled
         with the bundle's header (who the tenant granted to and received from)."""
         key = self._key(self._placement(rec.tenant), f"delta-{since}")
         upto = self.nodes[rec.source].export_tenant(rec.tenant, since, self.store, key)
         self.nodes[rec.target].import_tenant(rec.tenant, self.store, key)
+        report.bytes += self.store.size(key)
         if header is not None:
             header.clear()
             header.update(bundle_codec.header(self.store.get(key)))
@@ -278,9 +313,7 @@ class Mover:
     def _step(self, rec: MoveRecord, **change: object) -> MoveRecord:
         stored = self.control.cas_move(rec, dataclasses.replace(rec, **change))  # type: ignore[arg-type]
         if stored is None:
-            raise FailedPrecondition(
-                f"expected to own the move of {rec.tenant!r}, another mover does"
-            )
+            raise LostMove(f"expected to own the move of {rec.tenant!r}, another mover does")
         return stored
 
     def _key(self, p: Placement, what: str) -> str:

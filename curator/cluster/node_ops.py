@@ -6,6 +6,7 @@ A server in cluster mode exposes the same calls to a remote mover; this adapter 
 
 from __future__ import annotations
 
+from curator.cluster import headroom
 from curator.cluster.contracts import BundleStore
 from curator.database import Database
 
@@ -35,3 +36,6 @@ class LocalNodeOps:
 
     def drop_moved(self, tenant: str) -> None:
         self.db.drop_moved(tenant)
+
+    def headroom(self) -> int:
+        return headroom.headroom(self.db)
