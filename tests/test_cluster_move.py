@@ -43,7 +43,10 @@ DIRECT = (("x-curator-route", "direct"),)
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster-move")
-    c = Cluster(tmp, node_args=["--bundle-dir", str(tmp / "bundles")])
+    # A 60 s lease: the controller leaves the move records these tests write by hand alone
+    # (it resumes a record whose driver's lease is gone after one lease TTL without change;
+    # its recovery is tested in test_cluster_recovery.py).
+    c = Cluster(tmp, node_args=["--bundle-dir", str(tmp / "bundles"), "--lease-ttl", "60"])
     try:
         c.start_etcd()
         for n in ("n1", "n2", "n3"):
