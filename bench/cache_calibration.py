@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 
 from bench import qqp
-from bench.cache_quality import RESULTS, TOPICS, Stream, Verify, build_stream, simulate
+from bench.cache_quality import (
+    RESULTS,
+    TOPICS,
+    Stream,
+    Verify,
+    build_stream,
+    load_head,
+    simulate,
+)
 from curator.cache.calibration import fit
 from curator.cache.policy import CATALOGUE
 
@@ -155,7 +163,10 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=0, help="stream length (0: all validation)")
     p.add_argument("--deltas", default="0.02,0.05,0.10,0.15,0.20,0.25")
     p.add_argument("--fake", action="store_true", help="hashed bag-of-words (dry run only)")
+    p.add_argument("--head", default="", help="a verifier_weights.py written by train_verifier")
     args = p.parse_args()
+    if args.head:
+        Verify.head = load_head(args.head)
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data, fake=args.fake)

@@ -123,8 +123,10 @@ class Run:
 class Verify:
     """The shipped verifier over stream positions, memoised by pair."""
 
+    head: dict[str, Any] | None = None  # --head: another head's weights (None: the shipped)
+
     def __init__(self, s: Stream) -> None:
-        self.s, self.v = s, LexicalVerifier()
+        self.s, self.v = s, LexicalVerifier(self.head)
         self.memo: dict[tuple[int, int], Verdict] = {}
 
     def __call__(self, i: int, j: int, cos: float) -> Verdict:
@@ -479,6 +481,13 @@ def latency(data: qqp.QQP, emb: np.ndarray, s: Stream, n: int) -> dict[str, Any]
     return out
 
 
+def load_head(path: str) -> dict[str, Any]:
+    """WEIGHTS of a verifier_weights.py file (bench.train_verifier --out)."""
+    scope: dict[str, Any] = {}
+    exec(compile(Path(path).read_text(), path, "exec"), scope)  # our own generated file
+    return dict(scope["WEIGHTS"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seed", type=int, default=0)
@@ -489,7 +498,10 @@ def main() -> None:
     p.add_argument("--fake", action="store_true", help="hashed bag-of-words (dry run only)")
     p.add_argument("--entry-delta", type=float, default=0.05, help="per-entry thresholds' bound")
     p.add_argument("--pair-model", default="", help="a pair-model directory (rerank extra)")
+    p.add_argument("--head", default="", help="a verifier_weights.py written by train_verifier")
     args = p.parse_args()
+    if args.head:
+        Verify.head = load_head(args.head)
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data, fake=args.fake)
