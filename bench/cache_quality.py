@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench import qqp
-from curator.cache.calibration import learned_threshold
+from curator.cache.calibration import fit
 from curator.cache.candidates import Choice, choose
 from curator.cache.entry_thresholds import entry_threshold
 from curator.cache.policy import CATALOGUE
@@ -405,7 +405,7 @@ def evaluate(
                 fb = [(sc, ok) for i, cc, sc, ok in warm.feedback if cc == c and i < half]
                 sc = np.array([f[0] for f in fb], np.float64)
                 ok = np.array([f[1] for f in fb], bool)
-                lt = learned_threshold(sc, ok, delta, 30)
+                lt = fit(sc, ok, delta, 30).threshold
                 learned[c] = default[c] if lt is None else lt
             r = simulate(s, "cal", lambda i, c, lt=learned: default[c] if i < half else lt[c], v)
             overall = r.metrics(s, half)

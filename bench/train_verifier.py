@@ -45,7 +45,12 @@ GRID = [
 
 
 def cross_validate(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, folds: int = 3
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    folds: int = 3,
+    grid: list[tuple[dict[str, Any], float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Each GRID setting's mean AUC on hard pairs (cosine >= 0.85) of held-out folds of the
     train groups (a group's pairs stay in one fold), best first."""
@@ -54,7 +59,7 @@ def cross_validate(
     pos = {g: k % folds for k, g in enumerate(u)}
     fold = np.array([pos[g] for g in groups.tolist()])
     rows = []
-    for config, w in GRID:
+    for config, w in grid or GRID:
         aucs = []
         for f in range(folds):
             tr, te = fold != f, (fold == f) & (x[:, 0] >= 0.85)
@@ -242,6 +247,7 @@ def main() -> None:
     )
     p.add_argument("--cv", action="store_true", help="choose the trees' capacity and the hard "
                    "negatives' weight by grouped cross-validation on the train split")  # fmt: skip
+    p.add_argument("--hard-weights", default="1,2,3", help="--cv: hard-negative weights tried")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
@@ -278,7 +284,9 @@ def main() -> None:
     )
     config, hard_weight = TREES, 1.0
     if args.cv and args.model == "trees":
-        best = cross_validate(x, y, data.group[a], args.seed)[0]
+        weights_tried = [float(v) for v in args.hard_weights.split(",")]
+        grid = [(c, w) for c, w in GRID if w in weights_tried]
+        best = cross_validate(x, y, data.group[a], args.seed, grid=grid)[0]
         config, hard_weight = best["trees"], best["hard_weight"]
         print(f"chosen: {best}")
     weights = fit_head(x, y, args.model, args.seed, config, hard_weight)

@@ -2,19 +2,20 @@
 
 Gateways report whether a served (or a scored but not served) candidate was right
 (`cache_feedback`). Each (tenant, category) keeps its last `max_obs` observations (score on
-the cosine scale, correct?). Its threshold is fitted by fixed-sequence testing (`fit`): the
-candidate cuts are the observed scores, highest first; at each, the one-sided 95% Wilson upper
-bound of the wrong share among the observations at or above it (at least `min_obs` of them)
-is compared with the policy's `max_false_hit_rate` (delta). The walk starts at the first cut
-that holds delta and stops at the first one after it that does not: it never jumps over a
-band of wrong answers to a lower cut that holds delta again only on average (what the lowest
-cut holding delta anywhere would do, an optimistic choice among thousands of tests).
+the cosine scale, correct?). Its threshold is fitted on a fixed grid of candidate thresholds
+(`GRID`: 0.80 to 0.99 by 0.01, 0.995, 0.999): at each, the one-sided Wilson upper bound of
+the wrong share among the observations at or above it (at least `min_obs` of them), at the
+level 5% / len(GRID) (Bonferroni), so that whichever grid threshold is then chosen, the
+chance that its true false-hit rate exceeds delta is at most 5%; the learned threshold is the
+lowest grid threshold whose bound is <= the policy's `max_false_hit_rate` (delta). Choosing
+the lowest of thousands of observed scores whose plain 95% bound holds (the earlier rule) is
+optimistic: one of many tests passes by chance. The fit is monotone in delta.
 
 States (`Fit.state`): "off" (delta 0), "learning" (fewer than min_obs observations: the
-policy's own threshold, a conservative start), "learned", "bound_unreachable" (no cut holds
-delta: semantic hits stop, threshold 1.0, near-identical prompts only; `best_bound` then says
-which delta the feedback could support). A calibrated threshold is never loosened by model
-load: delta is a bound, load adaptation is a preference.
+policy's own threshold, a conservative start), "learned", "bound_unreachable" (no grid
+threshold holds delta: semantic hits stop, threshold 1.0, near-identical prompts only;
+`best_bound` then says which delta the feedback could support). A calibrated threshold is
+never loosened by model load: delta is a bound, load adaptation is a preference.
 
 Feedback on candidates below the current threshold (exploration) is what lets the threshold
 come down; feedback on hits alone can only raise it.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import statistics
 import struct
 import threading
 from typing import Any
@@ -43,14 +45,17 @@ _SEP = "\x1f"
 ENTRY_MARK = "\x1d"  # PREFIX + this: an entry's observations (entry_thresholds.py)
 _PAIR = struct.Struct("<ff")
 _Z = 1.645  # one-sided 95%
+#: candidate thresholds of a category's calibration, and the bound's z over all of them
+GRID = np.array([*(round(0.80 + 0.01 * i, 2) for i in range(20)), 0.995, 0.999])
+Z_GRID = statistics.NormalDist().inv_cdf(1 - 0.05 / len(GRID))
 
 
-def wilson_upper(wrong: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Upper confidence bound of a proportion wrong/n (arrays, n > 0)."""
+def wilson_upper(wrong: np.ndarray, n: np.ndarray, z: float = _Z) -> np.ndarray:
+    """Upper confidence bound of a proportion wrong/n (arrays, n > 0), one-sided at z."""
     p = wrong / n
-    z2 = _Z * _Z
+    z2 = z * z
     centre = p + z2 / (2 * n)
-    half = _Z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return (centre + half) / (1 + z2 / n)
 
 
@@ -80,29 +85,37 @@ def fit(scores: np.ndarray, correct: np.ndarray, delta: float, min_obs: int) -> 
         return Fit()
     if len(scores) < min_obs:
         return Fit("learning")
-    order = np.argsort(-scores, kind="stable")
-    s, wrong = scores[order], np.cumsum(~correct[order])
-    n = np.arange(1, len(s) + 1, dtype=np.float64)
-    ucb = wilson_upper(wrong.astype(np.float64), n)
-    # a cut between equal scores is not a threshold: only the last of a run of ties counts
-    cut = np.append(s[1:] < s[:-1], True) & (n >= min_obs)
-    best = float(ucb[cut].min())
-    ok = ucb <= delta
-    start = np.flatnonzero(cut & ok)
-    if len(start) == 0:
+    above = scores[None, :] >= GRID[:, None]  # (grid, obs)
+    n = above.sum(1)
+    wrong = (above & ~correct[None, :]).sum(1)
+    valid = n >= min_obs
+    ucb = np.full(len(GRID), np.inf)
+    ucb[valid] = wilson_upper(wrong[valid].astype(np.float64), n[valid].astype(np.float64), Z_GRID)
+    best = float(ucb[valid].min()) if valid.any() else math.nan
+    ok = np.flatnonzero(ucb <= delta)
+    if len(ok) == 0:
         return Fit("bound_unreachable", 1.0, 0, 0, math.nan, best)
-    fails = np.flatnonzero(cut & ~ok)
-    fails = fails[fails > start[0]]
-    stop = fails[0] if len(fails) else len(s)
-    at = int(np.flatnonzero(cut[:stop] & ok[:stop])[-1])
-    return Fit("learned", float(s[at]), at + 1, int(wrong[at]), float(ucb[at]), best)
+    i = int(ok[0])  # the lowest grid threshold holding delta
+    return Fit("learned", float(GRID[i]), int(n[i]), int(wrong[i]), float(ucb[i]), best)
 
 
 def learned_threshold(
     scores: np.ndarray, correct: np.ndarray, delta: float, min_obs: int
 ) -> float | None:
-    """fit(...).threshold: None when learning or off; 1.0 when no cut holds delta."""
-    return fit(scores, correct, delta, min_obs).threshold
+    """The lowest observed score whose observations at or above it hold delta by the plain
+    95% Wilson bound (at least min_obs of them): an entry's own cut (entry_thresholds.py),
+    where a few dozen observations allow no grid correction. None when there are fewer than
+    min_obs observations; 1.0 when none holds."""
+    if len(scores) < min_obs or delta <= 0:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    s, wrong = scores[order], (~correct[order]).astype(np.float64)
+    n = np.arange(1, len(s) + 1, dtype=np.float64)
+    ok = (wilson_upper(np.cumsum(wrong), n) <= delta) & (n >= min_obs)
+    ok &= np.append(s[1:] < s[:-1], True)  # only the last of a run of ties is a cut
+    if not ok.any():
+        return 1.0
+    return float(s[np.flatnonzero(ok)[-1]])
 
 
 @dataclasses.dataclass
