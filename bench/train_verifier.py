@@ -31,7 +31,7 @@ import numpy as np
 from bench import qqp
 from curator.cache import lexical
 
-__all__ = ["auc", "fit_head", "fit_logistic", "head_logit", "pair_features"]
+__all__ = ["auc", "fit_head", "fit_logistic", "head_logit", "load_head", "pair_features"]
 
 OUT = Path(__file__).resolve().parents[1] / "curator" / "cache" / "verifier_weights.py"
 VOCAB = OUT.with_name("vocabulary_table.py")
@@ -121,7 +121,7 @@ def stream_pairs(
     """(a, b) question ids of the candidates a cache meets on a seeded stream of the TRAIN
     questions: each question's 4 nearest earlier ones at cosine >= floor. Labelled like the
     evaluation: a duplicate iff the answer ids agree (a pair no label links is not)."""
-    from bench.cache_quality import neighbours
+    from bench.qqp import neighbours
 
     ids = np.random.default_rng(seed + 2).permutation(np.flatnonzero(data.train))
     pos, sim = neighbours(emb[ids], 4)
@@ -231,6 +231,13 @@ def write_vocabulary(data: qqp.QQP, path: Path = VOCAB) -> None:
     for t in texts:
         df.update(set(lexical.tokens(t).stems))
     path.write_text(vocabulary.table_text(dict(df), len(texts)))
+
+
+def load_head(path: str) -> dict[str, Any]:
+    """WEIGHTS of a verifier_weights.py file (bench.train_verifier --out)."""
+    scope: dict[str, Any] = {}
+    exec(compile(Path(path).read_text(), path, "exec"), scope)  # our own generated file
+    return dict(scope["WEIGHTS"])
 
 
 def main() -> None:
