@@ -188,3 +188,20 @@ def test_metrics_sum_the_learned_state_per_category(tmp_path: Path) -> None:
     # a tenant's own category is folded into "other", its state counted there
     assert 'curator_cache_calibrations{category="other",state="bound_unreachable"} 1.0' in text
     assert "support-desk" not in text and "tenant-one" not in text
+
+
+def test_entry_thresholds_are_memoised_until_the_next_report(tmp_path: Path) -> None:
+    db = open_db(tmp_path, Clock(), calibration_min_obs=10)
+    try:
+        et = db.cache.entry_thresholds
+        assert et.threshold(7, 0.9, 0.05) == 0.9  # no feedback: the category's
+        et.record(7, 0.95, False)
+        first = et.threshold(7, 0.9, 0.05)
+        assert 0.95 < first < 0.951 and et.threshold(7, 0.9, 0.05) == first  # memoised
+        assert et.threshold(7, 0.96, 0.05) == 0.96  # another base: computed again
+        et.record(7, 0.97, False)  # a new report: never the memoised value
+        assert 0.97 < et.threshold(7, 0.9, 0.05) < 0.971
+        et.forget([7])
+        assert et.threshold(7, 0.9, 0.05) == 0.9
+    finally:
+        db.close()

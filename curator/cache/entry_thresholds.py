@@ -81,8 +81,11 @@ class EntryThresholds:
         self._obs: dict[int, collections.deque[tuple[float, bool]]] = {}
         self._dirty: set[int] = set()
         self._gone: set[int] = set()
-        # entry id -> (base, delta, threshold): thresholds only change with feedback
-        self._memo: dict[int, tuple[float, float, float]] = {}
+        # entry id -> (version, base, delta, threshold): thresholds only change with feedback
+        # (each record bumps the version, so a threshold computed from older observations,
+        # racing a record, is never served from the memo)
+        self._memo: dict[int, tuple[int, float, float, float]] = {}
+        self._version = 0
         self._lock = threading.Lock()
         prefix = ENTRY_PREFIX.encode()
         with store.read() as txn:
@@ -106,14 +109,16 @@ class EntryThresholds:
         if obs is None:
             return base
         memo = self._memo.get(entry_id)
-        if memo is not None and memo[0] == base and memo[1] == delta:
-            return memo[2]
+        if memo is not None and memo[1] == base and memo[2] == delta:
+            return memo[3]
         with self._lock:
-            pairs = list(obs)
+            pairs, version = list(obs), self._version
         scores = np.fromiter((s for s, _ in pairs), np.float64, len(pairs))
         correct = np.fromiter((c for _, c in pairs), bool, len(pairs))
         t = entry_threshold(scores, correct, base, delta, self.min_obs)
-        self._memo[entry_id] = (base, delta, t)
+        with self._lock:
+            if version == self._version:  # no record since the snapshot
+                self._memo[entry_id] = (version, base, delta, t)
         return t
 
     def record(self, entry_id: int, score: float, correct: bool) -> None:
@@ -124,6 +129,7 @@ class EntryThresholds:
             if obs is None:
                 obs = self._obs[entry_id] = collections.deque(maxlen=self.max_obs)
             obs.append((float(score), bool(correct)))
+            self._version += 1
             self._memo.pop(entry_id, None)
             self._dirty.add(entry_id)
             self._gone.discard(entry_id)
