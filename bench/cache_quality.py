@@ -11,7 +11,7 @@ links counts as false, so false hits are an upper bound.
 Decisions are replayed from each question's 16 nearest earlier questions (one exact matrix
 product; candidates: the nearest 4 stored ones of the request's category, as the cache's
 `candidates`), with the cache's own code for the choice (candidates.choose), the verifier
-(verifier.LexicalVerifier) and calibration (calibration.learned_threshold); in one run:
+(verifier.LexicalVerifier) and calibration (calibration.fit); in one run:
 the uniform-threshold curves 0.80-0.99 without and with the verifier, the catalogue
 defaults, routing across categories, and calibration learned from feedback on the first
 half of the stream and read on the second half only. `--latency N` also times the real
@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from bench import qqp
-from curator.cache.calibration import learned_threshold
+from bench.qqp import kmeans, neighbours
+from bench.train_verifier import load_head
+from curator.cache.calibration import fit
 from curator.cache.candidates import Choice, choose
 from curator.cache.entry_thresholds import entry_threshold
 from curator.cache.policy import CATALOGUE
@@ -43,42 +45,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["general", "chat", "docs", "code", "news", "health"]  # one catalogue policy a topic
 K_NEAR, CANDIDATES, FLOOR, ROUTE = 16, 4, 0.80, 0.97
 GRID = [round(0.80 + 0.01 * i, 2) for i in range(20)]
-
-
-def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20) -> np.ndarray:
-    """(k, dim) unit centroids of the unit rows of x."""
-    rng = np.random.default_rng(seed)
-    c = x[rng.choice(len(x), k, replace=False)]
-    for _ in range(iters):
-        lab = np.argmax(x @ c.T, 1)
-        for j in range(k):
-            if (lab == j).any():
-                m = x[lab == j].sum(0)
-                c[j] = m / np.linalg.norm(m)
-    return c
-
-
-def neighbours(x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """For each row i: the k most similar rows j < i (positions (n, k), -1 padded; cosines
-    (n, k), -inf padded), most similar first."""
-    n = len(x)
-    pos = np.full((n, k), -1, np.int64)
-    sim = np.full((n, k), -np.inf, np.float32)
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        if e <= 1:
-            continue
-        m = x[s:e] @ x[:e].T
-        rows = np.arange(s, e)[:, None]
-        m[np.arange(e)[None, :] >= rows] = -np.inf
-        kk = min(k, e)
-        top = np.argpartition(-m, kk - 1, axis=1)[:, :kk]
-        v = np.take_along_axis(m, top, 1)
-        order = np.argsort(-v, axis=1, kind="stable")
-        pos[s:e, :kk] = np.take_along_axis(top, order, 1)
-        sim[s:e, :kk] = np.take_along_axis(v, order, 1)
-    pos[~np.isfinite(sim)] = -1
-    return pos, sim
 
 
 @dataclasses.dataclass
@@ -123,8 +89,10 @@ class Run:
 class Verify:
     """The shipped verifier over stream positions, memoised by pair."""
 
+    head: dict[str, Any] | None = None  # --head: another head's weights (None: the shipped)
+
     def __init__(self, s: Stream) -> None:
-        self.s, self.v = s, LexicalVerifier()
+        self.s, self.v = s, LexicalVerifier(self.head)
         self.memo: dict[tuple[int, int], Verdict] = {}
 
     def __call__(self, i: int, j: int, cos: float) -> Verdict:
@@ -403,7 +371,7 @@ def evaluate(
                 fb = [(sc, ok) for i, cc, sc, ok in warm.feedback if cc == c and i < half]
                 sc = np.array([f[0] for f in fb], np.float64)
                 ok = np.array([f[1] for f in fb], bool)
-                lt = learned_threshold(sc, ok, delta, 30)
+                lt = fit(sc, ok, delta, 30).threshold
                 learned[c] = default[c] if lt is None else lt
             r = simulate(s, "cal", lambda i, c, lt=learned: default[c] if i < half else lt[c], v)
             overall = r.metrics(s, half)
@@ -489,7 +457,10 @@ def main() -> None:
     p.add_argument("--fake", action="store_true", help="hashed bag-of-words (dry run only)")
     p.add_argument("--entry-delta", type=float, default=0.05, help="per-entry thresholds' bound")
     p.add_argument("--pair-model", default="", help="a pair-model directory (rerank extra)")
+    p.add_argument("--head", default="", help="a verifier_weights.py written by train_verifier")
     args = p.parse_args()
+    if args.head:
+        Verify.head = load_head(args.head)
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
     emb = qqp.embeddings(data, fake=args.fake)

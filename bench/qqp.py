@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["QQP", "embeddings", "hashed", "load"]
+__all__ = ["QQP", "embeddings", "hashed", "kmeans", "load", "neighbours"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,42 @@ def embeddings(q: QQP, batch: int = 64, fake: bool = False) -> np.ndarray:
     np.save(tmp, x)
     tmp.rename(path)
     return x
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 20) -> np.ndarray:
+    """(k, dim) unit centroids of the unit rows of x."""
+    rng = np.random.default_rng(seed)
+    c = x[rng.choice(len(x), k, replace=False)]
+    for _ in range(iters):
+        lab = np.argmax(x @ c.T, 1)
+        for j in range(k):
+            if (lab == j).any():
+                m = x[lab == j].sum(0)
+                c[j] = m / np.linalg.norm(m)
+    return c
+
+
+def neighbours(x: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """For each row i: the k most similar rows j < i (positions (n, k), -1 padded; cosines
+    (n, k), -inf padded), most similar first."""
+    n = len(x)
+    pos = np.full((n, k), -1, np.int64)
+    sim = np.full((n, k), -np.inf, np.float32)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        if e <= 1:
+            continue
+        m = x[s:e] @ x[:e].T
+        rows = np.arange(s, e)[:, None]
+        m[np.arange(e)[None, :] >= rows] = -np.inf
+        kk = min(k, e)
+        top = np.argpartition(-m, kk - 1, axis=1)[:, :kk]
+        v = np.take_along_axis(m, top, 1)
+        order = np.argsort(-v, axis=1, kind="stable")
+        pos[s:e, :kk] = np.take_along_axis(top, order, 1)
+        sim[s:e, :kk] = np.take_along_axis(v, order, 1)
+    pos[~np.isfinite(sim)] = -1
+    return pos, sim
 
 
 def main() -> None:

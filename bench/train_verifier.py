@@ -8,6 +8,8 @@ Pairs (train split only, qqp.load's group split; validation is never read), at M
 meets on a seeded stream of the train questions, labelled by answer id as the evaluation
 does (--pairs labelled: QQP's labelled pairs, whose negatives are sampled related questions,
 not what a cache meets).
+--cv: the trees' depth and count and the weight of hard negatives (wrong pairs at cosine >=
+0.90) chosen by grouped 3-fold cross-validation on the train pairs (AUC on hard pairs).
 Features: the cosine and the lexical features (curator/cache/lexical.py; IDF weights from the
 train questions). --model logistic: standardised, an L2-regularised logistic regression fitted
 by Newton's method; --model trees: a small gradient-boosted tree ensemble (scikit-learn at
@@ -29,11 +31,45 @@ import numpy as np
 from bench import qqp
 from curator.cache import lexical
 
-__all__ = ["auc", "fit_head", "fit_logistic", "head_logit", "pair_features"]
+__all__ = ["auc", "fit_head", "fit_logistic", "head_logit", "load_head", "pair_features"]
 
 OUT = Path(__file__).resolve().parents[1] / "curator" / "cache" / "verifier_weights.py"
 VOCAB = OUT.with_name("vocabulary_table.py")
 TREES = {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.1, "subsample": 0.8}
+HARD = 0.90  # cosine from which a wrong pair is a hard negative (templated near-duplicates)
+#: --cv: the head's capacity and the hard negatives' weight, chosen on TRAIN folds only
+GRID = [
+    ({**TREES, "n_estimators": n, "max_depth": d}, w)
+    for d, n, w in ((3, 150, 1.0), (3, 150, 3.0), (3, 300, 2.0), (4, 300, 1.0), (4, 300, 3.0))
+]
+
+
+def cross_validate(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    folds: int = 3,
+    grid: list[tuple[dict[str, Any], float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Each GRID setting's mean AUC on hard pairs (cosine >= 0.85) of held-out folds of the
+    train groups (a group's pairs stay in one fold), best first."""
+    rng = np.random.default_rng(seed + 3)
+    u = rng.permutation(np.unique(groups))
+    pos = {g: k % folds for k, g in enumerate(u)}
+    fold = np.array([pos[g] for g in groups.tolist()])
+    rows = []
+    for config, w in grid or GRID:
+        aucs = []
+        for f in range(folds):
+            tr, te = fold != f, (fold == f) & (x[:, 0] >= 0.85)
+            head = fit_head(x[tr], y[tr], "trees", seed, config, w)
+            aucs.append(auc(head_logit(head, x[te]), y[te]))
+        rows.append({"trees": config, "hard_weight": w, "auc_hard": float(np.mean(aucs))})
+        print(f"cv {config['max_depth']=} {config['n_estimators']=} {w=}: "
+              f"AUC hard {rows[-1]['auc_hard']:.4f} ({', '.join(f'{a:.3f}' for a in aucs)})",
+              flush=True)  # fmt: skip
+    return sorted(rows, key=lambda r: -r["auc_hard"])
 
 
 def auc(score: np.ndarray, label: np.ndarray) -> float:
@@ -85,7 +121,7 @@ def stream_pairs(
     """(a, b) question ids of the candidates a cache meets on a seeded stream of the TRAIN
     questions: each question's 4 nearest earlier ones at cosine >= floor. Labelled like the
     evaluation: a duplicate iff the answer ids agree (a pair no label links is not)."""
-    from bench.cache_quality import neighbours
+    from bench.qqp import neighbours
 
     ids = np.random.default_rng(seed + 2).permutation(np.flatnonzero(data.train))
     pos, sim = neighbours(emb[ids], 4)
@@ -93,9 +129,17 @@ def stream_pairs(
     return ids[rows], ids[pos[rows, cols]]
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, model: str, seed: int = 0) -> dict[str, Any]:
+def fit_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    model: str,
+    seed: int = 0,
+    trees: dict[str, Any] | None = None,
+    hard_weight: float = 1.0,
+) -> dict[str, Any]:
     """The weights LexicalVerifier reads: features (cosine + lexical.FEATURES), the head
-    (logistic or trees), and the cosine-only fit."""
+    (logistic or trees: `trees` the ensemble's settings, default TREES; negatives at cosine
+    >= HARD weigh `hard_weight`), and the cosine-only fit."""
     wc = fit_logistic(x[:, :1], y, l2=0.0)
     out: dict[str, Any] = {"kind": model, "features": ["cosine", *lexical.FEATURES]}
     if model == "logistic":
@@ -109,17 +153,20 @@ def fit_head(x: np.ndarray, y: np.ndarray, model: str, seed: int = 0) -> dict[st
             intercept=round(float(w[-1]), 6),
         )
     else:
-        out.update(_trees(x, y, seed))
+        w = np.where((y == 0) & (x[:, 0] >= HARD), hard_weight, 1.0)
+        out.update(_trees(x, y, seed, trees or TREES, w))
     out.update(cos_coef=round(float(wc[0]), 6), cos_intercept=round(float(wc[1]), 6))
     return out
 
 
-def _trees(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+def _trees(
+    x: np.ndarray, y: np.ndarray, seed: int, config: dict[str, Any], weight: np.ndarray
+) -> dict[str, Any]:
     """A gradient-boosted ensemble exported as parallel lists (learning rate folded into
     the leaf values)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
-    gb = GradientBoostingClassifier(random_state=seed, **TREES).fit(x, y)
+    gb = GradientBoostingClassifier(random_state=seed, **config).fit(x, y, sample_weight=weight)
     lr = gb.learning_rate
     trees: list[list[Any]] = []
     for est in gb.estimators_[:, 0]:
@@ -131,12 +178,12 @@ def _trees(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
             [int(v) for v in t.children_right],
             [round(float(v) * lr, 6) for v in t.value[:, 0, 0]],
         ])  # fmt: skip
-    p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    p = float(np.clip(np.average(y, weights=weight), 1e-6, 1 - 1e-6))
     init = float(gb.decision_function(x[:1])[0]) - sum(
         tr[4][_leaf(tr, x[0])] for tr in trees
     )  # the prior's logit, as sklearn computes it
     assert abs(init - np.log(p / (1 - p))) < 1e-3, (init, p)
-    return {"init": round(init, 6), "trees": trees, "trees_config": TREES}
+    return {"init": round(init, 6), "trees": trees, "trees_config": config}
 
 
 def _leaf(tree: list[list[Any]], row: np.ndarray) -> int:
@@ -186,6 +233,13 @@ def write_vocabulary(data: qqp.QQP, path: Path = VOCAB) -> None:
     path.write_text(vocabulary.table_text(dict(df), len(texts)))
 
 
+def load_head(path: str) -> dict[str, Any]:
+    """WEIGHTS of a verifier_weights.py file (bench.train_verifier --out)."""
+    scope: dict[str, Any] = {}
+    exec(compile(Path(path).read_text(), path, "exec"), scope)  # our own generated file
+    return dict(scope["WEIGHTS"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--floor", type=float, default=0.80, help="cosine of the pairs trained on")
@@ -198,6 +252,9 @@ def main() -> None:
         default="stream",
         help="labelled pairs, or the candidate pairs a stream of train questions meets",
     )
+    p.add_argument("--cv", action="store_true", help="choose the trees' capacity and the hard "
+                   "negatives' weight by grouped cross-validation on the train split")  # fmt: skip
+    p.add_argument("--hard-weights", default="1,2,3", help="--cv: hard-negative weights tried")
     args = p.parse_args()
     t0 = time.perf_counter()
     data = qqp.load(seed=args.seed)
@@ -222,7 +279,7 @@ def main() -> None:
     groups = np.unique(data.group[a])
     rng = np.random.default_rng(args.seed + 1)
     inner = np.isin(data.group[a], rng.permutation(groups)[: len(groups) // 4])
-    w = fit_head(x[~inner], y[~inner], args.model, args.seed)
+    w = fit_head(x[~inner], y[~inner], args.model, args.seed)  # shipped settings before --cv
     hard = inner & (cos >= 0.85)
     z = head_logit(w, x[hard])
     guard = np.array([lexical.veto(lexical.compare(data.texts[i], data.texts[j])) is None
@@ -232,7 +289,15 @@ def main() -> None:
         f"AUC cosine {auc(cos[hard], y[hard]):.3f}, head {auc(z, y[hard]):.3f}, "
         f"head with guard {auc(np.where(guard, z, -1e9), y[hard]):.3f}"
     )
-    weights = fit_head(x, y, args.model, args.seed)
+    config, hard_weight = TREES, 1.0
+    if args.cv and args.model == "trees":
+        weights_tried = [float(v) for v in args.hard_weights.split(",")]
+        grid = [(c, w) for c, w in GRID if w in weights_tried]
+        best = cross_validate(x, y, data.group[a], args.seed, grid=grid)[0]
+        config, hard_weight = best["trees"], best["hard_weight"]
+        print(f"chosen: {best}")
+    weights = fit_head(x, y, args.model, args.seed, config, hard_weight)
+    weights["hard_weight"] = hard_weight
     weights["floor"] = args.floor
     weights["trained_on"] = (
         f"qqp-dev train split (seed {args.seed}), {len(y)} pairs with MiniLM cosine >= {args.floor}"

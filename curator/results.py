@@ -215,7 +215,20 @@ class ModelLoad:
 class PolicyState:
     """A category's policy and what applies now for a model: the load-adjusted threshold and
     TTL, and the pressure behind them; feedback / feedback_wrong: outcome reports received,
-    learned_threshold: the threshold calibrated from them (nan until enough feedback)."""
+    learned_threshold: the threshold calibrated from them (nan until enough feedback).
+
+    Calibration (curator/cache/calibration.py) for the policy's max_false_hit_rate (delta):
+    calibration: "off" (delta 0), "learning" (too little feedback: the policy's threshold),
+    "learned", or "bound_unreachable" (no threshold holds delta on this feedback: semantic
+    hits stop); feedback_served: observations at or above the learned threshold;
+    false_hit_estimate: their wrong share; false_hit_bound: its one-sided 95% upper bound
+    (what calibration holds to delta); supported_delta: the lowest bound any threshold
+    reaches on this feedback (the smallest delta it could hold). nan where undefined.
+
+    Per-entry thresholds (curator/cache/entry_thresholds.py), summed over the category's
+    entries: entries_with_feedback, entry_feedback / entry_feedback_wrong (observations),
+    entries_raised / entries_lowered (own threshold above / below the category's),
+    entries_refusing (own threshold 1.0), entry_threshold_min / _max (nan: none)."""
 
     policy: CategoryPolicy
     threshold: float
@@ -224,6 +237,19 @@ class PolicyState:
     feedback: int = 0
     feedback_wrong: int = 0
     learned_threshold: float = math.nan
+    calibration: str = "off"
+    feedback_served: int = 0
+    false_hit_estimate: float = math.nan
+    false_hit_bound: float = math.nan
+    supported_delta: float = math.nan
+    entries_with_feedback: int = 0
+    entry_feedback: int = 0
+    entry_feedback_wrong: int = 0
+    entries_raised: int = 0
+    entries_lowered: int = 0
+    entries_refusing: int = 0
+    entry_threshold_min: float = math.nan
+    entry_threshold_max: float = math.nan
 
 
 @dataclass(frozen=True)

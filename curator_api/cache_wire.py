@@ -103,12 +103,40 @@ def lookup_from_pb(m: pb.CacheLookupResponse) -> CacheLookup:
     )
 
 
+_CALIBRATION = ("feedback_served", "false_hit_estimate", "false_hit_bound", "supported_delta")
+#: PolicyState's per-entry summary fields <-> EntryThresholdSummary's
+_ENTRIES = {
+    "entries_with_feedback": "entries_with_feedback",
+    "entry_feedback": "feedback",
+    "entry_feedback_wrong": "feedback_wrong",
+    "entries_raised": "raised",
+    "entries_lowered": "lowered",
+    "entries_refusing": "refusing",
+    "entry_threshold_min": "threshold_min",
+    "entry_threshold_max": "threshold_max",
+}
+
+
+def _calibration_to_pb(d: Any) -> pb.CalibrationState:
+    """From a feedback dict or a PolicyState (the same names)."""
+    get = d.get if isinstance(d, dict) else lambda k: getattr(d, k)
+    return pb.CalibrationState(state=get("calibration"), **{k: get(k) for k in _CALIBRATION})
+
+
+def _calibration_from_pb(m: pb.CalibrationState) -> dict[str, Any]:
+    return {"calibration": m.state, **{k: getattr(m, k) for k in _CALIBRATION}}
+
+
 def feedback_to_pb(d: dict[str, Any]) -> pb.CacheFeedbackResponse:
     return pb.CacheFeedbackResponse(
         category=d["category"],
         feedback=d["feedback"],
         feedback_wrong=d["feedback_wrong"],
         learned_threshold=d["learned_threshold"],
+        calibration=_calibration_to_pb(d),
+        entry_feedback=d["entry_feedback"],
+        entry_feedback_wrong=d["entry_feedback_wrong"],
+        entry_threshold=d["entry_threshold"],
     )
 
 
@@ -118,6 +146,10 @@ def feedback_from_pb(m: pb.CacheFeedbackResponse) -> dict[str, Any]:
         "feedback": m.feedback,
         "feedback_wrong": m.feedback_wrong,
         "learned_threshold": m.learned_threshold,
+        **_calibration_from_pb(m.calibration),
+        "entry_feedback": m.entry_feedback,
+        "entry_feedback_wrong": m.entry_feedback_wrong,
+        "entry_threshold": m.entry_threshold,
     }
 
 
@@ -151,6 +183,10 @@ def policies_to_pb(policies: dict[str, PolicyState]) -> pb.GetCachePoliciesRespo
                 feedback=st.feedback,
                 feedback_wrong=st.feedback_wrong,
                 learned_threshold=st.learned_threshold,
+                calibration=_calibration_to_pb(st),
+                entries=pb.EntryThresholdSummary(
+                    **{w: getattr(st, f) for f, w in _ENTRIES.items()}
+                ),
             )
             for c, st in policies.items()
         ]
@@ -167,6 +203,8 @@ def policies_from_pb(m: pb.GetCachePoliciesResponse) -> dict[str, PolicyState]:
             s.feedback,
             s.feedback_wrong,
             s.learned_threshold,
+            **_calibration_from_pb(s.calibration),
+            **{f: getattr(s.entries, w) for f, w in _ENTRIES.items()},
         )
         for s in m.categories
     }

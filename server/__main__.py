@@ -25,6 +25,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 from curator.cache.config import CacheConfig
+from curator.cache.policy_state import calibration_summary
 from curator.config import DatabaseConfig, from_env
 from curator.database import Database
 from curator.errors import InvalidArgument, Unavailable
@@ -191,17 +192,20 @@ def _joiner(args: argparse.Namespace, address: str, admin_key: str) -> Callable[
     return join
 
 
-def cache_state(db: Database | None) -> tuple[CacheStats | None, dict[Any, Any]]:
-    """Database-wide cache stats and the current default threshold / TTL of each category for
-    each model with a known load (for the metrics)."""
+def cache_state(
+    db: Database | None,
+) -> tuple[CacheStats | None, dict[Any, Any], dict[str, dict[str, Any]]]:
+    """Database-wide cache stats, the current default threshold / TTL of each category for
+    each model with a known load, and the learned state summed per category (for the
+    metrics)."""
     if db is None:
-        return None, {}
+        return None, {}, {}
     stats = db.cache_stats()
     current = {}
     for model in stats.models:
         for cat, st in db.cache_policies(model=model).items():
             current[(cat, model)] = (st.threshold, st.ttl_s)
-    return stats, current
+    return stats, current, calibration_summary(db.cache)
 
 
 def main(argv: list[str] | None = None) -> int:

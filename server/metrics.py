@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -96,16 +97,22 @@ class CollectionSizes:
 
 class CacheState:
     """Semantic-cache metrics at scrape time: lookups by category and outcome, entries and
-    bytes by category, each model's load and pressure, and the current (load-adjusted)
-    database-wide threshold and TTL of every category for every model with a known load.
+    bytes by category, each model's load and pressure, the current (load-adjusted)
+    database-wide threshold and TTL of every category for every model with a known load, and
+    the learned state summed over tenants per category (never a series per tenant or entry).
     `state()` returns (cache stats of the whole database, {(category, model): (threshold,
-    ttl_s)})."""
+    ttl_s)}, {category: calibration summary} (curator.cache.policy_state)), the last
+    optional."""
 
-    def __init__(self, state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]]) -> None:
+    def __init__(self, state: Callable[[], tuple[Any, ...]]) -> None:
         self._state = state
 
     def collect(self) -> Any:
-        stats, current = self._state()
+        stats, current, *rest = self._state()
+        yield from self._basic(stats, current)
+        yield from _learned(_public_learned(rest[0] if rest else {}))
+
+    def _basic(self, stats: CacheStats | None, current: dict[Any, Any]) -> Any:
         events = CounterMetricFamily(
             "curator_cache_events",
             "Cache lookups by outcome (hit_exact, hit_semantic, miss_<reason>), stores, "
@@ -149,6 +156,77 @@ class CacheState:
         yield from (events, entries, size, load, pressure, threshold, ttl)
 
 
+def _learned(by_cat: dict[str, dict[str, Any]]) -> Any:
+    """The calibration summary's series (see CacheState)."""
+    states = GaugeMetricFamily(
+        "curator_cache_calibrations",
+        "Tenants' category calibrations by state (off, learning, learned, bound_unreachable)",
+        labels=["category", "state"],
+    )
+    feedback = GaugeMetricFamily(
+        "curator_cache_calibration_feedback",
+        "Feedback observations held by category calibrations, by outcome",
+        labels=["category", "outcome"],
+    )
+    learned = GaugeMetricFamily(
+        "curator_cache_learned_threshold",
+        "Lowest and highest learned category threshold over tenants",
+        labels=["category", "stat"],
+    )
+    bound = GaugeMetricFamily(
+        "curator_cache_false_hit_bound",
+        "Highest upper bound of the false-hit rate at a learned threshold over tenants",
+        labels=["category"],
+    )
+    entries = GaugeMetricFamily(
+        "curator_cache_entry_thresholds",
+        "Entries with feedback, and those whose own threshold is raised, lowered or refusing",
+        labels=["category", "state"],
+    )
+    entry_fb = GaugeMetricFamily(
+        "curator_cache_entry_feedback",
+        "Feedback observations held by per-entry thresholds, by outcome",
+        labels=["category", "outcome"],
+    )
+    for cat, d in by_cat.items():
+        for state, n in d["states"].items():
+            states.add_metric([cat, state], n)
+        feedback.add_metric([cat, "correct"], d["feedback"] - d["feedback_wrong"])
+        feedback.add_metric([cat, "wrong"], d["feedback_wrong"])
+        for stat in ("min", "max"):
+            if d[f"learned_threshold_{stat}"] == d[f"learned_threshold_{stat}"]:  # not nan
+                learned.add_metric([cat, stat], d[f"learned_threshold_{stat}"])
+        if d["false_hit_bound_max"] == d["false_hit_bound_max"]:
+            bound.add_metric([cat], d["false_hit_bound_max"])
+        entries.add_metric([cat, "with_feedback"], d["entries_with_feedback"])
+        for state in ("raised", "lowered", "refusing"):
+            entries.add_metric([cat, state], d[f"entries_{state}"])
+        entry_fb.add_metric([cat, "correct"], d["entry_feedback"] - d["entry_feedback_wrong"])
+        entry_fb.add_metric([cat, "wrong"], d["entry_feedback_wrong"])
+    yield from (states, feedback, learned, bound, entries, entry_fb)
+
+
+def _public_learned(by_cat: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The calibration summary with every non-built-in category folded into "other" (counts
+    summed, ranges widened)."""
+    out: dict[str, dict[str, Any]] = {}
+    for cat, d in by_cat.items():
+        name = cat if cat in CATALOGUE else "other"
+        o = out.get(name)
+        if o is None:
+            out[name] = {**d, "states": dict(d["states"])}
+            continue
+        for k, v in d.items():
+            if k == "states":
+                for s, n in v.items():
+                    o["states"][s] = o["states"].get(s, 0) + n
+            elif k.endswith(("_min", "_max")):  # nan: none learned
+                o[k] = float(np.nanmin([o[k], v]) if k.endswith("_min") else np.nanmax([o[k], v]))
+            else:
+                o[k] += v
+    return out
+
+
 def _public(by_cat: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """Counters by category with every non-built-in category summed into "other"."""
     out: dict[str, dict[str, int]] = {}
@@ -163,7 +241,7 @@ def _public(by_cat: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 def serve_metrics(
     port: int,
     describe: Callable[[], dict[str, tuple[int, int, int]]],
-    cache_state: Callable[[], tuple[CacheStats | None, dict[Any, Any]]] | None = None,
+    cache_state: Callable[[], tuple[Any, ...]] | None = None,
     host: str = "127.0.0.1",
 ) -> Any:
     """Expose the metrics on http://<host>:<port>/metrics; returns the HTTP server."""

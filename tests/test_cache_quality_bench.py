@@ -57,3 +57,20 @@ def test_routing_serves_near_identical_prompts_of_another_topic() -> None:
     routed = simulate(s, "t", lambda i, c: 0.9, None, route=True)
     assert (2, 0) not in [(i, j) for i, j, _ in plain.hits]
     assert routed.routed == 1 and (2, 0) in [(i, j) for i, j, _ in routed.hits]
+
+
+def test_noise_floor_reports_the_labels_false_share_and_the_supported_delta() -> None:
+    from bench.cache_calibration import noise_floor
+
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.9, 1.0, 2000)
+    ok = rng.uniform(size=2000) >= 0.1  # a tenth wrong at every score: label noise
+    fb = [(i, i % 6, float(v), bool(k)) for i, (v, k) in enumerate(zip(s, ok, strict=True))]
+    out = noise_floor(fb)
+    assert out[">=0.99"]["n"] == (s >= 0.99).sum()
+    assert out[">=0.99"]["false"] == 1 - ok[s >= 0.99].mean()
+    assert out[">=0.999"]["n"] < out[">=0.95"]["n"]
+    # no cut does better than the noise: the least supportable delta sits near it (a minimum
+    # over many cuts, so it can dip a little below the true 10%)
+    assert 0.08 < out["supported_delta"] < 0.2
+    assert all(0.05 < b < 0.3 for b in out["supported_delta_by_topic"].values())

@@ -2,12 +2,20 @@
 
 Gateways report whether a served (or a scored but not served) candidate was right
 (`cache_feedback`). Each (tenant, category) keeps its last `max_obs` observations (score on
-the cosine scale, correct?). Its learned threshold is the lowest observed score t such that,
-among the observations at or above t, the one-sided 95% Wilson upper bound of the wrong share
-is <= the policy's `max_false_hit_rate` (delta), with at least `min_obs` of them. Until then
-(no or little feedback) the policy's own threshold applies: a conservative start. When no t
-meets delta, semantic hits stop (threshold 1.0: near-identical prompts only). A calibrated
-threshold is never loosened by model load: delta is a bound, load adaptation is a preference.
+the cosine scale, correct?). Its threshold is fitted on a fixed grid of candidate thresholds
+(`GRID`: 0.80 to 0.99 by 0.01, 0.995, 0.999): at each, the one-sided Wilson upper bound of
+the wrong share among the observations at or above it (at least `min_obs` of them), at the
+level 5% / len(GRID) (Bonferroni), so that whichever grid threshold is then chosen, the
+chance that its true false-hit rate exceeds delta is at most 5%; the learned threshold is the
+lowest grid threshold whose bound is <= the policy's `max_false_hit_rate` (delta). Choosing
+the lowest of thousands of observed scores whose plain 95% bound holds (the earlier rule) is
+optimistic: one of many tests passes by chance. The fit is monotone in delta.
+
+States (`Fit.state`): "off" (delta 0), "learning" (fewer than min_obs observations: the
+policy's own threshold, a conservative start), "learned", "bound_unreachable" (no grid
+threshold holds delta: semantic hits stop, threshold 1.0, near-identical prompts only;
+`best_bound` then says which delta the feedback could support). A calibrated threshold is
+never loosened by model load: delta is a bound, load adaptation is a preference.
 
 Feedback on candidates below the current threshold (exploration) is what lets the threshold
 come down; feedback on hits alone can only raise it.
@@ -21,6 +29,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import statistics
 import struct
 import threading
 from typing import Any
@@ -29,38 +38,81 @@ import numpy as np
 
 from curator.storage.store import Store
 
-__all__ = ["PREFIX", "Calibration", "CategoryCalibration", "learned_threshold"]
+__all__ = ["PREFIX", "Calibration", "CategoryCalibration", "Fit", "fit", "learned_threshold"]
 
 PREFIX = "\x1e"  # key prefix of calibration records among the policies
 _SEP = "\x1f"
 ENTRY_MARK = "\x1d"  # PREFIX + this: an entry's observations (entry_thresholds.py)
 _PAIR = struct.Struct("<ff")
 _Z = 1.645  # one-sided 95%
+#: candidate thresholds of a category's calibration, and the bound's z over all of them
+GRID = np.array([*(round(0.80 + 0.01 * i, 2) for i in range(20)), 0.995, 0.999])
+Z_GRID = statistics.NormalDist().inv_cdf(1 - 0.05 / len(GRID))
 
 
-def wilson_upper(wrong: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Upper confidence bound of a proportion wrong/n (arrays, n > 0)."""
+def wilson_upper(wrong: np.ndarray, n: np.ndarray, z: float = _Z) -> np.ndarray:
+    """Upper confidence bound of a proportion wrong/n (arrays, n > 0), one-sided at z."""
     p = wrong / n
-    z2 = _Z * _Z
+    z2 = z * z
     centre = p + z2 / (2 * n)
-    half = _Z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return (centre + half) / (1 + z2 / n)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """A fitted threshold and the evidence behind it. threshold: None while learning (or
+    off); served / wrong: observations at or above it; bound: the upper bound of their wrong
+    share (nan when none); best_bound: the lowest bound at any cut with min_obs observations
+    (nan when there are fewer), the smallest delta this feedback could support."""
+
+    state: str = "off"
+    threshold: float | None = None
+    served: int = 0
+    wrong: int = 0
+    bound: float = math.nan
+    best_bound: float = math.nan
+
+    @property
+    def estimate(self) -> float:
+        """Observed wrong share at or above the threshold (nan when nothing is)."""
+        return self.wrong / self.served if self.served else math.nan
+
+
+def fit(scores: np.ndarray, correct: np.ndarray, delta: float, min_obs: int) -> Fit:
+    """The threshold holding `delta` on these observations (see the module docstring)."""
+    if delta <= 0:
+        return Fit()
+    if len(scores) < min_obs:
+        return Fit("learning")
+    above = scores[None, :] >= GRID[:, None]  # (grid, obs)
+    n = above.sum(1)
+    wrong = (above & ~correct[None, :]).sum(1)
+    valid = n >= min_obs
+    ucb = np.full(len(GRID), np.inf)
+    ucb[valid] = wilson_upper(wrong[valid].astype(np.float64), n[valid].astype(np.float64), Z_GRID)
+    best = float(ucb[valid].min()) if valid.any() else math.nan
+    ok = np.flatnonzero(ucb <= delta)
+    if len(ok) == 0:
+        return Fit("bound_unreachable", 1.0, 0, 0, math.nan, best)
+    i = int(ok[0])  # the lowest grid threshold holding delta
+    return Fit("learned", float(GRID[i]), int(n[i]), int(wrong[i]), float(ucb[i]), best)
 
 
 def learned_threshold(
     scores: np.ndarray, correct: np.ndarray, delta: float, min_obs: int
 ) -> float | None:
-    """The lowest score t whose observations at or above it hold delta (see the module
-    docstring); None when there are fewer than min_obs observations; 1.0 when none holds."""
+    """The lowest observed score whose observations at or above it hold delta by the plain
+    95% Wilson bound (at least min_obs of them): an entry's own cut (entry_thresholds.py),
+    where a few dozen observations allow no grid correction. None when there are fewer than
+    min_obs observations; 1.0 when none holds."""
     if len(scores) < min_obs or delta <= 0:
         return None
     order = np.argsort(-scores, kind="stable")
     s, wrong = scores[order], (~correct[order]).astype(np.float64)
     n = np.arange(1, len(s) + 1, dtype=np.float64)
     ok = (wilson_upper(np.cumsum(wrong), n) <= delta) & (n >= min_obs)
-    # a cut between equal scores is not a threshold: only the last of a run of ties counts
-    last_of_tie = np.append(s[1:] < s[:-1], True)
-    ok &= last_of_tie
+    ok &= np.append(s[1:] < s[:-1], True)  # only the last of a run of ties is a cut
     if not ok.any():
         return 1.0
     return float(s[np.flatnonzero(ok)[-1]])
@@ -68,19 +120,29 @@ def learned_threshold(
 
 @dataclasses.dataclass
 class CategoryCalibration:
-    """Observations of one (tenant, category); `threshold`: learned (None: not yet)."""
+    """Observations of one (tenant, category) and their fit for `delta` (None: not yet)."""
 
     obs: collections.deque[tuple[float, bool]]
-    threshold: float | None = None
+    fitted: Fit | None = None
     delta: float = 0.0
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.fitted is None else self.fitted.threshold
 
     def view(self) -> dict[str, Any]:
         n = len(self.obs)
         wrong = sum(1 for _, c in self.obs if not c)
+        f = self.fitted or Fit("learning" if self.delta > 0 else "off")
         return {
             "feedback": n,
             "feedback_wrong": wrong,
-            "learned_threshold": math.nan if self.threshold is None else self.threshold,
+            "learned_threshold": math.nan if f.threshold is None else f.threshold,
+            "calibration": f.state,
+            "false_hit_estimate": f.estimate,
+            "false_hit_bound": f.bound,
+            "supported_delta": f.best_bound,
+            "feedback_served": f.served,
         }
 
 
@@ -106,8 +168,6 @@ class Calibration:
 
     def threshold(self, tenant: str, category: str, delta: float) -> float | None:
         """The learned threshold holding `delta` (None: not enough feedback, or delta 0)."""
-        if delta <= 0:
-            return None
         c = self._cats.get((tenant, category))
         if c is None:
             return None
@@ -133,13 +193,20 @@ class Calibration:
     def _relearn(self, c: CategoryCalibration, delta: float) -> None:
         scores = np.fromiter((s for s, _ in c.obs), np.float64, len(c.obs))
         correct = np.fromiter((k for _, k in c.obs), bool, len(c.obs))
-        c.threshold = learned_threshold(scores, correct, delta, self.min_obs)
+        c.fitted = fit(scores, correct, delta, self.min_obs)
         c.delta = delta
 
-    def view(self, tenant: str, category: str) -> dict[str, Any]:
+    def view(self, tenant: str, category: str, delta: float) -> dict[str, Any]:
+        """The calibration state for `delta` (learned again first if the bound changed)."""
+        self.threshold(tenant, category, delta)
         c = self._cats.get((tenant, category))
         with self._lock:
-            return (c or CategoryCalibration(collections.deque())).view()
+            return (c or CategoryCalibration(collections.deque(), delta=delta)).view()
+
+    def states(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(tenant, category, view) of every category with feedback, at its last delta."""
+        with self._lock:
+            return [(t, c, cal.view()) for (t, c), cal in self._cats.items()]
 
     def forget(self, tenant: str, category: str | None = None) -> None:
         """Drop the observations of a tenant (or one of its categories), durably."""

@@ -25,6 +25,7 @@ import collections
 import math
 import struct
 import threading
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,16 @@ def entry_threshold(
     return max(base, min(1.0, float(wrong.max()) + MARGIN))
 
 
+_SUMMED = (
+    "entries_with_feedback",
+    "entry_feedback",
+    "entry_feedback_wrong",
+    "entries_raised",
+    "entries_lowered",
+    "entries_refusing",
+)
+
+
 def _key(entry_id: int) -> bytes:
     return (ENTRY_PREFIX + str(entry_id)).encode()
 
@@ -70,6 +81,11 @@ class EntryThresholds:
         self._obs: dict[int, collections.deque[tuple[float, bool]]] = {}
         self._dirty: set[int] = set()
         self._gone: set[int] = set()
+        # entry id -> (version, base, delta, threshold): thresholds only change with feedback
+        # (each record bumps the version, so a threshold computed from older observations,
+        # racing a record, is never served from the memo)
+        self._memo: dict[int, tuple[int, float, float, float]] = {}
+        self._version = 0
         self._lock = threading.Lock()
         prefix = ENTRY_PREFIX.encode()
         with store.read() as txn:
@@ -92,11 +108,18 @@ class EntryThresholds:
         obs = self._obs.get(entry_id)
         if obs is None:
             return base
+        memo = self._memo.get(entry_id)
+        if memo is not None and memo[1] == base and memo[2] == delta:
+            return memo[3]
         with self._lock:
-            pairs = list(obs)
+            pairs, version = list(obs), self._version
         scores = np.fromiter((s for s, _ in pairs), np.float64, len(pairs))
         correct = np.fromiter((c for _, c in pairs), bool, len(pairs))
-        return entry_threshold(scores, correct, base, delta, self.min_obs)
+        t = entry_threshold(scores, correct, base, delta, self.min_obs)
+        with self._lock:
+            if version == self._version:  # no record since the snapshot
+                self._memo[entry_id] = (version, base, delta, t)
+        return t
 
     def record(self, entry_id: int, score: float, correct: bool) -> None:
         if not math.isfinite(score):
@@ -106,6 +129,8 @@ class EntryThresholds:
             if obs is None:
                 obs = self._obs[entry_id] = collections.deque(maxlen=self.max_obs)
             obs.append((float(score), bool(correct)))
+            self._version += 1
+            self._memo.pop(entry_id, None)
             self._dirty.add(entry_id)
             self._gone.discard(entry_id)
 
@@ -119,10 +144,43 @@ class EntryThresholds:
             "entry_threshold": self.threshold(entry_id, base, delta),
         }
 
+    def summary(
+        self,
+        group_of: Callable[[int], Hashable | None],
+        base_of: Callable[[Hashable], tuple[float, float]],
+    ) -> dict[Hashable, dict[str, float]]:
+        """Per group (e.g. (tenant, category); `group_of(entry id)`, None: skip the entry) of
+        the entries with feedback: how many, their observations and wrong ones, how many
+        have their own threshold above / below the group's base or at 1.0, and the range of
+        their thresholds. `base_of(group)` -> (the group's threshold, its delta)."""
+        with self._lock:
+            todo = [(i, len(o), sum(1 for _, c in o if not c)) for i, o in self._obs.items()]
+        out: dict[Hashable, dict[str, float]] = {}
+        for i, n, wrong in todo:
+            g = group_of(i)
+            if g is None:
+                continue
+            base, delta = base_of(g)
+            t = self.threshold(i, base, delta)
+            d = out.get(g)
+            if d is None:
+                d = out[g] = dict.fromkeys(_SUMMED, 0.0)
+                d.update(entry_threshold_min=t, entry_threshold_max=t)
+            d["entries_with_feedback"] += 1
+            d["entry_feedback"] += n
+            d["entry_feedback_wrong"] += wrong
+            d["entries_raised"] += t > base
+            d["entries_lowered"] += t < base
+            d["entries_refusing"] += t >= 1.0
+            d["entry_threshold_min"] = min(d["entry_threshold_min"], t)
+            d["entry_threshold_max"] = max(d["entry_threshold_max"], t)
+        return out
+
     def forget(self, ids: list[int]) -> None:
         """Drop deleted entries' observations (their records go at the next flush)."""
         with self._lock:
             for i in ids:
+                self._memo.pop(i, None)
                 if self._obs.pop(i, None) is not None:
                     self._gone.add(i)
                     self._dirty.discard(i)

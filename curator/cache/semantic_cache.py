@@ -45,6 +45,7 @@ from curator.cache.load import LoadController
 from curator.cache.lookup_log import LookupLog, LookupRecord, check_feedback
 from curator.cache.partition import Partition, PartitionKey, prompt_digest
 from curator.cache.policy import DEFAULT_CATEGORY, CategoryPolicy
+from curator.cache.policy_state import policy_states
 from curator.cache.recovery import ID as _ID
 from curator.cache.recovery import rebuild, save_graphs
 from curator.cache.routing import route
@@ -365,7 +366,7 @@ class SemanticCache(CacheWrites):
         base = self.threshold(tenant, rec.category, policy, 0.0)
         return {
             "category": rec.category,
-            **self.calibration.view(tenant, rec.category),
+            **self.calibration.view(tenant, rec.category, delta),
             **self.entry_thresholds.view(rec.entry_id, base, delta),
         }
 
@@ -376,24 +377,8 @@ class SemanticCache(CacheWrites):
     def policies(self, tenant: str, model: str = "") -> dict[str, PolicyState]:
         """Every category of the tenant ("": the database-wide defaults): its policy, its
         current threshold (learned from feedback, else load-adjusted for `model`) and TTL,
-        and its calibration state (feedback, feedback_wrong, learned_threshold: NaN until
-        learned)."""
-        pressure = self.load.pressure(model) if model else 0.0
-        out = {}
-        for c in self.categories.names(tenant):
-            p = self.policy(tenant, c)
-            threshold = self.threshold(tenant, c, p, pressure)  # learns lazily: first
-            cal = self.calibration.view(tenant, c)
-            out[c] = PolicyState(
-                p,
-                threshold,
-                p.effective_ttl(p.ttl_s, pressure),
-                pressure,
-                int(cal.get("feedback", 0)),
-                int(cal.get("feedback_wrong", 0)),
-                float(cal.get("learned_threshold", float("nan"))),
-            )
-        return out
+        and its learned state (policy_state.py)."""
+        return policy_states(self, tenant, model)
 
     # -- load -------------------------------------------------------------------------------
     def report_load(self, model: str, load: float) -> ModelLoad:
