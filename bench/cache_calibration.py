@@ -38,7 +38,7 @@ from bench.cache_quality import (
     load_head,
     simulate,
 )
-from curator.cache.calibration import fit
+from curator.cache.calibration import applied, fit
 from curator.cache.policy import CATALOGUE
 
 CUTS = (0.90, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
@@ -97,7 +97,7 @@ def evaluate(s: Stream, deltas: list[float]) -> dict[str, Any]:
             row: dict[str, Any] = {}
             fits = {"category": per, "uniform": dict.fromkeys(per, pooled)}
             for name, fs in fits.items():
-                thr = {c: default[c] if f.threshold is None else f.threshold for c, f in fs.items()}
+                thr = {c: applied(f, default[c]) for c, f in fs.items()}
                 r = simulate(s, name, lambda i, c, thr=thr: default[c] if i < half else thr[c], v)
                 m = r.metrics(s, half)
                 topics = {TOPICS[c]: r.metrics(s, half, topic=c) for c in range(len(TOPICS))}

@@ -35,7 +35,7 @@ import numpy as np
 from bench import qqp
 from bench.qqp import kmeans, neighbours
 from bench.train_verifier import load_head
-from curator.cache.calibration import fit
+from curator.cache.calibration import applied, fit
 from curator.cache.candidates import Choice, choose
 from curator.cache.entry_thresholds import entry_threshold
 from curator.cache.policy import CATALOGUE
@@ -371,8 +371,7 @@ def evaluate(
                 fb = [(sc, ok) for i, cc, sc, ok in warm.feedback if cc == c and i < half]
                 sc = np.array([f[0] for f in fb], np.float64)
                 ok = np.array([f[1] for f in fb], bool)
-                lt = fit(sc, ok, delta, 30).threshold
-                learned[c] = default[c] if lt is None else lt
+                learned[c] = applied(fit(sc, ok, delta, 30), default[c])
             r = simulate(s, "cal", lambda i, c, lt=learned: default[c] if i < half else lt[c], v)
             overall = r.metrics(s, half)
             same = _at_hit_rate(second[name], overall["hit_rate"], "false_hit_share")

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from client import Client
 from client.aio import AsyncClient
-from curator.cache.calibration import GRID, fit, wilson_upper
+from curator.cache.calibration import GRID, applied, fit, wilson_upper
 from curator.database import Database
 from curator_api import jsonwire as jw
 from server.__main__ import cache_state
@@ -50,11 +50,14 @@ def test_fit_is_monotone_in_delta_and_corrects_for_the_grid() -> None:
     rng = np.random.default_rng(1)
     s = rng.uniform(0.8, 1.0, 3000)
     ok = rng.uniform(size=3000) < 0.5 + 2.5 * (s - 0.8)  # right more often higher up
-    got = [fit(s, ok, d, 30) for d in (0.05, 0.1, 0.15, 0.2, 0.3)]
-    thresholds = [f.threshold for f in got]
-    assert all(t is not None for t in thresholds)
-    assert thresholds == sorted(thresholds, reverse=True)  # a looser bound never serves less
-    assert all(t == 1.0 or t in GRID for t in thresholds)
+    got = [fit(s, ok, d, 30) for d in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)]
+    assert all(f.threshold is not None for f in got)
+    for policy in (0.80, 0.90, 0.95, 0.99):  # a looser bound never serves less
+        thresholds = [applied(f, policy) for f in got]
+        assert thresholds == sorted(thresholds, reverse=True)
+        assert all(t == 1.0 or t in GRID or t == policy for t in thresholds)
+    learned = [f.threshold for f in got if f.state == "learned"]
+    assert learned == sorted(learned, reverse=True)
     assert sum(f.state == "learned" for f in got) >= 3
     f = next(f for f in got if f.state == "learned")
     plain = wilson_upper(np.array([f.wrong], float), np.array([f.served], float))[0]
@@ -105,11 +108,23 @@ def test_policy_state_shows_the_learned_state(tmp_path: Path) -> None:
         assert st.entry_threshold_min == st.entry_threshold_max == own
         assert st.entries_raised + st.entries_lowered == (own != st.threshold)
         assert db.cache_policies(tenant="a")["docs"].entries_with_feedback == 0  # per category
-        # a bound the feedback cannot support: no semantic hits, and the state says so
+        # a bound the feedback cannot show held yet, and nothing shows it broken at the
+        # policy's threshold (the wrong answers are all below 0.89): the policy's stands
         db.cache_set_policy("chat", tenant="a", max_false_hit_rate=0.01)
         st = db.cache_policies(tenant="a")["chat"]
+        assert st.calibration == "learning" and st.threshold == pytest.approx(0.90)
+        assert st.supported_delta > 0.01
+        # wrong answers high up: 1% shown broken at every cut the feedback covers: no
+        # semantic hits, and the state says so
+        for i in range(12):
+            r = db.cache_lookup(
+                f"other question {i}", near(base, 0.975 + 0.015 * i / 12, seed=900 + i),
+                tenant="a", model="m", category="chat",
+            )  # fmt: skip
+            db.cache_feedback(tenant="a", lookup_id=r.lookup_id, correct=False)
+        st = db.cache_policies(tenant="a")["chat"]
         assert (st.calibration, st.threshold, st.feedback_served) == ("bound_unreachable", 1.0, 0)
-        assert st.supported_delta > 0.01 and st.entries_refusing == 1  # follows its category
+        assert st.entries_refusing == 1  # follows its category
         assert not lookup(db, "close", near(base, 0.99, seed=3), category="chat").hit
         db.cache_set_policy("chat", tenant="a", max_false_hit_rate=0.0)
         st = db.cache_policies(tenant="a")["chat"]

@@ -11,11 +11,17 @@ lowest grid threshold whose bound is <= the policy's `max_false_hit_rate` (delta
 the lowest of thousands of observed scores whose plain 95% bound holds (the earlier rule) is
 optimistic: one of many tests passes by chance. The fit is monotone in delta.
 
-States (`Fit.state`): "off" (delta 0), "learning" (fewer than min_obs observations: the
-policy's own threshold, a conservative start), "learned", "bound_unreachable" (no grid
-threshold holds delta: semantic hits stop, threshold 1.0, near-identical prompts only;
-`best_bound` then says which delta the feedback could support). A calibrated threshold is
-never loosened by model load: delta is a bound, load adaptation is a preference.
+States (`Fit.state`): "off" (delta 0); "learning" (no grid threshold shows delta held yet: the
+policy's own threshold, a conservative start, raised to just above the highest grid threshold
+where the feedback shows delta broken, i.e. the observed wrong share among at least min_obs
+observations exceeds it: a few right answers are no evidence against the policy, and a cache
+that stopped serving after its first 30 right answers would be useless); "learned";
+"bound_unreachable" (delta shown broken even at the highest grid threshold the feedback
+covers: semantic hits stop, threshold 1.0, near-identical prompts only). `best_bound` says
+which delta the feedback could support. What a lookup applies (`applied`): the policy's
+threshold, raised above cuts shown broken, and lowered to a learned threshold once the
+feedback shows delta held there. A calibrated threshold is never loosened by model load:
+delta is a bound, load adaptation is a preference.
 
 Feedback on candidates below the current threshold (exploration) is what lets the threshold
 come down; feedback on hits alone can only raise it.
@@ -38,7 +44,16 @@ import numpy as np
 
 from curator.storage.store import Store
 
-__all__ = ["PREFIX", "Calibration", "CategoryCalibration", "Fit", "fit", "learned_threshold"]
+__all__ = [
+    "PREFIX",
+    "Calibration",
+    "CategoryCalibration",
+    "Fit",
+    "applied",
+    "fit",
+    "learned_threshold",
+    "wilson_upper",
+]
 
 PREFIX = "\x1e"  # key prefix of calibration records among the policies
 _SEP = "\x1f"
@@ -72,6 +87,7 @@ class Fit:
     wrong: int = 0
     bound: float = math.nan
     best_bound: float = math.nan
+    floor: float = 0.0  # just above the highest grid threshold where delta is shown broken
 
     @property
     def estimate(self) -> float:
@@ -92,11 +108,31 @@ def fit(scores: np.ndarray, correct: np.ndarray, delta: float, min_obs: int) -> 
     ucb = np.full(len(GRID), np.inf)
     ucb[valid] = wilson_upper(wrong[valid].astype(np.float64), n[valid].astype(np.float64), Z_GRID)
     best = float(ucb[valid].min()) if valid.any() else math.nan
+    # "shown broken": the observed wrong share above delta (min_obs observations at least)
+    broken = np.flatnonzero(valid & (wrong > delta * n))
+    floor = float(GRID[broken[-1] + 1]) if len(broken) and broken[-1] + 1 < len(GRID) else 0.0
     ok = np.flatnonzero(ucb <= delta)
-    if len(ok) == 0:
-        return Fit("bound_unreachable", 1.0, 0, 0, math.nan, best)
-    i = int(ok[0])  # the lowest grid threshold holding delta
-    return Fit("learned", float(GRID[i]), int(n[i]), int(wrong[i]), float(ucb[i]), best)
+    if len(ok):
+        i = int(ok[0])  # the lowest grid threshold holding delta
+        t = float(GRID[i])
+        return Fit("learned", t, int(n[i]), int(wrong[i]), float(ucb[i]), best, min(floor, t))
+    if not len(broken):
+        return Fit("learning", None, best_bound=best)
+    j = int(broken[-1])
+    if j >= int(np.flatnonzero(valid)[-1]):  # broken up to the top of what feedback covers
+        return Fit("bound_unreachable", 1.0, 0, 0, math.nan, best, 1.0)
+    return Fit("learning", floor, int(n[j + 1]), int(wrong[j + 1]), math.nan, best, floor)
+
+
+def applied(f: Fit | None, policy_threshold: float) -> float:
+    """The threshold a lookup applies given a fit. The policy's stands until feedback shows
+    delta broken at it (then: the floor above the broken cuts), and comes down to a learned
+    threshold once feedback shows delta held there; both move one way as delta grows, so a
+    looser bound never serves less."""
+    if f is None or f.threshold is None:
+        return policy_threshold
+    kept = max(policy_threshold, f.floor)
+    return min(f.threshold, kept) if f.state == "learned" else kept
 
 
 def learned_threshold(
@@ -167,14 +203,25 @@ class Calibration:
                     )
 
     def threshold(self, tenant: str, category: str, delta: float) -> float | None:
-        """The learned threshold holding `delta` (None: not enough feedback, or delta 0)."""
+        """The learned threshold holding `delta` (None: not enough feedback, or delta 0;
+        while "learning", a floor under the policy's threshold, see `applied`)."""
+        f = self.fit_of(tenant, category, delta)
+        return None if f is None else f.threshold
+
+    def fit_of(self, tenant: str, category: str, delta: float) -> Fit | None:
+        """The fit for `delta` (learned again first if the bound changed); None: no feedback."""
         c = self._cats.get((tenant, category))
         if c is None:
             return None
         if c.delta != delta:  # the bound changed: learn again from the same observations
             with self._lock:
                 self._relearn(c, delta)
-        return c.threshold
+        return c.fitted
+
+    def applied(self, tenant: str, category: str, delta: float, policy_threshold: float) -> float:
+        """The threshold a lookup applies: the learned one; while learning, the policy's,
+        raised to the floor where feedback shows delta broken."""
+        return applied(self.fit_of(tenant, category, delta), policy_threshold)
 
     def record(
         self, tenant: str, category: str, score: float, correct: bool, delta: float

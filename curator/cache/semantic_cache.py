@@ -261,8 +261,9 @@ class SemanticCache(CacheWrites):
     ) -> float:
         """The threshold a lookup applies: learned from feedback (calibration.py) once there
         is enough of it, else the policy's at this model pressure."""
-        learned = self.calibration.threshold(tenant, category, policy.max_false_hit_rate)
-        return policy.effective_threshold(pressure) if learned is None else learned
+        return self.calibration.applied(
+            tenant, category, policy.max_false_hit_rate, policy.effective_threshold(pressure)
+        )
 
     def _choose(
         self,
