@@ -67,6 +67,11 @@ class IndexSearch(IndexState):
         `hit_vectors`) and the Plan that ran."""
         k = check_k(k)
         p = params or _DEFAULT_PARAMS
+        if where is None and len(names) == 1:
+            tree = self._tenant_tree(names[0])
+            slots, dist, plan = _planner.search_one(_whole(self), tree, q, k, p)
+            ids, out, hit_slots = self._finish(slots, dist)
+            return ids, out, hit_slots, plan
         trees = [self._tenant_tree(n) for n in names]
         if where is None:
             slots, dist, plan = _planner.search_tenants(_whole(self), trees, q, k, p)
@@ -133,11 +138,7 @@ class IndexSearch(IndexState):
         """Owners of search hits given as slots (as `search_prepared` returns them, -1
         padded): (the distinct owner keys, and for each hit the index into them, -1 for
         padding). Work is per distinct owner, not per hit."""
-        found = slots >= 0
-        t = np.where(found, self._store.owner[np.maximum(slots, 0)], -1)
-        uniq, inv = np.unique(t[found], return_inverse=True)
-        index = np.full(slots.shape, -1, np.int64)
-        index[found] = inv
+        uniq, index = K.group_owners(slots, self._store.owner)
         return [self._names[u] for u in uniq.tolist()], index
 
     def hit_vectors(self, slots: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ __all__ = [
     "Plan",
     "choose",
     "choose_for_set",
+    "search_one",
     "search_slots",
     "search_tenants",
 ]
@@ -111,6 +112,24 @@ def tree_patience(m: int, p: SearchParams) -> int:
 
 def graph_ef(k: int, p: SearchParams) -> int:
     return max(k, p.search_ef // 2)
+
+
+def search_one(
+    index: CuratorIndex, tree: TenantTree, q: np.ndarray, k: int, p: SearchParams
+) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """Search one tenant: `search_tenants` for the common case, without the list and
+    union bookkeeping (a single-query call spends ~10 µs less in the interpreter)."""
+    m = tree.size
+    path = choose(m, len(index._store), index._tree.is_trained, index.graph_enabled, p)
+    if path == "graph":
+        return search_tenants(index, [tree], q, k, p)
+    v = tree.view(index._tree)
+    if path == "tree":
+        s, d, n = _tree(index, v, q, k, p)
+    else:
+        st = index._store
+        s, d, n = K.exact_batch(q, k, index.metric is not Metric.L2, v.slots, st.vectors, st.vnorm)
+    return s, d, _plan(index, path, m, 0, n, q)
 
 
 def search_tenants(
@@ -189,8 +208,9 @@ def _run(
     return s, d, _plan(index, path, m, ef, n, q)
 
 
-def _plan(index: CuratorIndex, path: str, m: int, ef: int, n: object, q: np.ndarray) -> Plan:
-    return Plan(path, m, len(index), ef, int(np.sum(n)), len(q))  # type: ignore[call-overload]
+def _plan(index: CuratorIndex, path: str, m: int, ef: int, n: np.ndarray, q: np.ndarray) -> Plan:
+    touched = int(n[0]) if len(n) == 1 else int(n.sum())
+    return Plan(path, m, len(index._store), ef, touched, len(q))
 
 
 def _tree(
