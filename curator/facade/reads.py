@@ -105,11 +105,11 @@ class VectorReads(FacadeBase):
         # Per distinct owner, then one list lookup per hit; index -1 (padding) picks the last.
         tids = [-1 if key is None else int(key) for key in keys] + [-1]
         names = [self.catalog.name_of(t) for t in tids[:-1]] + [""]
-        flat = which.ravel().tolist()
-        owners = [names[i] for i in flat]
+        hit_owner = which.ravel().tolist()
+        owners = [names[i] for i in hit_owner]
         docs = None
         if with_documents:
-            owner_ids = np.array([tids[i] for i in flat], np.int64)
+            owner_ids = np.array([tids[i] for i in hit_owner], np.int64)
             # A running budget: stop as soon as the documents pass what the response may hold,
             # so memory stays bounded by the limit plus one chunk.
             flat: list[bytes | None] = []
