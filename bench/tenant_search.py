@@ -11,9 +11,9 @@ Curator runs at `CuratorIndex` level (as bench.run_index). Its settings include 
 width scans about as many vectors as the tenant holds (`--paths` measures it).
 
 `--paths`: per tenant-size bucket, each path forced (exact scan, tree at several search_ef,
-filtered graph): recall, p50 of the whole `search` call, p50 of the compiled call alone
-(the rest is Python), and vectors touched per query. `--cache` keeps the built index in
-bench/out/cache (a rerun skips the ~1 min build).
+filtered global graph, the tenant's own links where it has them): recall, p50 of the whole
+`search` call, p50 of the compiled call alone (the rest is Python), vectors touched per query.
+`--cache` keeps the built index in bench/out/cache (a rerun skips the ~1 min build).
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ def paths(ds: Dataset, idx: CuratorIndex, qp: np.ndarray, sizes: np.ndarray) -> 
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     rng = np.random.default_rng(7)
+    tg_min = idx.tenant_graph_min
     for lo, hi in BUCKETS:
         pool = np.flatnonzero((sizes >= lo) & (sizes <= hi))
         if not len(pool):
@@ -165,10 +166,18 @@ def paths(ds: Dataset, idx: CuratorIndex, qp: np.ndarray, sizes: np.ndarray) -> 
             for e in (16, 32, 64, 128)
         ]
         forced += [(f"graph ef {e}", SearchParams(search_ef=2 * e), "graph") for e in (32, 64)]
+        forced += [
+            (f"tenant-graph ef {e}", SearchParams(search_ef=2 * e, exact_search_threshold=0), "tg")
+            for e in (10, 16, 32, 64)
+        ]
         for label, p, path in forced:
             if path == "graph" and graph is None:
                 continue
+            if path == "tg" and sizes[qs].min() < tg_min:
+                continue
             full, kern, touched = [], [], []
+            # The tree rows must not take the tenant's links (search_one prefers them).
+            idx.tenant_graph_min = tg_min if path == "tg" else 0
             ids = np.full((len(qs), K10), -1, np.int64)
             for j, i in enumerate(qs):
                 tt = idx._tenant_tree(str(ds.query_tenant[i]))
@@ -178,6 +187,9 @@ def paths(ds: Dataset, idx: CuratorIndex, qp: np.ndarray, sizes: np.ndarray) -> 
                     if path == "graph":
                         s, d, plan = P._run(idx, "graph", tt.view(tree).slots, q, K10, p, tt.size)
                         got, _, _ = idx._finish(s, d)
+                    elif path == "tg":
+                        s, d, plan = P.search_one(idx, tt, q, K10, p)
+                        got, _, _ = idx._finish(s, d)
                     else:
                         got, _, plan = idx.search(str(ds.query_tenant[i]), q, K10, p, explain=True)
                     t1 = time.perf_counter_ns()
@@ -186,6 +198,10 @@ def paths(ds: Dataset, idx: CuratorIndex, qp: np.ndarray, sizes: np.ndarray) -> 
                         K.exact_batch(q, K10, ip, v.slots, st.vectors, st.vnorm)
                     elif path == "tree":
                         P._tree(idx, v, q, K10, p)
+                    elif path == "tg":
+                        g = idx._tenant_graphs.fresh(tt, v, st, enqueue=False)
+                        if g is not None:
+                            g.search(q, K10, P.graph_ef(K10, p), ip, st)
                     else:
                         P._run(idx, "graph", v.slots, q, K10, p, tt.size)
                     t2 = time.perf_counter_ns()
@@ -199,6 +215,7 @@ def paths(ds: Dataset, idx: CuratorIndex, qp: np.ndarray, sizes: np.ndarray) -> 
                 f"{np.mean(touched):.0f} |"
             )
             print(out[-1], f"load {load()}", flush=True)
+    idx.tenant_graph_min = tg_min
     return "\n".join(out)
 
 
@@ -220,6 +237,12 @@ def main() -> None:
         ds = debian(kind)
         print(f"[{ds.name}] load {load()}: building ...", flush=True)
         idx = build_curator(ds, args.cache)
+        t0 = time.perf_counter()
+        n = idx.link_tenants()  # what searches would queue in the background
+        print(
+            f"  linked {n} tenants in {time.perf_counter() - t0:.1f} s "
+            f"({idx.memory_usage()['tenant_graphs'] / 2**20:.1f} MiB), load {load()}"
+        )
         rng = np.random.default_rng(20261129)
         qs = np.sort(rng.choice(len(ds.queries), min(args.queries, len(ds.queries)), False))
         if args.paths:

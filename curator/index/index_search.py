@@ -83,6 +83,22 @@ class IndexSearch(IndexState):
         ids, out, hit_slots = self._finish(slots, dist)
         return ids, out, hit_slots, plan
 
+    def link_tenants(self) -> int:
+        """Build now (in this thread) the links of every tenant of at least
+        `tenant_graph_min` vectors whose links are missing or stale (searches otherwise
+        queue them in the background): for benchmarks and bulk loads. Returns how many
+        were built."""
+        if not self.tenant_graph_min or not self.is_trained:
+            return 0
+        built = 0
+        for tree in self._trees:
+            if tree is not None and tree.size >= self.tenant_graph_min:
+                v = tree.view(self._tree)
+                if self._tenant_graphs.fresh(tree, v, self._store, enqueue=False) is None:
+                    self._tenant_graphs.build_now(tree, v, self._store)
+                    built += 1
+        return built
+
     def tenant_key(self, t: int) -> TenantKey | None:
         """The key of internal tenant number `t` (as returned in owners), None if free."""
         return self._names[t] if 0 <= t < len(self._names) else None
