@@ -227,6 +227,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--paths", action="store_true", help="forced paths per tenant size")
     ap.add_argument("--cache", action="store_true", help="keep/load the built index")
+    ap.add_argument("--link-min", type=int, default=None, help="tenant_graph_min to use")
     args = ap.parse_args()
     kinds = (
         ["tenant", "label"]
@@ -237,6 +238,8 @@ def main() -> None:
         ds = debian(kind)
         print(f"[{ds.name}] load {load()}: building ...", flush=True)
         idx = build_curator(ds, args.cache)
+        if args.link_min is not None:
+            idx.tenant_graph_min = args.link_min
         t0 = time.perf_counter()
         n = idx.link_tenants()  # what searches would queue in the background
         print(

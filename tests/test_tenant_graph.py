@@ -86,6 +86,6 @@ def test_small_tenants_and_inner_product_take_no_links() -> None:
     v = np.random.default_rng(1).standard_normal((8000, _D))
     ip.insert(np.arange(1500), v[:1500], owner="a")
     ip.insert(np.arange(1500, 8000), v[1500:], owner="b")
-    assert ip.link_tenants() == 2  # built on request, but the planner keeps the tree for ip
+    assert ip.link_tenants() == 0  # no links where the global graph is not used either
     _, _, plan = ip.search("a", q, 10, explain=True)
     assert plan.path == "tree"

@@ -88,7 +88,7 @@ class IndexSearch(IndexState):
         `tenant_graph_min` vectors whose links are missing or stale (searches otherwise
         queue them in the background): for benchmarks and bulk loads. Returns how many
         were built."""
-        if not self.tenant_graph_min or not self.is_trained:
+        if not self.tenant_graph_min or not _whole(self).graph_enabled:
             return 0
         built = 0
         for tree in self._trees:

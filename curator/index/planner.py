@@ -12,7 +12,8 @@ from all of them) gives up and is scanned exactly instead, so the graph never co
 about twice an exact scan.
 A single tenant of at least `tenant_graph.MIN_SIZE` vectors on the tree path is searched over
 its own links instead once they are built for its current view ("tenant-graph": ~4x fewer
-distances than the tree at equal recall on Debian tenants of 1-4k vectors, bench/RESULTS.md §11).
+distances than the tree at equal recall on Debian tenants of 1-4k vectors, bench/RESULTS.md §11;
+like the global graph, not with `graph_degree` 0 or the unnormalised inner product).
 Graph width: `max(k, search_ef // 2)` (Curator v2's harness pairs tree ef = 8 x graph ef; at
 the default search_ef 128 this is 64, recall@10 >= 0.98 on Debian unfiltered).
 """
@@ -128,7 +129,7 @@ def search_one(
         return search_tenants(index, [tree], q, k, p)
     v = tree.view(index._tree)
     st = index._store
-    if path == "tree" and 0 < index.tenant_graph_min <= m and index.metric is not Metric.IP:
+    if path == "tree" and 0 < index.tenant_graph_min <= m and index.graph_enabled:
         # The tenant's own links, if built from this very view (else queued; tree meanwhile).
         g = index._tenant_graphs.fresh(tree, v, st)
         if g is not None:
