@@ -63,6 +63,13 @@ def test_links_used_for_the_current_view_only_and_recall_at_defaults() -> None:
     ids = np.array(sorted(readable))
     truth, truth_d = brute_force(x, ids, q, 10, "l2")
     assert recall(got3, got3_d, truth, truth_d) >= 0.95
+    # A revoke too: the granted vector, searched for exactly, is gone at once.
+    idx.tenant_graph_min = 10**9
+    assert idx.revoke([1500], "big", owner="other") == 1
+    idx.tenant_graph_min = TG.MIN_SIZE
+    got4, _, plan = idx.search("big", x[1500:1501], 10, explain=True)
+    assert plan.path == "tree" and 1500 not in got4.ravel().tolist()
+    assert set(got4[got4 >= 0].tolist()) <= readable - {1500}
     idx.check_invariants()
 
 
