@@ -84,7 +84,7 @@ class VectorReads(FacadeBase):
         limit = self.config.max_response_bytes
         per_hit = _HIT_BYTES + (_DOC_BYTES if with_documents else 0)
         per_hit += 4 * c.info.dim if with_vectors else 0
-        fixed = len(q) * check_k(k) * per_hit
+        fixed = len(q) * k * per_hit
         if fixed > limit:
             raise ResourceExhausted(
                 f"expected a response of at most {limit} bytes (max_response_bytes), got "
@@ -102,12 +102,14 @@ class VectorReads(FacadeBase):
             keys, which = c.index.hit_owners(own)  # per distinct owner, not per hit
             seq = c.applied_seq
             vectors = c.index.hit_vectors(own) if with_vectors else None
-        tids = np.array([-1 if key is None else int(key) for key in keys] + [-1], np.int64)
-        owner_ids = tids[which.ravel()]  # which == -1 (padding) picks the trailing -1
-        owner_names = np.array([self.catalog.name_of(int(t)) for t in tids[:-1]] + [""], object)
-        owners = owner_names[which.ravel()].tolist()
+        # Per distinct owner, then one list lookup per hit; index -1 (padding) picks the last.
+        tids = [-1 if key is None else int(key) for key in keys] + [-1]
+        names = [self.catalog.name_of(t) for t in tids[:-1]] + [""]
+        hit_owner = which.ravel().tolist()
+        owners = [names[i] for i in hit_owner]
         docs = None
         if with_documents:
+            owner_ids = np.array([tids[i] for i in hit_owner], np.int64)
             # A running budget: stop as soon as the documents pass what the response may hold,
             # so memory stays bounded by the limit plus one chunk.
             flat: list[bytes | None] = []

@@ -12,11 +12,13 @@ import numpy as np
 from curator.config import IndexConfig, Metric
 from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from curator.index import snapshot as _snapshot
+from curator.index import tenant_graph as _tg
 from curator.index.graph import ProximityGraph
 from curator.index.index_base import _LOW32, TenantKey, _check_key, _pair
 from curator.index.index_search import IndexSearch
 from curator.index.index_training import IndexTraining
 from curator.index.sorted_map import SortedMap
+from curator.index.tenant_graph import TenantGraphs
 from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
@@ -71,6 +73,10 @@ class CuratorIndex(IndexSearch, IndexTraining):
         self._crad: np.ndarray | None = None
         self._defer_training = 0
         self._graph: ProximityGraph | None = None  # built when first needed (build_graph)
+        # Links of large tenants, a search-side cache of their views (tenant_graph.py);
+        # tenant_graph_min = 0 turns them off (the tree serves those tenants).
+        self._tenant_graphs = TenantGraphs(self.metric is not Metric.L2)
+        self.tenant_graph_min = _tg.MIN_SIZE
         self._sorted: dict[int, tuple[Any, np.ndarray]] = {}  # id(TenantTree) -> (view, slots)
         # Searches share the index (the Database's read lock); what a search may build lazily
         # (the graph, sorted slot caches) is built under this lock.
@@ -266,6 +272,7 @@ class CuratorIndex(IndexSearch, IndexTraining):
             "id_map": sum(m.nbytes for m in self._owned if m is not None),
             "tenants": 100 * len(self._tenant_of) + 16 * len(self._trees),
             "graph": self._graph.nbytes if self._graph is not None else 0,
+            "tenant_graphs": self._tenant_graphs.nbytes,
             "sorted_slots": sum(v[1].nbytes for v in list(self._sorted.values())),
         }
         parts["total"] = sum(parts.values())

@@ -42,6 +42,19 @@ def _grow(a, n):  # pragma: no cover - compiled
     return b
 
 
+@_jit
+def _admit(cd, cs, nc, rd, rs, nr, ef, d, v):  # pragma: no cover - compiled
+    """Offer node `v` at distance `d` to the frontier (cd, cs: grown on demand) and the
+    top-`ef` results (rd, rs); returns the four that may change."""
+    if nr < ef or d < rd[0]:
+        if nc == cd.shape[0]:
+            cd = _grow(cd, nc)
+            cs = _grow(cs, nc)
+        nc = _front_push(cd, cs, nc, d, v)
+        nr = _top_push(rd, rs, nr, d, v)
+    return cd, cs, nc, nr
+
+
 # fmt: off
 @_jit
 def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, ef, budget,
@@ -102,14 +115,9 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
                     if vis[w] == tag or not linked[w] or not allow[w]:
                         continue
                     vis[w] = tag
-                    dw = _dist(q, qn, vectors[w], vnorm[w], ip)
                     touched += 1
-                    if nr < ef or dw < rd[0]:
-                        if nc == cd.shape[0]:
-                            cd = _grow(cd, nc)
-                            cs = _grow(cs, nc)
-                        nc = _front_push(cd, cs, nc, dw, w)
-                        nr = _top_push(rd, rs, nr, dw, w)
+                    cd, cs, nc, nr = _admit(cd, cs, nc, rd, rs, nr, ef,
+                                            _dist(q, qn, vectors[w], vnorm[w], ip), w)
                 continue
             dv = _dist(q, qn, vectors[v], vnorm[v], ip)
             touched += 1

@@ -13,6 +13,7 @@ from curator.config import IndexConfig, Metric, SearchParams
 from curator.errors import Internal, InvalidArgument, NotFound
 from curator.index.graph import ProximityGraph
 from curator.index.sorted_map import SortedMap
+from curator.index.tenant_graph import TenantGraphs
 from curator.index.tenant_tree import TenantTree
 from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
@@ -50,6 +51,8 @@ class IndexState:
     _crad: np.ndarray | None
     _defer_training: int
     _graph: ProximityGraph | None
+    _tenant_graphs: TenantGraphs
+    tenant_graph_min: int
     _sorted: dict[int, tuple[Any, np.ndarray]]
     _lazy: threading.Lock
 

@@ -67,6 +67,11 @@ class IndexSearch(IndexState):
         `hit_vectors`) and the Plan that ran."""
         k = check_k(k)
         p = params or _DEFAULT_PARAMS
+        if where is None and len(names) == 1:
+            tree = self._tenant_tree(names[0])
+            slots, dist, plan = _planner.search_one(_whole(self), tree, q, k, p)
+            ids, out, hit_slots = self._finish(slots, dist)
+            return ids, out, hit_slots, plan
         trees = [self._tenant_tree(n) for n in names]
         if where is None:
             slots, dist, plan = _planner.search_tenants(_whole(self), trees, q, k, p)
@@ -77,6 +82,22 @@ class IndexSearch(IndexState):
             slots, dist, plan = _planner.search_slots(_whole(self), allowed, q, k, p)
         ids, out, hit_slots = self._finish(slots, dist)
         return ids, out, hit_slots, plan
+
+    def link_tenants(self) -> int:
+        """Build now (in this thread) the links of every tenant of at least
+        `tenant_graph_min` vectors whose links are missing or stale (searches otherwise
+        queue them in the background): for benchmarks and bulk loads. Returns how many
+        were built."""
+        if not self.tenant_graph_min or not _whole(self).graph_enabled:
+            return 0
+        built = 0
+        for tree in self._trees:
+            if tree is not None and tree.size >= self.tenant_graph_min:
+                v = tree.view(self._tree)
+                if self._tenant_graphs.fresh(tree, v, self._store, enqueue=False) is None:
+                    self._tenant_graphs.build_now(tree, v, self._store)
+                    built += 1
+        return built
 
     def tenant_key(self, t: int) -> TenantKey | None:
         """The key of internal tenant number `t` (as returned in owners), None if free."""
@@ -133,11 +154,7 @@ class IndexSearch(IndexState):
         """Owners of search hits given as slots (as `search_prepared` returns them, -1
         padded): (the distinct owner keys, and for each hit the index into them, -1 for
         padding). Work is per distinct owner, not per hit."""
-        found = slots >= 0
-        t = np.where(found, self._store.owner[np.maximum(slots, 0)], -1)
-        uniq, inv = np.unique(t[found], return_inverse=True)
-        index = np.full(slots.shape, -1, np.int64)
-        index[found] = inv
+        uniq, index = K.group_owners(slots, self._store.owner)
         return [self._names[u] for u in uniq.tolist()], index
 
     def hit_vectors(self, slots: np.ndarray) -> np.ndarray:

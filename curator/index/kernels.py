@@ -13,7 +13,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["exact_batch", "finish", "merge_rows", "prepare_rows", "tree_batch"]
+__all__ = [
+    "exact_batch",
+    "finish",
+    "group_owners",
+    "merge_rows",
+    "prepare_rows",
+    "tree_batch",
+]
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True)
 
@@ -382,3 +389,25 @@ def merge_rows(slots, dists, k):  # pragma: no cover - compiled
             if n == k:
                 break
     return out_s, out_d
+
+
+@numba.njit(cache=True, nogil=True)
+def group_owners(slots, owner):  # pragma: no cover - compiled
+    """Owners of hits given as slots (nq, k), -1 padded: the distinct owners (u,) int32,
+    ascending, and for each hit the index into them (nq, k) int64 (-1 for padding).
+    Compiled: numpy's unique/where/fancy indexing cost ~15 µs on ten hits."""
+    nq, k = slots.shape
+    vals = np.empty(nq * k, np.int32)
+    n = 0
+    for r in range(nq):
+        for c in range(k):
+            if slots[r, c] >= 0:
+                vals[n] = owner[slots[r, c]]
+                n += 1
+    uniq = np.unique(vals[:n])
+    index = np.full((nq, k), -1, np.int64)
+    for r in range(nq):
+        for c in range(k):
+            if slots[r, c] >= 0:
+                index[r, c] = np.searchsorted(uniq, owner[slots[r, c]])
+    return uniq, index

@@ -53,7 +53,7 @@ class TenantView:
 class TenantTree:
     """Shortlists and expanded nodes of one tenant; slots are rows of the vector store."""
 
-    __slots__ = ("_exp", "_view", "expanded", "shortlists", "size")
+    __slots__ = ("__weakref__", "_exp", "_view", "expanded", "shortlists", "size")
 
     def __init__(self) -> None:
         self.shortlists: dict[int, np.ndarray] = {}
@@ -96,6 +96,10 @@ class TenantTree:
             if a not in self.expanded:
                 return int(a)
         raise Internal(f"expected a non-expanded node above leaf {leaf}")
+
+    def view_if_built(self) -> TenantView | None:
+        """The current view if it is built (never builds one)."""
+        return self._view
 
     def view(self, tree: SharedTree) -> TenantView:
         if self._view is None:

@@ -60,6 +60,11 @@ def warm_kernels() -> float:
             idx.search("a", q, k=5)  # exact
             idx.search(["a", "b"], q, k=5, params=tree_scan)
             idx.search_and(("a", "b"), q, k=5, params=tree_scan)
+            idx.hit_owners(idx.search_prepared(["a"], idx.prepare(q), 5)[2])
+            # A tenant's own links (tenant_graph.py): linked and searched once.
+            tt = idx._tenant_tree("b")
+            links = idx._tenant_graphs.build_now(tt, tt.view(idx._tree), idx._store)
+            links.search(q, 5, 8, metric != "l2", idx._store)
         idx.delete(ids[:5], owner="a")
         idx.get_vectors(ids[5:10], owner="a")
         idx.can_read(ids[5:10], "a", "b")

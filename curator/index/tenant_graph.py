@@ -1,0 +1,314 @@
+"""Per-tenant graph links over the shared vector store, for tenants too large to scan.
+
+A tree search of a tenant of 1-4k vectors scans 35-40 % of it to reach recall@10 0.95 (its
+shortlists are coarse: Debian tenants, bench/RESULTS.md §11); a proximity graph over just the
+tenant's vectors computes ~150 distances for the same recall, as per-tenant HNSW does. Here
+the links are held per tenant as an int32 matrix (m, R) of *local* ids (positions in the
+tenant's sorted slot list, `TenantView.slots`); the vectors stay in the `VectorStore`, read
+through the slot list (64 B per vector of such a tenant at R = 16).
+
+The links are a search-side cache of one tenant view: built in the background once the
+tenant (of at least `MIN_SIZE` vectors) is searched, used only while the tenant's view is the
+one they were built from (any write to the tenant replaces its view), so they can never
+return a vector the tenant may not read; until they are fresh, searches take the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numba
+import numpy as np
+
+from curator.index.graph_kernels import _admit
+from curator.index.kernels import _dist, _front_pop, _front_push, _top_push, _top_sorted
+
+if TYPE_CHECKING:
+    from curator.index.tenant_tree import TenantTree, TenantView
+    from curator.index.vector_store import VectorStore
+
+__all__ = ["DEGREE", "EF_CONSTRUCTION", "MIN_SIZE", "TenantGraph", "TenantGraphs"]
+
+log = logging.getLogger(__name__)
+
+#: Tenants with at least this many vectors get links (smaller ones: exact scan or tree).
+MIN_SIZE = 1024
+#: Links per vector, and the candidate list width while linking (hnswlib's M and
+#: ef_construction at the values bench/baselines.py gives per-tenant hnswlib).
+DEGREE = 16
+EF_CONSTRUCTION = 100
+#: Entry points, spread over the sorted slot list (slots are laid out by tree leaf, so the
+#: seeds fall in different clusters; one graph level has no upper layers to route from).
+SEEDS = 16
+#: After a build taking b seconds, the same tenant is not relinked for REBUILD_GAP x b
+#: (at most ~10 % of a core per tenant under constant writes; the tree serves meanwhile).
+REBUILD_GAP = 9.0
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=True)
+
+
+# fmt: off
+@_jit
+def _walk(q, qn, ip, slots, vectors, vnorm, nbr, deg, pos, limit, seeds, ef, vis, tag,
+          rd, rs):  # pragma: no cover - compiled
+    """Best-first walk over local ids with pos < limit; the `ef` nearest in the max-heap
+    (rd, rs). Returns (results held, distances computed)."""
+    nc = nr = touched = 0
+    cd = np.empty(4 * ef + 64, np.float32)  # the frontier: grows on demand
+    cs = np.empty(cd.shape[0], np.int32)
+    for e in range(seeds.shape[0]):
+        s = seeds[e]
+        if pos[s] >= limit or vis[s] == tag:
+            continue
+        vis[s] = tag
+        g = slots[s]
+        d = _dist(q, qn, vectors[g], vnorm[g], ip)
+        touched += 1
+        nc = _front_push(cd, cs, nc, d, s)
+        nr = _top_push(rd, rs, nr, d, s)
+    while nc > 0 and (nr < ef or cd[0] <= rd[0]):  # until the frontier is past the ef-th
+        c = cs[0]
+        nc = _front_pop(cd, cs, nc)
+        for j in range(deg[c]):
+            v = nbr[c, j]
+            if vis[v] == tag:
+                continue
+            vis[v] = tag
+            g = slots[v]
+            touched += 1
+            cd, cs, nc, nr = _admit(cd, cs, nc, rd, rs, nr, ef,
+                                    _dist(q, qn, vectors[g], vnorm[g], ip), v)
+    return nr, touched
+
+
+@_jit
+def _select(base, cand, cdist, n, R, ip, slots, vectors, vnorm, out):  # pragma: no cover
+    """HNSW's neighbour heuristic: nearest first, skipping a candidate closer to an already
+    kept neighbour than to `base`. Writes up to R local ids to `out`; returns how many."""
+    order = np.argsort(cdist[:n])
+    kept = 0
+    for o in range(n):
+        c = cand[order[o]]
+        if c == base:
+            continue
+        dc = cdist[order[o]]
+        gc = slots[c]
+        ok = True
+        for r in range(kept):
+            gr = slots[out[r]]
+            if _dist(vectors[gc], vnorm[gc], vectors[gr], vnorm[gr], ip) < dc:
+                ok = False
+                break
+        if ok:
+            out[kept] = c
+            kept += 1
+            if kept == R:
+                break
+    return kept
+
+
+@_jit
+def build(slots, vectors, vnorm, ip, R, efc, nseeds):  # pragma: no cover - compiled
+    """Links of the tenant whose vectors are `slots` (m,) int32: (nbr (m, R) int32 local
+    ids, -1 padded; deg (m,) int32; seeds (s,) int32 local ids)."""
+    m = slots.shape[0]
+    nbr = np.full((m, R), -1, np.int32)
+    deg = np.zeros(m, np.int32)
+    vis = np.zeros(m, np.int32)
+    seeds = np.arange(0, m, max(1, m // nseeds)).astype(np.int32)[:nseeds]
+    order = np.empty(m, np.int32)  # seeds first: the walk starts from linked nodes
+    first = np.zeros(m, np.bool_)
+    o = 0
+    for s in seeds:
+        first[s] = True
+        order[o] = s
+        o += 1
+    for i in range(m):
+        if not first[i]:
+            order[o] = i
+            o += 1
+    pos = np.empty(m, np.int32)
+    for i in range(m):
+        pos[order[i]] = i
+    rd = np.empty(efc, np.float32)
+    rs = np.empty(efc, np.int32)
+    tmp = np.empty(R, np.int32)
+    cs = np.empty(R + 1, np.int32)
+    cdd = np.empty(R + 1, np.float32)
+    for t in range(1, m):
+        i = order[t]
+        g = slots[i]
+        nr, _ = _walk(vectors[g], vnorm[g], ip, slots, vectors, vnorm, nbr, deg, pos, t,
+                      seeds, efc, vis, t, rd, rs)
+        k = _select(i, rs, rd, nr, R, ip, slots, vectors, vnorm, tmp)
+        for j in range(k):
+            nbr[i, j] = tmp[j]
+        deg[i] = k
+        for j in range(k):  # reverse links, re-selected when the row is full
+            v = tmp[j]
+            if deg[v] < R:
+                nbr[v, deg[v]] = i
+                deg[v] += 1
+                continue
+            gv = slots[v]
+            for e in range(R):
+                cs[e] = nbr[v, e]
+                ge = slots[cs[e]]
+                cdd[e] = _dist(vectors[gv], vnorm[gv], vectors[ge], vnorm[ge], ip)
+            cs[R] = i
+            cdd[R] = _dist(vectors[gv], vnorm[gv], vectors[g], vnorm[g], ip)
+            kk = _select(v, cs, cdd, R + 1, R, ip, slots, vectors, vnorm, nbr[v])
+            deg[v] = kk
+            for e in range(kk, R):
+                nbr[v, e] = -1
+    return nbr, deg, seeds
+
+
+@_jit
+def search_batch(queries, k, ef, ip, slots, vectors, vnorm, nbr, deg, seeds):  # pragma: no cover
+    """Per row of `queries` (nq, d): slots (nq, k) int32 of the k nearest found (-1 padded),
+    distances (nq, k) float32 (inf padded) and distances computed (nq,) int64."""
+    nq = queries.shape[0]
+    m = slots.shape[0]
+    out_s = np.empty((nq, k), np.int32)
+    out_d = np.empty((nq, k), np.float32)
+    out_n = np.empty(nq, np.int64)
+    vis = np.zeros(m, np.int32)
+    pos = np.zeros(m, np.int32)  # every node is linked: no insertion-order limit
+    ef = max(ef, k)
+    rd = np.empty(ef, np.float32)
+    rs = np.empty(ef, np.int32)
+    for r in range(nq):
+        q = queries[r]
+        qn = np.float32(0.0)
+        for j in range(q.shape[0]):
+            qn += q[j] * q[j]
+        nr, touched = _walk(q, qn, ip, slots, vectors, vnorm, nbr, deg, pos, 1, seeds, ef,
+                            vis, r + 1, rd, rs)
+        _top_sorted(rd, rs, nr, k, out_s[r], out_d[r])
+        for c in range(k):
+            if out_s[r, c] >= 0:
+                out_s[r, c] = slots[out_s[r, c]]
+        out_n[r] = touched
+    return out_s, out_d, out_n
+# fmt: on
+
+
+@dataclass(frozen=True)
+class TenantGraph:
+    """Links of one tenant view: `view.slots` are the nodes (local id = position)."""
+
+    view: TenantView
+    nbr: np.ndarray
+    deg: np.ndarray
+    seeds: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.nbr.nbytes + self.deg.nbytes + self.seeds.nbytes
+
+    def search(
+        self, q: np.ndarray, k: int, ef: int, ip: bool, store: VectorStore
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As `kernels.tree_batch`: slots (nq, k), distances (nq, k), touched (nq,)."""
+        v = self.view
+        return search_batch(
+            q, k, ef, ip, v.slots, store.vectors, store.vnorm, self.nbr, self.deg, self.seeds
+        )
+
+
+class TenantGraphs:
+    """The links of every large tenant, built by one background thread on demand."""
+
+    def __init__(self, ip: bool) -> None:
+        self.ip = ip
+        self._by_tree: weakref.WeakKeyDictionary[TenantTree, TenantGraph] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._queued: set[int] = set()
+        self._not_before: weakref.WeakKeyDictionary[TenantTree, float] = weakref.WeakKeyDictionary()
+        self._mu = threading.Lock()
+        self._todo: queue.SimpleQueue[tuple[TenantTree, TenantView, VectorStore] | None] = (
+            queue.SimpleQueue()
+        )
+        self._worker: threading.Thread | None = None
+
+    def fresh(
+        self, tree: TenantTree, view: TenantView, store: VectorStore, enqueue: bool = True
+    ) -> TenantGraph | None:
+        """The tenant's links if they were built from `view` (its current view); else None,
+        and (if `enqueue`) a background build is queued."""
+        g = self._by_tree.get(tree)
+        if g is not None and g.view is view:
+            return g
+        if enqueue:
+            self._request(tree, view, store)
+        return None
+
+    def build_now(self, tree: TenantTree, view: TenantView, store: VectorStore) -> TenantGraph:
+        """Build (or return the fresh) links of `view` in the calling thread."""
+        g = self._by_tree.get(tree)
+        if g is None or g.view is not view:
+            nbr, deg, seeds = build(
+                view.slots, store.vectors, store.vnorm, self.ip, DEGREE, EF_CONSTRUCTION, SEEDS
+            )
+            g = TenantGraph(view, nbr, deg, seeds)
+            with self._mu:
+                self._by_tree[tree] = g
+        return g
+
+    def forget(self, tree: TenantTree) -> None:
+        with self._mu:
+            self._by_tree.pop(tree, None)
+
+    @property
+    def nbytes(self) -> int:
+        with self._mu:
+            return sum(g.nbytes for g in list(self._by_tree.values()))
+
+    def _request(self, tree: TenantTree, view: TenantView, store: VectorStore) -> None:
+        now = time.monotonic()
+        with self._mu:
+            if id(view) in self._queued or now < self._not_before.get(tree, 0.0):
+                return
+            self._queued.add(id(view))
+            self._todo.put((tree, view, store))  # under the lock: the worker cannot exit now
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._run, name="curator-tenant-graphs", daemon=True
+                )
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._todo.get(timeout=5.0)
+            except queue.Empty:
+                with self._mu:  # idle: exit; the next request starts a new worker
+                    if self._todo.empty():
+                        self._worker = None
+                        return
+                continue
+            if job is None:
+                return
+            tree, view, store = job
+            try:
+                if tree.view_if_built() is view:  # still current: worth linking
+                    t0 = time.monotonic()
+                    self.build_now(tree, view, store)
+                    # A tenant written to all the time would keep a core busy relinking:
+                    # its next build waits REBUILD_GAP x this one's duration.
+                    took = time.monotonic() - t0
+                    with self._mu:
+                        self._not_before[tree] = time.monotonic() + REBUILD_GAP * took
+            except Exception:  # a failed build leaves the tree path in use
+                log.exception("linking a tenant's graph failed")
+            finally:
+                with self._mu:
+                    self._queued.discard(id(view))

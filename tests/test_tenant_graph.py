@@ -1,0 +1,98 @@
+"""Per-tenant links (tenant_graph.py): recall at defaults against brute force, used only for
+the tenant view they were built from (writes to the tenant fall back to the tree until they
+are relinked), isolation, background building and memory accounting."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from curator import CuratorIndex, IndexConfig
+from curator.index import tenant_graph as TG
+from tests.conftest import brute_force, recall
+
+pytestmark = pytest.mark.timeout(180)
+
+_D = 24
+
+
+def _data(seed: int = 5) -> tuple[CuratorIndex, np.ndarray, np.ndarray]:
+    """Tenant "big" (1,500 vectors spread over 40 clusters), "other" (1,200), "rest" (6,000:
+    so both stay under the global graph's share of the collection), and queries."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((40, _D)).astype(np.float32) * 3
+    x = (centers[rng.integers(0, 40, 8700)] + rng.standard_normal((8700, _D))).astype(np.float32)
+    idx = CuratorIndex(_D, "l2", IndexConfig(train_min_vectors=4000, max_sl_size=64))
+    idx.insert(np.arange(1500), x[:1500], owner="big")
+    idx.insert(np.arange(1500, 2700), x[1500:2700], owner="other")
+    idx.insert(np.arange(2700, 8700), x[2700:], owner="rest")
+    q = (centers[rng.integers(0, 40, 50)] + rng.standard_normal((50, _D))).astype(np.float32)
+    return idx, x, q
+
+
+def test_links_used_for_the_current_view_only_and_recall_at_defaults() -> None:
+    idx, x, q = _data()
+    assert idx.is_trained
+    idx.tenant_graph_min = 10**9  # off: the tree
+    _, _, plan = idx.search("big", q, 10, explain=True)
+    assert plan.path == "tree"
+    idx.tenant_graph_min = TG.MIN_SIZE
+    assert idx.link_tenants() == 3 and idx.link_tenants() == 0  # all three >= 1,024
+    got, got_d, plan = idx.search("big", q, 10, explain=True)
+    assert plan.path == "tenant-graph" and plan.touched_per_query < 1500
+    truth, truth_d = brute_force(x, np.arange(1500), q, 10, "l2")
+    assert recall(got, got_d, truth, truth_d) >= 0.95
+    assert set(got[got >= 0].tolist()) <= set(range(1500))  # only its own vectors
+    assert idx.memory_usage()["tenant_graphs"] >= 8700 * TG.DEGREE * 4
+
+    # A write to the tenant replaces its view: the old links are not used (tree, or exact).
+    idx.tenant_graph_min = 10**9  # no background relinking during these checks
+    idx.grant([1500, 1501], "big", owner="other")
+    idx.delete(got[:, 0][:5], owner="big")
+    idx.tenant_graph_min = TG.MIN_SIZE
+    got2, _, plan = idx.search("big", q, 10, explain=True)
+    assert plan.path == "tree"
+    readable = set(range(1500)) - set(got[:, 0][:5].tolist()) | {1500, 1501}
+    assert set(got2[got2 >= 0].tolist()) <= readable
+    assert idx.link_tenants() == 1  # "big" relinked; the others were not written
+    got3, got3_d, plan = idx.search("big", q, 10, explain=True)
+    assert plan.path == "tenant-graph"
+    assert set(got3[got3 >= 0].tolist()) <= readable
+    ids = np.array(sorted(readable))
+    truth, truth_d = brute_force(x, ids, q, 10, "l2")
+    assert recall(got3, got3_d, truth, truth_d) >= 0.95
+    # A revoke too: the granted vector, searched for exactly, is gone at once.
+    idx.tenant_graph_min = 10**9
+    assert idx.revoke([1500], "big", owner="other") == 1
+    idx.tenant_graph_min = TG.MIN_SIZE
+    got4, _, plan = idx.search("big", x[1500:1501], 10, explain=True)
+    assert plan.path == "tree" and 1500 not in got4.ravel().tolist()
+    assert set(got4[got4 >= 0].tolist()) <= readable - {1500}
+    idx.check_invariants()
+
+
+def test_a_search_queues_the_links_in_the_background() -> None:
+    idx, _, q = _data(6)
+    _, _, plan = idx.search("other", q[:1], 10, explain=True)
+    assert plan.path == "tree"  # not linked yet: queued
+    deadline = time.monotonic() + 60
+    while plan.path != "tenant-graph" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        _, _, plan = idx.search("other", q[:1], 10, explain=True)
+    assert plan.path == "tenant-graph"
+
+
+def test_small_tenants_and_inner_product_take_no_links() -> None:
+    idx, _, q = _data(7)
+    idx.insert(np.arange(5000, 5100), q[:1].repeat(100, 0) + 0.1, owner="small")
+    _, _, plan = idx.search("small", q, 10, explain=True)
+    assert plan.path == "exact"
+    ip = CuratorIndex(_D, "ip", IndexConfig(train_min_vectors=1000, max_sl_size=64))
+    v = np.random.default_rng(1).standard_normal((8000, _D))
+    ip.insert(np.arange(1500), v[:1500], owner="a")
+    ip.insert(np.arange(1500, 8000), v[1500:], owner="b")
+    assert ip.link_tenants() == 0  # no links where the global graph is not used either
+    _, _, plan = ip.search("a", q, 10, explain=True)
+    assert plan.path == "tree"
