@@ -70,8 +70,9 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """How a search ran (`explain=True`): path "exact", "tree" or "graph" ("none" when the
-    searched tenants hold nothing here); filter_size: vectors the filter admits (an upper
+    """How a search ran (`explain=True`): path "exact", "tree", "tenant-graph" (the tenant's
+    own links) or "graph" (the shared graph, filtered) ("none" when the searched tenants hold
+    nothing here); filter_size: vectors the filter admits (an upper
     bound for a union of tenants); ef: the graph's search width (0 unless it ran); touched:
     vectors whose distance was computed, summed over the `queries`."""
 
