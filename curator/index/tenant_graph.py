@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from curator.index.cpu_budget import background_slot
 from curator.index.graph_kernels import _admit
 from curator.index.kernels import _dist, _front_pop, _front_push, _top_push, _top_sorted
 
@@ -299,9 +300,12 @@ class TenantGraphs:
                 return
             tree, view, store = job
             try:
-                if tree.view_if_built() is view:  # still current: worth linking
+                with background_slot():  # not beside a training: searches keep a core
+                    current = tree.view_if_built() is view  # still current: worth linking
                     t0 = time.monotonic()
-                    self.build_now(tree, view, store)
+                    if current:
+                        self.build_now(tree, view, store)
+                if current:
                     # A tenant written to all the time would keep a core busy relinking:
                     # its next build waits REBUILD_GAP x this one's duration.
                     took = time.monotonic() - t0

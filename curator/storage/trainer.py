@@ -27,6 +27,7 @@ import faiss
 import numba
 import numpy as np
 
+from curator.index.cpu_budget import background_slot
 from curator.index.curator_index import CuratorIndex
 from curator.storage.collection import Collection
 from curator.storage.store import Store
@@ -93,7 +94,7 @@ class Trainer:
         fresh = CuratorIndex.from_snapshot(arrays)
         del arrays
         fresh.auto_train = False
-        with _threads(self.threads):
+        with background_slot(urgent=True), _threads(self.threads):  # no lock held meanwhile
             fresh.train()
         took = time.perf_counter() - t0
         # Catch up on the writes made while training with no lock held (writes go on), so
