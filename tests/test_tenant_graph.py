@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from curator import CuratorIndex, IndexConfig
+from curator.index import cpu_budget
 from curator.index import tenant_graph as TG
 from tests.conftest import brute_force, recall
 
@@ -96,3 +97,23 @@ def test_small_tenants_and_inner_product_take_no_links() -> None:
     assert ip.link_tenants() == 0  # no links where the global graph is not used either
     _, _, plan = ip.search("a", q, 10, explain=True)
     assert plan.path == "tree"
+
+
+def test_a_tenant_written_and_searched_in_a_loop_queues_one_build() -> None:
+    """While the builder is busy, every write replaces the tenant's view and every search asks
+    for links: one pending build per tenant (its latest view), not one per write holding a
+    superseded slot list; once the builder is free it links the latest view."""
+    idx, x, q = _data(7)
+    graphs = idx._tenant_graphs
+    with cpu_budget.background_slot(urgent=True):  # the builder waits for a slot meanwhile
+        for i in range(200):
+            idx.insert([10**6 + i], x[i : i + 1] + 0.01, owner="big")
+            _, _, plan = idx.search("big", q[:1], 10, explain=True)
+            assert plan.path == "tree"
+        assert len(graphs._pending) <= 1  # the builder may hold one taken job
+        assert graphs._todo.qsize() <= 1  # and one queued key, not 200
+    deadline = time.monotonic() + 60
+    while plan.path != "tenant-graph" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        _, _, plan = idx.search("big", q[:1], 10, explain=True)
+    assert plan.path == "tenant-graph" and not graphs._pending

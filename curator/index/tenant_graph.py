@@ -232,12 +232,13 @@ class TenantGraphs:
         self._by_tree: weakref.WeakKeyDictionary[TenantTree, TenantGraph] = (
             weakref.WeakKeyDictionary()
         )
-        self._queued: set[int] = set()
+        # id(tree) -> the latest (tree, view, store) asked for: one pending build per tenant,
+        # so a tenant written and searched in a loop queues one view, not one per write
+        # (each would keep a superseded slot list alive until the worker reached it)
+        self._pending: dict[int, tuple[TenantTree, TenantView, VectorStore]] = {}
         self._not_before: weakref.WeakKeyDictionary[TenantTree, float] = weakref.WeakKeyDictionary()
         self._mu = threading.Lock()
-        self._todo: queue.SimpleQueue[tuple[TenantTree, TenantView, VectorStore] | None] = (
-            queue.SimpleQueue()
-        )
+        self._todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # keys of _pending
         self._worker: threading.Thread | None = None
 
     def fresh(
@@ -276,10 +277,12 @@ class TenantGraphs:
     def _request(self, tree: TenantTree, view: TenantView, store: VectorStore) -> None:
         now = time.monotonic()
         with self._mu:
-            if id(view) in self._queued or now < self._not_before.get(tree, 0.0):
+            if now < self._not_before.get(tree, 0.0):
                 return
-            self._queued.add(id(view))
-            self._todo.put((tree, view, store))  # under the lock: the worker cannot exit now
+            key = id(tree)
+            if key not in self._pending:
+                self._todo.put(key)  # under the lock: the worker cannot exit now
+            self._pending[key] = (tree, view, store)  # older views of it are stale
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(
                     target=self._run, name="curator-tenant-graphs", daemon=True
@@ -289,15 +292,19 @@ class TenantGraphs:
     def _run(self) -> None:
         while True:
             try:
-                job = self._todo.get(timeout=5.0)
+                key = self._todo.get(timeout=5.0)
             except queue.Empty:
                 with self._mu:  # idle: exit; the next request starts a new worker
                     if self._todo.empty():
                         self._worker = None
                         return
                 continue
-            if job is None:
+            if key is None:
                 return
+            with self._mu:
+                job = self._pending.pop(key, None)
+            if job is None:
+                continue
             tree, view, store = job
             try:
                 with background_slot():  # not beside a training: searches keep a core
@@ -313,6 +320,3 @@ class TenantGraphs:
                         self._not_before[tree] = time.monotonic() + REBUILD_GAP * took
             except Exception:  # a failed build leaves the tree path in use
                 log.exception("linking a tenant's graph failed")
-            finally:
-                with self._mu:
-                    self._queued.discard(id(view))
