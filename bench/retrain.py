@@ -23,27 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from bench import startup
 from curator.config import DatabaseConfig
 from curator.database import Database
-
-
-def build(db: Database, n: int, dim: int, n_tenants: int, rng: np.random.Generator) -> None:
-    centers = rng.standard_normal((256, dim)).astype(np.float32) * 4
-    weights = 1.0 / np.arange(1, n_tenants + 1) ** 0.8
-    owner = rng.choice(n_tenants, n, p=weights / weights.sum())
-    for t in range(n_tenants):
-        db.create_tenant(f"t{t}")
-    db.create_collection("bench", dim, "l2")
-    order = np.argsort(owner, kind="stable")
-    bounds = np.flatnonzero(np.diff(owner[order])) + 1
-    with db.bulk_load("bench"):
-        for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant"):
-            x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
-                (len(rows), dim)
-            ).astype(np.float32)
-            db.upsert("bench", rows.astype(np.uint64), x, tenant=f"t{owner[rows[0]]}")
 
 
 def load(
@@ -101,7 +84,7 @@ def main() -> None:
         )
         with Database(cfg) as db:
             t0 = time.perf_counter()
-            build(db, args.n, args.dim, args.tenants, rng)
+            startup.load(db, args.n, args.dim, args.tenants, rng)
             print(f"built and trained {args.n} x {args.dim} in {time.perf_counter() - t0:.1f} s")
             stop = threading.Event()
             timer = threading.Timer(args.seconds, stop.set)

@@ -24,26 +24,33 @@ from curator.config import DatabaseConfig
 from curator.database import Database
 
 
-def build(path: Path, n: int, dim: int, n_tenants: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
+def load(db: Database, n: int, dim: int, n_tenants: int, rng: np.random.Generator) -> np.ndarray:
+    """Tenants t0.. and collection "bench" of `n` seeded clustered vectors, owners of Zipf-like
+    sizes, loaded in one bulk load (trained once); returns each vector's owner (n,)."""
     centers = rng.standard_normal((256, dim)).astype(np.float32) * 4
     weights = 1.0 / np.arange(1, n_tenants + 1) ** 0.8
     owner = rng.choice(n_tenants, n, p=weights / weights.sum())
+    for t in range(n_tenants):
+        db.create_tenant(f"t{t}")
+    db.create_collection("bench", dim, "l2")
+    order = np.argsort(owner, kind="stable")
+    bounds = np.flatnonzero(np.diff(owner[order])) + 1
+    with db.bulk_load("bench"):
+        for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant"):
+            x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
+                (len(rows), dim)
+            ).astype(np.float32)
+            db.upsert("bench", rows.astype(np.uint64), x, tenant=f"t{owner[rows[0]]}")
+    return owner
+
+
+def build(path: Path, n: int, dim: int, n_tenants: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
     cfg = DatabaseConfig(
         data_dir=str(path), sync=False, snapshot_every_writes=0, snapshot_every_seconds=0
     )
     with Database(cfg, background=False) as db:
-        for t in range(n_tenants):
-            db.create_tenant(f"t{t}")
-        db.create_collection("bench", dim, "l2")
-        order = np.argsort(owner, kind="stable")
-        bounds = np.flatnonzero(np.diff(owner[order])) + 1
-        with db.bulk_load("bench"):
-            for rows in tqdm(np.split(order, bounds), desc="loading", unit="tenant"):
-                x = centers[rng.integers(0, 256, len(rows))] + rng.standard_normal(
-                    (len(rows), dim)
-                ).astype(np.float32)
-                db.upsert("bench", rows.astype(np.uint64), x, tenant=f"t{owner[rows[0]]}")
+        owner = load(db, n, dim, n_tenants, rng)
         shared = np.flatnonzero(rng.random(n) < 1 / 3)
         second = (owner[shared] + 1 + rng.integers(0, n_tenants - 1, len(shared))) % n_tenants
         pairs = np.stack([second, owner[shared]], 1)

@@ -202,12 +202,6 @@ class Calibration:
                         collections.deque(((s, c > 0.5) for s, c in pairs), maxlen=max_obs)
                     )
 
-    def threshold(self, tenant: str, category: str, delta: float) -> float | None:
-        """The learned threshold holding `delta` (None: not enough feedback, or delta 0;
-        while "learning", a floor under the policy's threshold, see `applied`)."""
-        f = self.fit_of(tenant, category, delta)
-        return None if f is None else f.threshold
-
     def fit_of(self, tenant: str, category: str, delta: float) -> Fit | None:
         """The fit for `delta` (learned again first if the bound changed); None: no feedback."""
         c = self._cats.get((tenant, category))
@@ -245,7 +239,7 @@ class Calibration:
 
     def view(self, tenant: str, category: str, delta: float) -> dict[str, Any]:
         """The calibration state for `delta` (learned again first if the bound changed)."""
-        self.threshold(tenant, category, delta)
+        self.fit_of(tenant, category, delta)
         c = self._cats.get((tenant, category))
         with self._lock:
             return (c or CategoryCalibration(collections.deque(), delta=delta)).view()
