@@ -175,14 +175,19 @@ class Mover:
             raise
         return report
 
-    def _prepare(self, rec: MoveRecord, report: MoveReport) -> MoveRecord:
+    def _advance(self, rec: MoveRecord, before: str, after: str) -> None:
+        """The tenant's placement on the source from `before` to `after` (idempotent: already
+        `after` is fine, a resumed phase)."""
         p = self._placement(rec.tenant)
         if p.node != rec.source:
             raise FailedPrecondition(f"expected {rec.tenant!r} on {rec.source!r}, got {p.node!r}")
-        if p.state == "serving":
-            self._cas(p, state="moving")
-        elif p.state != "moving":
-            raise FailedPrecondition(f"expected {rec.tenant!r} serving, got {p.state}")
+        if p.state == before:
+            self._cas(p, state=after)
+        elif p.state != after:
+            raise FailedPrecondition(f"expected {rec.tenant!r} {before}, got {p.state}")
+
+    def _prepare(self, rec: MoveRecord, report: MoveReport) -> MoveRecord:
+        self._advance(rec, "serving", "moving")
         return self._step(rec, phase="copy")
 
     def _copy(self, rec: MoveRecord, report: MoveReport) -> MoveRecord:
@@ -207,13 +212,7 @@ class Mover:
         return self._step(rec, phase="handoff")
 
     def _handoff(self, rec: MoveRecord, report: MoveReport) -> MoveRecord:
-        p = self._placement(rec.tenant)
-        if p.node != rec.source:
-            raise FailedPrecondition(f"expected {rec.tenant!r} on {rec.source!r}, got {p.node!r}")
-        if p.state == "moving":
-            self._cas(p, state="handoff")
-        elif p.state != "handoff":
-            raise FailedPrecondition(f"expected {rec.tenant!r} moving, got {p.state}")
+        self._advance(rec, "moving", "handoff")
         report._frozen_at = self.clock()
         fence = self.nodes[rec.source].freeze_tenant(rec.tenant)
         # read after the freeze: covers the fence
