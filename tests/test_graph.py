@@ -119,7 +119,12 @@ def test_index_builds_the_graph_when_needed_and_maintains_it() -> None:
     idx, x, q = _index()
     assert idx.is_trained and idx._graph is None and idx.memory_usage()["graph"] == 0
     _, _, plan = idx.search("t0", q, 10, explain=True)
-    assert plan.path == "graph" and idx._graph is not None
+    # The first search that wants the graph starts linking in the background: the tree
+    # serves it (tests/test_graph_build.py), the graph the searches after the build.
+    assert plan.path == "tree" and idx._graph is not None
+    assert linker.wait_idle(60) and not idx._graph.building
+    _, _, plan = idx.search("t0", q, 10, explain=True)
+    assert plan.path == "graph"
     assert idx.memory_usage()["graph"] >= len(x) * CFG.graph_degree * 4
     rng = np.random.default_rng(0)
     truth_x = {i: x[i] for i in range(len(x))}
@@ -192,6 +197,7 @@ def test_snapshot_round_trip_keeps_the_graph(tmp_path) -> None:
     rebuilt = CuratorIndex.from_snapshot(arrays)  # no graph saved: built when first needed
     assert rebuilt._graph is None
     rebuilt.search("t0", q, 10)
+    assert linker.wait_idle(60)
     assert rebuilt._graph is not None and rebuilt._graph.n_linked == len(rebuilt)
     arrays = idx.snapshot()
     arrays["graph_nbr"] = arrays["graph_nbr"].copy()

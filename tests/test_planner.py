@@ -43,6 +43,7 @@ def tight() -> tuple[CuratorIndex, np.ndarray, np.ndarray, np.ndarray]:
     rest = np.flatnonzero(c != 0)
     idx.insert(rest, x[rest], owner="rest")
     idx.grant(np.arange(len(x)), "all")
+    idx.build_graph()  # linked up front (a first search would start it in the background)
     q = (
         centers[np.r_[np.zeros(30, np.int64), rng.integers(0, 64, 30)]]
         + rng.standard_normal((60, d)).astype(np.float32) * 0.5
@@ -125,6 +126,7 @@ def test_unfiltered_search_does_not_gather_the_tenants_slots() -> None:
     x = rng.standard_normal((2100, 8)).astype(np.float32)
     idx = CuratorIndex(8, "l2", IndexConfig(train_min_vectors=2000))
     idx.insert(np.arange(2000), x[:2000], owner="solo")
+    idx.build_graph()
     for i in range(2000, 2100, 25):
         idx.insert(np.arange(i, i + 25), x[i : i + 25], owner="solo")
         got, got_d, plan = idx.search("solo", x[:5], 10, explain=True)

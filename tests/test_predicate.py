@@ -78,6 +78,7 @@ def labelled() -> tuple[CuratorIndex, dict[str, np.ndarray], np.ndarray, np.ndar
     sets["small"] = np.flatnonzero(rng.random(3000) < 0.02)
     for name, ids in sets.items():
         idx.grant(ids, name)
+    idx.build_graph()  # linked up front (a first search would start it in the background)
     return idx, sets, d.x, d.queries[:40]
 
 

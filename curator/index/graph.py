@@ -9,6 +9,10 @@ Maintenance, without a rebuild:
     `link_min` slots the background linker (`curator.index.linker`) links them in small steps
     (search with `ef_construction`, heuristic neighbour selection, reverse edges), off the
     write path. `link_pending()` links them all at once (build, bulk loads, tests).
+  - first build: `start()` makes every live slot fresh and lets the background linker link
+    them in batches of up to 2 % of the graph, so no request waits for it; while the
+    fresh set outweighs the linked part (`building`, until it is 1/16 of it), the planner
+    keeps to the tree.
   - delete: the slot stops being traversed at once; when deleted nodes reach `repair_ratio`
     of the graph, nodes that pointed at them re-select neighbours among their live neighbours
     and the deleted nodes' neighbours, then the dead rows are cleared.
@@ -47,6 +51,10 @@ _MIN_SEEDS, _MAX_SEEDS = 16, 256
 
 #: Slots one background link step takes (writers wait for at most one step's commit).
 LINK_STEP = 16
+#: Below this many linked slots, slots are linked one at a time (each sees the last).
+_SMALL_GRAPH = 1000
+#: The largest batch searched against the graph as it was before being linked.
+_MAX_BATCH = 4096
 
 
 class ProximityGraph:
@@ -80,6 +88,18 @@ class ProximityGraph:
         self._gen = 0  # bumped by remove and relayout: a link step's candidates are stale
         self._store: VectorStore | None = None  # the store the linker reads (latest seen)
         self._reseeded_at = 0
+        #: Most live slots are not linked yet (a first build, or a load larger than the
+        #: graph): a search here would mostly scan exactly, so the planner uses the tree.
+        self.building = False
+
+    @classmethod
+    def start(
+        cls, store: VectorStore, ip: bool, degree: int, ef_construction: int
+    ) -> ProximityGraph:
+        """A graph whose every live slot is fresh, linked by the background linker."""
+        g = cls(ip, degree, ef_construction, capacity=len(store.live))
+        g.add(store.live_slots(), store)
+        return g
 
     @classmethod
     def build(
@@ -139,6 +159,8 @@ class ProximityGraph:
             self._store = store
             self.fresh = np.concatenate([self.fresh, np.asarray(slots, np.int32)])
             wake = background and len(self.fresh) >= self.link_min
+            if len(self.fresh) > max(self.link_min, self.n_linked):
+                self.building = True
         if wake:
             _linker.schedule(self)
 
@@ -147,14 +169,17 @@ class ProximityGraph:
         """Slots waiting to be linked (scanned exactly by searches meanwhile)."""
         return len(self.fresh)
 
-    def link_pending(self, store: VectorStore) -> int:
-        """Link every fresh slot into the graph now, holding the mutation lock; returns how
-        many."""
+    def link_pending(self, store: VectorStore, limit: int | None = None) -> int:
+        """Link every fresh slot (at most `limit`) into the graph now, holding the mutation
+        lock; returns how many."""
         with self._mu:
             self._store = store
             todo = self._live_fresh(store)
             if not len(todo):
                 return 0
+            self._gen += 1  # a link step searching meanwhile may hold some of these slots
+            if limit is not None:
+                todo = todo[:limit]
             self._ensure(len(store.live))
             # Random order: slots are laid out by tree leaf, and linking cluster after cluster
             # leaves few long-range edges. Batches double up to 2 % of the graph: a batch is
@@ -163,7 +188,8 @@ class ProximityGraph:
             done = self._link_first(todo, store)
             with self._visited() as (vis, tags):
                 while done < len(todo):
-                    size = 1 if self.n_linked < 1000 else min(4096, self.n_linked // 50)
+                    small = self.n_linked < _SMALL_GRAPH
+                    size = 1 if small else min(_MAX_BATCH, self.n_linked // 50)
                     part = todo[done : done + size]
                     cs, cd = self._candidates(part, store, self.nbr, self.linked, vis, tags)
                     self._commit(part, cs, cd, store)
@@ -172,9 +198,10 @@ class ProximityGraph:
             return len(todo)
 
     def link_step(self, limit: int = LINK_STEP) -> int:
-        """Link up to `limit` fresh slots: candidates searched without the mutation lock
-        (writers and searches go on), then committed under it. Returns how many were linked
-        (0: nothing pending, or the step raced a remove/relayout and will be retried)."""
+        """Link up to `limit` fresh slots (while `building`, up to 2 % of the graph, as
+        `link_pending` does): candidates searched without the mutation lock (writers and
+        searches go on), then committed under it. Returns how many were linked (0: nothing
+        pending, or the step raced a remove/relayout and will be retried)."""
         with self._mu:
             store = self._store
             if store is None:
@@ -182,8 +209,10 @@ class ProximityGraph:
             todo = self._live_fresh(store)
             if not len(todo):
                 return 0
-            if self.n_linked < 1000:  # a tiny graph: link one by one, under the lock
-                return self.link_pending(store)
+            if self.n_linked < _SMALL_GRAPH:  # link one by one under the lock, a few at a time
+                return self.link_pending(store, _SMALL_GRAPH // 4)
+            if self.building:
+                limit = max(limit, min(_MAX_BATCH, self.n_linked // 50))
             rng = np.random.default_rng(self.n_linked)
             part = rng.choice(todo, min(limit, len(todo)), replace=False).astype(np.int32)
             gen, nbr, linked = self._gen, self.nbr, self.linked
@@ -204,7 +233,14 @@ class ProximityGraph:
         live now) and return it."""
         with self._fresh_mu:
             self.fresh = self.fresh[store.live[self.fresh]]
+            self._settle()
             return self.fresh
+
+    def _settle(self) -> None:
+        """End `building` once the fresh set is under 1/16 of the linked part (held
+        `_fresh_mu`; it began when the fresh set outgrew the linked part: `add`)."""
+        if self.building and len(self.fresh) <= max(self.link_min, self.n_linked // 16):
+            self.building = False
 
     def _link_first(self, todo: np.ndarray, store: VectorStore) -> int:
         if self.n_linked:
@@ -246,6 +282,7 @@ class ProximityGraph:
         self.n_linked += len(part)
         with self._fresh_mu:
             self.fresh = self.fresh[~np.isin(self.fresh, part)]
+            self._settle()
         if self.n_linked >= 2 * max(self._reseeded_at, 1):
             self._reseed(st)  # entry points follow the graph as it grows
 
@@ -258,6 +295,7 @@ class ProximityGraph:
     def _remove(self, slots: np.ndarray, store: VectorStore) -> None:
         with self._fresh_mu:
             self.fresh = self.fresh[~np.isin(self.fresh, slots)]
+            self._settle()
         slots = slots[slots < len(self.linked)]
         gone = slots[self.linked[slots]]
         self.linked[gone] = False
@@ -450,6 +488,7 @@ class ProximityGraph:
         g.n_linked = int(linked.sum())
         g.n_dead = n_dead
         g.fresh = fresh.astype(np.int32)
+        g.building = len(g.fresh) > max(g.link_min, g.n_linked)
         g._store = store
         g._reseed(store)
         if len(g.fresh) >= g.link_min:

@@ -109,21 +109,45 @@ class IndexTraining(IndexState):
         )
 
     def build_graph(self) -> ProximityGraph | None:
-        """The proximity graph, linking every live vector the first time (seconds per 10^4
-        vectors: the planner calls this on the first search that needs it; call it after a
-        bulk load to pay that up front). None if the graph is disabled or untrained."""
-        cfg = self.config
-        if self._graph is None and self.graph_enabled:
-            with self._lazy:  # concurrent searches: one builds, the others wait for it
+        """The proximity graph with every live vector linked, linking them now in the calling
+        thread (seconds per 10^4 vectors: call it after a bulk load to pay that up front).
+        None if the graph is disabled or untrained."""
+        g = self._graph
+        if g is None and self.graph_enabled:
+            with self._lazy:
                 if self._graph is None:
                     log.info("linking %d vectors into the proximity graph", len(self._store))
-                    self._graph = ProximityGraph.build(
+                    self._graph = ProximityGraph(
+                        self.metric is not Metric.L2,
+                        self.config.graph_degree,
+                        self.config.graph_ef_construction,
+                        capacity=len(self._store.live),
+                    )
+                    self._graph.add(self._store.live_slots(), self._store, background=False)
+                g = self._graph
+        if g is not None:
+            g.link_pending(self._store)
+        return g
+
+    def ready_graph(self) -> ProximityGraph | None:
+        """The graph if it can serve a search now, else None (the planner takes the tree).
+        The first call on a graph-enabled index starts linking every vector in the
+        background (`ProximityGraph.start`): no search or write waits for the build."""
+        g = self._graph
+        if g is None:
+            if not self.graph_enabled:
+                return None
+            with self._lazy:
+                if self._graph is None:
+                    log.info("linking %d vectors in the background", len(self._store))
+                    self._graph = ProximityGraph.start(
                         self._store,
                         self.metric is not Metric.L2,
-                        cfg.graph_degree,
-                        cfg.graph_ef_construction,
+                        self.config.graph_degree,
+                        self.config.graph_ef_construction,
                     )
-        return self._graph
+            return None
+        return None if g.building else g
 
     @contextlib.contextmanager
     def deferred_training(self) -> Iterator[None]:

@@ -3,8 +3,9 @@
 Inserts only append to a graph's fresh set (scanned exactly by searches, so results stay
 exact over what is readable); a graph with `link_min` or more pending slots is scheduled
 here and linked in steps of `graph.LINK_STEP` slots, each step's candidate search running
-outside the graph's mutation lock (see `ProximityGraph.link_step`). Graphs are held weakly:
-a dropped index is never kept alive by the queue.
+outside the graph's mutation lock (see `ProximityGraph.link_step`; a first build takes
+larger steps). Each step takes a background slot (`cpu_budget`), so a training goes first.
+Graphs are held weakly: a dropped index is never kept alive by the queue.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from curator.index.cpu_budget import background_slot
+
 if TYPE_CHECKING:
     from curator.index.graph import ProximityGraph
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 #: Consecutive empty steps (raced a delete or re-layout) after which a graph is linked under
 #: its lock in one go, so a stream of deletes cannot starve it.
 _MAX_RETRIES = 8
+#: Slots then linked under the lock (bounded: a first build may have many pending).
+_FORCED = 1024
 
 _cond = threading.Condition()
 _queue: dict[int, weakref.ref[ProximityGraph]] = {}
@@ -96,14 +101,16 @@ def _drain(graph: ProximityGraph) -> None:
             if _state.paused:
                 _queue[id(graph)] = weakref.ref(graph)  # resume later
                 return
-        if graph.link_step():
+        with background_slot():  # per step: a training waiting for the core goes first
+            linked = graph.link_step()
+        if linked:
             retries = 0
             continue
         retries += 1
         if retries >= _MAX_RETRIES:
             store = graph._store
             if store is not None:
-                graph.link_pending(store)
+                graph.link_pending(store, _FORCED)
             retries = 0
         elif not graph.pending:
             return

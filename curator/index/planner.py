@@ -149,6 +149,8 @@ def search_tenants(
     """Search the vectors readable by any of `trees` (one tenant, or a union)."""
     m = sum(t.size for t in trees)
     path = choose(m, len(index), index.is_trained, index.graph_enabled, p)
+    if path == "graph" and index.ready_graph() is None:  # being linked: the tree meanwhile
+        path = choose(m, len(index), index.is_trained, False, p)
     if path == "tree":
         parts = [_tree(index, t.view(index._tree), q, k, p) for t in trees]
         if len(parts) == 1:
@@ -174,6 +176,8 @@ def search_slots(
     """Search among `slots` (m,) int32, unique (a predicate's result)."""
     m = len(slots)
     path = choose_for_set(m, index.graph_enabled, p) if index.is_trained else "exact"
+    if path == "graph" and index.ready_graph() is None:  # being linked: the tree meanwhile
+        path = choose_for_set(m, False, p)
     return _run(index, path, slots, q, k, p, m)
 
 
@@ -194,7 +198,7 @@ def _run(
     if path == "exact":
         s, d, n = K.exact_batch(q, k, ip, slots, st.vectors, st.vnorm)
     elif path == "graph":
-        g = index.build_graph()
+        g = index._graph  # ready when planned; a later load only adds exactly-scanned slots
         if g is None:
             raise Internal("expected a graph for the graph path")
         ef = graph_ef(k, p)
