@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from curator.index.kernels import _dist, _front_pop, _front_push, _top_push, _top_sorted
+from curator.index.kernels import _dist, _dists, _front_pop, _front_push, _top_push, _top_sorted
 
 __all__ = ["candidates", "commit_links", "remap_rows", "repair", "search_batch"]
 
@@ -89,6 +89,8 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
         if not filtered or allow[s]:
             nr = _top_push(rd, rs, nr, d, s)
     R = nbr.shape[1]
+    nb = np.empty(R * (R + 1), np.int32)  # a popped node's new neighbours (two hops: R x R)
+    db = np.empty(nb.shape[0], np.float32)
     while nc > 0:
         d0 = cd[0]
         c = cs[0]
@@ -97,6 +99,7 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
             break
         if touched > budget:
             return nr, -touched
+        n = 0
         for j in range(R):
             v = nbr[c, j]
             if v < 0:
@@ -115,12 +118,16 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
                     if vis[w] == tag or not linked[w] or not allow[w]:
                         continue
                     vis[w] = tag
-                    touched += 1
-                    cd, cs, nc, nr = _admit(cd, cs, nc, rd, rs, nr, ef,
-                                            _dist(q, qn, vectors[w], vnorm[w], ip), w)
+                    nb[n] = w
+                    n += 1
                 continue
-            dv = _dist(q, qn, vectors[v], vnorm[v], ip)
-            touched += 1
+            nb[n] = v
+            n += 1
+        _dists(q, qn, ip, nb, 0, n, vectors, vnorm, db)  # computed together: rows in flight
+        touched += n
+        for j in range(n):
+            v = nb[j]
+            dv = db[j]
             if nr < ef or dv < rd[0]:
                 if nc == cd.shape[0]:
                     cd = _grow(cd, nc)

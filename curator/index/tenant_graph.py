@@ -28,7 +28,7 @@ import numpy as np
 
 from curator.index.cpu_budget import background_slot
 from curator.index.graph_kernels import _admit
-from curator.index.kernels import _dist, _front_pop, _front_push, _top_push, _top_sorted
+from curator.index.kernels import _dist, _dists, _front_pop, _front_push, _top_push, _top_sorted
 
 if TYPE_CHECKING:
     from curator.index.tenant_tree import TenantTree, TenantView
@@ -73,18 +73,24 @@ def _walk(q, qn, ip, slots, vectors, vnorm, nbr, deg, pos, limit, seeds, ef, vis
         touched += 1
         nc = _front_push(cd, cs, nc, d, s)
         nr = _top_push(rd, rs, nr, d, s)
+    nb = np.empty(nbr.shape[1], np.int32)  # a node's unvisited neighbours: local ids
+    gb = np.empty(nbr.shape[1], np.int32)  # ... and their slots
+    db = np.empty(nbr.shape[1], np.float32)  # ... and distances
     while nc > 0 and (nr < ef or cd[0] <= rd[0]):  # until the frontier is past the ef-th
         c = cs[0]
         nc = _front_pop(cd, cs, nc)
+        n = 0
         for j in range(deg[c]):
             v = nbr[c, j]
-            if vis[v] == tag:
-                continue
-            vis[v] = tag
-            g = slots[v]
-            touched += 1
-            cd, cs, nc, nr = _admit(cd, cs, nc, rd, rs, nr, ef,
-                                    _dist(q, qn, vectors[g], vnorm[g], ip), v)
+            if vis[v] != tag:
+                vis[v] = tag
+                nb[n] = v
+                gb[n] = slots[v]
+                n += 1
+        _dists(q, qn, ip, gb, 0, n, vectors, vnorm, db)  # computed together: rows in flight
+        touched += n
+        for j in range(n):
+            cd, cs, nc, nr = _admit(cd, cs, nc, rd, rs, nr, ef, db[j], nb[j])
     return nr, touched
 
 
