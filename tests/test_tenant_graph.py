@@ -1,6 +1,6 @@
-"""Per-tenant links (tenant_graph.py): recall at defaults against brute force, used only for
-the tenant view they were built from (writes to the tenant fall back to the tree until they
-are relinked), isolation, background building and memory accounting."""
+"""Per-tenant links (tenant_graph.py): recall at defaults against brute force, writes
+overlaid on them (lost vectors never returned, gained ones found; relinked past the
+journal's limit), isolation, background building and memory accounting."""
 
 from __future__ import annotations
 
@@ -48,29 +48,91 @@ def test_links_used_for_the_current_view_only_and_recall_at_defaults() -> None:
     assert set(got[got >= 0].tolist()) <= set(range(1500))  # only its own vectors
     assert idx.memory_usage()["tenant_graphs"] >= 8700 * TG.DEGREE * 4
 
-    # A write to the tenant replaces its view: the old links are not used (tree, or exact).
+    # Writes to the tenant are overlaid on its links: a vector it gains is found (scanned
+    # exactly), one it loses is never returned, and nothing is relinked.
     idx.tenant_graph_min = 10**9  # no background relinking during these checks
     idx.grant([1500, 1501], "big", owner="other")
     idx.delete(got[:, 0][:5], owner="big")
     idx.tenant_graph_min = TG.MIN_SIZE
-    got2, _, plan = idx.search("big", q, 10, explain=True)
-    assert plan.path == "tree"
+    got2, got2_d, plan = idx.search("big", q, 10, explain=True)
+    assert plan.path == "tenant-graph"
     readable = set(range(1500)) - set(got[:, 0][:5].tolist()) | {1500, 1501}
     assert set(got2[got2 >= 0].tolist()) <= readable
-    assert idx.link_tenants() == 1  # "big" relinked; the others were not written
-    got3, got3_d, plan = idx.search("big", q, 10, explain=True)
-    assert plan.path == "tenant-graph"
-    assert set(got3[got3 >= 0].tolist()) <= readable
     ids = np.array(sorted(readable))
     truth, truth_d = brute_force(x, ids, q, 10, "l2")
-    assert recall(got3, got3_d, truth, truth_d) >= 0.95
+    assert recall(got2, got2_d, truth, truth_d) >= 0.95
+    assert idx.link_tenants() == 0  # still usable: nothing relinked
+    got3, _, plan = idx.search("big", x[1500:1502], 10, explain=True)
+    assert plan.path == "tenant-graph" and got3[:, 0].tolist() == [1500, 1501]  # gained: found
     # A revoke too: the granted vector, searched for exactly, is gone at once.
-    idx.tenant_graph_min = 10**9
     assert idx.revoke([1500], "big", owner="other") == 1
-    idx.tenant_graph_min = TG.MIN_SIZE
     got4, _, plan = idx.search("big", x[1500:1501], 10, explain=True)
-    assert plan.path == "tree" and 1500 not in got4.ravel().tolist()
+    assert plan.path == "tenant-graph" and 1500 not in got4.ravel().tolist()
     assert set(got4[got4 >= 0].tolist()) <= readable - {1500}
+    idx.check_invariants()
+
+
+def test_links_overlay_random_writes_until_the_journal_overflows() -> None:
+    """Inserts, deletes (their slots reused by later inserts), grants and revokes on a linked
+    tenant: every search returns only what the tenant may read now and recall >= 0.95 against
+    brute force over it; past the journal's limit the links are dropped (tree) and relinked."""
+    idx, x, q = _data(8)
+    assert idx.link_tenants() == 3
+    rng = np.random.default_rng(3)
+    vecs = {i: x[i] for i in range(8700)}
+    big = set(range(1500))
+    other = list(range(1500, 2700))
+    nxt = 10_000
+    tree = idx._tenant_tree("big")
+    limit = tree.journal.limit
+    changed = 0
+    for step in range(40):
+        op = step % 4
+        if op == 0:  # insert a few near the queries (so they matter), into freed slots too
+            new = (q[rng.integers(0, len(q), 4)] + rng.standard_normal((4, _D)) * 0.3).astype(
+                np.float32
+            )
+            ids = list(range(nxt, nxt + 4))
+            nxt += 4
+            idx.insert(ids, new, owner="big")
+            vecs.update(zip(ids, new, strict=True))
+            big |= set(ids)
+        elif op == 1:
+            gone = rng.choice(sorted(i for i in big if i < 1500 or i >= 10_000), 3, replace=False)
+            idx.delete(gone.tolist(), owner="big")
+            big -= set(gone.tolist())
+        elif op == 2:
+            g = rng.choice(other, 3, replace=False).tolist()
+            idx.grant(g, "big", owner="other")
+            big |= set(g)
+        else:
+            have = sorted(i for i in big if 1500 <= i < 2700)
+            if have:
+                r = have[:2]
+                idx.revoke(r, "big", owner="other")
+                big -= set(r)
+        changed += 4
+        got, got_d, plan = idx.search("big", q, 10, explain=True)
+        assert set(got[got >= 0].tolist()) <= big, step
+        ids = np.array(sorted(big))
+        truth, truth_d = brute_force(
+            np.stack([vecs[i] for i in ids]), np.arange(len(ids)), q, 10, "l2"
+        )
+        truth = np.where(truth >= 0, ids[np.maximum(truth, 0)], -1)
+        assert recall(got, got_d, truth, truth_d) >= 0.95, (step, plan)
+        if tree.journal is not None:
+            assert plan.path == "tenant-graph", step
+    assert changed < limit or tree.journal is None
+    # Overflow the journal: one delete of many of its vectors at once (it stays >= MIN_SIZE
+    # and under the global graph's share of the collection).
+    many = sorted(i for i in big if i < 1500)[:300]
+    idx.delete(many, owner="big")
+    assert tree.journal is None  # dropped: the tree serves until relinked
+    _, _, plan = idx.search("big", q[:1], 10, explain=True)
+    assert plan.path == "tree"
+    assert idx.link_tenants() == 1
+    _, _, plan = idx.search("big", q[:1], 10, explain=True)
+    assert plan.path == "tenant-graph"
     idx.check_invariants()
 
 

@@ -94,7 +94,7 @@ class IndexSearch(IndexState):
         for tree in self._trees:
             if tree is not None and tree.size >= self.tenant_graph_min:
                 v = tree.view(self._tree)
-                if self._tenant_graphs.fresh(tree, v, self._store, enqueue=False) is None:
+                if self._tenant_graphs.fresh(tree, v, self._store, enqueue=False)[0] is None:
                     self._tenant_graphs.build_now(tree, v, self._store)
                     built += 1
         return built

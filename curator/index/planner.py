@@ -11,9 +11,11 @@ A filtered graph search that computes more distances than the filter has vectors
 from all of them) gives up and is scanned exactly instead, so the graph never costs more than
 about twice an exact scan.
 A single tenant of at least `tenant_graph.MIN_SIZE` vectors on the tree path is searched over
-its own links instead once they are built for its current view ("tenant-graph": ~4x fewer
+its own links instead once they are built ("tenant-graph": ~4x fewer
 distances than the tree at equal recall on Debian tenants of 1-4k vectors, bench/RESULTS.md §11;
-like the global graph, not with `graph_degree` 0 or the unnormalised inner product).
+like the global graph, not with `graph_degree` 0 or the unnormalised inner product). Writes
+to the tenant since its links were built are overlaid (tenant_graph.Journal): vectors it
+lost are walked through but never returned, vectors it gained are scanned exactly.
 Graph width: `max(k, search_ef // 2)` (Curator v2's harness pairs tree ef = 8 x graph ef; at
 the default search_ef 128 this is 64, recall@10 >= 0.98 on Debian unfiltered).
 """
@@ -131,10 +133,18 @@ def search_one(
     st = index._store
     if path == "tree" and 0 < index.tenant_graph_min <= m and index.graph_enabled:
         # The tenant's own links, if built from this very view (else queued; tree meanwhile).
-        g = index._tenant_graphs.fresh(tree, v, st)
+        g, over = index._tenant_graphs.fresh(tree, v, st)
         if g is not None:
             ef = graph_ef(k, p)
-            s, d, n = g.search(q, k, ef, index.metric is not Metric.L2, st)
+            ip = index.metric is not Metric.L2
+            if over is None:
+                s, d, n = g.search(q, k, ef, ip, st)
+            else:  # written since linked: skip what it lost, scan what it gained
+                s, d, n = g.search(q, k, ef, ip, st, over.dead)
+                if len(over.added):
+                    s2, d2, n2 = K.exact_batch(q, k, ip, over.added, st.vectors, st.vnorm)
+                    s, d = K.merge_rows(np.hstack([s, s2]), np.hstack([d, d2]), k)
+                    n = n + n2
             return s, d, _plan(index, "tenant-graph", m, ef, n, q)
     if path == "tree":
         s, d, n = _tree(index, v, q, k, p)

@@ -18,12 +18,16 @@ tree. For search, `view()` flattens the sub-tree into arrays (cached until the n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
 from curator.errors import Internal
 from curator.index.tree import SharedTree
+
+if TYPE_CHECKING:
+    from curator.index.tenant_graph import Journal
 
 __all__ = ["TenantTree", "TenantView"]
 
@@ -53,7 +57,7 @@ class TenantView:
 class TenantTree:
     """Shortlists and expanded nodes of one tenant; slots are rows of the vector store."""
 
-    __slots__ = ("__weakref__", "_exp", "_view", "expanded", "shortlists", "size")
+    __slots__ = ("__weakref__", "_exp", "_view", "expanded", "journal", "shortlists", "size")
 
     def __init__(self) -> None:
         self.shortlists: dict[int, np.ndarray] = {}
@@ -61,6 +65,7 @@ class TenantTree:
         self.size = 0
         self._view: TenantView | None = None
         self._exp: np.ndarray | None = None  # sorted copy of `expanded`, for locate()
+        self.journal: Journal | None = None  # writes since its links' base (tenant_graph.py)
 
     # -- reads ---------------------------------------------------------------------------
     def slots(self) -> np.ndarray:
@@ -149,6 +154,7 @@ class TenantTree:
         if not len(slots):
             return
         slots = np.asarray(slots, np.int32)
+        self._note(slots, +1)
         if len(slots) == 1:  # the write path's common case: no sorting, no locate arrays
             node = self._locate_one(tree, int(slot_leaf[slots[0]]))
             old = self.shortlists.get(node)
@@ -203,6 +209,7 @@ class TenantTree:
         if not len(slots):
             return
         slots = np.asarray(slots, np.int32)
+        self._note(slots, -1)
         where = self.locate(tree, slot_leaf[slots])
         touched = []
         groups = []
@@ -226,6 +233,12 @@ class TenantTree:
             self._patch_view(groups, -1)
         else:
             self._changed()
+
+    def _note(self, slots: np.ndarray, sign: int) -> None:
+        """Record a write in the journal of the tenant's links (dropped once too large)."""
+        j = self.journal
+        if j is not None and not j.note(slots, sign):
+            self.journal = None
 
     def _changed(self) -> None:
         self._view = None
