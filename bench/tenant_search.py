@@ -212,7 +212,7 @@ def paths(ds: Dataset, idx: CuratorIndex, qp: np.ndarray, sizes: np.ndarray) -> 
                     elif path == "tree":
                         P._tree(idx, v, q, K10, p)
                     elif path == "tg":
-                        g = idx._tenant_graphs.fresh(tt, v, st, enqueue=False)
+                        g, _ = idx._tenant_graphs.fresh(tt, v, st, enqueue=False)
                         if g is not None:
                             g.search(q, K10, P.graph_ef(K10, p), ip, st)
                     else:

@@ -40,13 +40,15 @@ def test_links_used_for_the_current_view_only_and_recall_at_defaults() -> None:
     _, _, plan = idx.search("big", q, 10, explain=True)
     assert plan.path == "tree"
     idx.tenant_graph_min = TG.MIN_SIZE
-    assert idx.link_tenants() == 3 and idx.link_tenants() == 0  # all three >= 1,024
+    # "big" and "other" (>= 1,024 vectors); "rest" holds 69 % of the collection: it takes the
+    # global graph (planner.LINKS_MAX_SHARE)
+    assert idx.link_tenants() == 2 and idx.link_tenants() == 0
     got, got_d, plan = idx.search("big", q, 10, explain=True)
     assert plan.path == "tenant-graph" and plan.touched_per_query < 1500
     truth, truth_d = brute_force(x, np.arange(1500), q, 10, "l2")
     assert recall(got, got_d, truth, truth_d) >= 0.95
     assert set(got[got >= 0].tolist()) <= set(range(1500))  # only its own vectors
-    assert idx.memory_usage()["tenant_graphs"] >= 8700 * TG.DEGREE * 4
+    assert idx.memory_usage()["tenant_graphs"] >= 2700 * TG.DEGREE * 4
 
     # Writes to the tenant are overlaid on its links: a vector it gains is found (scanned
     # exactly), one it loses is never returned, and nothing is relinked.
@@ -77,7 +79,7 @@ def test_links_overlay_random_writes_until_the_journal_overflows() -> None:
     tenant: every search returns only what the tenant may read now and recall >= 0.95 against
     brute force over it; past the journal's limit the links are dropped (tree) and relinked."""
     idx, x, q = _data(8)
-    assert idx.link_tenants() == 3
+    assert idx.link_tenants() == 2
     rng = np.random.default_rng(3)
     vecs = {i: x[i] for i in range(8700)}
     big = set(range(1500))
@@ -179,3 +181,29 @@ def test_a_tenant_written_and_searched_in_a_loop_queues_one_build() -> None:
         time.sleep(0.05)
         _, _, plan = idx.search("big", q[:1], 10, explain=True)
     assert plan.path == "tenant-graph" and not graphs._pending
+
+
+def test_a_tenant_on_the_graph_path_takes_its_own_links() -> None:
+    """A tenant of 34 % of the collection is past the global graph's share: its own links
+    (no filtered-out neighbours to walk past) serve it once built; the 66 % tenant keeps the
+    global graph (planner.LINKS_MAX_SHARE)."""
+    rng = np.random.default_rng(9)
+    centers = rng.standard_normal((40, _D)).astype(np.float32) * 3
+    x = (centers[rng.integers(0, 40, 8700)] + rng.standard_normal((8700, _D))).astype(np.float32)
+    idx = CuratorIndex(_D, "l2", IndexConfig(train_min_vectors=4000, max_sl_size=64))
+    idx.insert(np.arange(3000), x[:3000], owner="a")
+    idx.insert(np.arange(3000, 8700), x[3000:], owner="b")
+    idx.build_graph()
+    q = (centers[rng.integers(0, 40, 50)] + rng.standard_normal((50, _D))).astype(np.float32)
+    idx.tenant_graph_min = 10**9
+    _, _, plan = idx.search("a", q, 10, explain=True)
+    assert plan.path == "graph"
+    idx.tenant_graph_min = TG.MIN_SIZE
+    assert idx.link_tenants() == 1  # "a" only
+    got, got_d, plan = idx.search("a", q, 10, explain=True)
+    assert plan.path == "tenant-graph"
+    assert set(got[got >= 0].tolist()) <= set(range(3000))
+    truth, truth_d = brute_force(x, np.arange(3000), q, 10, "l2")
+    assert recall(got, got_d, truth, truth_d) >= 0.95
+    _, _, plan = idx.search("b", q, 10, explain=True)
+    assert plan.path == "graph"

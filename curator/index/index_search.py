@@ -92,7 +92,7 @@ class IndexSearch(IndexState):
             return 0
         built = 0
         for tree in self._trees:
-            if tree is not None and tree.size >= self.tenant_graph_min:
+            if tree is not None and _planner.wants_links(_whole(self), tree.size, len(self)):
                 v = tree.view(self._tree)
                 if self._tenant_graphs.fresh(tree, v, self._store, enqueue=False)[0] is None:
                     self._tenant_graphs.build_now(tree, v, self._store)

@@ -10,8 +10,9 @@ grows as the filter gets more selective (it walks through vectors it may not ret
 A filtered graph search that computes more distances than the filter has vectors (a query far
 from all of them) gives up and is scanned exactly instead, so the graph never costs more than
 about twice an exact scan.
-A single tenant of at least `tenant_graph.MIN_SIZE` vectors on the tree path is searched over
-its own links instead once they are built ("tenant-graph": ~4x fewer
+A single tenant of at least `tenant_graph.MIN_SIZE` vectors (and at most LINKS_MAX_SHARE of the
+collection) not scanned exactly is searched over its own links once they are built, on the tree
+and on the graph path ("tenant-graph": ~4x fewer
 distances than the tree at equal recall on Debian tenants of 1-4k vectors, bench/RESULTS.md §11;
 like the global graph, not with `graph_degree` 0 or the unnormalised inner product). Writes
 to the tenant since its links were built are overlaid (tenant_graph.Journal): vectors it
@@ -62,6 +63,14 @@ GRAPH_MIN_FRACTION = 0.2
 #: 13 % and 0.91 on synthetic tenants of 5-10 %; with size / 16, >= 0.99 on both, scanning
 #: ~70 % of what an exact scan does on the synthetic tenants; size / 32 left them at 0.94.
 TREE_PATIENCE_DIVISOR = 16
+
+#: A tenant of at most this share of the collection is searched over its own links rather
+#: than the filtered global graph. Measured on Debian labels of 4-13 % (bench.tenant_search
+#: --paths): own links 127 us at recall 0.988 vs the filtered global graph 294 us at 0.990
+#: (width 64 vs 32). Above half, a filtered walk wastes under half its distances and the
+#: links would duplicate the global graph's memory for little: the global graph (not
+#: measured at that share).
+LINKS_MAX_SHARE = 0.5
 
 #: Predicate results up to this size are scanned exactly (measured crossover with the filtered
 #: graph at recall ~0.99 on Debian labels: 4-5k vectors at d 384).
@@ -116,6 +125,13 @@ def tree_patience(m: int, p: SearchParams) -> int:
     return max(p.search_ef, m // TREE_PATIENCE_DIVISOR)
 
 
+def wants_links(index: CuratorIndex, m: int, n: int) -> bool:
+    """Whether a tenant of `m` of the `n` vectors is searched over its own links (when
+    built): from `tenant_graph_min` vectors up to LINKS_MAX_SHARE of the collection, where
+    the graph is used at all (not with `graph_degree` 0 or the unnormalised inner product)."""
+    return 0 < index.tenant_graph_min <= m <= LINKS_MAX_SHARE * n and index.graph_enabled
+
+
 def graph_ef(k: int, p: SearchParams) -> int:
     return max(k, p.search_ef // 2)
 
@@ -126,13 +142,12 @@ def search_one(
     """Search one tenant: `search_tenants` for the common case, without the list and
     union bookkeeping (a single-query call spends ~10 µs less in the interpreter)."""
     m = tree.size
-    path = choose(m, len(index._store), index._tree.is_trained, index.graph_enabled, p)
-    if path == "graph":
-        return search_tenants(index, [tree], q, k, p)
-    v = tree.view(index._tree)
-    st = index._store
-    if path == "tree" and 0 < index.tenant_graph_min <= m and index.graph_enabled:
-        # The tenant's own links, if built from this very view (else queued; tree meanwhile).
+    n_all = len(index._store)
+    path = choose(m, n_all, index._tree.is_trained, index.graph_enabled, p)
+    if path != "exact" and wants_links(index, m, n_all):
+        # The tenant's own links, if built (else queued; tree or global graph meanwhile).
+        v = tree.view(index._tree)
+        st = index._store
         g, over = index._tenant_graphs.fresh(tree, v, st)
         if g is not None:
             ef = graph_ef(k, p)
@@ -146,6 +161,10 @@ def search_one(
                     s, d = K.merge_rows(np.hstack([s, s2]), np.hstack([d, d2]), k)
                     n = n + n2
             return s, d, _plan(index, "tenant-graph", m, ef, n, q)
+    if path == "graph":
+        return search_tenants(index, [tree], q, k, p)
+    v = tree.view(index._tree)
+    st = index._store
     if path == "tree":
         s, d, n = _tree(index, v, q, k, p)
     else:
