@@ -73,6 +73,12 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
     nc = 0
     nr = 0
     touched = 0
+    R = nbr.shape[1]
+    # A popped node's new neighbours (two hops: R x R), or the seeds: distances computed
+    # together (rows in flight).
+    nb = np.empty(max(R * (R + 1), seeds.shape[0]), np.int32)
+    db = np.empty(nb.shape[0], np.float32)
+    n = 0
     for e in range(seeds.shape[0]):
         s = seeds[e]
         if s < 0 or vis[s] == tag or not linked[s]:
@@ -80,17 +86,18 @@ def _beam(q, ip, vectors, vnorm, nbr, linked, allow, filtered, two_hop, seeds, e
         vis[s] = tag
         if two_hop and not allow[s]:
             continue
-        d = _dist(q, qn, vectors[s], vnorm[s], ip)
-        touched += 1
+        nb[n] = s
+        n += 1
+    _dists(q, qn, ip, nb, 0, n, vectors, vnorm, db)
+    touched += n
+    for e in range(n):
+        s = nb[e]
         if nc == cd.shape[0]:
             cd = _grow(cd, nc)
             cs = _grow(cs, nc)
-        nc = _front_push(cd, cs, nc, d, s)
+        nc = _front_push(cd, cs, nc, db[e], s)
         if not filtered or allow[s]:
-            nr = _top_push(rd, rs, nr, d, s)
-    R = nbr.shape[1]
-    nb = np.empty(R * (R + 1), np.int32)  # a popped node's new neighbours (two hops: R x R)
-    db = np.empty(nb.shape[0], np.float32)
+            nr = _top_push(rd, rs, nr, db[e], s)
     while nc > 0:
         d0 = cd[0]
         c = cs[0]

@@ -79,20 +79,27 @@ def _walk(q, qn, ip, slots, vectors, vnorm, nbr, deg, pos, limit, seeds, ef, vis
     nc = nr = touched = 0
     cd = np.empty(4 * ef + 64, np.float32)  # the frontier: grows on demand
     cs = np.empty(cd.shape[0], np.int32)
+    # A popped node's unvisited neighbours, or the seeds: local ids, slots and distances
+    # (computed together: rows in flight).
+    nb = np.empty(max(nbr.shape[1], seeds.shape[0]), np.int32)
+    gb = np.empty(nb.shape[0], np.int32)
+    db = np.empty(nb.shape[0], np.float32)
+    n = 0
     for e in range(seeds.shape[0]):
         s = seeds[e]
         if pos[s] >= limit or vis[s] == tag:
             continue
         vis[s] = tag
-        g = slots[s]
-        d = _dist(q, qn, vectors[g], vnorm[g], ip)
-        touched += 1
-        nc = _front_push(cd, cs, nc, d, s)
+        nb[n] = s
+        gb[n] = slots[s]
+        n += 1
+    _dists(q, qn, ip, gb, 0, n, vectors, vnorm, db)
+    touched += n
+    for e in range(n):
+        s = nb[e]
+        nc = _front_push(cd, cs, nc, db[e], s)
         if not dead[s]:
-            nr = _top_push(rd, rs, nr, d, s)
-    nb = np.empty(nbr.shape[1], np.int32)  # a node's unvisited neighbours: local ids
-    gb = np.empty(nbr.shape[1], np.int32)  # ... and their slots
-    db = np.empty(nbr.shape[1], np.float32)  # ... and distances
+            nr = _top_push(rd, rs, nr, db[e], s)
     while nc > 0 and (nr < ef or cd[0] <= rd[0]):  # until the frontier is past the ef-th
         c = cs[0]
         nc = _front_pop(cd, cs, nc)
