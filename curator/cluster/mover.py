@@ -172,8 +172,23 @@ class Mover:
                     self.abort(rec.tenant)
                 except CuratorError:  # it flipped meanwhile, or a node is down: resume later
                     log.exception("abort of the move of %r failed", rec.tenant)
+            self._release(rec.tenant)
             raise
         return report
+
+    def _release(self, tenant: str) -> None:
+        """Give up a move this driver cannot finish (a node of it is down, etcd is away):
+        its record keeps the phase but names no driver's lease, so the controller resumes
+        it once it has not changed for a lease TTL. Without this, a driver that lives on
+        (a node whose MoveTenant call failed) would hold the move with its live lease and
+        no one would ever finish it: the tenant stuck frozen, or moving, for good."""
+        try:
+            now = self.control.move(tenant)
+            if now is not None and (now.driver, now.driver_lease) == self.driver:
+                self.control.cas_move(now, dataclasses.replace(now, driver_lease=0))
+                log.warning("move of %r left at %s for the controller", tenant, now.phase)
+        except CuratorError:  # etcd away: the record keeps this driver's lease
+            log.exception("could not hand the move of %r to the controller", tenant)
 
     def _advance(self, rec: MoveRecord, before: str, after: str) -> None:
         """The tenant's placement on the source from `before` to `after` (idempotent: already
