@@ -11,14 +11,23 @@ credentials forwarded. The move record names this node and its lease as the driv
 
 `recover`: the controller's resumption of a stranded move (server.recovery), with the
 cluster's admin key.
+
+Test only: the environment variable CURATOR_TEST_MOVE_GATE (read once, at import, from the
+node's own environment; no request can set or change it) names a directory of gate files. A
+move this node drives waits at the start of phase P of tenant T while the file `<dir>/T.P`
+exists, so that a test can kill -9 a node of the move at that phase
+(tests/test_cluster_node_kill.py). Unset (always, outside tests): no hook.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator.cluster.bundle_store import check_key
@@ -45,6 +54,8 @@ _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _AUTH_HEADERS = ("authorization", "x-api-key")
 #: Reads that reached the source just before the flip finish before its copy is dropped.
 GRACE_S = 0.5
+#: Test only (see the module docstring): where the gate files of moves are; "" none.
+_TEST_GATE = os.environ.get("CURATOR_TEST_MOVE_GATE", "")
 
 
 def check_node_id(node: Any) -> str:
@@ -167,7 +178,7 @@ def move_tenant(
     if to_node not in live:
         raise NotFound(f"expected a live node to move to, got {to_node!r} (live: {sorted(live)})")
     md = [(m.key, m.value) for m in context.invocation_metadata() if m.key in _AUTH_HEADERS]
-    mover, target = _mover(c, db, source, to_node, md)
+    mover, target = _mover(c, db, tenant, source, to_node, md)
     if request.abort:
         return _observed(lambda: mover.abort(tenant), "call", target), {}
     if request.resume:
@@ -181,14 +192,20 @@ def recover(c: ClusterNode, db: Database, tenant: str, md: Sequence[tuple[str, s
     rec = c.control.move(tenant)
     if rec is None:
         raise NotFound(f"expected a move of {tenant!r} in progress, got none")
-    mover, target = _mover(c, db, rec.source, rec.target, md)
+    mover, target = _mover(c, db, tenant, rec.source, rec.target, md)
     return _observed(lambda: mover.resume(tenant), "recovered", target).phase
 
 
 def _mover(
-    c: ClusterNode, db: Database, source: str, to_node: str, md: Sequence[tuple[str, str]]
+    c: ClusterNode,
+    db: Database,
+    tenant: str,
+    source: str,
+    to_node: str,
+    md: Sequence[tuple[str, str]],
 ) -> tuple[Mover, _Counted]:
-    """A Mover driven by this node between `source` and `to_node`, the target's ops counted."""
+    """A Mover of `tenant` driven by this node between `source` and `to_node`, the target's
+    ops counted."""
     store = _store(c)
     live = c.control.nodes()
     nodes: dict[str, NodeOps] = {}
@@ -203,7 +220,20 @@ def _mover(
     target = _Counted(nodes[to_node])
     nodes[to_node] = target
     driver = (c.node_id, c.control.session())
-    return Mover(c.control, nodes, store, grace_s=GRACE_S, driver=driver), target
+    hook = _gate(_TEST_GATE, tenant) if _TEST_GATE else None
+    return Mover(c.control, nodes, store, grace_s=GRACE_S, driver=driver, hook=hook), target
+
+
+def _gate(directory: str, tenant: str) -> Callable[[str], None]:
+    """Test only: the Mover hook that waits (at most 5 min) while `directory/T.P` exists."""
+
+    def hook(phase: str) -> None:
+        path = Path(directory) / f"{tenant}.{phase}"
+        deadline = time.monotonic() + 300
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    return hook
 
 
 def _observed(run: Any, how: str, target: _Counted) -> MoveReport:

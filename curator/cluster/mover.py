@@ -15,7 +15,9 @@ Phases, each recorded in the control plane's move record (cas_move) before the n
 Every step is idempotent, so `resume(tenant)` continues from the recorded phase after a
 crash of the mover or a node. A resume at handoff or flip (before the placement flipped)
 freezes again and ships a new final delta: a source restarted meanwhile lost its in-memory
-freeze and may have acknowledged writes after the old fence. `abort` is allowed until the
+freeze. A cluster node restarted with a tenant's placement on it in handoff starts with the
+tenant frozen (server/cluster.py), so a driver that goes on without resuming (its fence still
+true) flips no write the source acknowledged after it. `abort` is allowed until the
 placement flipped (serving again at S, S unfrozen, T's partial copy dropped); after the flip
 the move only rolls forward. A CuratorError before the flip aborts the move by default.
 
