@@ -21,6 +21,7 @@ exists, so that a test can kill -9 a node of the move at that phase
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -35,7 +36,14 @@ from curator.cluster.contracts import BundleStore, NodeOps
 from curator.cluster.mover import Mover, MoveReport
 from curator.cluster.node_ops import LocalNodeOps
 from curator.database import Database
-from curator.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from curator.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    TenantMoved,
+    TenantMoving,
+    Unavailable,
+)
 from curator.validation import check_name
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
@@ -179,11 +187,26 @@ def move_tenant(
         raise NotFound(f"expected a live node to move to, got {to_node!r} (live: {sorted(live)})")
     md = [(m.key, m.value) for m in context.invocation_metadata() if m.key in _AUTH_HEADERS]
     mover, target = _mover(c, db, tenant, source, to_node, md)
-    if request.abort:
-        return _observed(lambda: mover.abort(tenant), "call", target), {}
-    if request.resume:
-        return _observed(lambda: mover.resume(tenant), "call", target), target.counts
-    return _observed(lambda: mover.move(tenant, to_node), "call", target), target.counts
+    driving = c.recovery.driving(tenant) if c.recovery is not None else contextlib.nullcontext()
+    with driving:
+        try:
+            if request.abort:
+                return _observed(lambda: mover.abort(tenant), "call", target), {}
+            if request.resume:
+                return _observed(lambda: mover.resume(tenant), "call", target), target.counts
+            return _observed(lambda: mover.move(tenant, to_node), "call", target), target.counts
+        except Unavailable as e:
+            left = c.control.move(tenant)
+            if left is None or isinstance(e, TenantMoved | TenantMoving):
+                raise
+            # Not UNAVAILABLE: clients retry that, and the retry would only be refused with
+            # the move in progress, hiding what happened.
+            raise FailedPrecondition(
+                f"expected the nodes of the move of {tenant!r} reachable, got: {e}. The move "
+                f"is left at its {left.phase} phase to the controller, which finishes or "
+                f"aborts it once the node is back (curator cluster move {tenant} --resume or "
+                "--abort acts sooner)"
+            ) from None
 
 
 def recover(c: ClusterNode, db: Database, tenant: str, md: Sequence[tuple[str, str]]) -> str:

@@ -125,6 +125,12 @@ class Mover:
         name, lease = self.driver
         if (rec.driver, rec.driver_lease) != (name, lease):  # claim it: a stale driver stops
             rec = self._step(rec, driver=name, driver_lease=lease)
+        p = self._placement(tenant)
+        if rec.phase in _BEFORE_FLIP[1:] and (p.node, p.state) == (rec.source, "serving"):
+            # An abort got as far as serving the tenant at the source again (then a node of
+            # the move was down): finish that abort. Running the phases again would copy the
+            # tenant anew, under a key of the wrong epoch that nothing deletes.
+            return self.abort(tenant)
         return self._run(rec)
 
     def abort(self, tenant: str) -> MoveReport:
