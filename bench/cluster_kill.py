@@ -107,6 +107,15 @@ class _Paced:
                 due += self.period
                 n += 1
 
+    def worst_per_second(self, t0: float, t1: float) -> list[str]:
+        """The slowest search due in each second of [t0, t1) ("x" if one failed)."""
+        out = []
+        for s in range(int(t1 - t0)):
+            rows = [(lat, err) for due, lat, err in self.log if t0 + s <= due < t0 + s + 1]
+            worst = max((lat for lat, _ in rows), default=0.0) * 1e3
+            out.append("x" if any(err for _, err in rows) else f"{worst:.0f}")
+        return out
+
     def window(self, t0: float, t1: float) -> tuple[float, float, int, int]:
         """(p50 ms, p99 ms, searches, errors) of the searches due in [t0, t1)."""
         rows = [(lat, err) for due, lat, err in self.log if t0 <= due < t1]
@@ -215,6 +224,8 @@ def main() -> None:
         bar = "pass" if errors == 0 and p99 <= 2 * b99 else "FAIL"
         print(f"    {what}: p50 {p50:.2f} ms, p99 {p99:.2f} ms ({p99 / b99:.2f}x), "
               f"{errors}/{n} errors{'' if t0 == t_base else ': ' + bar}")  # fmt: skip
+    print("    worst search (ms) per second, from 3 s before the kill to the end: "
+          + " ".join(paced.worst_per_second(t_kill - 3, t_restart + args.window)))  # fmt: skip
     print(f"  loadavg {open('/proc/loadavg').read().split()[0]}: a quiet re-run is needed")
 
 
