@@ -37,8 +37,11 @@ from server.health_probe import check
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _server(root: Path, name: str, key: str, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
-    address = f"127.0.0.1:{_free_port()}"
+def _server(
+    root: Path, name: str, key: str, *flags: str, address: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A server process (data in root/name) at `address` (a free port if "")."""
+    address = address or f"127.0.0.1:{_free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATOR_")}
     env["CURATOR_ADMIN_KEY"] = key
     env["PYTHONPATH"] = str(ROOT)

@@ -118,11 +118,27 @@ class ClusterNode:
             self._apply(f"{ROOT}collections/{name}")
         for name in self.control.tenants():
             self._apply(f"{ROOT}tenants/{name}")
+        self._refreeze(db)
         threading.Thread(target=self._apply_changes, daemon=True, name="cluster-sync").start()
         self.control.register(self._facts)
         self.recovery = Recovery(self, db)
         self.recovery.start()
         watch_cluster(self._metrics_state)
+
+    def _refreeze(self, db: Database) -> None:
+        """Freeze again, before serving, every tenant this node was handing over when it
+        stopped (its placement here in `handoff`): the freeze lives in memory, and a driver
+        that goes on with the move without resuming it ships no delta past the fence it
+        holds, so a write acknowledged here now would be lost at the flip. The move unfreezes
+        it (abort) or redirects it (mark moved), as before the restart."""
+        for p in self.control.placements().values():
+            if p.node != self.node_id or p.state != "handoff" or not db.has_tenant(p.tenant):
+                continue
+            try:
+                db.freeze_tenant(p.tenant)
+                log.warning("tenant %r frozen again: its move was in handoff", p.tenant)
+            except CuratorError as e:  # moved away meanwhile: nothing to freeze
+                log.warning("could not freeze %r again: %s", p.tenant, e)
 
     def _metrics_state(self) -> tuple[dict[str, int], bool]:
         per_node = {n: 0 for n in self.control.nodes()}

@@ -11,14 +11,24 @@ credentials forwarded. The move record names this node and its lease as the driv
 
 `recover`: the controller's resumption of a stranded move (server.recovery), with the
 cluster's admin key.
+
+Test only: the environment variable CURATOR_TEST_MOVE_GATE (read once, at import, from the
+node's own environment; no request can set or change it) names a directory of gate files. A
+move this node drives waits at the start of phase P of tenant T while the file `<dir>/T.P`
+exists, so that a test can kill -9 a node of the move at that phase
+(tests/test_cluster_node_kill.py). Unset (always, outside tests): no hook.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curator.cluster.bundle_store import check_key
@@ -26,7 +36,14 @@ from curator.cluster.contracts import BundleStore, NodeOps
 from curator.cluster.mover import Mover, MoveReport
 from curator.cluster.node_ops import LocalNodeOps
 from curator.database import Database
-from curator.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from curator.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    TenantMoved,
+    TenantMoving,
+    Unavailable,
+)
 from curator.validation import check_name
 from curator_api.v1 import curator_pb2 as pb
 from curator_api.v1 import curator_pb2_grpc as pb_grpc
@@ -45,6 +62,8 @@ _NODE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _AUTH_HEADERS = ("authorization", "x-api-key")
 #: Reads that reached the source just before the flip finish before its copy is dropped.
 GRACE_S = 0.5
+#: Test only (see the module docstring): where the gate files of moves are; "" none.
+_TEST_GATE = os.environ.get("CURATOR_TEST_MOVE_GATE", "")
 
 
 def check_node_id(node: Any) -> str:
@@ -167,12 +186,27 @@ def move_tenant(
     if to_node not in live:
         raise NotFound(f"expected a live node to move to, got {to_node!r} (live: {sorted(live)})")
     md = [(m.key, m.value) for m in context.invocation_metadata() if m.key in _AUTH_HEADERS]
-    mover, target = _mover(c, db, source, to_node, md)
-    if request.abort:
-        return _observed(lambda: mover.abort(tenant), "call", target), {}
-    if request.resume:
-        return _observed(lambda: mover.resume(tenant), "call", target), target.counts
-    return _observed(lambda: mover.move(tenant, to_node), "call", target), target.counts
+    mover, target = _mover(c, db, tenant, source, to_node, md)
+    driving = c.recovery.driving(tenant) if c.recovery is not None else contextlib.nullcontext()
+    with driving:
+        try:
+            if request.abort:
+                return _observed(lambda: mover.abort(tenant), "call", target), {}
+            if request.resume:
+                return _observed(lambda: mover.resume(tenant), "call", target), target.counts
+            return _observed(lambda: mover.move(tenant, to_node), "call", target), target.counts
+        except Unavailable as e:
+            left = c.control.move(tenant)
+            if left is None or isinstance(e, TenantMoved | TenantMoving):
+                raise
+            # Not UNAVAILABLE: clients retry that, and the retry would only be refused with
+            # the move in progress, hiding what happened.
+            raise FailedPrecondition(
+                f"expected the nodes of the move of {tenant!r} reachable, got: {e}. The move "
+                f"is left at its {left.phase} phase to the controller, which finishes or "
+                f"aborts it once the node is back (curator cluster move {tenant} --resume or "
+                "--abort acts sooner)"
+            ) from None
 
 
 def recover(c: ClusterNode, db: Database, tenant: str, md: Sequence[tuple[str, str]]) -> str:
@@ -181,14 +215,20 @@ def recover(c: ClusterNode, db: Database, tenant: str, md: Sequence[tuple[str, s
     rec = c.control.move(tenant)
     if rec is None:
         raise NotFound(f"expected a move of {tenant!r} in progress, got none")
-    mover, target = _mover(c, db, rec.source, rec.target, md)
+    mover, target = _mover(c, db, tenant, rec.source, rec.target, md)
     return _observed(lambda: mover.resume(tenant), "recovered", target).phase
 
 
 def _mover(
-    c: ClusterNode, db: Database, source: str, to_node: str, md: Sequence[tuple[str, str]]
+    c: ClusterNode,
+    db: Database,
+    tenant: str,
+    source: str,
+    to_node: str,
+    md: Sequence[tuple[str, str]],
 ) -> tuple[Mover, _Counted]:
-    """A Mover driven by this node between `source` and `to_node`, the target's ops counted."""
+    """A Mover of `tenant` driven by this node between `source` and `to_node`, the target's
+    ops counted."""
     store = _store(c)
     live = c.control.nodes()
     nodes: dict[str, NodeOps] = {}
@@ -203,7 +243,20 @@ def _mover(
     target = _Counted(nodes[to_node])
     nodes[to_node] = target
     driver = (c.node_id, c.control.session())
-    return Mover(c.control, nodes, store, grace_s=GRACE_S, driver=driver), target
+    hook = _gate(_TEST_GATE, tenant) if _TEST_GATE else None
+    return Mover(c.control, nodes, store, grace_s=GRACE_S, driver=driver, hook=hook), target
+
+
+def _gate(directory: str, tenant: str) -> Callable[[str], None]:
+    """Test only: the Mover hook that waits (at most 5 min) while `directory/T.P` exists."""
+
+    def hook(phase: str) -> None:
+        path = Path(directory) / f"{tenant}.{phase}"
+        deadline = time.monotonic() + 300
+        while path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    return hook
 
 
 def _observed(run: Any, how: str, target: _Counted) -> MoveReport:

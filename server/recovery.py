@@ -8,8 +8,11 @@ cannot act on other nodes: it logs that stranded moves need `curator cluster mov
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from curator.cluster.controller import Controller
@@ -38,7 +41,8 @@ class Recovery:
             ctl, ctl.lease_alive, lambda: ctl.lease_id, stall_s=float(ctl.lease_ttl)
         )
         self._md = (("authorization", f"Bearer {c.admin_key}"),) if c.admin_key else ()
-        self._busy: set[str] = set()
+        self._busy: set[str] = set()  # tenants whose moves a recovery thread resumes
+        self._driving: Counter[str] = Counter()  # ... that MoveTenant calls here drive
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="controller")
@@ -55,6 +59,23 @@ class Recovery:
         except CuratorError:  # etcd away: the role lapses with its lease
             pass
 
+    @contextlib.contextmanager
+    def driving(self, tenant: str) -> Iterator[None]:
+        """A move of `tenant` this node drives for a call: while it runs it is never
+        stranded, however long a phase takes without a change of its record (a big
+        tenant's copy outlasts a lease TTL; the controller would otherwise drive the same
+        move a second time beside it)."""
+        with self._lock:
+            self._driving[tenant] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._driving[tenant] -= 1
+                if not self._driving[tenant]:
+                    del self._driving[tenant]
+                self.controller.retry_later(tenant)  # its clock starts when the call ends
+
     def _loop(self) -> None:
         while not self._stop.wait(self.period):
             if not self.election.is_leader():
@@ -62,7 +83,7 @@ class Recovery:
                 continue
             try:
                 with self._lock:
-                    stranded = self.controller.scan(set(self._busy))
+                    stranded = self.controller.scan(self._busy | set(self._driving))
             except Unavailable:
                 continue  # etcd away: no lease can be checked; the next scan tries again
             except Exception:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class Cluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     node_args: list[str] = field(default_factory=list)  # more flags for every node
+    node_env: dict[str, str] = field(default_factory=dict)  # more environment for every node
 
     def start_etcd(self) -> None:
         if not self.etcd_port:
@@ -119,8 +120,18 @@ class Cluster:
             ],
             stderr=log,
             cwd=ROOT,
-            env=_env(),
+            env={**_env(), **self.node_env},
         )
+
+    def start_all(
+        self, nodes: Iterable[str], extra: dict[str, tuple[str, ...]] | None = None
+    ) -> None:
+        """etcd, then `nodes` (each with its `extra` flags), until every one serves."""
+        self.start_etcd()
+        for n in nodes:
+            self.start_node(n, extra=(extra or {}).get(n, ()))
+        for n in nodes:
+            self.wait_serving(n)
 
     def wait_serving(self, node: str, timeout: float = 120) -> float:
         """Seconds until the node's health is SERVING."""
@@ -173,11 +184,7 @@ def _load(db: ClusterClient | Database, rng_seed: int = 7) -> float:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
-        c.start_etcd()
-        for n in GROUPS:
-            c.start_node(n)
-        for n in GROUPS:
-            c.wait_serving(n)
+        c.start_all(GROUPS)
         yield c
     finally:
         c.stop()

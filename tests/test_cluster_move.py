@@ -73,7 +73,10 @@ def _vec(rng: np.random.Generator, n: int) -> np.ndarray:
 
 class _Writer(threading.Thread):
     """Upserts, deletes and grants of its own id range through the SDK; `alive`: the last
-    acknowledged state of each id (vector bytes, document); `granted`: acknowledged grants."""
+    acknowledged state of each id (vector bytes, document); `granted`: acknowledged grants;
+    `maybe`: ids whose writes since their last acknowledged one failed without a refusal (a
+    node killed mid-call may have committed them): the states (None: deleted) they would have
+    left; `unsure_grants` likewise."""
 
     def __init__(
         self,
@@ -84,9 +87,10 @@ class _Writer(threading.Thread):
         tenant: str = "mover",
         coll: str = "mv",
         peer: str | None = "peer",  # None: no grants
+        n_base: int = BASE,  # ids [0, n_base) exist before and nobody deletes them
     ) -> None:
         super().__init__(daemon=True)
-        self.tenant, self.coll, self.peer = tenant, coll, peer
+        self.tenant, self.coll, self.peer, self.n_base = tenant, coll, peer, n_base
         self.cc: ClusterClient | Client = (
             Client(address, ADMIN_KEY, timeout=20, retries=1)  # forwarded by the node
             if plain
@@ -96,6 +100,8 @@ class _Writer(threading.Thread):
         self.base, self.stop, self.w = 10_000 * (w + 1), stop, w
         self.alive: dict[int, tuple[bytes, Any]] = {}
         self.granted: set[int] = set()
+        self.maybe: dict[int, list[tuple[bytes, Any] | None]] = {}
+        self.unsure_grants: set[int] = set()
         self.acks = 0
         self.errors: list[str] = []
 
@@ -104,26 +110,41 @@ class _Writer(threading.Thread):
         while not self.stop.is_set():
             n += 1
             op = self.rng.choice(["upsert", "upsert", "delete", "grant"])
+            tried: dict[int, tuple[bytes, Any] | None] = {}  # id -> its state if it landed
             try:
                 if op == "upsert" or not self.alive or (op == "grant" and not self.peer):
+                    op = "upsert"
                     ids = self.base + self.rng.choice(300, 4, replace=False)
                     x = _vec(self.rng, 4)
                     docs = [{"w": self.w, "n": n, "i": int(i)} for i in ids]
+                    tried = {int(i): (v.tobytes(), d) for i, v, d in zip(ids, x, docs, strict=True)}
                     self.cc.upsert(self.coll, ids, x, docs, tenant=self.tenant)
-                    for i, v, d in zip(ids, x, docs, strict=True):
-                        self.alive[int(i)] = (v.tobytes(), d)
                 elif op == "delete":
                     ids = self.rng.choice(sorted(self.alive), min(2, len(self.alive)), False)
+                    tried = {int(i): None for i in ids}
                     self.cc.delete(self.coll, ids, tenant=self.tenant)
-                    for i in ids:
-                        self.alive.pop(int(i))
                 else:  # grants of base vectors nobody deletes
-                    ids = self.rng.choice(BASE, 3, replace=False)
+                    ids = self.rng.choice(self.n_base, 3, replace=False)
+                    tried = {int(i): None for i in ids}
                     self.cc.grant(self.coll, ids, str(self.peer), tenant=self.tenant)
-                    self.granted.update(int(i) for i in ids)
+                    self.granted.update(tried)
+                    self.unsure_grants.difference_update(tried)
+                for i, state in tried.items() if op != "grant" else ():
+                    self.maybe.pop(i, None)
+                    if state is None:
+                        self.alive.pop(i)
+                    else:
+                        self.alive[i] = state
                 self.acks += 1
             except Exception as e:  # a failed write: reported by the test
                 self.errors.append(f"{op}: {type(e).__name__}: {e}")
+                if isinstance(e, TenantMoving | TenantMoved):  # refusals change nothing
+                    pass
+                elif op == "grant":
+                    self.unsure_grants.update(tried)
+                else:
+                    for i, state in tried.items():
+                        self.maybe.setdefault(i, []).append(state)
             time.sleep(0.01)
         self.cc.close()
 

@@ -41,12 +41,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp, node_args=["--bundle-dir", str(tmp / "bundles"), "--lease-ttl", str(TTL)])
     c.metrics_port = _free_port()  # type: ignore[attr-defined]
     try:
-        c.start_etcd()
-        c.start_node("n1", extra=("--metrics-port", str(c.metrics_port)))  # type: ignore[attr-defined]
-        for n in ("n2", "n3"):
-            c.start_node(n)
-        for n in ("n1", "n2", "n3"):
-            c.wait_serving(n)
+        c.start_all(("n1", "n2", "n3"), {"n1": ("--metrics-port", str(c.metrics_port))})  # type: ignore[attr-defined]
         with ClusterClient([c.address("n1")], ADMIN_KEY, timeout=20) as cc:
             cc.create_collection("rc", DIM)
         yield c
@@ -83,17 +78,17 @@ def _metrics(cluster: Cluster) -> dict[str, float]:
     return out
 
 
-def _seed(cluster: Cluster, ctl: EtcdControl, tenant: str, home: str) -> np.ndarray:
-    """Register `tenant` on `home` and give it BASE vectors with documents."""
+def _seed(
+    cluster: Cluster, ctl: EtcdControl, tenant: str, home: str, n: int = BASE, coll: str = "rc"
+) -> np.ndarray:
+    """Register `tenant` on `home` and give it `n` vectors with documents."""
     ctl.create_tenant(tenant, home)
-    base = np.random.default_rng(len(tenant)).standard_normal((BASE, DIM)).astype(np.float32)
+    base = np.random.default_rng(len(tenant)).standard_normal((n, DIM)).astype(np.float32)
     with Client(cluster.address(home), ADMIN_KEY, timeout=30) as c:
 
         def upsert() -> bool:
             try:
-                c.upsert(
-                    "rc", np.arange(BASE), base, [{"b": i} for i in range(BASE)], tenant=tenant
-                )
+                c.upsert(coll, np.arange(n), base, [{"b": i} for i in range(n)], tenant=tenant)
                 return True
             except Exception:  # the home has not mirrored the registry yet
                 return False
@@ -103,21 +98,41 @@ def _seed(cluster: Cluster, ctl: EtcdControl, tenant: str, home: str) -> np.ndar
 
 
 def _check_home(
-    cluster: Cluster, home: str, tenant: str, base: np.ndarray, writers: list[_Writer]
+    cluster: Cluster,
+    home: str,
+    tenant: str,
+    base: np.ndarray,
+    writers: list[_Writer],
+    coll: str = "rc",
 ) -> None:
-    """Every acknowledged write is at `home`, byte for byte; nothing deleted came back."""
-    want: dict[int, tuple[bytes, Any]] = {i: (base[i].tobytes(), {"b": i}) for i in range(BASE)}
+    """Every acknowledged write is at `home`, byte for byte; nothing deleted came back; an id
+    whose later writes failed unacknowledged (`_Writer.maybe`) is in its acknowledged state
+    or in one of those; every acknowledged grant is there, and no other but failed ones."""
+    want: dict[int, tuple[bytes, Any] | None] = {
+        i: (base[i].tobytes(), {"b": i}) for i in range(len(base))
+    }
+    maybe: dict[int, list[tuple[bytes, Any] | None]] = {}
     for w in writers:
+        want.update({i: None for i in range(w.base, w.base + 300)})
         want.update(w.alive)
-    gone = {i for w in writers for i in range(w.base, w.base + 300)} - set(want)
+        for i, states in w.maybe.items():
+            maybe.setdefault(i, []).extend(states)
     with Client(cluster.address(home), ADMIN_KEY, timeout=30, metadata=DIRECT) as h:
         ids = np.array(sorted(want), np.uint64)
-        got = h.get("rc", ids, tenant=tenant)
-        assert got.ids.tolist() == ids.tolist()
-        for i, v, d in zip(got.ids, got.vectors, got.documents, strict=True):
-            assert (v.tobytes(), d) == want[int(i)], int(i)
-        assert h.get("rc", sorted(gone), tenant=tenant).ids.tolist() == []
-        assert h.count("rc", tenant=tenant) == len(want)
+        got = h.get(coll, ids, tenant=tenant)
+        have = {
+            int(i): (v.tobytes(), d)
+            for i, v, d in zip(got.ids, got.vectors, got.documents, strict=True)
+        }
+        for i, state in want.items():
+            assert have.get(i) == state or have.get(i) in maybe.get(i, []), i
+        if not maybe:
+            assert h.count(coll, tenant=tenant) == sum(s is not None for s in want.values())
+        for peer in {w.peer for w in writers if w.peer is not None}:
+            granted = set().union(*(w.granted for w in writers if w.peer == peer))
+            unsure_grants = set().union(*(w.unsure_grants for w in writers if w.peer == peer))
+            seen = h.get(coll, np.arange(len(base)), tenant=peer, owner=tenant).ids.tolist()
+            assert granted <= set(seen) <= granted | unsure_grants, peer
 
 
 @pytest.mark.timeout(150)

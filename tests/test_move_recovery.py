@@ -7,16 +7,17 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from curator.cluster import headroom
 from curator.cluster.controller import Controller
-from curator.cluster.mover import LostMove
+from curator.cluster.mover import LostMove, Mover
 from curator.config import DatabaseConfig
 from curator.database import Database
-from curator.errors import FailedPrecondition
+from curator.errors import FailedPrecondition, Unavailable
 from tests.test_move import BASE, Cluster, Crash, _crash_at, _vecs
 
 
@@ -148,3 +149,52 @@ def test_a_stranded_move_that_cannot_resume_aborts_before_the_flip(cluster: Clus
     assert cluster.control.move("a") is None  # aborted: it had claimed the move first
     assert _placed(cluster) == ("n1", 1, "serving")
     cluster.dbs["n1"].upsert("c", [1], _vecs(1, 1), tenant="a")  # serving at the source
+
+
+class _Down:
+    """A node's NodeOps while the node is down (kill -9): every call Unavailable."""
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kw: Any) -> Any:
+            raise Unavailable(f"node call {name}: the node is down")
+
+        return call
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("down", "phase"), [("n2", "catchup"), ("n1", "flip")])
+def test_a_driver_that_cannot_finish_hands_the_move_to_the_controller(
+    cluster: Cluster, down: str, phase: str
+) -> None:
+    """A driver that lives on (a node whose MoveTenant call failed) with a node of the move
+    down, and whose abort fails too, leaves the record without its lease: the controller
+    finishes it once the node is back. (It used to keep its live lease on the record: no one
+    ever resumed the move, and one killed at the flip left the tenant frozen for good.)"""
+    now = [0.0]
+    ctl = Controller(cluster.control, lambda lease: lease == 9, lambda: 8, 5.0, lambda: now[0])
+    ops: dict[str, Any] = cluster.ops()
+
+    def kill(at: str) -> None:
+        if at == phase:
+            ops[down] = _Down()
+
+    mover = Mover(cluster.control, ops, cluster.store, hook=kill, driver=("n3", 9))
+    with pytest.raises(Unavailable):
+        mover.move("a", "n2")
+    rec = cluster.control.move("a")
+    assert rec is not None and rec.phase == phase and rec.driver_lease == 0
+    assert ctl.scan() == []
+    now[0] = 6.0
+    assert ctl.scan() == ["a"]  # the driver's lease lives, but the move is not its own now
+    # the node is back: after the CAS of the flip the move goes forward; before it, the abort
+    # that served the source again but never reached the target is finished
+    report = cluster.mover(driver=("n1", 8)).resume("a")
+    home, epoch = ("n2", 2) if phase == "flip" else ("n1", 1)
+    assert report.phase == ("done" if phase == "flip" else "aborted")
+    assert cluster.control.moves() == {} and _placed(cluster) == (home, epoch, "serving")
+    assert list(cluster.store.keys()) == []  # no bundle left behind
+    if phase != "flip":
+        assert cluster.dbs["n2"].count("c", tenant="a") == 0  # the partial copy is dropped
+    cluster.dbs[home].upsert("c", [1], _vecs(1, 1), tenant="a")  # writable at its home
+    got = cluster.dbs[home].get("c", [1, BASE - 1], tenant="a")
+    assert got.vectors[1].tobytes() == _vecs(BASE, 0)[-1].tobytes()  # the copy, whole

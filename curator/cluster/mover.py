@@ -15,7 +15,9 @@ Phases, each recorded in the control plane's move record (cas_move) before the n
 Every step is idempotent, so `resume(tenant)` continues from the recorded phase after a
 crash of the mover or a node. A resume at handoff or flip (before the placement flipped)
 freezes again and ships a new final delta: a source restarted meanwhile lost its in-memory
-freeze and may have acknowledged writes after the old fence. `abort` is allowed until the
+freeze. A cluster node restarted with a tenant's placement on it in handoff starts with the
+tenant frozen (server/cluster.py), so a driver that goes on without resuming (its fence still
+true) flips no write the source acknowledged after it. `abort` is allowed until the
 placement flipped (serving again at S, S unfrozen, T's partial copy dropped); after the flip
 the move only rolls forward. A CuratorError before the flip aborts the move by default.
 
@@ -123,6 +125,12 @@ class Mover:
         name, lease = self.driver
         if (rec.driver, rec.driver_lease) != (name, lease):  # claim it: a stale driver stops
             rec = self._step(rec, driver=name, driver_lease=lease)
+        p = self._placement(tenant)
+        if rec.phase in _BEFORE_FLIP[1:] and (p.node, p.state) == (rec.source, "serving"):
+            # An abort got as far as serving the tenant at the source again (then a node of
+            # the move was down): finish that abort. Running the phases again would copy the
+            # tenant anew, under a key of the wrong epoch that nothing deletes.
+            return self.abort(tenant)
         return self._run(rec)
 
     def abort(self, tenant: str) -> MoveReport:
@@ -172,8 +180,23 @@ class Mover:
                     self.abort(rec.tenant)
                 except CuratorError:  # it flipped meanwhile, or a node is down: resume later
                     log.exception("abort of the move of %r failed", rec.tenant)
+            self._release(rec.tenant)
             raise
         return report
+
+    def _release(self, tenant: str) -> None:
+        """Give up a move this driver cannot finish (a node of it is down, etcd is away):
+        its record keeps the phase but names no driver's lease, so the controller resumes
+        it once it has not changed for a lease TTL. Without this, a driver that lives on
+        (a node whose MoveTenant call failed) would hold the move with its live lease and
+        no one would ever finish it: the tenant stuck frozen, or moving, for good."""
+        try:
+            now = self.control.move(tenant)
+            if now is not None and (now.driver, now.driver_lease) == self.driver:
+                self.control.cas_move(now, dataclasses.replace(now, driver_lease=0))
+                log.warning("move of %r left at %s for the controller", tenant, now.phase)
+        except CuratorError:  # etcd away: the record keeps this driver's lease
+            log.exception("could not hand the move of %r to the controller", tenant)
 
     def _advance(self, rec: MoveRecord, before: str, after: str) -> None:
         """The tenant's placement on the source from `before` to `after` (idempotent: already

@@ -4,10 +4,10 @@ A tenant being moved to another node goes through three local states here:
 
 - frozen (in memory): its writes are refused with TenantMoving, never acknowledged. Set under
   the database's writer lock, so every write acknowledged before the freeze has a sequence at
-  most the fence the freeze returns. Not persisted on purpose: a node restarted during a
-  handoff serves the tenant again until the mover resumes, and the mover re-freezes it and
-  ships a new final delta before it flips the placement (scale-out.md §5.7), so nothing the
-  restarted node acknowledges is lost.
+  most the fence the freeze returns. Not persisted here: a cluster node restarted during a
+  handoff freezes the tenant again before serving, from its placement in etcd
+  (server/cluster.py), and a resumed mover re-freezes it and ships a new final delta before
+  it flips the placement (scale-out.md §5.7).
 - moved (persisted in LMDB `meta`, key b"moved:" + name): the tenant lives on `node` at
   `epoch`; its reads and writes here raise TenantMoved naming that node. Survives restarts,
   and also the local drop of the tenant's data (`drop_moved`), so stale clients keep being
