@@ -27,6 +27,7 @@ __all__ = [
 
 #: 2**64 - 1 is reserved (it marks "no id" in some encodings); every other uint64 is valid.
 MAX_ID = np.uint64(2**64 - 2)
+_MAX_ID_INT = int(MAX_ID)
 MAX_K = 4096
 #: Names (tenants, collections, categories, labels) are 1..MAX_NAME_BYTES bytes of UTF-8,
 #: so that every LMDB key built from two of them stays under LMDB's 511-byte key limit.
@@ -42,6 +43,12 @@ MAX_DEPTH = 64
 def as_ids(ids: Any, unique: bool = True) -> np.ndarray:
     """Client ids as a (n,) uint64 array; rejects negatives, non-integers, the reserved id
     and (if `unique`) repeated ids."""
+    if type(ids) is list and len(ids) == 1 and type(ids[0]) is int:  # the one-id write path
+        if ids[0] < 0:
+            raise InvalidArgument(f"expected ids >= 0, got {ids[0]}")
+        if ids[0] > _MAX_ID_INT:
+            raise InvalidArgument(f"expected ids <= {_MAX_ID_INT}, got {ids[0]}")
+        return np.array(ids, np.uint64)
     arr = np.asarray(ids)
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -51,7 +58,9 @@ def as_ids(ids: Any, unique: bool = True) -> np.ndarray:
         return np.empty(0, np.uint64)
     if arr.dtype.kind == "u":
         out = arr.astype(np.uint64)
-    elif arr.dtype.kind == "i":
+        if (out > MAX_ID).any():
+            raise InvalidArgument(f"expected ids <= {_MAX_ID_INT}, got {int(out.max())}")
+    elif arr.dtype.kind == "i":  # (an int64 never exceeds MAX_ID)
         if (arr < 0).any():
             raise InvalidArgument(f"expected ids >= 0, got {int(arr.min())}")
         out = arr.astype(np.uint64)
@@ -67,15 +76,19 @@ def as_ids(ids: Any, unique: bool = True) -> np.ndarray:
         out = np.array(vals, np.uint64)
     else:
         raise InvalidArgument(f"expected integer ids, got dtype {arr.dtype}")
-    if (out > MAX_ID).any():
-        raise InvalidArgument(f"expected ids <= {int(MAX_ID)}, got {int(out.max())}")
-    if unique and len(np.unique(out)) != len(out):
+    if unique and len(out) > 1 and _repeats(out):
         uniq, counts = np.unique(out, return_counts=True)
         raise InvalidArgument(
             f"expected unique ids in one batch, got {int(uniq[counts > 1][0])} "
             f"{int(counts.max())} times"
         )
     return out
+
+
+def _repeats(ids: np.ndarray) -> bool:
+    if len(ids) <= 32:  # a set of a few Python ints is cheaper than a sort
+        return len(set(ids.tolist())) != len(ids)
+    return len(np.unique(ids)) != len(ids)
 
 
 def as_matrix(x: Any, dim: int, what: str = "vectors", check_finite: bool = True) -> np.ndarray:

@@ -94,6 +94,8 @@ class SortedMap:
         when the ranges are sorted and disjoint."""
         lo = np.asarray(lo, np.int64)
         hi = np.asarray(hi, np.int64)
+        if len(lo) <= _SMALL_PUT:
+            return _range(*self._arrays(), lo, hi, self._with_values)
         parts_k, parts_v = [], []
         for keys, vals, alive in ((self._mk, self._mv, self._alive), (self._dk, self._dv, None)):
             s = np.searchsorted(keys, lo)
@@ -165,6 +167,13 @@ class SortedMap:
     def remove(self, keys: np.ndarray) -> int:
         """Delete keys that are present; returns how many were."""
         keys = np.asarray(keys, np.int64)
+        if len(keys) <= _SMALL_PUT:  # tombstones and delta shifts in one compiled call
+            n_main, n_delta = _remove(*self._arrays(), keys, self._with_values)
+            self._dn -= n_delta
+            self._n_dead += n_main
+            if self._n_dead > len(self._mk) // 4 + _MIN_DELTA:
+                self._merge()
+            return int(n_main + n_delta)
         pm = self._find_main(keys)
         pm = pm[pm >= 0]
         self._alive[pm] = False
@@ -238,6 +247,63 @@ def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, new):  # pragma: no
         dn += 1
         new[i] = True
     return dn
+
+
+@numba.njit(cache=True, nogil=True)
+def _remove(mk, mv, alive, dk, dv, dn, keys, with_values):  # pragma: no cover - compiled
+    """Tombstone keys live in main, cut keys out of the delta buffer (dk, dv)[:dn] (shifting
+    it left); returns (removed from main, removed from the delta)."""
+    n = mk.shape[0]
+    n_main = 0
+    n_delta = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        p = np.searchsorted(mk, key)
+        if p < n and mk[p] == key and alive[p]:
+            alive[p] = False
+            n_main += 1
+            continue
+        m = dn - n_delta
+        p = np.searchsorted(dk[:m], key)
+        if p < m and dk[p] == key:
+            for j in range(p, m - 1):
+                dk[j] = dk[j + 1]
+                if with_values:
+                    dv[j] = dv[j + 1]
+            n_delta += 1
+    return n_main, n_delta
+
+
+@numba.njit(cache=True, nogil=True)
+def _range(mk, mv, alive, dk, dv, dn, lo, hi, with_values):  # pragma: no cover - compiled
+    """`range` of a few intervals in one call: live keys k, lo[i] <= k < hi[i], of main and
+    the delta, with their values (1 in a key set), sorted by key."""
+    n = mk.shape[0]
+    total = 0
+    for i in range(lo.shape[0]):
+        a, b = np.searchsorted(mk, lo[i]), np.searchsorted(mk, hi[i])
+        for j in range(a, b):
+            total += alive[j]
+        total += max(np.searchsorted(dk[:dn], hi[i]) - np.searchsorted(dk[:dn], lo[i]), 0)
+    keys = np.empty(total, np.int64)
+    vals = np.ones(total, np.int64)
+    k = 0
+    for i in range(lo.shape[0]):
+        a, b = np.searchsorted(mk, lo[i]), min(np.searchsorted(mk, hi[i]), n)
+        for j in range(a, b):
+            if alive[j]:
+                keys[k] = mk[j]
+                if with_values:
+                    vals[k] = mv[j]
+                k += 1
+        a, b = np.searchsorted(dk[:dn], lo[i]), np.searchsorted(dk[:dn], hi[i])
+        for j in range(a, b):
+            keys[k] = dk[j]
+            if with_values:
+                vals[k] = dv[j]
+            k += 1
+    order = np.argsort(keys, kind="mergesort")
+    return keys[order], vals[order]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -24,8 +24,11 @@ import numpy as np
 
 from curator.errors import Internal
 from curator.index.tree import SharedTree
+from curator.index.write_kernels import drop_slots, patch_view_one
 
 __all__ = ["TenantTree", "TenantView"]
+
+_NONE = np.empty(0, np.int64)
 
 
 @dataclass(frozen=True)
@@ -150,14 +153,15 @@ class TenantTree:
             return
         slots = np.asarray(slots, np.int32)
         if len(slots) == 1:  # the write path's common case: no sorting, no locate arrays
-            node = self._locate_one(tree, int(slot_leaf[slots[0]]))
+            s = int(slots[0])
+            node = self._locate_one(tree, int(slot_leaf[s]))
             old = self.shortlists.get(node)
-            merged = slots if old is None else np.append(old, slots)
+            merged = slots if old is None else np.concatenate((old, slots))
             n_exp = len(self.expanded)
             self._place(tree, slot_leaf, node, merged, max_sl_size)
             self.size += 1
             if old is not None and len(self.expanded) == n_exp:  # same shape: patch the view
-                self._patch_view([(node, slots)], +1)
+                self._patch_one(node, s, +1)
             else:
                 self._changed()
             return
@@ -203,15 +207,24 @@ class TenantTree:
         if not len(slots):
             return
         slots = np.asarray(slots, np.int32)
+        if len(slots) == 1:
+            self._remove_one(tree, slot_leaf, int(slots[0]), max_sl_size)
+            return
         where = self.locate(tree, slot_leaf[slots])
+        order = np.argsort(where, kind="stable")
+        where, slots = where[order], slots[order]
+        bounds = np.flatnonzero(np.diff(where)) + 1
         touched = []
         groups = []
         shape = (len(self.shortlists), len(self.expanded))
-        for node in np.unique(where).tolist():
+        for node, gone in zip(
+            where[np.r_[0, bounds]].tolist(), np.split(slots, bounds), strict=True
+        ):
             sl = self.shortlists.get(node)
-            gone = slots[where == node]
-            keep = sl[~np.isin(sl, gone)] if sl is not None else gone[:0]
-            if sl is None or len(sl) - len(keep) != len(gone):
+            found = 0
+            if sl is not None:
+                keep, found = drop_slots(sl, np.sort(gone))
+            if found != len(gone):
                 raise Internal(f"expected slots {gone[:5]} in the shortlist at node {node}")
             if len(keep):
                 self.shortlists[node] = keep
@@ -226,6 +239,39 @@ class TenantTree:
             self._patch_view(groups, -1)
         else:
             self._changed()
+
+    def _remove_one(
+        self, tree: SharedTree, slot_leaf: np.ndarray, s: int, max_sl_size: int
+    ) -> None:
+        """`remove` of one slot: its shortlist by set membership, then cut out."""
+        node = self._locate_one(tree, int(slot_leaf[s]))
+        sl = self.shortlists.get(node)
+        at = np.flatnonzero(sl == s) if sl is not None else _NONE
+        if len(at) != 1 or sl is None:
+            raise Internal(f"expected slot {s} in the shortlist at node {node}")
+        i = int(at[0])
+        shape = (len(self.shortlists), len(self.expanded))
+        if len(sl) > 1:
+            self.shortlists[node] = np.concatenate((sl[:i], sl[i + 1 :]))
+        else:
+            del self.shortlists[node]
+        self.size -= 1
+        self._collapse_above(tree, node, max_sl_size)
+        if shape == (len(self.shortlists), len(self.expanded)):  # same shape: patch the view
+            self._patch_one(node, s, -1)
+        else:
+            self._changed()
+
+    def _patch_one(self, node: int, s: int, sign: int) -> None:
+        """`_patch_view` of one slot, in one compiled call."""
+        v = self._view
+        if v is None:
+            return
+        ok, sl_ptr, slots = patch_view_one(v.node, v.sl_ptr, v.slots, node, s, sign)
+        if not ok:
+            self._changed()  # not where the view says: rebuild rather than guess
+            return
+        self._view = TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots)
 
     def _changed(self) -> None:
         self._view = None

@@ -55,6 +55,13 @@ class VectorStore:
 
     def allocate(self, n: int) -> np.ndarray:
         """n fresh slots (n,) int32: reused ones first, then new rows."""
+        if n == 1:  # the one-vector write: no concatenation
+            if len(self._free):
+                slot, self._free = self._free[:1].copy(), self._free[1:]
+                return slot
+            self._grow(self.high + 1)
+            self.high += 1
+            return np.array([self.high - 1], np.int32)
         reuse = self._free[:n]
         self._free = self._free[len(reuse) :]
         fresh = n - len(reuse)
@@ -66,8 +73,17 @@ class VectorStore:
     def put(
         self, slots: np.ndarray, ids: np.ndarray, x: np.ndarray, owner: int, leaves: np.ndarray
     ) -> None:
-        self.vectors[slots] = x
         self.vnorm[slots] = np.einsum("ij,ij->i", x, x)
+        if len(slots) == 1:  # scalar stores: a fancy-indexed assignment costs ~1 µs each
+            s = int(slots[0])
+            self.vectors[s] = x[0]
+            self.ext_id[s] = ids[0]
+            self.owner[s] = owner
+            self.leaf[s] = leaves[0]
+            self.live[s] = True
+            self.count += 1
+            return
+        self.vectors[slots] = x
         self.ext_id[slots] = ids
         self.owner[slots] = owner
         self.leaf[slots] = leaves
@@ -75,6 +91,15 @@ class VectorStore:
         self.count += len(slots)
 
     def release(self, slots: np.ndarray) -> None:
+        if len(slots) == 1:
+            s = int(slots[0])
+            self.live[s] = False
+            self.owner[s] = -1
+            self.vectors[s] = 0
+            self.vnorm[s] = 0
+            self.count -= 1
+            self._free = np.append(self._free, np.int32(s))
+            return
         self.live[slots] = False
         self.owner[slots] = -1
         self.vectors[slots] = 0
