@@ -35,6 +35,7 @@ class SortedMap:
         self._dvb = np.empty(16 if values else 0, np.int64)
         self._dn = 0
         self._n_dead = 0
+        self._limit = _MIN_DELTA  # delta length past which it is merged into main
 
     @property
     def _dk(self) -> np.ndarray:
@@ -119,10 +120,10 @@ class SortedMap:
     def put(self, keys: np.ndarray, values: np.ndarray | None = None) -> None:
         """Insert or overwrite; `keys` must be unique within the call."""
         keys = np.asarray(keys, np.int64)
-        vals = np.ones(len(keys), np.int64) if values is None else np.asarray(values, np.int64)
-        if len(keys) <= _SMALL_PUT:
-            self._put_small(keys, vals)
+        if len(keys) <= _SMALL_PUT:  # (a key set's values are never read: keys stand in)
+            self._put_small(keys, keys if values is None else np.asarray(values, np.int64))
             return
+        vals = np.ones(len(keys), np.int64) if values is None else np.asarray(values, np.int64)
         pm = self._find_main(keys)
         m = pm >= 0
         if self._with_values:
@@ -140,7 +141,7 @@ class SortedMap:
             dv = np.insert(self._dv, at, nv) if self._with_values else self._dvb
             self._dk = np.insert(self._dk, at, nk)  # (sets the delta length: after _dv reads)
             self._dv = dv
-            if len(self._dk) > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
+            if self._dn > self._limit:
                 self._merge()
 
     def add(self, keys: np.ndarray) -> np.ndarray:
@@ -150,7 +151,7 @@ class SortedMap:
             new = ~self.contains(keys)
             self.put(keys[new])
             return new
-        return self._put_small(keys, np.ones(len(keys), np.int64))
+        return self._put_small(keys, keys)  # (values unused in a key set)
 
     def _put_small(self, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
         if self._dn + len(keys) > len(self._dkb):
@@ -160,7 +161,7 @@ class SortedMap:
                 self._dvb = _grown(self._dvb, self._dn, cap)
         new = np.empty(len(keys), np.bool_)
         self._dn = _put(*self._arrays(), keys, vals, self._with_values, new)
-        if self._dn > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
+        if self._dn > self._limit:
             self._merge()
         return new
 
@@ -201,6 +202,7 @@ class SortedMap:
         self._dk = np.empty(0, np.int64)
         self._dv = np.empty(0, np.int64)
         self._n_dead = 0
+        self._limit = max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk))))
 
     @classmethod
     def from_sorted(cls, keys: np.ndarray, values: np.ndarray | None = None) -> SortedMap:
@@ -209,6 +211,7 @@ class SortedMap:
         m._mk = np.ascontiguousarray(keys, np.int64)
         m._mv = np.ascontiguousarray(values, np.int64) if values is not None else m._mv
         m._alive = np.ones(len(m._mk), bool)
+        m._limit = max(_MIN_DELTA, 4 * int(np.sqrt(len(m._mk))))
         return m
 
 

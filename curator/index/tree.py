@@ -159,7 +159,7 @@ class SharedTree:
         """Add (sign=1) or remove (sign=-1) vectors from the per-node radius statistics."""
         if not len(x):
             return
-        if len(x) < 64:  # a few vectors: touch only the nodes on their paths
+        if len(x) < 4096:  # touch only the nodes on their paths (bincount: 1.7 us a vector)
             _radius_paths(
                 np.ascontiguousarray(x, np.float32),
                 np.asarray(leaves, np.int64),
