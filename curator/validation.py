@@ -23,6 +23,7 @@ __all__ = [
     "check_name",
     "check_tenant",
     "check_tenants",
+    "name_ok",
     "prepare_vectors",
 ]
 
@@ -119,7 +120,7 @@ def check_name(name: Any, what: str = "tenant") -> str:
     the punctuation `- _ . : @ + / = #`; no spaces, control or format characters."""
     if not isinstance(name, str) or not name:
         raise InvalidArgument(f"expected {what} a non-empty string, got {name!r}")
-    if type(name) is str and _valid_name(name):  # checked before: every write names tenants
+    if type(name) is str and name_ok(name):  # checked before: every write names tenants
         return name
     size = len(name.encode("utf-8", "surrogatepass"))
     if size > MAX_NAME_BYTES:
@@ -135,9 +136,11 @@ def check_name(name: Any, what: str = "tenant") -> str:
 
 
 @functools.lru_cache(maxsize=8192)
-def _valid_name(name: str) -> bool:
-    """Whether `check_name` accepts `name` (a non-empty str), remembered for recent names:
-    the character loop costs ~1 µs a call."""
+def name_ok(name: str) -> bool:
+    """Whether `check_name` accepts the str `name`, remembered for recent names: the
+    character loop costs ~1 µs a call, and every write names a tenant or two."""
+    if not name:
+        return False
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return False
     return name.isprintable() and all(ch.isalnum() or ch in _NAME_PUNCT for ch in name)

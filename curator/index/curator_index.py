@@ -438,11 +438,12 @@ class CuratorIndex(IndexSearch, IndexTraining):
         st = self._store
         if self._graph is not None:  # graph hook: before release() clears the rows
             self._graph.remove(slots, st)
-        self._tree.update_radius(st.vectors[slots], st.leaf[slots], sign=-1)
+        rows = slice(int(slots[0]), int(slots[0]) + 1) if one else slots  # (a view: no copy)
+        self._tree.update_radius(st.vectors[rows], st.leaf[rows], sign=-1)
         self._crad = None
-        owners = st.owner[slots]
+        owners = st.owner[rows]
         for t in owners.tolist() if one else np.unique(owners).tolist():
             m = self._owned[t]
             if m is not None:
-                m.remove(st.ext_id[slots if one else slots[owners == t]].view(np.int64))
+                m.remove(st.ext_id[rows if one else slots[owners == t]].view(np.int64))
         st.release(slots)

@@ -19,6 +19,7 @@ from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
 from curator.validation import (
     check_tenant,
+    name_ok,
     prepare_vectors,
 )
 
@@ -87,6 +88,8 @@ class IndexState:
 
 
 def _check_key(key: Any) -> TenantKey:
+    if type(key) is str and name_ok(key):  # a name checked before, in one cached call
+        return key
     if isinstance(key, int | np.integer) and not isinstance(key, bool) and key >= 0:
         return int(key)
     return check_tenant(key)
