@@ -198,11 +198,14 @@ class CuratorIndex(IndexSearch, IndexTraining):
         elif (old >= 0).any():
             self._delete_slots(old[old >= 0])
         slots = self._store.allocate(n)
-        leaves = self._tree.route(x)
-        self._store.put(slots, ids, x, t, leaves)
+        if n == 1:  # routed, counted and stored in one compiled call
+            self._store.put_routed(int(slots[0]), int(ids[0]), x[0], t, self._tree)
+        else:
+            leaves = self._tree.route(x)
+            self._store.put(slots, ids, x, t, leaves)
+            self._tree.update_radius(x, leaves)
         if self._graph is not None:  # graph hook: new slots are searchable (fresh) at once
             self._graph.add(slots, self._store)
-        self._tree.update_radius(x, leaves)
         self._crad = None
         owned.put(keys, slots)
         tenants = [t]

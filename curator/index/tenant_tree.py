@@ -29,8 +29,6 @@ from curator.index.write_kernels import drop_slots, patch_view_one
 
 __all__ = ["TenantTree", "TenantView"]
 
-_NONE = np.empty(0, np.int64)
-
 
 @dataclass(frozen=True)
 class TenantView:
@@ -203,7 +201,7 @@ class TenantTree:
             return
         slots = np.asarray(slots, np.int32)
         if len(slots) == 1:
-            self._remove_one(tree, slot_leaf, int(slots[0]), max_sl_size)
+            self._remove_one(tree, slot_leaf, slots, max_sl_size)
             return
         slots = np.sort(slots)  # then each node's group is sorted too (a stable sort by node)
         where = self.locate(tree, slot_leaf[slots])
@@ -237,18 +235,21 @@ class TenantTree:
             self._changed()
 
     def _remove_one(
-        self, tree: SharedTree, slot_leaf: np.ndarray, s: int, max_sl_size: int
+        self, tree: SharedTree, slot_leaf: np.ndarray, slots: np.ndarray, max_sl_size: int
     ) -> None:
-        """`remove` of one slot: its shortlist by set membership, then cut out."""
+        """`remove` of one slot (1,) int32: its shortlist by set membership, then cut out in
+        one compiled call."""
+        s = int(slots[0])
         node = self._locate_one(tree, int(slot_leaf[s]))
         sl = self.shortlists.get(node)
-        at = np.flatnonzero(sl == s) if sl is not None else _NONE
-        if len(at) != 1 or sl is None:
+        if sl is None:
             raise Internal(f"expected slot {s} in the shortlist at node {node}")
-        i = int(at[0])
+        keep, found = drop_slots(sl, slots)
+        if found != 1:
+            raise Internal(f"expected slot {s} in the shortlist at node {node}")
         shape = (len(self.shortlists), len(self.expanded))
-        if len(sl) > 1:
-            self.shortlists[node] = np.concatenate((sl[:i], sl[i + 1 :]))
+        if len(keep):
+            self.shortlists[node] = keep
         else:
             del self.shortlists[node]
         self.size -= 1

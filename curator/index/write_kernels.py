@@ -7,7 +7,49 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["drop_slots", "patch_view_one"]
+from curator.index.tree import _leaf_of
+
+__all__ = ["drop_slots", "patch_view_one", "place_one", "sq_norms"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _sq_norm(v):  # pragma: no cover - compiled
+    acc = 0.0  # float64, in order: every path that stores a row computes it the same way
+    for j in range(v.shape[0]):
+        acc += np.float64(v[j]) * np.float64(v[j])
+    return np.float32(acc)
+
+
+@numba.njit(cache=True, nogil=True)
+def sq_norms(x):  # pragma: no cover - compiled
+    """Squared L2 norms (n,) float32 of the rows of x (n, d) float32."""
+    out = np.empty(x.shape[0], np.float32)
+    for i in range(x.shape[0]):
+        out[i] = _sq_norm(x[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def place_one(
+    x, centroids, cnorm, child_start, child_count, anc, rad_sum, rad_cnt, vectors, vnorm, slot
+):  # pragma: no cover - compiled
+    """One new vector x (d,) float32 in one call: routed to its leaf (as SharedTree.route),
+    added to the radius statistics of the nodes on its path (as update_radius) and written
+    to row `slot` of the store (vectors, vnorm). Returns the leaf."""
+    leaf = _leaf_of(x, centroids, cnorm, child_start, child_count)
+    for j in range(anc.shape[1]):
+        node = anc[leaf, j]
+        if node < 0:
+            break
+        sq = 0.0
+        for c in range(x.shape[0]):
+            diff = x[c] - centroids[node, c]
+            sq += diff * diff
+        rad_sum[node] += sq
+        rad_cnt[node] += 1
+    vectors[slot, :] = x
+    vnorm[slot] = _sq_norm(x)
+    return leaf
 
 
 @numba.njit(cache=True, nogil=True)
