@@ -55,13 +55,16 @@ class TenantView:
 class TenantTree:
     """Shortlists and expanded nodes of one tenant; slots are rows of the vector store."""
 
-    __slots__ = ("__weakref__", "_exp", "_view", "expanded", "shortlists", "size")
+    __slots__ = ("__weakref__", "_exp", "_vp", "expanded", "shortlists", "size")
 
     def __init__(self) -> None:
         self.shortlists: dict[int, np.ndarray] = {}
         self.expanded: set[int] = set()
         self.size = 0
-        self._view: TenantView | None = None
+        # The cached search view and the edits made since it was built (applied by the next
+        # view(): a write appends one, a search pays for them once), in one tuple so that
+        # concurrent searches read a consistent pair.
+        self._vp: tuple[TenantView | None, tuple[_Edit, ...]] = (None, ())
         self._exp: np.ndarray | None = None  # sorted copy of `expanded`, for locate()
 
     # -- reads ---------------------------------------------------------------------------
@@ -99,14 +102,28 @@ class TenantTree:
                 return int(a)
         raise Internal(f"expected a non-expanded node above leaf {leaf}")
 
+    @property
+    def _view(self) -> TenantView | None:
+        """The last view built or patched (edits since may be pending)."""
+        return self._vp[0]
+
     def view_if_built(self) -> TenantView | None:
-        """The current view if it is built (never builds one)."""
-        return self._view
+        """The current view if it is built and up to date (never builds one)."""
+        v, edits = self._vp
+        return None if edits else v
 
     def view(self, tree: SharedTree) -> TenantView:
-        if self._view is None:
-            self._view = self._build_view(tree)
-        return self._view
+        v, edits = self._vp
+        if v is not None and not edits:
+            return v
+        for node, slots, sign in edits:
+            if v is None:
+                break
+            v = _edited(v, node, slots, sign)
+        if v is None:  # none yet, or an edit was not where the view said: rebuild
+            v = self._build_view(tree)
+        self._vp = (v, ())
+        return v
 
     def _build_view(self, tree: SharedTree) -> TenantView:
         # One pass in dict order (keys and values agree), then one compiled gather: a view is
@@ -260,47 +277,24 @@ class TenantTree:
             self._changed()
 
     def _patch_one(self, node: int, s: int, sign: int) -> None:
-        """`_patch_view` of one slot, in one compiled call."""
-        v = self._view
-        if v is None:
-            return
-        ok, sl_ptr, slots = patch_view_one(v.node, v.sl_ptr, v.slots, node, s, sign)
-        if not ok:
-            self._changed()  # not where the view says: rebuild rather than guess
-            return
-        self._view = TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots)
+        """`_patch_view` of one slot."""
+        self._patch_view([(node, np.array([s], np.int32))], sign)
 
     def _changed(self) -> None:
-        self._view = None
+        self._vp = (None, ())
         self._exp = None
 
     def _patch_view(self, groups: list[tuple[int, np.ndarray]], sign: int) -> None:
         """Slots added to (sign +1) or removed from (-1) existing shortlists, the sub-tree's
-        shape unchanged: edit the cached view in O(n) memmoves instead of rebuilding it
-        (a rebuild regroups every shortlist: the next search after each write paid it)."""
-        v = self._view
+        shape unchanged: the cached view is edited (O(n) memmoves, at the next view())
+        instead of rebuilt (a rebuild regroups every shortlist)."""
+        v, edits = self._vp
         if v is None:
             return
-        counts = np.zeros(len(v.node), np.int64)
-        at = []
-        for node, group in groups:
-            p = int(np.searchsorted(v.node, node))
-            a, b = int(v.sl_ptr[p]), int(v.sl_ptr[p + 1])
-            g = np.sort(group)
-            pos = a + np.searchsorted(v.slots[a:b], g)
-            if sign < 0 and not np.array_equal(v.slots[np.minimum(pos, len(v.slots) - 1)], g):
-                self._changed()  # not where the view says: rebuild rather than guess
-                return
-            at.append(pos)
-            counts[p] += len(g)
-        pos = np.concatenate(at)
-        if sign > 0:
-            slots = np.insert(v.slots, pos, np.concatenate([np.sort(g) for _, g in groups]))
-        else:
-            slots = np.delete(v.slots, pos)
-        sl_ptr = v.sl_ptr.copy()
-        sl_ptr[1:] += sign * np.cumsum(counts)
-        self._view = TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots.astype(np.int32))
+        if len(edits) + len(groups) > _MAX_EDITS:  # many writes, no search: rebuild once
+            self._changed()
+            return
+        self._vp = (v, edits + tuple((node, g, sign) for node, g in groups))
 
     def _collapse_above(self, tree: SharedTree, node: int, max_sl_size: int) -> None:
         """Merge the children of `node`'s ancestors into them while the merge rule allows."""
@@ -358,6 +352,36 @@ class TenantTree:
         entries = 64 * (len(self.shortlists) + len(self.expanded))
         view = self._view.nbytes if self._view is not None else 0
         return arrays + entries + view + 200
+
+
+#: (shared node, slots, sign): slots added to (+1) or removed from (-1) its shortlist.
+_Edit = tuple[int, np.ndarray, int]
+
+#: Edits kept pending on a view; past this many, the next search rebuilds it instead.
+_MAX_EDITS = 64
+
+
+def _edited(v: TenantView, node: int, group: np.ndarray, sign: int) -> TenantView | None:
+    """`v` with `group` (n,) int32 added to (sign +1) or removed from (-1) the shortlist of
+    `node`, as a new view (a search may hold `v`); None if that is not where `v` says."""
+    if len(group) == 1:  # the one-id write: one compiled call
+        ok, sl_ptr, slots = patch_view_one(v.node, v.sl_ptr, v.slots, node, int(group[0]), sign)
+        return TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots) if ok else None
+    p = int(np.searchsorted(v.node, node))
+    if p >= len(v.node) or v.node[p] != node:
+        return None
+    a, b = int(v.sl_ptr[p]), int(v.sl_ptr[p + 1])
+    g = np.sort(group)
+    pos = a + np.searchsorted(v.slots[a:b], g)
+    if sign < 0:
+        if not np.array_equal(v.slots[np.minimum(pos, len(v.slots) - 1)], g):
+            return None
+        slots = np.delete(v.slots, pos)
+    else:
+        slots = np.insert(v.slots, pos, g)
+    sl_ptr = v.sl_ptr.copy()
+    sl_ptr[p + 1 :] += sign * len(g)
+    return TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots.astype(np.int32))
 
 
 def _runs(keys: np.ndarray, values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
