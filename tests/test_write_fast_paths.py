@@ -102,6 +102,9 @@ def test_insert_with_readers_validates_readers_before_anything_changes() -> None
         idx.insert([1, 2], x, owner="a", readers=["b", "bad name"])
     assert len(idx) == 0 and not idx.has_tenant("b")
     idx.insert([1, 2], x, owner="a", readers=["b", "b", "a"])  # repeats and the owner: fine
+    idx.insert([3], x[:1], owner="a", readers=None)
+    idx.insert([4], x[1:], owner="a", readers=0)  # a numeric tenant key, not "no readers"
+    assert idx.readable_ids(0).tolist() == [4]
     assert idx.readable_ids("b").tolist() == [1, 2]
     assert idx.revoke([1, 2], "b", owner="a") == 2
     with pytest.raises(NotFound):

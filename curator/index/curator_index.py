@@ -175,7 +175,8 @@ class CuratorIndex(IndexSearch, IndexTraining):
             raise InvalidArgument(
                 f"expected one vector per id, got {len(ids)} ids and {len(x)} vectors"
             )
-        self.insert_prepared(ids, x, _check_key(owner), _check_keys(readers, empty_ok=True))
+        readers = _check_keys(() if readers is None else readers, empty_ok=True)
+        self.insert_prepared(ids, x, _check_key(owner), readers)
 
     def insert_prepared(
         self, ids: np.ndarray, x: np.ndarray, owner: TenantKey, readers: Any = ()
