@@ -108,7 +108,7 @@ def test_insert_with_readers_validates_readers_before_anything_changes() -> None
     assert idx.readable_ids("b").tolist() == [1, 2]
     assert idx.revoke([1, 2], "b", owner="a") == 2
     with pytest.raises(NotFound):
-        idx.grant([3], "b", owner="a")
+        idx.grant([5], "b", owner="a")
     idx.check_invariants()
 
 
