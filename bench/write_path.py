@@ -1,6 +1,7 @@
 """µs per write, in-process, on a trained index (no graph): insert of one vector plus its 2
 grants (three calls, and one `insert(..., readers=...)` call), then each write alone (insert,
-upsert of an existing id, grant, revoke, delete), one id at a time and in batches of 256.
+upsert of an existing id, grant, revoke, delete), one id at a time and in batches of 256;
+beside them, the baseline: one vector into 3 tenants' own hnswlib indexes (M 16, ef_c 100).
 `--profile` then profiles one more pass of the single-id and batch writes (cProfile, by
 tottime; the timed rows above run without the profiler).
 
@@ -20,23 +21,51 @@ import pstats
 import time
 from collections.abc import Callable
 
+import hnswlib
 import numpy as np
 
+from bench.baselines import HNSW_EFC, HNSW_M
 from curator import CuratorIndex, IndexConfig
 
 _BATCH = 256
 
 
-def _index(n: int, d: int, tenants: int, rng: np.random.Generator) -> CuratorIndex:
+def _index(
+    n: int, d: int, tenants: int, rng: np.random.Generator
+) -> tuple[CuratorIndex, list[hnswlib.Index]]:
+    """The trained Curator index and, over the same vectors, one hnswlib index per tenant
+    (the baseline: a new vector goes into the index of every tenant that reads it)."""
     x = rng.standard_normal((n, d)).astype(np.float32)
     idx = CuratorIndex(d, "l2", IndexConfig(train_min_vectors=n, graph_degree=0))
     owner = rng.integers(0, tenants, n)
     idx.auto_train = False
+    per_tenant = []
     for t in range(tenants):
         rows = np.flatnonzero(owner == t)
         idx.insert(rows, x[rows], owner=f"t{t}")
+        h = hnswlib.Index(space="l2", dim=d)
+        h.init_index(max_elements=len(rows) + 64, ef_construction=HNSW_EFC, M=HNSW_M)
+        h.add_items(x[rows], rows, num_threads=1)
+        per_tenant.append(h)
     idx.train()
-    return idx
+    return idx, per_tenant
+
+
+def per_tenant_hnsw(
+    indexes: list[hnswlib.Index], ops: int, d: int, rng: np.random.Generator
+) -> str:
+    """One vector into the per-tenant hnswlib indexes of its owner and 2 readers."""
+    x = rng.standard_normal((ops, d)).astype(np.float32)
+    t_of = rng.choice(len(indexes), (ops, 3))
+
+    def step(i: int) -> None:
+        for t in t_of[i].tolist():
+            h = indexes[t]
+            if h.get_current_count() >= h.get_max_elements():
+                h.resize_index(2 * h.get_max_elements())
+            h.add_items(x[i : i + 1], [10**9 + i], num_threads=1)
+
+    return _row("per-tenant hnswlib: one vector into 3 tenants' indexes", _timed(ops, step))
 
 
 def _three_tenants(n: int, tenants: int, rng: np.random.Generator) -> list[list[str]]:
@@ -180,12 +209,13 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
-    idx = _index(a.n, a.d, a.tenants, rng)
+    idx, hnsw = _index(a.n, a.d, a.tenants, rng)
     single(idx, 50, a.d, a.tenants, rng, 10**12)  # warm-up (kernels compiled)
     batched(idx, 2 * _BATCH, a.d, a.tenants, rng, 2 * 10**12)
     print(f"loadavg {_loadavg()}", flush=True)
     print("| operation | p50 µs | mean µs | p99 µs |\n|---|---:|---:|---:|")
     print("\n".join(single(idx, a.ops, a.d, a.tenants, rng, 10**9)), flush=True)
+    print(per_tenant_hnsw(hnsw, a.ops, a.d, rng), flush=True)
     print("\n".join(batched(idx, a.ops * 4, a.d, a.tenants, rng, 2 * 10**9)), flush=True)
     if a.profile:
         for name, run in (("single", single), ("batched", batched)):
