@@ -97,7 +97,7 @@ class TenantTree:
 
     def _locate_one(self, tree: SharedTree, leaf: int) -> int:
         """`locate` of one vector's leaf: membership tests on the expanded set."""
-        for a in tree.anc[leaf, : tree.max_depth + 1].tolist():
+        for a in tree.anc[leaf].tolist():  # (anc has max_depth + 1 columns)
             if a not in self.expanded:
                 return int(a)
         raise Internal(f"expected a non-expanded node above leaf {leaf}")
@@ -177,7 +177,7 @@ class TenantTree:
             self._place(tree, slot_leaf, node, merged, max_sl_size)
             self.size += 1
             if old is not None and len(self.expanded) == n_exp:  # same shape: patch the view
-                self._patch_one(node, s, +1)
+                self._patch_one(node, slots, +1)
             else:
                 self._changed()
             return
@@ -272,13 +272,19 @@ class TenantTree:
         self.size -= 1
         self._collapse_above(tree, node, max_sl_size)
         if shape == (len(self.shortlists), len(self.expanded)):  # same shape: patch the view
-            self._patch_one(node, s, -1)
+            self._patch_one(node, slots, -1)
         else:
             self._changed()
 
-    def _patch_one(self, node: int, s: int, sign: int) -> None:
-        """`_patch_view` of one slot."""
-        self._patch_view([(node, np.array([s], np.int32))], sign)
+    def _patch_one(self, node: int, slots: np.ndarray, sign: int) -> None:
+        """`_patch_view` of one slot (1,) int32, without building a list of groups."""
+        v, edits = self._vp
+        if v is None:
+            return
+        if len(edits) >= _MAX_EDITS:
+            self._changed()
+            return
+        self._vp = (v, (*edits, (node, slots, sign)))
 
     def _changed(self) -> None:
         self._vp = (None, ())
