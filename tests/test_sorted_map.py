@@ -85,9 +85,12 @@ def test_removes_and_ranges_match_a_dict(
     model: dict[int, int] = {}
     for i, (op, ks) in enumerate(operations):
         arr = np.array(ks, np.int64)
-        if op == "put":
-            m.put(arr, arr + i if values else None)
-            model.update({k: (k + i if values else 1) for k in ks})
+        if op == "put" and values:  # swap: a put that returns the previous values
+            assert m.swap(arr, arr + i).tolist() == [model.get(k, -1) for k in ks]
+            model.update({k: k + i for k in ks})
+        elif op == "put":
+            assert m.add(arr).tolist() == [k not in model for k in ks]
+            model.update({k: 1 for k in ks})
         elif op == "merge":
             m._merge()
         elif op == "remove":

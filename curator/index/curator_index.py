@@ -191,14 +191,13 @@ class CuratorIndex(IndexSearch, IndexTraining):
         owned = self._owned[t]
         if owned is None:
             owned = self._owned[t] = SortedMap()
-        keys = ids.view(np.int64)
-        old = owned.get(keys)
+        slots = self._store.allocate(n)
+        old = owned.swap(ids.view(np.int64), slots)  # the ids now name the new slots
         if n == 1:
             if old[0] >= 0:
-                self._delete_slots(old.astype(np.int32))
+                self._delete_slots(old.astype(np.int32), keep_ids=True)
         elif (old >= 0).any():
-            self._delete_slots(old[old >= 0])
-        slots = self._store.allocate(n)
+            self._delete_slots(old[old >= 0], keep_ids=True)
         if n == 1:  # routed, counted and stored in one compiled call
             self._store.put_routed(int(slots[0]), int(ids[0]), x[0], t, self._tree)
         else:
@@ -208,7 +207,6 @@ class CuratorIndex(IndexSearch, IndexTraining):
         if self._graph is not None:  # graph hook: new slots are searchable (fresh) at once
             self._graph.add(slots, self._store)
         self._crad = None
-        owned.put(keys, slots)
         tenants = [t]
         for r in readers:
             tr = self._ensure_tenant(r)
@@ -421,7 +419,9 @@ class CuratorIndex(IndexSearch, IndexTraining):
             t = int(owners[part[0]])
             self._owned[t] = SortedMap.from_sorted(ext[part], live[part])
 
-    def _delete_slots(self, slots: np.ndarray) -> None:
+    def _delete_slots(self, slots: np.ndarray, keep_ids: bool = False) -> None:
+        """Delete vectors by slot for every tenant; `keep_ids`: their ids were already
+        mapped to new slots (an upsert), the owners' id maps are left alone."""
         if not len(slots):
             return
         slots = np.asarray(slots, np.int32)
@@ -446,7 +446,7 @@ class CuratorIndex(IndexSearch, IndexTraining):
         self._tree.update_radius(st.vectors[rows], st.leaf[rows], sign=-1)
         self._crad = None
         owners = st.owner[rows]
-        for t in owners.tolist() if one else np.unique(owners).tolist():
+        for t in [] if keep_ids else owners.tolist() if one else np.unique(owners).tolist():
             m = self._owned[t]
             if m is not None:
                 m.remove(st.ext_id[rows if one else slots[owners == t]].view(np.int64))

@@ -151,19 +151,30 @@ class SortedMap:
             new = ~self.contains(keys)
             self.put(keys[new])
             return new
-        return self._put_small(keys, keys)  # (values unused in a key set)
+        return self._put_small(keys, keys) < 0  # (values unused in a key set)
+
+    def swap(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """`put`, returning the values the keys had before (n,) int64 (-1 where new)."""
+        keys = np.asarray(keys, np.int64)
+        if len(keys) <= _SMALL_PUT:
+            return self._put_small(keys, np.asarray(values, np.int64))
+        old = self.get(keys)
+        self.put(keys, values)
+        return old
 
     def _put_small(self, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """Compiled put of a few keys; returns their previous values (n,) int64, -1 where
+        new (1 where present in a key set)."""
         if self._dn + len(keys) > len(self._dkb):
             cap = max(2 * len(self._dkb), self._dn + len(keys) + 16)
             self._dkb = _grown(self._dkb, self._dn, cap)
             if self._with_values:
                 self._dvb = _grown(self._dvb, self._dn, cap)
-        new = np.empty(len(keys), np.bool_)
-        self._dn = _put(*self._arrays(), keys, vals, self._with_values, new)
+        old = np.empty(len(keys), np.int64)
+        self._dn = _put(*self._arrays(), keys, vals, self._with_values, old)
         if self._dn > self._limit:
             self._merge()
-        return new
+        return old
 
     def remove(self, keys: np.ndarray) -> int:
         """Delete keys that are present; returns how many were."""
@@ -222,21 +233,23 @@ def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, new):  # pragma: no cover
+def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, old):  # pragma: no cover
     """Overwrite keys present (live) in main or the delta; insert the others into the delta
-    buffer (dk, dv)[:dn], which has room for all of them, keeping it sorted. Sets new[i] for
-    inserted keys; returns the new delta length."""
+    buffer (dk, dv)[:dn], which has room for all of them, keeping it sorted. Sets old[i] to
+    the key's previous value (1 in a key set), -1 for inserted keys; returns the new delta
+    length."""
     n = mk.shape[0]
     for i in range(keys.shape[0]):
         key = keys[i]
-        new[i] = False
         p = np.searchsorted(mk, key)
         if p < n and mk[p] == key and alive[p]:
+            old[i] = mv[p] if with_values else 1
             if with_values:
                 mv[p] = vals[i]
             continue
         p = np.searchsorted(dk[:dn], key)
         if p < dn and dk[p] == key:
+            old[i] = dv[p] if with_values else 1
             if with_values:
                 dv[p] = vals[i]
             continue
@@ -248,7 +261,7 @@ def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, new):  # pragma: no
         if with_values:
             dv[p] = vals[i]
         dn += 1
-        new[i] = True
+        old[i] = -1
     return dn
 
 
