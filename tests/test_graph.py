@@ -117,6 +117,7 @@ def _index(metric: str = "l2") -> tuple[CuratorIndex, np.ndarray, np.ndarray]:
 
 def test_index_builds_the_graph_when_needed_and_maintains_it() -> None:
     idx, x, q = _index()
+    idx.tenant_graph_min = 0  # the shared graph under test, not "t0"'s own links
     assert idx.is_trained and idx._graph is None and idx.memory_usage()["graph"] == 0
     _, _, plan = idx.search("t0", q, 10, explain=True)
     # The first search that wants the graph starts linking in the background: the tree

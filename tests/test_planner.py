@@ -104,6 +104,7 @@ def test_spread_mid_size_tenant_recall_at_defaults(monkeypatch) -> None:
         np.float32
     )
     idx = CuratorIndex(d, "l2", IndexConfig(train_min_vectors=n))
+    idx.tenant_graph_min = 0  # the tree's stopping rule under test, not the tenant's links
     idx.insert(np.arange(n), x, owner="all")
     ids = np.flatnonzero(rng.random(n) < 0.1)
     idx.grant(ids, "spread")

@@ -66,3 +66,44 @@ def test_range_spans_main_and_delta_and_skips_tombstones() -> None:
     got, _ = m.range(np.array([3, 100]), np.array([10, 104]))
     assert got.tolist() == [5, 7, 8, 9, 100, 102]
     assert m.contains(np.array([4, 5, 6, 8])).tolist() == [False, True, False, True]
+
+
+# Keys from a small domain, so that removes and ranges hit present keys (in main, in the
+# delta and tombstoned), on both sides of the compiled small path (<= 64 keys or ranges).
+small_keys = st.lists(st.integers(0, 300), max_size=90, unique=True)
+small_ops = st.lists(
+    st.tuples(st.sampled_from(["put", "remove", "merge", "range"]), small_keys), max_size=30
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(small_ops, st.booleans())
+def test_removes_and_ranges_match_a_dict(
+    operations: list[tuple[str, list[int]]], values: bool
+) -> None:
+    m = SortedMap(values=values)
+    model: dict[int, int] = {}
+    for i, (op, ks) in enumerate(operations):
+        arr = np.array(ks, np.int64)
+        if op == "put" and values:  # swap: a put that returns the previous values
+            assert m.swap(arr, arr + i).tolist() == [model.get(k, -1) for k in ks]
+            model.update({k: k + i for k in ks})
+        elif op == "put":
+            assert m.add(arr).tolist() == [k not in model for k in ks]
+            model.update({k: 1 for k in ks})
+        elif op == "merge":
+            m._merge()
+        elif op == "remove":
+            assert m.remove(arr) == sum(k in model for k in ks)
+            for k in ks:
+                model.pop(k, None)
+        else:  # sorted, disjoint ranges [k, k + 3) starting at every other listed key
+            lo = np.array(sorted(ks)[::2], np.int64)
+            lo = lo[np.r_[True, np.diff(lo) >= 3]] if len(lo) else lo
+            got_k, got_v = m.range(lo, lo + 3)
+            want = [k for a in lo.tolist() for k in range(a, a + 3) if k in model]
+            assert got_k.tolist() == want
+            assert got_v.tolist() == [model[k] for k in want]
+        assert len(m) == len(model)
+    probe = np.arange(-1, 302, dtype=np.int64)
+    assert m.get(probe).tolist() == [model.get(k, -1) for k in probe.tolist()]

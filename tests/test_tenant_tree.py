@@ -103,10 +103,41 @@ def test_a_patched_view_equals_a_rebuilt_one(tree, seed: int) -> None:
             tt.remove(t, leaf, s, max_sl_size=6)
             have -= set(s.tolist())
         tt.check(t, leaf, 6)
-        patched += tt._view is not None and tt._view is not before
+        patched += tt._view is before and bool(tt._vp[1])  # kept, with the write's edit
         got = tt.view(t)
         want = tt._build_view(t)
         for name in ("node", "child_ptr", "child", "sl_ptr", "slots"):
             assert np.array_equal(getattr(got, name), getattr(want, name)), name
         assert sorted(got.slots.tolist()) == sorted(have)
     assert patched > 100  # most writes kept the shape and were patched, not rebuilt
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_edits_pending_between_searches_give_the_rebuilt_view(tree, seed: int) -> None:
+    """Writes between two searches queue their edits on the cached view; the next view()
+    applies them (or rebuilds past _MAX_EDITS) and must equal a view built from scratch.
+    A view with edits pending is not current for the background linker."""
+    t, leaf = tree
+    rng = np.random.default_rng(100 + seed)
+    tt = TenantTree()
+    have: set[int] = set()
+    tt.add(t, leaf, np.arange(0, 200, 3, dtype=np.int32), max_sl_size=6)
+    have.update(range(0, 200, 3))
+    for _ in range(60):
+        tt.view(t)
+        for _ in range(int(rng.integers(1, 80))):  # up to past the pending-edit limit
+            free = sorted(set(range(200)) - have)
+            if free and rng.random() < 0.5:
+                s = int(rng.choice(free))
+                tt.add(t, leaf, np.array([s], np.int32), max_sl_size=6)
+                have.add(s)
+            elif have:
+                k = min(int(rng.integers(1, 4)), len(have))
+                gone = rng.choice(sorted(have), k, replace=False).astype(np.int32)
+                tt.remove(t, leaf, gone, max_sl_size=6)
+                have -= set(gone.tolist())
+        got, want = tt.view(t), tt._build_view(t)
+        assert tt._vp == (got, ())  # the edits applied once, to a new view object
+        for name in ("node", "child_ptr", "child", "sl_ptr", "slots"):
+            assert np.array_equal(getattr(got, name), getattr(want, name)), name
+        tt.check(t, leaf, 6)

@@ -14,7 +14,15 @@ from curator.errors import FailedPrecondition, Internal, InvalidArgument, NotFou
 from curator.index import snapshot as _snapshot
 from curator.index import tenant_graph as _tg
 from curator.index.graph import ProximityGraph
-from curator.index.index_base import _LOW32, TenantKey, _check_key, _pair
+from curator.index.index_base import (
+    _LOW32,
+    _NO_SLOTS,
+    TenantKey,
+    _check_key,
+    _check_keys,
+    _pair,
+    _pairs,
+)
 from curator.index.index_search import IndexSearch
 from curator.index.index_training import IndexTraining
 from curator.index.sorted_map import SortedMap
@@ -156,8 +164,9 @@ class CuratorIndex(IndexSearch, IndexTraining):
     def add_tenant(self, tenant: TenantKey) -> None:
         self._ensure_tenant(_check_key(tenant))
 
-    def insert(self, ids: Any, vectors: Any, owner: TenantKey) -> None:
-        """Insert (n,) ids with (n, d) vectors owned by `owner`. An id the owner already has is
+    def insert(self, ids: Any, vectors: Any, owner: TenantKey, readers: Any = ()) -> None:
+        """Insert (n,) ids with (n, d) vectors owned by `owner`, readable also by `readers`
+        (tenants, created if new: `grant` in the same call). An id the owner already has is
         replaced entirely (its old grants are dropped). All or nothing: bad input changes
         nothing."""
         ids = as_ids(ids)
@@ -166,35 +175,46 @@ class CuratorIndex(IndexSearch, IndexTraining):
             raise InvalidArgument(
                 f"expected one vector per id, got {len(ids)} ids and {len(x)} vectors"
             )
-        self.insert_prepared(ids, x, _check_key(owner))
+        readers = _check_keys(() if readers is None else readers, empty_ok=True)
+        self.insert_prepared(ids, x, _check_key(owner), readers)
 
-    def insert_prepared(self, ids: np.ndarray, x: np.ndarray, owner: TenantKey) -> None:
+    def insert_prepared(
+        self, ids: np.ndarray, x: np.ndarray, owner: TenantKey, readers: Any = ()
+    ) -> None:
         """`insert` of input already checked at the edge: unique (n,) uint64 ids and (n, d)
-        float32 rows as `prepare_vectors` returns them (unit length for cosine)."""
-        if not len(ids):
+        float32 rows as `prepare_vectors` returns them (unit length for cosine), and checked
+        tenant keys as `readers`."""
+        n = len(ids)
+        if not n:
             return
         t = self._ensure_tenant(owner)
         owned = self._owned[t]
         if owned is None:
             owned = self._owned[t] = SortedMap()
-        old = owned.get(ids.view(np.int64))
-        if (old >= 0).any():
-            self._delete_slots(old[old >= 0])
-        slots = self._store.allocate(len(ids))
-        leaves = self._tree.route(x)
-        self._store.put(slots, ids, x, t, leaves)
+        slots = self._store.allocate(n)
+        old = owned.swap(ids.view(np.int64), slots)  # the ids now name the new slots
+        if n == 1:
+            if old[0] >= 0:
+                self._delete_slots(old.astype(np.int32), keep_ids=True)
+        elif (old >= 0).any():
+            self._delete_slots(old[old >= 0], keep_ids=True)
+        if n == 1:  # routed, counted and stored in one compiled call
+            self._store.put_routed(int(slots[0]), int(ids[0]), x[0], t, self._tree)
+        else:
+            leaves = self._tree.route(x)
+            self._store.put(slots, ids, x, t, leaves)
+            self._tree.update_radius(x, leaves)
         if self._graph is not None:  # graph hook: new slots are searchable (fresh) at once
             self._graph.add(slots, self._store)
-        self._tree.update_radius(x, leaves)
         self._crad = None
-        owned.put(ids.view(np.int64), slots)
-        self._access.put(_pair(slots, t))
-        self._live_tree(t).add(
-            self._tree,
-            self._store.leaf,
-            slots,
-            self.config.max_sl_size,
-        )
+        tenants = [t]
+        for r in readers:
+            tr = self._ensure_tenant(r)
+            if tr not in tenants:
+                tenants.append(tr)
+        self._access.put(_pairs(slots, tenants))
+        for tt in tenants:
+            self._live_tree(tt).add(self._tree, self._store.leaf, slots, self.config.max_sl_size)
         self._maybe_train()
 
     def grant(self, ids: Any, tenant: TenantKey, owner: TenantKey | None = None) -> int:
@@ -202,8 +222,14 @@ class CuratorIndex(IndexSearch, IndexTraining):
         were new."""
         slots = self._slots_of(as_ids(ids, unique=False), owner)
         t = self._ensure_tenant(_check_key(tenant))
-        slots = np.unique(slots)
-        new = self._access.add(_pair(slots, t))
+        if len(slots) > 1:
+            slots = np.unique(slots)
+        new = self._access.add(_pairs(slots, [t]))
+        if len(slots) == 1:  # the one-id write: no masks
+            if not new[0]:
+                return 0
+            self._live_tree(t).add(self._tree, self._store.leaf, slots, self.config.max_sl_size)
+            return 1
         self._live_tree(t).add(
             self._tree,
             self._store.leaf,
@@ -217,13 +243,20 @@ class CuratorIndex(IndexSearch, IndexTraining):
         owner's own access cannot be revoked (delete the vector instead)."""
         tree = self._tenant_tree(tenant)
         t = self._tenant_of[tenant]
-        slots = np.unique(self._slots_of(as_ids(ids, unique=False), owner))
+        slots = self._slots_of(as_ids(ids, unique=False), owner)
+        if len(slots) > 1:
+            slots = np.unique(slots)
         if (self._store.owner[slots] == t).any():
             raise FailedPrecondition(
                 f"expected ids not owned by {tenant!r}: an owner's access "
                 "cannot be revoked, delete the vector instead"
             )
-        keys = _pair(slots, t)
+        keys = _pairs(slots, [t])
+        if len(slots) == 1:  # the one-id write: remove() says whether the grant existed
+            if not self._access.remove(keys):
+                return 0
+            tree.remove(self._tree, self._store.leaf, slots, self.config.max_sl_size)
+            return 1
         have = self._access.contains(keys)
         self._access.remove(keys[have])
         tree.remove(self._tree, self._store.leaf, slots[have], self.config.max_sl_size)
@@ -240,7 +273,10 @@ class CuratorIndex(IndexSearch, IndexTraining):
             )
         else:
             slots = self._lookup(ids, owner)
-        slots = np.unique(slots[slots >= 0]).astype(np.int32)
+        if len(slots) == 1:
+            slots = slots.astype(np.int32) if slots[0] >= 0 else _NO_SLOTS
+        else:
+            slots = np.unique(slots[slots >= 0]).astype(np.int32)
         self._delete_slots(slots)
         return len(slots)
 
@@ -360,6 +396,8 @@ class CuratorIndex(IndexSearch, IndexTraining):
 
     def _slots_of(self, ids: np.ndarray, owner: TenantKey | None = None) -> np.ndarray:
         slots = self._lookup(ids, owner)
+        if len(slots) == 1 and slots[0] >= 0:
+            return slots.astype(np.int32)
         if (slots < 0).any():
             raise NotFound(
                 f"expected known vector ids, got unknown id "
@@ -381,28 +419,35 @@ class CuratorIndex(IndexSearch, IndexTraining):
             t = int(owners[part[0]])
             self._owned[t] = SortedMap.from_sorted(ext[part], live[part])
 
-    def _delete_slots(self, slots: np.ndarray) -> None:
+    def _delete_slots(self, slots: np.ndarray, keep_ids: bool = False) -> None:
+        """Delete vectors by slot for every tenant; `keep_ids`: their ids were already
+        mapped to new slots (an upsert), the owners' id maps are left alone."""
         if not len(slots):
             return
-        slots = np.sort(np.asarray(slots, np.int32))
-        keys, _ = self._access.range(_pair(slots, 0), _pair(slots + 1, 0))
-        s_of, t_of = (keys >> 32).astype(np.int32), (keys & _LOW32).astype(np.int32)
-        for t in np.unique(t_of).tolist():
+        slots = np.asarray(slots, np.int32)
+        one = len(slots) == 1  # the one-id write: its few access pairs as Python ints
+        if not one:
+            slots = np.sort(slots)
+        keys, _ = self._access.range(_pairs(slots, [0]), _pairs(slots + 1, [0]))
+        t_of = keys & _LOW32
+        s_of = slots if one else (keys >> 32).astype(np.int32)
+        for t in t_of.tolist() if one else np.unique(t_of).tolist():
             self._live_tree(t).remove(
                 self._tree,
                 self._store.leaf,
-                s_of[t_of == t],
+                s_of if one else s_of[t_of == t],
                 self.config.max_sl_size,
             )
         self._access.remove(keys)
         st = self._store
         if self._graph is not None:  # graph hook: before release() clears the rows
             self._graph.remove(slots, st)
-        self._tree.update_radius(st.vectors[slots], st.leaf[slots], sign=-1)
+        rows = slice(int(slots[0]), int(slots[0]) + 1) if one else slots  # (a view: no copy)
+        self._tree.update_radius(st.vectors[rows], st.leaf[rows], sign=-1)
         self._crad = None
-        owners = st.owner[slots]
-        for t in np.unique(owners).tolist():
+        owners = st.owner[rows]
+        for t in [] if keep_ids else owners.tolist() if one else np.unique(owners).tolist():
             m = self._owned[t]
             if m is not None:
-                m.remove(st.ext_id[slots[owners == t]].view(np.int64))
+                m.remove(st.ext_id[rows if one else slots[owners == t]].view(np.int64))
         st.release(slots)

@@ -19,6 +19,7 @@ from curator.index.tree import SharedTree
 from curator.index.vector_store import VectorStore
 from curator.validation import (
     check_tenant,
+    name_ok,
     prepare_vectors,
 )
 
@@ -87,19 +88,33 @@ class IndexState:
 
 
 def _check_key(key: Any) -> TenantKey:
+    if type(key) is str and name_ok(key):  # a name checked before, in one cached call
+        return key
     if isinstance(key, int | np.integer) and not isinstance(key, bool) and key >= 0:
         return int(key)
     return check_tenant(key)
 
 
-def _check_keys(keys: Any) -> list[TenantKey]:
+def _check_keys(keys: Any, empty_ok: bool = False) -> list[TenantKey]:
     if isinstance(keys, str | int | np.integer):
         return [_check_key(keys)]
     out = [_check_key(k) for k in keys]
-    if not out:
+    if not out and not empty_ok:
         raise InvalidArgument("expected at least one tenant, got none")
     return out
 
 
 def _pair(slots: np.ndarray, tenant: int) -> np.ndarray:
     return (np.asarray(slots, np.int64) << 32) | np.int64(tenant)
+
+
+def _pairs(slots: np.ndarray, tenants: list[int]) -> np.ndarray:
+    """Access keys of every (slot, tenant), tenant-major (len(tenants) * n,) int64; one slot's
+    (the write path's) built from Python ints."""
+    if len(slots) == 1:
+        high = int(slots[0]) << 32
+        return np.array([high | t for t in tenants], np.int64)
+    s = np.asarray(slots, np.int64) << 32
+    if len(tenants) == 1:
+        return s | np.int64(tenants[0])
+    return np.concatenate([s | np.int64(t) for t in tenants])

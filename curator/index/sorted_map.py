@@ -35,6 +35,7 @@ class SortedMap:
         self._dvb = np.empty(16 if values else 0, np.int64)
         self._dn = 0
         self._n_dead = 0
+        self._limit = _MIN_DELTA  # delta length past which it is merged into main
 
     @property
     def _dk(self) -> np.ndarray:
@@ -94,6 +95,8 @@ class SortedMap:
         when the ranges are sorted and disjoint."""
         lo = np.asarray(lo, np.int64)
         hi = np.asarray(hi, np.int64)
+        if len(lo) <= _SMALL_PUT:
+            return _range(*self._arrays(), lo, hi, self._with_values)
         parts_k, parts_v = [], []
         for keys, vals, alive in ((self._mk, self._mv, self._alive), (self._dk, self._dv, None)):
             s = np.searchsorted(keys, lo)
@@ -117,10 +120,10 @@ class SortedMap:
     def put(self, keys: np.ndarray, values: np.ndarray | None = None) -> None:
         """Insert or overwrite; `keys` must be unique within the call."""
         keys = np.asarray(keys, np.int64)
-        vals = np.ones(len(keys), np.int64) if values is None else np.asarray(values, np.int64)
-        if len(keys) <= _SMALL_PUT:
-            self._put_small(keys, vals)
+        if len(keys) <= _SMALL_PUT:  # (a key set's values are never read: keys stand in)
+            self._put_small(keys, keys if values is None else np.asarray(values, np.int64))
             return
+        vals = np.ones(len(keys), np.int64) if values is None else np.asarray(values, np.int64)
         pm = self._find_main(keys)
         m = pm >= 0
         if self._with_values:
@@ -138,7 +141,7 @@ class SortedMap:
             dv = np.insert(self._dv, at, nv) if self._with_values else self._dvb
             self._dk = np.insert(self._dk, at, nk)  # (sets the delta length: after _dv reads)
             self._dv = dv
-            if len(self._dk) > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
+            if self._dn > self._limit:
                 self._merge()
 
     def add(self, keys: np.ndarray) -> np.ndarray:
@@ -148,23 +151,41 @@ class SortedMap:
             new = ~self.contains(keys)
             self.put(keys[new])
             return new
-        return self._put_small(keys, np.ones(len(keys), np.int64))
+        return self._put_small(keys, keys) < 0  # (values unused in a key set)
+
+    def swap(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """`put`, returning the values the keys had before (n,) int64 (-1 where new)."""
+        keys = np.asarray(keys, np.int64)
+        if len(keys) <= _SMALL_PUT:
+            return self._put_small(keys, np.asarray(values, np.int64))
+        old = self.get(keys)
+        self.put(keys, values)
+        return old
 
     def _put_small(self, keys: np.ndarray, vals: np.ndarray) -> np.ndarray:
+        """Compiled put of a few keys; returns their previous values (n,) int64, -1 where
+        new (1 where present in a key set)."""
         if self._dn + len(keys) > len(self._dkb):
             cap = max(2 * len(self._dkb), self._dn + len(keys) + 16)
             self._dkb = _grown(self._dkb, self._dn, cap)
             if self._with_values:
                 self._dvb = _grown(self._dvb, self._dn, cap)
-        new = np.empty(len(keys), np.bool_)
-        self._dn = _put(*self._arrays(), keys, vals, self._with_values, new)
-        if self._dn > max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk)))):
+        old = np.empty(len(keys), np.int64)
+        self._dn = _put(*self._arrays(), keys, vals, self._with_values, old)
+        if self._dn > self._limit:
             self._merge()
-        return new
+        return old
 
     def remove(self, keys: np.ndarray) -> int:
         """Delete keys that are present; returns how many were."""
         keys = np.asarray(keys, np.int64)
+        if len(keys) <= _SMALL_PUT:  # tombstones and delta shifts in one compiled call
+            n_main, n_delta = _remove(*self._arrays(), keys, self._with_values)
+            self._dn -= n_delta
+            self._n_dead += n_main
+            if self._n_dead > len(self._mk) // 4 + _MIN_DELTA:
+                self._merge()
+            return int(n_main + n_delta)
         pm = self._find_main(keys)
         pm = pm[pm >= 0]
         self._alive[pm] = False
@@ -192,6 +213,7 @@ class SortedMap:
         self._dk = np.empty(0, np.int64)
         self._dv = np.empty(0, np.int64)
         self._n_dead = 0
+        self._limit = max(_MIN_DELTA, 4 * int(np.sqrt(len(self._mk))))
 
     @classmethod
     def from_sorted(cls, keys: np.ndarray, values: np.ndarray | None = None) -> SortedMap:
@@ -200,6 +222,7 @@ class SortedMap:
         m._mk = np.ascontiguousarray(keys, np.int64)
         m._mv = np.ascontiguousarray(values, np.int64) if values is not None else m._mv
         m._alive = np.ones(len(m._mk), bool)
+        m._limit = max(_MIN_DELTA, 4 * int(np.sqrt(len(m._mk))))
         return m
 
 
@@ -210,21 +233,23 @@ def _grown(a: np.ndarray, n: int, cap: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, new):  # pragma: no cover
+def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, old):  # pragma: no cover
     """Overwrite keys present (live) in main or the delta; insert the others into the delta
-    buffer (dk, dv)[:dn], which has room for all of them, keeping it sorted. Sets new[i] for
-    inserted keys; returns the new delta length."""
+    buffer (dk, dv)[:dn], which has room for all of them, keeping it sorted. Sets old[i] to
+    the key's previous value (1 in a key set), -1 for inserted keys; returns the new delta
+    length."""
     n = mk.shape[0]
     for i in range(keys.shape[0]):
         key = keys[i]
-        new[i] = False
         p = np.searchsorted(mk, key)
         if p < n and mk[p] == key and alive[p]:
+            old[i] = mv[p] if with_values else 1
             if with_values:
                 mv[p] = vals[i]
             continue
         p = np.searchsorted(dk[:dn], key)
         if p < dn and dk[p] == key:
+            old[i] = dv[p] if with_values else 1
             if with_values:
                 dv[p] = vals[i]
             continue
@@ -236,8 +261,65 @@ def _put(mk, mv, alive, dk, dv, dn, keys, vals, with_values, new):  # pragma: no
         if with_values:
             dv[p] = vals[i]
         dn += 1
-        new[i] = True
+        old[i] = -1
     return dn
+
+
+@numba.njit(cache=True, nogil=True)
+def _remove(mk, mv, alive, dk, dv, dn, keys, with_values):  # pragma: no cover - compiled
+    """Tombstone keys live in main, cut keys out of the delta buffer (dk, dv)[:dn] (shifting
+    it left); returns (removed from main, removed from the delta)."""
+    n = mk.shape[0]
+    n_main = 0
+    n_delta = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        p = np.searchsorted(mk, key)
+        if p < n and mk[p] == key and alive[p]:
+            alive[p] = False
+            n_main += 1
+            continue
+        m = dn - n_delta
+        p = np.searchsorted(dk[:m], key)
+        if p < m and dk[p] == key:
+            for j in range(p, m - 1):
+                dk[j] = dk[j + 1]
+                if with_values:
+                    dv[j] = dv[j + 1]
+            n_delta += 1
+    return n_main, n_delta
+
+
+@numba.njit(cache=True, nogil=True)
+def _range(mk, mv, alive, dk, dv, dn, lo, hi, with_values):  # pragma: no cover - compiled
+    """`range` of a few intervals in one call: live keys k, lo[i] <= k < hi[i], of main and
+    the delta, with their values (1 in a key set), sorted by key."""
+    n = mk.shape[0]
+    total = 0
+    for i in range(lo.shape[0]):
+        a, b = np.searchsorted(mk, lo[i]), np.searchsorted(mk, hi[i])
+        for j in range(a, b):
+            total += alive[j]
+        total += max(np.searchsorted(dk[:dn], hi[i]) - np.searchsorted(dk[:dn], lo[i]), 0)
+    keys = np.empty(total, np.int64)
+    vals = np.ones(total, np.int64)
+    k = 0
+    for i in range(lo.shape[0]):
+        a, b = np.searchsorted(mk, lo[i]), min(np.searchsorted(mk, hi[i]), n)
+        for j in range(a, b):
+            if alive[j]:
+                keys[k] = mk[j]
+                if with_values:
+                    vals[k] = mv[j]
+                k += 1
+        a, b = np.searchsorted(dk[:dn], lo[i]), np.searchsorted(dk[:dn], hi[i])
+        for j in range(a, b):
+            keys[k] = dk[j]
+            if with_values:
+                vals[k] = dv[j]
+            k += 1
+    order = np.argsort(keys, kind="mergesort")
+    return keys[order], vals[order]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -17,6 +17,7 @@ tree. For search, `view()` flattens the sub-tree into arrays (cached until the n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from curator.errors import Internal
 from curator.index.tree import SharedTree
+from curator.index.write_kernels import drop_slots, patch_view_one
 
 if TYPE_CHECKING:
     from curator.index.tenant_graph import Journal
@@ -57,13 +59,16 @@ class TenantView:
 class TenantTree:
     """Shortlists and expanded nodes of one tenant; slots are rows of the vector store."""
 
-    __slots__ = ("__weakref__", "_exp", "_view", "expanded", "journal", "shortlists", "size")
+    __slots__ = ("__weakref__", "_exp", "_vp", "expanded", "journal", "shortlists", "size")
 
     def __init__(self) -> None:
         self.shortlists: dict[int, np.ndarray] = {}
         self.expanded: set[int] = set()
         self.size = 0
-        self._view: TenantView | None = None
+        # The cached search view and the edits made since it was built (applied by the next
+        # view(): a write appends one, a search pays for them once), in one tuple so that
+        # concurrent searches read a consistent pair.
+        self._vp: tuple[TenantView | None, tuple[_Edit, ...]] = (None, ())
         self._exp: np.ndarray | None = None  # sorted copy of `expanded`, for locate()
         self.journal: Journal | None = None  # writes since its links' base (tenant_graph.py)
 
@@ -97,19 +102,28 @@ class TenantTree:
 
     def _locate_one(self, tree: SharedTree, leaf: int) -> int:
         """`locate` of one vector's leaf: membership tests on the expanded set."""
-        for a in tree.anc[leaf, : tree.max_depth + 1].tolist():
+        for a in tree.anc[leaf].tolist():  # (anc has max_depth + 1 columns)
             if a not in self.expanded:
                 return int(a)
         raise Internal(f"expected a non-expanded node above leaf {leaf}")
 
-    def view_if_built(self) -> TenantView | None:
-        """The current view if it is built (never builds one)."""
-        return self._view
+    @property
+    def _view(self) -> TenantView | None:
+        """The last view built or patched (edits since may be pending)."""
+        return self._vp[0]
 
     def view(self, tree: SharedTree) -> TenantView:
-        if self._view is None:
-            self._view = self._build_view(tree)
-        return self._view
+        v, edits = self._vp
+        if v is not None and not edits:
+            return v
+        for node, slots, sign in edits:
+            if v is None:
+                break
+            v = _edited(v, node, slots, sign)
+        if v is None:  # none yet, or an edit was not where the view said: rebuild
+            v = self._build_view(tree)
+        self._vp = (v, ())
+        return v
 
     def _build_view(self, tree: SharedTree) -> TenantView:
         # One pass in dict order (keys and values agree), then one compiled gather: a view is
@@ -156,24 +170,21 @@ class TenantTree:
         slots = np.asarray(slots, np.int32)
         self._note(slots, +1)
         if len(slots) == 1:  # the write path's common case: no sorting, no locate arrays
-            node = self._locate_one(tree, int(slot_leaf[slots[0]]))
+            s = int(slots[0])
+            node = self._locate_one(tree, int(slot_leaf[s]))
             old = self.shortlists.get(node)
-            merged = slots if old is None else np.append(old, slots)
+            merged = slots if old is None else np.concatenate((old, slots))
             n_exp = len(self.expanded)
             self._place(tree, slot_leaf, node, merged, max_sl_size)
             self.size += 1
             if old is not None and len(self.expanded) == n_exp:  # same shape: patch the view
-                self._patch_view([(node, slots)], +1)
+                self._patch_one(node, slots, +1)
             else:
                 self._changed()
             return
         dest = self.locate(tree, slot_leaf[slots])
         order = np.argsort(dest, kind="stable")
-        dest, slots = dest[order], slots[order]
-        bounds = np.flatnonzero(np.diff(dest)) + 1
-        for node, group in zip(
-            dest[np.r_[0, bounds]].tolist(), np.split(slots, bounds), strict=True
-        ):
+        for node, group in _runs(dest[order], slots[order]):
             old = self.shortlists.get(node)
             merged = group if old is None else np.concatenate([old, group])
             self._place(tree, slot_leaf, node, merged, max_sl_size)
@@ -196,9 +207,7 @@ class TenantTree:
         self.expanded.add(node)
         child = tree.anc[slot_leaf[slots], tree.depth[node] + 1]
         order = np.argsort(child, kind="stable")
-        child, slots = child[order], slots[order]
-        bounds = np.flatnonzero(np.diff(child)) + 1
-        for c, group in zip(child[np.r_[0, bounds]].tolist(), np.split(slots, bounds), strict=True):
+        for c, group in _runs(child[order], slots[order]):
             self._place(tree, slot_leaf, c, group, max_sl_size)
 
     def remove(
@@ -210,15 +219,21 @@ class TenantTree:
             return
         slots = np.asarray(slots, np.int32)
         self._note(slots, -1)
+        if len(slots) == 1:
+            self._remove_one(tree, slot_leaf, slots, max_sl_size)
+            return
+        slots = np.sort(slots)  # then each node's group is sorted too (a stable sort by node)
         where = self.locate(tree, slot_leaf[slots])
+        order = np.argsort(where, kind="stable")
         touched = []
         groups = []
         shape = (len(self.shortlists), len(self.expanded))
-        for node in np.unique(where).tolist():
+        for node, gone in _runs(where[order], slots[order]):
             sl = self.shortlists.get(node)
-            gone = slots[where == node]
-            keep = sl[~np.isin(sl, gone)] if sl is not None else gone[:0]
-            if sl is None or len(sl) - len(keep) != len(gone):
+            found = 0
+            if sl is not None:
+                keep, found = drop_slots(sl, gone)
+            if found != len(gone):
                 raise Internal(f"expected slots {gone[:5]} in the shortlist at node {node}")
             if len(keep):
                 self.shortlists[node] = keep
@@ -227,8 +242,12 @@ class TenantTree:
             touched.append(node)
             groups.append((node, gone))
         self.size -= len(slots)
-        for node in touched:
-            self._collapse_above(tree, node, max_sl_size)
+        parents = set()
+        for node in touched:  # once per parent: the merge rule looks at all its children
+            p = int(tree.parent[node])
+            if p not in parents:
+                parents.add(p)
+                self._collapse_above(tree, node, max_sl_size)
         if shape == (len(self.shortlists), len(self.expanded)):  # same shape: patch the view
             self._patch_view(groups, -1)
         else:
@@ -240,37 +259,56 @@ class TenantTree:
         if j is not None and not j.note(slots, sign):
             self.journal = None
 
+    def _remove_one(
+        self, tree: SharedTree, slot_leaf: np.ndarray, slots: np.ndarray, max_sl_size: int
+    ) -> None:
+        """`remove` of one slot (1,) int32: its shortlist by set membership, then cut out in
+        one compiled call."""
+        s = int(slots[0])
+        node = self._locate_one(tree, int(slot_leaf[s]))
+        sl = self.shortlists.get(node)
+        if sl is None:
+            raise Internal(f"expected slot {s} in the shortlist at node {node}")
+        keep, found = drop_slots(sl, slots)
+        if found != 1:
+            raise Internal(f"expected slot {s} in the shortlist at node {node}")
+        shape = (len(self.shortlists), len(self.expanded))
+        if len(keep):
+            self.shortlists[node] = keep
+        else:
+            del self.shortlists[node]
+        self.size -= 1
+        self._collapse_above(tree, node, max_sl_size)
+        if shape == (len(self.shortlists), len(self.expanded)):  # same shape: patch the view
+            self._patch_one(node, slots, -1)
+        else:
+            self._changed()
+
+    def _patch_one(self, node: int, slots: np.ndarray, sign: int) -> None:
+        """`_patch_view` of one slot (1,) int32, without building a list of groups."""
+        v, edits = self._vp
+        if v is None:
+            return
+        if len(edits) >= _MAX_EDITS:
+            self._changed()
+            return
+        self._vp = (v, (*edits, (node, slots, sign)))
+
     def _changed(self) -> None:
-        self._view = None
+        self._vp = (None, ())
         self._exp = None
 
     def _patch_view(self, groups: list[tuple[int, np.ndarray]], sign: int) -> None:
         """Slots added to (sign +1) or removed from (-1) existing shortlists, the sub-tree's
-        shape unchanged: edit the cached view in O(n) memmoves instead of rebuilding it
-        (a rebuild regroups every shortlist: the next search after each write paid it)."""
-        v = self._view
+        shape unchanged: the cached view is edited (O(n) memmoves, at the next view())
+        instead of rebuilt (a rebuild regroups every shortlist)."""
+        v, edits = self._vp
         if v is None:
             return
-        counts = np.zeros(len(v.node), np.int64)
-        at = []
-        for node, group in groups:
-            p = int(np.searchsorted(v.node, node))
-            a, b = int(v.sl_ptr[p]), int(v.sl_ptr[p + 1])
-            g = np.sort(group)
-            pos = a + np.searchsorted(v.slots[a:b], g)
-            if sign < 0 and not np.array_equal(v.slots[np.minimum(pos, len(v.slots) - 1)], g):
-                self._changed()  # not where the view says: rebuild rather than guess
-                return
-            at.append(pos)
-            counts[p] += len(g)
-        pos = np.concatenate(at)
-        if sign > 0:
-            slots = np.insert(v.slots, pos, np.concatenate([np.sort(g) for _, g in groups]))
-        else:
-            slots = np.delete(v.slots, pos)
-        sl_ptr = v.sl_ptr.copy()
-        sl_ptr[1:] += sign * np.cumsum(counts)
-        self._view = TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots.astype(np.int32))
+        if len(edits) + len(groups) > _MAX_EDITS:  # many writes, no search: rebuild once
+            self._changed()
+            return
+        self._vp = (v, edits + tuple((node, g, sign) for node, g in groups))
 
     def _collapse_above(self, tree: SharedTree, node: int, max_sl_size: int) -> None:
         """Merge the children of `node`'s ancestors into them while the merge rule allows."""
@@ -328,6 +366,45 @@ class TenantTree:
         entries = 64 * (len(self.shortlists) + len(self.expanded))
         view = self._view.nbytes if self._view is not None else 0
         return arrays + entries + view + 200
+
+
+#: (shared node, slots, sign): slots added to (+1) or removed from (-1) its shortlist.
+_Edit = tuple[int, np.ndarray, int]
+
+#: Edits kept pending on a view; past this many, the next search rebuilds it instead.
+_MAX_EDITS = 64
+
+
+def _edited(v: TenantView, node: int, group: np.ndarray, sign: int) -> TenantView | None:
+    """`v` with `group` (n,) int32 added to (sign +1) or removed from (-1) the shortlist of
+    `node`, as a new view (a search may hold `v`); None if that is not where `v` says."""
+    if len(group) == 1:  # the one-id write: one compiled call
+        ok, sl_ptr, slots = patch_view_one(v.node, v.sl_ptr, v.slots, node, int(group[0]), sign)
+        return TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots) if ok else None
+    p = int(np.searchsorted(v.node, node))
+    if p >= len(v.node) or v.node[p] != node:
+        return None
+    a, b = int(v.sl_ptr[p]), int(v.sl_ptr[p + 1])
+    g = np.sort(group)
+    pos = a + np.searchsorted(v.slots[a:b], g)
+    if sign < 0:
+        if not np.array_equal(v.slots[np.minimum(pos, len(v.slots) - 1)], g):
+            return None
+        slots = np.delete(v.slots, pos)
+    else:
+        slots = np.insert(v.slots, pos, g)
+    sl_ptr = v.sl_ptr.copy()
+    sl_ptr[p + 1 :] += sign * len(g)
+    return TenantView(v.node, v.child_ptr, v.child, sl_ptr, slots.astype(np.int32))
+
+
+def _runs(keys: np.ndarray, values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(key, values[a:b]) for each run a:b of equal `keys` (sorted (n,), n >= 1), as slices
+    (np.split costs ~1 µs a piece)."""
+    starts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist()]
+    ends = [*starts[1:], len(keys)]
+    for key, a, b in zip(keys[starts].tolist(), starts, ends, strict=True):
+        yield key, values[a:b]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -159,7 +159,7 @@ class SharedTree:
         """Add (sign=1) or remove (sign=-1) vectors from the per-node radius statistics."""
         if not len(x):
             return
-        if len(x) < 64:  # a few vectors: touch only the nodes on their paths
+        if len(x) < 4096:  # touch only the nodes on their paths (bincount: 1.7 us a vector)
             _radius_paths(
                 np.ascontiguousarray(x, np.float32),
                 np.asarray(leaves, np.int64),
@@ -203,19 +203,21 @@ class SharedTree:
         )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _leaf_of(v, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
-    """Descend from the root to the nearest child (L2) at every level; returns the leaf."""
+    """Descend from the root to the nearest child (L2) at every level; returns the leaf.
+    fastmath lets the dot products vectorise (inputs are finite, checked at the edge): one
+    vector through a 32-way, 2-level tree at d=128 took ~8 us scalar, half an insert."""
     node = 0
     while child_count[node] > 0:
         best = -1
         best_s = np.inf
         s0 = child_start[node]
         for c in range(s0, s0 + child_count[node]):
-            dot = 0.0
+            dot = np.float32(0.0)  # float32 like the search kernels: 8 lanes per instruction
             for j in range(v.shape[0]):
                 dot += v[j] * centroids[c, j]
-            s = cnorm[c] - 2.0 * dot
+            s = cnorm[c] - np.float32(2.0) * dot
             if s < best_s:
                 best_s = s
                 best = c
@@ -228,7 +230,7 @@ _PARALLEL_ROUTE_MIN = 2048
 
 
 # Two drivers (prange and range): numba's cache keys a function by name and place.
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def _route(x, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
     out = np.empty(x.shape[0], np.int32)
     for i in numba.prange(x.shape[0]):
@@ -236,7 +238,7 @@ def _route(x, centroids, cnorm, child_start, child_count):  # pragma: no cover -
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _route_serial(x, centroids, cnorm, child_start, child_count):  # pragma: no cover - compiled
     out = np.empty(x.shape[0], np.int32)
     for i in range(x.shape[0]):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from curator.index.tree import SharedTree
+from curator.index.write_kernels import place_one, sq_norms
+
 __all__ = ["VectorStore"]
 
 
@@ -55,6 +58,13 @@ class VectorStore:
 
     def allocate(self, n: int) -> np.ndarray:
         """n fresh slots (n,) int32: reused ones first, then new rows."""
+        if n == 1:  # the one-vector write: no concatenation
+            if len(self._free):
+                slot, self._free = self._free[:1].copy(), self._free[1:]
+                return slot
+            self._grow(self.high + 1)
+            self.high += 1
+            return np.array([self.high - 1], np.int32)
         reuse = self._free[:n]
         self._free = self._free[len(reuse) :]
         fresh = n - len(reuse)
@@ -66,15 +76,49 @@ class VectorStore:
     def put(
         self, slots: np.ndarray, ids: np.ndarray, x: np.ndarray, owner: int, leaves: np.ndarray
     ) -> None:
+        self.vnorm[slots] = sq_norms(x)
         self.vectors[slots] = x
-        self.vnorm[slots] = np.einsum("ij,ij->i", x, x)
         self.ext_id[slots] = ids
         self.owner[slots] = owner
         self.leaf[slots] = leaves
         self.live[slots] = True
         self.count += len(slots)
 
+    def put_routed(
+        self, slot: int, ext_id: int, x: np.ndarray, owner: int, tree: SharedTree
+    ) -> int:
+        """`put` of one vector x (d,) float32 into `slot`, routed through `tree` (whose radius
+        statistics count it) in the same compiled call; returns its leaf."""
+        leaf = place_one(
+            x,
+            tree.centroids,
+            tree.cnorm,
+            tree.child_start,
+            tree.child_count,
+            tree.anc,
+            tree.rad_sum,
+            tree.rad_cnt,
+            self.vectors,
+            self.vnorm,
+            slot,
+        )
+        self.ext_id[slot] = ext_id
+        self.owner[slot] = owner
+        self.leaf[slot] = leaf
+        self.live[slot] = True
+        self.count += 1
+        return int(leaf)
+
     def release(self, slots: np.ndarray) -> None:
+        if len(slots) == 1:
+            s = int(slots[0])
+            self.live[s] = False
+            self.owner[s] = -1
+            self.vectors[s] = 0
+            self.vnorm[s] = 0
+            self.count -= 1
+            self._free = np.append(self._free, np.int32(s))
+            return
         self.live[slots] = False
         self.owner[slots] = -1
         self.vectors[slots] = 0
@@ -111,7 +155,7 @@ class VectorStore:
         s = cls(dim, max(h, 1024))
         s.high = h
         s.vectors[:h] = a["vec_vectors"]
-        s.vnorm[:h] = np.einsum("ij,ij->i", s.vectors[:h], s.vectors[:h])
+        s.vnorm[:h] = sq_norms(s.vectors[:h])
         s.ext_id[:h] = a["vec_ext_id"]
         s.owner[:h] = a["vec_owner"]
         s.leaf[:h] = a["vec_leaf"]

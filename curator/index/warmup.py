@@ -65,6 +65,11 @@ def warm_kernels() -> float:
             tt = idx._tenant_tree("b")
             links = idx._tenant_graphs.build_now(tt, tt.view(idx._tree), idx._store)
             links.search(q, 5, 8, metric != "l2", idx._store)
+        # One-id writes (their own compiled steps: view patches, small map edits).
+        idx.insert(ids[:1], x[:1], owner="a", readers=("b",))
+        idx.revoke(ids[:1], "b", owner="a")
+        idx.grant(ids[:1], "b", owner="a")
+        idx.delete(ids[:1], owner="a")
         idx.delete(ids[:5], owner="a")
         idx.get_vectors(ids[5:10], owner="a")
         idx.can_read(ids[5:10], "a", "b")
