@@ -59,6 +59,16 @@ class CuratorBaseline:
         self.index.train()
         self.index.auto_train = True
 
+    def link(self, shared_graph: bool = True) -> None:
+        """What searches would otherwise link in the background while a sweep runs, done
+        now: large tenants' own links and (`shared_graph`) the global graph, for unfiltered
+        search and tenants past its share of the collection."""
+        if shared_graph:
+            graph = self.index.build_graph()
+            if graph is not None:
+                graph.link_pending(self.index._store)
+        self.index.link_tenants()
+
     def search(self, tenant: int, q: np.ndarray, k: int, setting: dict[str, Any]) -> Any:
         return self.index.search(str(tenant), q, k, SearchParams(**setting))
 
