@@ -262,23 +262,3 @@ def test_linking_is_off_the_write_path_and_searches_stay_exact(small) -> None:
     assert g.pending == 0 and g.n_linked == len(live)
     _exact_top(st, g, q[:20], live)
     g.check(st)
-
-
-def test_single_queries_enter_from_the_seeds_near_them() -> None:
-    """Well-separated clusters (the case that needs many entry points): a single query
-    starts from the group heads and the members of its nearest heads only, and still finds
-    its neighbours in whichever cluster they are."""
-    rng = np.random.default_rng(21)
-    centers = rng.standard_normal((48, 16)).astype(np.float32) * 8
-    x = (centers[rng.integers(0, 48, 20_000)] + rng.standard_normal((20_000, 16))).astype(
-        np.float32
-    )
-    st, _ = _store(x)
-    g = ProximityGraph.build(st, ip=False, degree=16, ef_construction=64)
-    assert g._groups is not None and len(g.seeds) == 256
-    q = (centers[rng.integers(0, 48, 60)] + rng.standard_normal((60, 16))).astype(np.float32)
-    assert len(g._seeds_near(q[0], st)) < len(g.seeds) // 2
-    got = np.stack([g.search(q[i : i + 1], 10, 32, st)[0][0] for i in range(len(q))])
-    dist = np.stack([g.search(q[i : i + 1], 10, 32, st)[1][0] for i in range(len(q))])
-    truth, truth_d = brute_force(x, np.arange(len(x)), q, 10, "l2")
-    assert recall(got.astype(np.int64), dist, truth, truth_d) >= 0.95

@@ -49,11 +49,6 @@ __all__ = ["ProximityGraph"]
 #: 128: recall@10 0.91 with 16 seeds, 0.98 with 256); each seed costs one distance per query.
 _MIN_SEEDS, _MAX_SEEDS = 16, 256
 
-#: Entry points are grouped under every _GROUP-th of them (each under its nearest head); a
-#: single unfiltered query starts from the heads and the members of its _PROBE nearest heads
-#: (~80 of 256 seeds: the rest, far from the query, cost a distance each and lead nowhere).
-_GROUP, _PROBE = 16, 4
-
 #: Slots one background link step takes (writers wait for at most one step's commit).
 LINK_STEP = 16
 #: Below this many linked slots, slots are linked one at a time (each sees the last).
@@ -83,8 +78,6 @@ class ProximityGraph:
         self.nbr = np.full((capacity, degree), -1, np.int32)
         self.linked = np.zeros(capacity, bool)
         self.seeds = np.full(_MIN_SEEDS, -1, np.int32)
-        # (heads, member_ptr, members) over `seeds`, or None (few seeds: all are used)
-        self._groups: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.n_linked = 0
         self.n_dead = 0  # deleted since the last repair (their rows still hold links)
         self.fresh = np.empty(0, np.int32)  # live slots not linked yet
@@ -367,39 +360,10 @@ class ProximityGraph:
         self._reseeded_at = self.n_linked
         nodes = np.flatnonzero(self.linked[: store.high]).astype(np.int32)
         n = int(np.clip(len(nodes) // 64, _MIN_SEEDS, _MAX_SEEDS))
-        seeds = np.full(n, -1, np.int32)
+        self.seeds = np.full(n, -1, np.int32)
         if len(nodes):
             pick = np.linspace(0, len(nodes) - 1, min(n, len(nodes))).astype(np.int64)
-            seeds[: len(pick)] = nodes[pick]
-        self._groups = self._group(seeds[seeds >= 0], store)
-        self.seeds = seeds
-
-    def _group(
-        self, seeds: np.ndarray, store: VectorStore
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Every _GROUP-th seed is a head; each seed goes under its nearest head."""
-        if len(seeds) < 4 * _GROUP:
-            return None
-        heads = seeds[::_GROUP]
-        near = np.argmin(self._to(store.vectors[seeds], heads, store), axis=1)
-        order = np.argsort(near, kind="stable")
-        ptr = np.searchsorted(near[order], np.arange(len(heads) + 1)).astype(np.int64)
-        return heads, ptr, seeds[order]
-
-    def _to(self, x: np.ndarray, slots: np.ndarray, store: VectorStore) -> np.ndarray:
-        """Distances (n, m) from rows `x` (n, d) to the vectors of `slots` (m,), up to a
-        per-row constant (the graph's metric: ranks only)."""
-        dots = x @ store.vectors[slots].T
-        return -dots if self.ip else store.vnorm[slots][None, :] - 2 * dots
-
-    def _seeds_near(self, q: np.ndarray, store: VectorStore) -> np.ndarray:
-        """Entry points for one query: the heads, and the members of its nearest heads."""
-        groups = self._groups
-        if groups is None:
-            return self.seeds
-        heads, ptr, members = groups
-        best = np.argpartition(self._to(q[None, :], heads, store)[0], _PROBE)[:_PROBE]
-        return np.concatenate([heads, *(members[ptr[b] : ptr[b + 1]] for b in best.tolist())])
+            self.seeds[: len(pick)] = nodes[pick]
 
     # -- search ------------------------------------------------------------------------------
     def search(
@@ -424,8 +388,6 @@ class ProximityGraph:
         filtered = allow is not None
         if allow is None:
             mask = np.zeros(1, bool)
-            if len(queries) == 1:
-                seeds = self._seeds_near(queries[0], store)
         else:
             mask = allow
             if len(mask) < len(linked):
