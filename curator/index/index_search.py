@@ -84,10 +84,10 @@ class IndexSearch(IndexState):
         return ids, out, hit_slots, plan
 
     def link_tenants(self) -> int:
-        """Build now (in this thread) the links of every tenant of at least
-        `tenant_graph_min` vectors whose links are missing or stale (searches otherwise
-        queue them in the background): for benchmarks and bulk loads. Returns how many
-        were built."""
+        """Build now (in this thread) the links of every tenant the planner would search
+        over its own links (`planner.wants_links`: from `tenant_graph_min` vectors up to half
+        the collection) whose links are missing or unusable (searches otherwise queue them in
+        the background): for benchmarks and bulk loads. Returns how many were built."""
         if not self.tenant_graph_min or not _whole(self).graph_enabled:
             return 0
         built = 0
