@@ -65,11 +65,12 @@ GRAPH_MIN_FRACTION = 0.2
 TREE_PATIENCE_DIVISOR = 16
 
 #: A tenant of at most this share of the collection is searched over its own links rather
-#: than the filtered global graph. Measured on Debian labels of 4-13 % (bench.tenant_search
-#: --paths): own links 127 us at recall 0.988 vs the filtered global graph 294 us at 0.990
-#: (width 64 vs 32). Above half, a filtered walk wastes under half its distances and the
-#: links would duplicate the global graph's memory for little: the global graph (not
-#: measured at that share).
+#: than the filtered global graph. Measured on Debian labels of more than 4,096 vectors
+#: (median 6,506, ~11 % of the collection; bench.tenant_search --paths, load ~4): own links
+#: 127 us at recall 0.988 vs the filtered global graph 294 us at 0.990 (width 64 vs 32).
+#: Above half, a filtered walk wastes under half its distances and the links would
+#: duplicate the global graph's memory for little: the global graph (not measured at that
+#: share).
 LINKS_MAX_SHARE = 0.5
 
 #: Predicate results up to this size are scanned exactly (measured crossover with the filtered
