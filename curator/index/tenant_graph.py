@@ -302,7 +302,8 @@ class TenantGraph:
 
     @property
     def nbytes(self) -> int:
-        return self.nbr.nbytes + self.deg.nbytes + self.seeds.nbytes + self.order.nbytes
+        arrays = (self.nbr, self.deg, self.seeds, self.order, self.none_dead)
+        return sum(a.nbytes for a in arrays)
 
     def overlay(self, journal: Journal, view: TenantView) -> Overlay:
         """`journal` (whose base is this graph's view) as arrays; cached per current view."""
