@@ -39,8 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.cluster_footprint import _start_etcd
-from bench.cluster_overhead import _server, _wait_serving
-from bench.datasets import DATA
+from bench.cluster_overhead import _server, _wait_serving, largest_tenants
 from client import Client
 from client.cluster import ClusterClient
 
@@ -135,11 +134,8 @@ def main() -> None:
     ap.add_argument("--qps-seconds", type=float, default=4.0)
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
-    base = np.load(DATA / "base.npy").astype(np.float32)
-    owner = np.load(DATA / "base_tenant.npy").astype(np.int64)
-    queries = np.load(DATA / "queries.npy")[: args.queries].astype(np.float32)
-    biggest = np.argsort(-np.bincount(owner))[: args.tenants]
-    names = [f"m{int(t)}" for t in biggest]
+    base, queries, rows = largest_tenants(args.tenants, args.queries)
+    names = list(rows)
     root = Path(tempfile.mkdtemp(prefix="curator-kill-"))
     key = "cdb_admin_" + secrets.token_urlsafe(32)
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -161,7 +157,7 @@ def main() -> None:
             for i, n in enumerate(names):
                 cc.create_tenant(n, group=f"g{i % 3}")
                 s.create_tenant(n)
-                ids = np.flatnonzero(owner == int(n[1:]))
+                ids = rows[n]
                 for db in (cc, s):
                     db.upsert("deb", ids, base[ids], tenant=n)
             homes = {n: cc.placements[n].node for n in names}
@@ -203,7 +199,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(root, ignore_errors=True)
-    sizes = {n: int((owner == int(n[1:])).sum()) for n in names}
+    sizes = {n: len(rows[n]) for n in names}
     print(f"tenants {sizes} on {homes}; 384-d cosine, k=10")
     print(f"  QPS, {args.clients} closed-loop clients, {args.qps_seconds:.0f} s each: one server "
           f"{single_qps:.0f}, three nodes (SDK) {cluster_qps:.0f} "

@@ -74,17 +74,25 @@ def _p50(fn: Callable[[int], object], n: int) -> float:
     return float(np.median(times)) * 1e3
 
 
+def largest_tenants(
+    n_tenants: int, n_queries: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Debian's base vectors, its first `n_queries` queries, and the rows of its
+    `n_tenants` largest tenants by name ("m<id>"), largest first."""
+    base = np.load(DATA / "base.npy").astype(np.float32)
+    owner = np.load(DATA / "base_tenant.npy").astype(np.int64)
+    queries = np.load(DATA / "queries.npy")[:n_queries].astype(np.float32)
+    biggest = np.argsort(-np.bincount(owner))[:n_tenants]
+    return base, queries, {f"m{int(t)}": np.flatnonzero(owner == t) for t in biggest}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--tenants", type=int, default=3)
     args = ap.parse_args()
-    base = np.load(DATA / "base.npy").astype(np.float32)
-    owner = np.load(DATA / "base_tenant.npy").astype(np.int64)
-    queries = np.load(DATA / "queries.npy")[: args.queries].astype(np.float32)
-    biggest = np.argsort(-np.bincount(owner))[: args.tenants]
-    names = [f"m{int(t)}" for t in biggest]
-    rows = {n: np.flatnonzero(owner == t) for n, t in zip(names, biggest, strict=True)}
+    base, queries, rows = largest_tenants(args.tenants, args.queries)
+    names = list(rows)
     root = Path(tempfile.mkdtemp(prefix="curator-overhead-"))
     key = "cdb_admin_" + secrets.token_urlsafe(32)
     procs: list[subprocess.Popen[bytes]] = []
